@@ -1,0 +1,47 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Every set-up step is here.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.convlab-installed
+FASHION_MNIST_SYSTEM := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: demo test lint data install clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Re-install when the project's dependencies change. torch/torchvision resolve to the
+# releases pip's local constraints allow on this machine (2.14.1 / 0.29.1).
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+# Fashion-MNIST from Debian's package where apt is available (root, offline-safe);
+# otherwise convlab downloads it itself on first use.
+data:
+	@if [ -f $(FASHION_MNIST_SYSTEM) ]; then \
+		echo "Fashion-MNIST: found in /usr/share/datasets/fashion-mnist"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+		 (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1)) \
+		 && echo "Fashion-MNIST: installed Debian's dataset-fashion-mnist" \
+		 || echo "Fashion-MNIST: apt could not install it; convlab will download it"; \
+	else \
+		echo "Fashion-MNIST: no apt here; convlab will download it"; \
+	fi
+
+demo: $(STAMP) data
+	$(VENV)/bin/convlab models
+	$(VENV)/bin/convlab summary lenet5
+	$(VENV)/bin/convlab summary resnet18
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+
+test: $(STAMP) data lint
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,91 @@
+"""Checkpoints: safetensors weights plus one JSON metadata record. The one way to save and load a model.
+
+A checkpoint file holds the model's state_dict as safetensors and, in the safetensors
+header, ``{"convlab": "<json>"}`` with the record: format, the model spec
+(``model.convlab_spec``: name, num_classes, in_chans, input_size, init, options), class
+names, input preprocessing (channels, size, mean, std), convlab version and metrics.
+safetensors is used because it cannot execute code on load, unlike pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorsError
+from safetensors.torch import load_file, safe_open, save_file
+
+from convlab import __version__
+from convlab.errors import ConvlabError
+
+FORMAT = "convlab-checkpoint/1"
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, record: dict) -> Path:
+    """Save ``model``'s weights and ``record`` (classes, input spec, metrics, ...) to ``path``."""
+    spec = getattr(model, "convlab_spec", None)
+    if spec is None:
+        raise ConvlabError("Only models made by convlab.create_model can be saved as convlab checkpoints.")
+    full = {"format": FORMAT, "convlab_version": __version__, "model": spec, **record}
+    # safetensors refuses shared or non-contiguous storage; clone detaches views (e.g. tied weights).
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata={"convlab": json.dumps(full)}))
+    return Path(path)
+
+
+def resolve_checkpoint(source: str | Path, prefer: str = "best") -> Path:
+    """A run folder resolves to its ``best.safetensors`` (else ``last``); a file to itself."""
+    path = Path(source)
+    if path.is_dir():
+        for name in (f"{prefer}.safetensors", "best.safetensors", "last.safetensors"):
+            if (path / name).is_file():
+                return path / name
+        raise ConvlabError(f"Run folder '{path}' holds no checkpoint (best.safetensors or last.safetensors).")
+    if not path.is_file():
+        raise ConvlabError(f"No checkpoint at '{path}': give a run folder or a .safetensors file written by convlab.")
+    return path
+
+
+def read_record(source: str | Path) -> dict:
+    """The metadata record of a checkpoint, without loading its weights."""
+    path = resolve_checkpoint(source)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorsError, OSError, ValueError) as error:
+        raise ConvlabError(f"'{path}' is not a readable safetensors checkpoint ({error}).") from None
+    if "convlab" not in metadata:
+        raise ConvlabError(f"'{path}' is a safetensors file but not a convlab checkpoint (no convlab metadata).")
+    return json.loads(metadata["convlab"])
+
+
+def load_checkpoint(source: str | Path, map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """Rebuild the model a checkpoint (or run folder) describes and load its weights: ``(model, record)``."""
+    from convlab.models import create_model
+
+    path = resolve_checkpoint(source)
+    record = read_record(path)
+    spec = record["model"]
+    model = create_model(
+        spec["name"], num_classes=spec["num_classes"], in_chans=spec["in_chans"], **spec.get("options", {})
+    )
+    model.load_state_dict(load_file(str(path), device=str(map_location)))
+    model.eval()
+    return model, record

@@ -1,0 +1,124 @@
+"""The model registry: one ``@register_model`` per architecture and one door, ``create_model``.
+
+Every builder has the same signature, ``builder(num_classes, in_chans, **options)``, and
+every model it returns carries ``model.convlab_spec``: the name, classes, input size and
+options it was built with, which checkpoints store and export/serving read back.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from convlab.errors import ConvlabError, unknown_name_error
+from convlab.layers.init import INIT_SCHEMES, init_weights
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    family: str
+    year: int
+    paper: str
+    input_size: tuple[int, int, int]  # (C, H, W) the architecture was designed for
+    num_classes: int  # the paper's number of classes (1000 for ImageNet nets, 10 for MNIST/CIFAR ones)
+    builder: Callable[..., nn.Module] = field(repr=False, compare=False)
+    torchvision: str | None = None  # torchvision builder with the same state_dict keys, if any
+    description: str = ""
+
+    @property
+    def options(self) -> list[str]:
+        """Keyword options the builder accepts besides num_classes and in_chans."""
+        params = inspect.signature(self.builder).parameters
+        return [p for p in params if p not in ("num_classes", "in_chans") and params[p].kind != params[p].VAR_KEYWORD]
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+
+
+def register_model(
+    *,
+    family: str,
+    year: int,
+    paper: str,
+    input_size: tuple[int, int, int] = (3, 224, 224),
+    num_classes: int = 1000,
+    torchvision: str | None = None,
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a builder function under its own name; its docstring's first line describes it."""
+
+    def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        name = builder.__name__
+        if name in _REGISTRY:
+            raise RuntimeError(f"model {name!r} registered twice")
+        doc = (builder.__doc__ or "").strip().splitlines()
+        _REGISTRY[name] = ModelInfo(
+            name=name, family=family, year=year, paper=paper, input_size=tuple(input_size),
+            num_classes=num_classes, builder=builder, torchvision=torchvision,
+            description=doc[0] if doc else "",
+        )
+        return builder
+
+    return decorate
+
+
+def _ensure_loaded() -> None:
+    import convlab.models  # noqa: F401  (importing the package registers every family)
+
+
+def list_models() -> list[ModelInfo]:
+    """Every registered model, in registration order (roughly chronological by family)."""
+    _ensure_loaded()
+    return list(_REGISTRY.values())
+
+
+def get_model_info(name: str) -> ModelInfo:
+    _ensure_loaded()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise unknown_name_error("model", name, _REGISTRY) from None
+
+
+def create_model(
+    name: str,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    init: str = "default",
+    **options,
+) -> nn.Module:
+    """Build model ``name`` for ``num_classes`` classes and ``in_chans`` input channels.
+
+    ``options`` go to the family's builder (e.g. ``activation="tanh"``, ``pool="max"``,
+    ``hidden=(300,)``, ``aux_logits=False``); an option the family does not take is an
+    error that lists the ones it does. ``init`` re-initialises weights (default, kaiming,
+    xavier, lecun).
+    """
+    info = get_model_info(name)
+    num_classes = info.num_classes if num_classes is None else int(num_classes)
+    in_chans = info.input_size[0] if in_chans is None else int(in_chans)
+    if num_classes < 1 or in_chans < 1:
+        raise ConvlabError(f"num_classes and in_chans must be positive, got {num_classes} and {in_chans}.")
+    if init not in INIT_SCHEMES:
+        raise unknown_name_error("init scheme", init, INIT_SCHEMES)
+    accepted = info.options
+    unknown = [k for k in options if k not in accepted]
+    if unknown:
+        raise ConvlabError(
+            f"Model '{name}' does not take option(s) {', '.join(unknown)}; "
+            f"it accepts: {', '.join(accepted) or 'no options'}."
+        )
+    model = info.builder(num_classes=num_classes, in_chans=in_chans, **options)
+    init_weights(model, init)
+    model.convlab_spec = {
+        "name": name,
+        "num_classes": num_classes,
+        "in_chans": in_chans,
+        "input_size": [in_chans, *info.input_size[1:]],
+        "init": init,
+        "options": dict(options),
+    }
+    return model
