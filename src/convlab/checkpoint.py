@@ -86,6 +86,14 @@ def load_checkpoint(source: str | Path, map_location: str | torch.device = "cpu"
     model = create_model(
         spec["name"], num_classes=spec["num_classes"], in_chans=spec["in_chans"], **spec.get("options", {})
     )
-    model.load_state_dict(load_file(str(path), device=str(map_location)))
+    state = load_file(str(path), device=str(map_location))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        first = str(error).splitlines()[1:3]
+        raise ConvlabError(
+            f"Checkpoint '{path}' does not fit model '{spec['name']}' as recorded: {' '.join(first).strip()}"
+        ) from None
+    model.convlab_spec["init"] = spec.get("init", "default")  # weights were loaded, so init is history
     model.eval()
     return model, record
