@@ -113,11 +113,14 @@ def create_model(
         )
     model = info.builder(num_classes=num_classes, in_chans=in_chans, **options)
     init_weights(model, init)
+    # Families whose input side is an option (mlp's input_size, ViT's image_size) record that size.
+    side = options.get("input_size", options.get("image_size"))
+    spatial = [int(side), int(side)] if isinstance(side, (int, float)) else list(info.input_size[1:])
     model.convlab_spec = {
         "name": name,
         "num_classes": num_classes,
         "in_chans": in_chans,
-        "input_size": [in_chans, *info.input_size[1:]],
+        "input_size": [in_chans, *spatial],
         "init": init,
         "options": dict(options),
     }

@@ -47,6 +47,8 @@ class MLP(nn.Module):
 def _check_hidden(hidden: Sequence[int]) -> tuple[int, ...]:
     if isinstance(hidden, int):
         hidden = (hidden,)
+    elif isinstance(hidden, str):  # "500,150" as typed on a command line
+        hidden = [part for part in hidden.split(",") if part.strip()]
     try:
         widths = tuple(int(units) for units in hidden)
     except (TypeError, ValueError):
@@ -61,7 +63,7 @@ def _check_hidden(hidden: Sequence[int]) -> tuple[int, ...]:
 @register_model(
     family="mlp",
     year=1998,
-    paper="LeCun, Bottou, Bengio, Haffner, Gradient-Based Learning Applied to Document Recognition (Proc. IEEE 1998)",
+    paper="LeCun et al., Gradient-Based Learning Applied to Document Recognition (Proc. IEEE 1998)",
     input_size=(1, 28, 28),
     num_classes=10,
 )
@@ -74,7 +76,7 @@ def mlp(
     input_size: int = 28,
     dropout: float = 0.0,
 ) -> nn.Module:
-    """Multi-layer perceptron on the flattened image (LeCun's MNIST baselines 784-300-10, 784-500-150-10).
+    """Multi-layer perceptron on the flattened image (LeCun's MNIST baselines, e.g. 784-300-10).
 
     ``hidden`` lists the hidden widths ((1000,), (500, 150), ...; () gives a linear classifier);
     ``input_size`` is the side of the square input, so the first layer takes

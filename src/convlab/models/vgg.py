@@ -1,1 +1,236 @@
-"""(being written)"""
+"""VGG (Simonyan & Zisserman 2014): all six columns of Table 1, plus batch-norm variants.
+
+Layouts and state_dict keys are torchvision's, so its vgg11/13/16/19(_bn) weights load unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from convlab.errors import ConvlabError
+from convlab.layers import make_activation
+from convlab.models._registry import register_model
+
+PAPER = "Simonyan, Zisserman, Very Deep Convolutional Networks for Large-Scale Image Recognition (ICLR 2015)"
+
+# Simonyan & Zisserman 2014, Table 1, one column per configuration, one line per stage.
+# "convK-N" is a KxK convolution with N maps (stride 1, size-preserving padding) followed by ReLU.
+# fmt: off
+VGG_CONFIGS: dict[str, list[str]] = {
+    "A": [
+        "conv3-64", "maxpool",
+        "conv3-128", "maxpool",
+        "conv3-256", "conv3-256", "maxpool",
+        "conv3-512", "conv3-512", "maxpool",
+        "conv3-512", "conv3-512", "maxpool",
+    ],
+    "A-LRN": [
+        "conv3-64", "LRN", "maxpool",
+        "conv3-128", "maxpool",
+        "conv3-256", "conv3-256", "maxpool",
+        "conv3-512", "conv3-512", "maxpool",
+        "conv3-512", "conv3-512", "maxpool",
+    ],
+    "B": [
+        "conv3-64", "conv3-64", "maxpool",
+        "conv3-128", "conv3-128", "maxpool",
+        "conv3-256", "conv3-256", "maxpool",
+        "conv3-512", "conv3-512", "maxpool",
+        "conv3-512", "conv3-512", "maxpool",
+    ],
+    "C": [
+        "conv3-64", "conv3-64", "maxpool",
+        "conv3-128", "conv3-128", "maxpool",
+        "conv3-256", "conv3-256", "conv1-256", "maxpool",
+        "conv3-512", "conv3-512", "conv1-512", "maxpool",
+        "conv3-512", "conv3-512", "conv1-512", "maxpool",
+    ],
+    "D": [
+        "conv3-64", "conv3-64", "maxpool",
+        "conv3-128", "conv3-128", "maxpool",
+        "conv3-256", "conv3-256", "conv3-256", "maxpool",
+        "conv3-512", "conv3-512", "conv3-512", "maxpool",
+        "conv3-512", "conv3-512", "conv3-512", "maxpool",
+    ],
+    "E": [
+        "conv3-64", "conv3-64", "maxpool",
+        "conv3-128", "conv3-128", "maxpool",
+        "conv3-256", "conv3-256", "conv3-256", "conv3-256", "maxpool",
+        "conv3-512", "conv3-512", "conv3-512", "conv3-512", "maxpool",
+        "conv3-512", "conv3-512", "conv3-512", "conv3-512", "maxpool",
+    ],
+}
+# fmt: on
+
+
+def make_features(config: list[str], in_chans: int, activation: str, batch_norm: bool) -> nn.Sequential:
+    """The convolutional stack of one column, as a flat Sequential (torchvision's key numbering)."""
+    layers: list[nn.Module] = []
+    channels = in_chans
+    for entry in config:
+        if entry == "maxpool":
+            layers.append(nn.MaxPool2d(2, 2))
+        elif entry == "LRN":
+            # "the parameters for the LRN layer are those of (Krizhevsky et al., 2012)" (Sec. 2.3)
+            layers.append(nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0))
+        else:
+            kernel, width = (int(n) for n in entry.removeprefix("conv").split("-"))
+            layers.append(nn.Conv2d(channels, width, kernel, padding=kernel // 2))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(width))
+            layers.append(make_activation(activation))
+            channels = width
+    return nn.Sequential(*layers)
+
+
+class VGG(nn.Module):
+    """Stacked 3x3 convolutions in five max-pooled stages -> FC 4096 -> FC 4096 -> classes."""
+
+    def __init__(
+        self, features: nn.Sequential, num_classes: int, activation: str = "relu", dropout: float = 0.5
+    ) -> None:
+        super().__init__()
+        self.features = features
+        # 7x7 at 224 after five halvings; adaptive, so 32x32 inputs (1x1 maps) still reach the classifier.
+        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        self.classifier = nn.Sequential(
+            nn.Linear(512 * 7 * 7, 4096),
+            make_activation(activation),
+            nn.Dropout(dropout),
+            nn.Linear(4096, 4096),
+            make_activation(activation),
+            nn.Dropout(dropout),
+            nn.Linear(4096, num_classes),
+        )
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # torchvision's choice (He et al. 2015 for the convolutions); the paper pre-trained the deeper
+        # columns from A's weights, which an init scheme cannot reproduce.
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, 0.0, 0.01)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.avgpool(self.features(x))
+        return self.classifier(torch.flatten(x, 1))
+
+
+def _vgg(
+    config: str, batch_norm: bool, num_classes: int, in_chans: int, activation: str, dropout: float
+) -> VGG:
+    if not 0.0 <= dropout < 1.0:
+        raise ConvlabError(f"dropout must be a probability in [0, 1), got {dropout!r}.")
+    features = make_features(VGG_CONFIGS[config], in_chans, activation, batch_norm)
+    return VGG(features, num_classes, activation=activation, dropout=dropout)
+
+
+def _register(torchvision: str | None = None):
+    return register_model(
+        family="vgg",
+        year=2014,
+        paper=PAPER,
+        input_size=(3, 224, 224),
+        num_classes=1000,
+        torchvision=torchvision,
+    )
+
+
+@_register(torchvision="vgg11")
+def vgg11(
+    num_classes: int = 1000, in_chans: int = 3, *, activation: str = "relu", dropout: float = 0.5
+) -> VGG:
+    """VGG-11, configuration A: 8 convolutions + 3 FC layers, 133M parameters."""
+    return _vgg("A", False, num_classes, in_chans, activation, dropout)
+
+
+@_register()
+def vgg11_lrn(
+    num_classes: int = 1000, in_chans: int = 3, *, activation: str = "relu", dropout: float = 0.5
+) -> VGG:
+    """VGG-11 with LRN after the first convolution, configuration A-LRN (it did not help, Table 3)."""
+    return _vgg("A-LRN", False, num_classes, in_chans, activation, dropout)
+
+
+@_register(torchvision="vgg13")
+def vgg13(
+    num_classes: int = 1000, in_chans: int = 3, *, activation: str = "relu", dropout: float = 0.5
+) -> VGG:
+    """VGG-13, configuration B: two 3x3 convolutions in every stage, 133M parameters."""
+    return _vgg("B", False, num_classes, in_chans, activation, dropout)
+
+
+@_register()
+def vgg16_c(
+    num_classes: int = 1000, in_chans: int = 3, *, activation: str = "relu", dropout: float = 0.5
+) -> VGG:
+    """VGG-16, configuration C: the last convolution of stages 3-5 is 1x1, 134M parameters."""
+    return _vgg("C", False, num_classes, in_chans, activation, dropout)
+
+
+@_register(torchvision="vgg16")
+def vgg16(
+    num_classes: int = 1000, in_chans: int = 3, *, activation: str = "relu", dropout: float = 0.5
+) -> VGG:
+    """VGG-16, configuration D: 13 3x3 convolutions + 3 FC layers, 138M parameters."""
+    return _vgg("D", False, num_classes, in_chans, activation, dropout)
+
+
+@_register(torchvision="vgg19")
+def vgg19(
+    num_classes: int = 1000, in_chans: int = 3, *, activation: str = "relu", dropout: float = 0.5
+) -> VGG:
+    """VGG-19, configuration E: four 3x3 convolutions in stages 3-5, 144M parameters."""
+    return _vgg("E", False, num_classes, in_chans, activation, dropout)
+
+
+# Batch normalisation (Ioffe & Szegedy 2015) after every convolution: not in the paper, but
+# torchvision's variants, which train from scratch without the paper's staged initialisation.
+
+
+@_register(torchvision="vgg11_bn")
+def vgg11_bn(
+    num_classes: int = 1000, in_chans: int = 3, *, activation: str = "relu", dropout: float = 0.5
+) -> VGG:
+    """VGG-11 (configuration A) with batch normalisation after every convolution."""
+    return _vgg("A", True, num_classes, in_chans, activation, dropout)
+
+
+@_register(torchvision="vgg13_bn")
+def vgg13_bn(
+    num_classes: int = 1000, in_chans: int = 3, *, activation: str = "relu", dropout: float = 0.5
+) -> VGG:
+    """VGG-13 (configuration B) with batch normalisation after every convolution."""
+    return _vgg("B", True, num_classes, in_chans, activation, dropout)
+
+
+@_register()
+def vgg16_c_bn(
+    num_classes: int = 1000, in_chans: int = 3, *, activation: str = "relu", dropout: float = 0.5
+) -> VGG:
+    """VGG-16 (configuration C, 1x1 convolutions) with batch normalisation after every convolution."""
+    return _vgg("C", True, num_classes, in_chans, activation, dropout)
+
+
+@_register(torchvision="vgg16_bn")
+def vgg16_bn(
+    num_classes: int = 1000, in_chans: int = 3, *, activation: str = "relu", dropout: float = 0.5
+) -> VGG:
+    """VGG-16 (configuration D) with batch normalisation after every convolution."""
+    return _vgg("D", True, num_classes, in_chans, activation, dropout)
+
+
+@_register(torchvision="vgg19_bn")
+def vgg19_bn(
+    num_classes: int = 1000, in_chans: int = 3, *, activation: str = "relu", dropout: float = 0.5
+) -> VGG:
+    """VGG-19 (configuration E) with batch normalisation after every convolution."""
+    return _vgg("E", True, num_classes, in_chans, activation, dropout)
