@@ -1,7 +1,13 @@
-"""Shared test set-up: deterministic, single-threaded-friendly torch."""
+"""Shared test set-up: seeded torch, and a thread count that suits many small tests.
+
+Most tests run tiny tensors, where torch's intra-op threads cost more in hand-offs than
+they gain; one thread keeps the suite fast and its numbers reproducible.
+"""
 
 import pytest
 import torch
+
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

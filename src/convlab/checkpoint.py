@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from convlab import __version__
@@ -69,7 +69,7 @@ def read_record(source: str | Path) -> dict:
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-    except (SafetensorsError, OSError, ValueError) as error:
+    except (SafetensorError, OSError, ValueError) as error:
         raise ConvlabError(f"'{path}' is not a readable safetensors checkpoint ({error}).") from None
     if "convlab" not in metadata:
         raise ConvlabError(f"'{path}' is a safetensors file but not a convlab checkpoint (no convlab metadata).")

@@ -46,15 +46,15 @@ class ConvNeXtBlock(nn.Module):
         self.block = nn.Sequential(
             nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim),  # large kernel, one filter per channel
             Permute(0, 2, 3, 1),
-            nn.LayerNorm(dim, eps=1e-6),  # a single norm per block, as the paper's "fewer normalisation layers"
+            nn.LayerNorm(dim, eps=1e-6),  # one norm per block: the paper's "fewer normalization layers"
             nn.Linear(dim, 4 * dim),  # inverted bottleneck: expand 4x like a transformer's MLP
             make_activation(activation),  # a single activation per block (GELU in the paper)
             nn.Linear(4 * dim, dim),
             Permute(0, 3, 1, 2),
         )
-        # Layer scale (Touvron et al. 2021): each residual branch starts near zero, so deep stacks train stably
+        # Layer scale (Touvron et al. 2021): each branch starts near zero, so deep stacks train stably
         self.layer_scale = nn.Parameter(torch.full((dim, 1, 1), float(layer_scale)))
-        # Stochastic depth (Huang et al. 2016): drops the whole branch per sample in training, identity in eval
+        # Stochastic depth (Huang et al. 2016): drops the branch per sample in training, identity in eval
         self.stochastic_depth = StochasticDepth(drop_path, "row")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

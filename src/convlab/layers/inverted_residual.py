@@ -24,13 +24,13 @@ class InvertedResidual(nn.Module):
         super().__init__()
         if stride not in (1, 2):
             raise ConvlabError(f"An inverted residual block's stride must be 1 or 2, got {stride}.")
-        hidden_channels = int(round(in_channels * expand_ratio))
+        hidden = int(round(in_channels * expand_ratio))
         layers: list[nn.Module] = []
         if expand_ratio != 1:  # with t = 1 the expansion would be a 1x1 conv to the same width: skipped
-            layers.append(ConvNormAct(in_channels, hidden_channels, 1, activation=activation))
+            layers.append(ConvNormAct(in_channels, hidden, 1, activation=activation))
         layers += [
-            ConvNormAct(hidden_channels, hidden_channels, 3, stride, groups=hidden_channels, activation=activation),
-            nn.Conv2d(hidden_channels, out_channels, 1, bias=False),  # linear bottleneck: no activation
+            ConvNormAct(hidden, hidden, 3, stride, groups=hidden, activation=activation),  # depthwise 3x3
+            nn.Conv2d(hidden, out_channels, 1, bias=False),  # linear bottleneck: no activation
             nn.BatchNorm2d(out_channels),
         ]
         self.conv = nn.Sequential(*layers)

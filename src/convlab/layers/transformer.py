@@ -57,8 +57,10 @@ class TransformerEncoderBlock(nn.Module):
         activation: str = "gelu",
     ) -> None:
         super().__init__()
-        if width % heads:
-            raise ConvlabError(f"The width must be divisible by the number of heads, got width={width} and heads={heads}.")
+        if heads < 1 or width % heads:
+            raise ConvlabError(
+                f"The width must be a multiple of the number of heads, got width={width} and heads={heads}."
+            )
         self.ln_1 = nn.LayerNorm(width, eps=1e-6)
         self.self_attention = nn.MultiheadAttention(width, heads, dropout=attention_dropout, batch_first=True)
         self.dropout = nn.Dropout(dropout)
@@ -99,9 +101,10 @@ class TransformerEncoder(nn.Module):
         # One learned vector per position; std 0.02 as BERT, which ViT follows
         self.pos_embedding = nn.Parameter(torch.empty(1, seq_length, width).normal_(std=0.02))
         self.dropout = nn.Dropout(dropout)
+        block = TransformerEncoderBlock
         self.layers = nn.Sequential(
             OrderedDict(
-                (f"encoder_layer_{i}", TransformerEncoderBlock(width, heads, mlp_dim, dropout, attention_dropout, activation))
+                (f"encoder_layer_{i}", block(width, heads, mlp_dim, dropout, attention_dropout, activation))
                 for i in range(depth)
             )
         )
