@@ -1,0 +1,76 @@
+"""`convlab eval`: loss, top-1/top-5, per-class scores and the confusion matrix of a checkpoint on a split."""
+
+from __future__ import annotations
+
+from convlab.evaluation.tta import TTA_MODES
+
+CONFUSION_PRINTED_UP_TO = 20  # classes; a larger matrix does not fit a terminal, see confusion-<split>.png
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate a checkpoint or run folder on a data split",
+        description="Evaluate a checkpoint (or a run folder's best checkpoint): loss, top-1 and top-5 accuracy "
+        "and error, per-class precision/recall/F1 and the confusion matrix. The data defaults to the one "
+        "the model was trained on, at the same size and with the same validation split. For a run folder "
+        "the results are also written there (eval-<split>.json, confusion-<split>.png). Top-5 is capped "
+        "at the number of classes.",
+    )
+    parser.add_argument("source", metavar="RUN_OR_CHECKPOINT", help="run folder or .safetensors checkpoint")
+    parser.add_argument("--data", default=None, help="data to evaluate on (default: the checkpoint's own)")
+    parser.add_argument("--split", default="test", choices=("test", "val", "train"), help="default: test")
+    parser.add_argument("--tta", default=None, choices=("none", *TTA_MODES),
+                        help="test-time augmentation: flip = image and mirror, tencrop = 5 crops and mirrors")
+    parser.add_argument("--batch-size", type=int, default=512, help="default: 512")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present)")
+    parser.add_argument("--data-root", default=None, help="where named data sets are found or downloaded")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from convlab.evaluation import evaluate
+
+    result = evaluate(
+        args.source, data=args.data, split=args.split, tta=args.tta, batch_size=args.batch_size,
+        device=args.device, data_root=args.data_root, json_out=args.json,
+    )
+    if not args.json:
+        print_result(result)
+    return 0
+
+
+def print_result(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    k = result.top5_k
+    tta = f", TTA {result.tta}" if result.tta else ""
+    summary = Table(title=f"{result.checkpoint}: {result.data} {result.split} ({result.n:,} images{tta})")
+    for column in ("loss", "top-1 acc", f"top-{k} acc", "top-1 error", f"top-{k} error"):
+        summary.add_column(column, justify="right")
+    summary.add_row(f"{result.loss:.4f}", f"{result.top1:.2%}", f"{result.top5:.2%}",
+                    f"{1 - result.top1:.2%}", f"{1 - result.top5:.2%}")
+    console.print(summary)
+
+    per_class = Table(title="Per class")
+    per_class.add_column("class")
+    for column in ("precision", "recall", "F1", "support"):
+        per_class.add_column(column, justify="right")
+    for row in result.per_class:
+        per_class.add_row(str(row["class"]), f"{row['precision']:.3f}", f"{row['recall']:.3f}",
+                          f"{row['f1']:.3f}", str(row["support"]))
+    console.print(per_class)
+
+    if len(result.classes) <= CONFUSION_PRINTED_UP_TO:
+        matrix = Table(title="Confusion matrix (rows: true, columns: predicted)")
+        matrix.add_column("true \\ predicted")
+        for index, _ in enumerate(result.classes):
+            matrix.add_column(str(index), justify="right")
+        for index, (name, counts) in enumerate(zip(result.classes, result.confusion, strict=True)):
+            cells = [f"[bold]{c}[/bold]" if j == index else (str(c) if c else "[dim]0[/dim]")
+                     for j, c in enumerate(counts)]
+            matrix.add_row(f"{index} {name}", *cells)
+        console.print(matrix)

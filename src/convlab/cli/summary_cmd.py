@@ -1,0 +1,56 @@
+"""`convlab summary`: a model's layers, shapes, parameters, multiply-adds and receptive fields."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from convlab.errors import ConvlabError
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "summary",
+        help="layer-by-layer shapes, parameters, multiply-adds and receptive fields of a model",
+        description="Run one forward pass (on the meta device: no weights, seconds even for ResNet-152) "
+        "and print every layer with its output shape, parameters, multiply-adds and receptive field.",
+    )
+    parser.add_argument("model", metavar="NAME", help="a model name from `convlab models`")
+    parser.add_argument(
+        "--input", metavar="CxHxW", default=None,
+        help="input size, e.g. 3x224x224 (or HxW, or S for the model's channels); default: the model's own",
+    )
+    parser.add_argument("--num-classes", type=int, default=None, metavar="N", help="classifier outputs")
+    parser.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE",
+        help="a builder option, repeatable, e.g. --option stride_in=1x1 (values read as YAML: 0.5, true, [300, 100])",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    parser.set_defaults(func=run)
+
+
+def parse_options(pairs: list[str]) -> dict:
+    """``["stride_in=1x1", "aux_logits=false"]`` -> ``{"stride_in": "1x1", "aux_logits": False}``."""
+    options = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConvlabError(f"Option '{pair}' is not of the form KEY=VALUE, e.g. --option stride_in=1x1.")
+        try:
+            options[key.strip()] = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            options[key.strip()] = text
+    return options
+
+
+def run(args) -> int:
+    from convlab.analysis import summary
+    from convlab.analysis.format import print_summary
+
+    result = summary(args.model, args.input, num_classes=args.num_classes, **parse_options(args.option))
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print_summary(result)
+    return 0

@@ -1,0 +1,80 @@
+"""Test-time augmentation: average the softmax over mirrored and cropped views of each batch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from convlab.errors import ConvlabError
+
+TTA_MODES = ("flip", "tencrop")
+
+# The standard ImageNet ratio of crop to resized image (224 of 256); ten-crop views are cut from the
+# input enlarged by its inverse, so each crop sees 87.5% of the image (Krizhevsky et al. 2012, sec. 4.1).
+CROP_FRACTION = 0.875
+
+
+def check_tta(tta: str | None) -> str | None:
+    """``None``/``"none"`` -> None; a known mode -> itself; anything else -> ConvlabError."""
+    if tta in (None, "", "none"):
+        return None
+    if tta not in TTA_MODES:
+        raise ConvlabError(f"Unknown test-time augmentation '{tta}'; accepted: none, {', '.join(TTA_MODES)}.")
+    return tta
+
+
+def logits_of(model: nn.Module, images: Tensor) -> Tensor:
+    """The main logits of ``model`` (models with auxiliary heads return a tuple; the first is the main one)."""
+    output = model(images)
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def ten_crop_views(images: Tensor) -> Iterator[Tensor]:
+    """Four corner crops and the centre crop of the batch enlarged by 1/0.875, then their mirrors.
+
+    Each view is an N x C x H x W batch at the input size: one resize and ten slices per batch.
+    """
+    height, width = images.shape[-2:]
+    big_h, big_w = round(height / CROP_FRACTION), round(width / CROP_FRACTION)
+    enlarged = F.interpolate(images, size=(big_h, big_w), mode="bilinear", align_corners=False)
+    bottom, right = big_h - height, big_w - width
+    corners = [(0, 0), (0, right), (bottom, 0), (bottom, right), (bottom // 2, right // 2)]
+    crops = [enlarged[..., top : top + height, left : left + width] for top, left in corners]
+    yield from crops
+    for crop in crops:
+        yield crop.flip(-1)
+
+
+def tta_views(images: Tensor, tta: str) -> Iterator[Tensor]:
+    if tta == "flip":
+        yield images
+        yield images.flip(-1)
+    elif tta == "tencrop":
+        yield from ten_crop_views(images)
+    else:
+        raise ConvlabError(f"Unknown test-time augmentation '{tta}'; accepted: none, {', '.join(TTA_MODES)}.")
+
+
+def tta_probabilities(model: nn.Module, images: Tensor, tta: str) -> Tensor:
+    """N x classes softmax probabilities averaged over the views of ``tta`` (``flip`` or ``tencrop``).
+
+    The views go through the model one batch each, so memory stays that of one plain batch.
+    """
+    total = None
+    count = 0
+    for view in tta_views(images, tta):
+        probabilities = logits_of(model, view.contiguous()).float().softmax(dim=-1)
+        total = probabilities if total is None else total + probabilities
+        count += 1
+    return total / count
+
+
+def predict_probabilities(model: nn.Module, images: Tensor, tta: str | None = None) -> Tensor:
+    """Softmax probabilities for a batch, with or without test-time augmentation."""
+    with torch.inference_mode():
+        if tta is None:
+            return logits_of(model, images).float().softmax(dim=-1)
+        return tta_probabilities(model, images, tta)

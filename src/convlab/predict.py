@@ -1,0 +1,84 @@
+"""Predict the classes of image files with a trained checkpoint, using the preprocessing stored with it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from convlab.checkpoint import load_checkpoint as load
+from convlab.errors import ConvlabError
+from convlab.evaluation.evaluate import check_device
+from convlab.evaluation.tta import logits_of
+
+__all__ = ["load", "predict", "predict_tensors"]
+
+
+def predict_tensors(model: torch.nn.Module, batch: torch.Tensor, classes: Sequence[str], topk: int = 5) -> list[list[dict]]:
+    """Top-k ``{"label", "index", "probability"}`` per row of an already preprocessed batch (k capped at classes)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            probabilities = logits_of(model, batch).float().softmax(dim=-1)
+    finally:
+        model.train(was_training)
+    k = min(topk, probabilities.shape[-1])
+    top = probabilities.topk(k, dim=-1)
+    return [
+        [{"label": classes[i], "index": i, "probability": p} for p, i in zip(row_p, row_i, strict=True)]
+        for row_p, row_i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+    ]
+
+
+def predict(
+    source,
+    images: str | Path | Sequence[str | Path],
+    *,
+    topk: int = 5,
+    device: str | torch.device | None = None,
+    skip_unreadable: bool = False,
+) -> list[dict]:
+    """Classify image files with a checkpoint (or a run folder's best checkpoint).
+
+    ``source`` is a checkpoint path, a run folder, or an already loaded ``(model, record)``
+    pair. Each file is read in any mode and size and converted with the stored preprocessing
+    (``record["input"]``: channels, size, mean, std); all images go through the model as one
+    batch. Returns ``[{"image": path, "predictions": [{"label", "index", "probability"}, ...]}]``
+    in the order given, best class first. An unreadable file raises a ConvlabError naming it,
+    or with ``skip_unreadable=True`` gets ``{"image": path, "error": reason}`` in its place.
+    """
+    from convlab.data import normalize, read_image
+
+    if isinstance(images, (str, Path)):
+        images = [images]
+    images = [str(path) for path in images]
+    if not images:
+        raise ConvlabError("No images given to predict; pass one or more image files.")
+    if int(topk) < 1:
+        raise ConvlabError(f"--topk must be a positive integer, got {topk}.")
+    device = check_device(device)
+    model, record = source if isinstance(source, tuple) else load(source)
+    if "input" not in record:
+        raise ConvlabError("The checkpoint records no input preprocessing (channels, size, mean, std); "
+                           "it was not written by convlab's training.")
+    stored = record["input"]
+    channels, size = int(stored["channels"]), tuple(int(s) for s in stored["size"])
+
+    pixels, readable, results = [], [], []
+    for path in images:
+        try:
+            pixels.append(read_image(path, channels, size))
+            readable.append(len(results))
+            results.append({"image": path, "predictions": []})
+        except ConvlabError as error:
+            if not skip_unreadable:
+                raise
+            results.append({"image": path, "error": str(error)})
+    if pixels:
+        batch = normalize(torch.stack(pixels).to(device), stored["mean"], stored["std"])
+        model.to(device)
+        for index, predictions in zip(readable, predict_tensors(model, batch, record["classes"], topk), strict=True):
+            results[index]["predictions"] = predictions
+    return results

@@ -1,0 +1,87 @@
+"""Fixtures for the evaluation tests: a tensor-backed data bundle and a small MLP trained on Fashion-MNIST."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import convlab
+
+FASHION_LIMIT = 2000  # training images kept (stratified); the val split is 10% of them
+TRAIN_STEPS = 300
+
+
+class TensorBundle:
+    """The slice of the DataBundle interface evaluation reads, over tensors already in memory."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: list[str], split: str = "val"):
+        self.name = "tensors"
+        self.classes = classes
+        self.in_chans = images.shape[1]
+        self.image_size = tuple(images.shape[-2:])
+        self.mean = (0.0,) * self.in_chans
+        self.std = (1.0,) * self.in_chans
+        self._split, self._images, self._labels = split, images, labels
+
+    def splits(self) -> list[str]:
+        return [self._split]
+
+    def size(self, split: str) -> int:
+        return len(self._labels)
+
+    def labels(self, split: str) -> torch.Tensor:
+        return self._labels
+
+    def loader(self, split, batch_size, *, shuffle=False, augment=(), epoch=0, seed=0, device="cpu",
+               drop_last=False):
+        return [
+            (self._images[i : i + batch_size].to(device), self._labels[i : i + batch_size].to(device))
+            for i in range(0, len(self._labels), batch_size)
+        ]
+
+
+@pytest.fixture
+def tensor_bundle():
+    return TensorBundle
+
+
+@pytest.fixture(scope="session")
+def fashion():
+    from convlab.data import load_data
+
+    return load_data("fashion-mnist", limit=FASHION_LIMIT, val_split=0.1, seed=0)
+
+
+@pytest.fixture(scope="session")
+def trained_mlp(fashion):
+    """convlab's 784-300-10 MLP after 300 Adam steps on 1,800 Fashion-MNIST images (about 80% test top-1)."""
+    torch.manual_seed(0)
+    model = convlab.create_model("mlp", num_classes=10, in_chans=1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    steps, epoch = 0, 0
+    while steps < TRAIN_STEPS:
+        for images, labels in fashion.loader("train", 64, shuffle=True, epoch=epoch, seed=0):
+            loss = F.cross_entropy(model(images), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            steps += 1
+            if steps == TRAIN_STEPS:
+                break
+        epoch += 1
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def record(fashion):
+    """The checkpoint record the training engine writes, for a run on ``fashion``."""
+    return {
+        "classes": list(fashion.classes),
+        "input": {"channels": fashion.in_chans, "size": list(fashion.image_size), "mean": list(fashion.mean),
+                  "std": list(fashion.std)},
+        "data": {"name": "fashion-mnist", "source": fashion.source, "val_split": 0.1, "seed": 0},
+        "epoch": 3,
+        "metrics": {},
+        "config": {"model": "mlp", "data": "fashion-mnist", "limit": FASHION_LIMIT, "val_split": 0.1, "seed": 0},
+    }
