@@ -4,10 +4,14 @@ Most tests run tiny tensors, where torch's intra-op threads cost more in hand-of
 they gain; one thread keeps the suite fast and its numbers reproducible.
 """
 
+import os
+
 import pytest
 import torch
 
 torch.set_num_threads(1)
+# Folder data sets in tests are tiny: worker processes would cost more than they save.
+os.environ.setdefault("CONVLAB_NUM_WORKERS", "0")
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,167 @@
+"""DataBundle, the one interface training and evaluation see, and the seeded stratified splits.
+
+Two kinds implement it: MemoryBundle (every named set: one uint8 tensor, batched augmentation)
+and FolderBundle (folders of image files: DataLoader workers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from convlab.errors import ConvlabError
+
+SPLITS = ("train", "val", "test")
+
+
+class DataBundle:
+    """A data set ready to train on: classes, splits, per-channel statistics and loaders."""
+
+    name: str
+    classes: list[str]
+    in_chans: int
+    image_size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    source: str
+    skipped: list[tuple[str, str]]
+
+    def __init__(self, *, name: str, classes: Sequence[str], in_chans: int, image_size: Sequence[int],
+                 mean: Sequence[float], std: Sequence[float], source: str,
+                 skipped: Iterable[tuple[str, str]] = ()) -> None:
+        self.name = name
+        self.classes = list(classes)
+        self.in_chans = int(in_chans)
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.source = source
+        self.skipped = list(skipped)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def splits(self) -> list[str]:
+        return [split for split in SPLITS if self._has_split(split)]
+
+    def size(self, split: str) -> int:
+        return int(self.labels(split).numel())
+
+    def labels(self, split: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loader(self, split: str, batch_size: int, *, shuffle: bool = False, augment: Sequence[str] | str = (),
+               epoch: int = 0, seed: int = 0, device: str | torch.device = "cpu",
+               drop_last: bool = False) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        raise NotImplementedError
+
+    def resized(self, image_size: tuple[int, int]) -> DataBundle:
+        raise NotImplementedError
+
+    def with_channels(self, in_chans: int) -> DataBundle:
+        raise NotImplementedError
+
+    def _has_split(self, split: str) -> bool:
+        raise NotImplementedError
+
+    def check_split(self, split: str) -> str:
+        if split not in SPLITS or not self._has_split(split):
+            raise ConvlabError(f"Split '{split}' is not in {self.name}; it has {', '.join(self.splits())}.")
+        return split
+
+    def summary(self) -> dict:
+        """What `convlab data info` prints: plain values only."""
+        return {
+            "name": self.name,
+            "classes": list(self.classes),
+            "num_classes": self.num_classes,
+            "splits": {split: self.size(split) for split in self.splits()},
+            "image_size": list(self.image_size),
+            "in_chans": self.in_chans,
+            "mean": [round(m, 4) for m in self.mean],
+            "std": [round(s, 4) for s in self.std],
+            "source": self.source,
+            "skipped": [list(item) for item in self.skipped],
+        }
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{split} {self.size(split)}" for split in self.splits())
+        height, width = self.image_size
+        return (f"{type(self).__name__}({self.name!r}: {self.num_classes} classes, {sizes}, "
+                f"{height}x{width}x{self.in_chans})")
+
+
+def check_loader_arguments(batch_size: int, augment: Sequence[str] | str) -> list[str]:
+    from convlab.data.augment import parse_augment
+
+    if int(batch_size) < 1:
+        raise ConvlabError(f"Batch size must be a positive integer, got {batch_size}.")
+    return parse_augment(augment)
+
+
+def seeded_generator(*keys: int) -> torch.Generator:
+    """A CPU generator whose stream depends only on ``keys`` (e.g. seed, epoch, purpose)."""
+    state = np.random.SeedSequence([int(k) % 2**63 for k in keys]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def stratified_split(labels: torch.Tensor, fraction: float, seed: int, classes: Sequence[str],
+                     held_name: str = "validation") -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (kept, held out), each sorted, holding out ``fraction`` of every class (seeded).
+
+    Each class with images gives round(n * fraction) of them, at least one and never all, so
+    both sides see every class; a class with a single image cannot be split: ConvlabError.
+    """
+    if not 0 <= fraction < 1:
+        raise ConvlabError(f"The {held_name} fraction must be in [0, 1), got {fraction}.")
+    everything = torch.arange(labels.numel())
+    if fraction == 0:
+        return everything, everything[:0]
+    generator = seeded_generator(seed, 0x5B1)
+    order = torch.argsort(labels, stable=True)
+    counts = torch.bincount(labels, minlength=len(classes)).tolist()
+    kept, held, start = [], [], 0
+    for label, count in enumerate(counts):
+        members = order[start:start + count]
+        start += count
+        if count == 0:
+            continue
+        if count == 1:
+            raise ConvlabError(
+                f"Class '{classes[label]}' has only 1 training image, so a {held_name} split of {fraction:g} "
+                f"leaves it with no {held_name} image; add images of that class, give a separate "
+                f"{'val/' if held_name == 'validation' else 'test/'} folder, or set the split fraction to 0."
+            )
+        take = min(max(int(np.floor(count * fraction + 0.5)), 1), count - 1)
+        members = members[torch.randperm(count, generator=generator)]
+        held.append(members[:take])
+        kept.append(members[take:])
+    return torch.sort(torch.cat(kept)).values, torch.sort(torch.cat(held)).values
+
+
+def stratified_subset(labels: torch.Tensor, limit: int, seed: int, num_classes: int) -> torch.Tensor:
+    """Sorted indices of ``limit`` images, each class keeping its share (largest remainders, seeded)."""
+    if int(limit) < 1:
+        raise ConvlabError(f"limit must be a positive number of images, got {limit}.")
+    total = labels.numel()
+    if limit >= total:
+        return torch.arange(total)
+    counts = torch.bincount(labels, minlength=num_classes).to(torch.float64)
+    quota = counts * (limit / total)
+    take = torch.floor(quota).to(torch.int64)
+    remainder = int(limit - take.sum())
+    if remainder:
+        # The classes with the largest fractional parts get the images left over (ties: lower label).
+        ranking = torch.argsort(-(quota - take), stable=True)
+        take[ranking[:remainder]] += 1
+    generator = seeded_generator(seed, 0x11A)
+    order = torch.argsort(labels, stable=True)
+    chosen, start = [], 0
+    for count, wanted in zip(counts.to(torch.int64).tolist(), take.tolist()):
+        members = order[start:start + count]
+        start += count
+        chosen.append(members[torch.randperm(count, generator=generator)[:wanted]])
+    return torch.sort(torch.cat(chosen)).values

@@ -1,0 +1,417 @@
+"""Folders of image files, any size: ``root/<class>/*.jpg`` or ``root/{train,val,test}/<class>/*``.
+
+Images are decoded by torchvision (PIL for what it cannot do) and transformed per image with
+transforms.v2 in DataLoader workers; the batch-level steps (normalisation, pca-lighting, erase)
+then run on the whole batch on the training device.
+
+Verification: a folder of at most FULL_DECODE_LIMIT files is decoded completely once, when the
+bundle is built, so that truncated and non-image files are found, listed in ``skipped`` and
+left out before training starts; that same pass gives exact statistics. Larger folders are not
+decoded up front (it would take minutes): image size, channels and statistics come from a
+seeded sample of SAMPLE_SIZE files, and a file that fails to decode in a worker is left out of
+its batch and added to ``skipped`` then.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from convlab.data.augment import BATCH_LEVEL, BatchAugment, folder_transform
+from convlab.data.bundle import (
+    DataBundle,
+    check_loader_arguments,
+    seeded_generator,
+    stratified_split,
+    stratified_subset,
+)
+from convlab.data.images import (
+    GRAY_MODES,
+    IMAGE_EXTENSIONS,
+    LUMA_601,
+    UnreadableImageError,
+    decode_image_file,
+    read_image,
+)
+from convlab.errors import ConvlabError
+
+FULL_DECODE_LIMIT = 5000
+SAMPLE_SIZE = 512
+SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+
+
+def default_num_workers() -> int:
+    """min(4, cores), or ``$CONVLAB_NUM_WORKERS`` (0 decodes in the training process)."""
+    configured = os.environ.get("CONVLAB_NUM_WORKERS")
+    if configured not in (None, ""):
+        return max(0, int(configured))
+    return min(4, os.cpu_count() or 1)
+
+
+# -- finding the files -----------------------------------------------------------------------------------
+def _visible(path: Path) -> bool:
+    return not path.name.startswith(".")
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.iterdir() if p.is_dir() and _visible(p)), key=lambda p: p.name)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    found = []
+    for directory, subdirs, names in os.walk(folder, followlinks=True):
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+        found += [Path(directory) / n for n in sorted(names)
+                  if not n.startswith(".") and os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
+    return found
+
+
+def find_folder_layout(root: Path) -> tuple[list[str], dict[str, list[tuple[Path, int]]]]:
+    """Classes (sorted folder names) and, per split folder found, the (file, label) pairs."""
+    if not root.is_dir():
+        raise ConvlabError(f"Data folder '{root}' does not exist or is not a folder.")
+    subfolders = _subfolders(root)
+    names = {p.name.lower() for p in subfolders}
+    if "train" in names and names <= set(SPLIT_FOLDERS):
+        split_roots = {SPLIT_FOLDERS[p.name.lower()]: p for p in subfolders}
+    else:
+        split_roots = {"train": root}
+    class_folders = _subfolders(split_roots["train"])
+    classes = [p.name for p in class_folders]
+    if not classes:
+        loose = _image_files(split_roots["train"])
+        hint = f" (it holds {len(loose)} images directly)" if loose else ""
+        raise ConvlabError(
+            f"Data folder '{split_roots['train']}' has no class sub-folders{hint}; expected <class>/<image> "
+            f"folders such as '{split_roots['train'] / 'cat' / '001.jpg'}'."
+        )
+    layout = {}
+    for split, split_root in split_roots.items():
+        pairs = []
+        for folder in _subfolders(split_root):
+            if folder.name not in classes:
+                raise ConvlabError(
+                    f"Class folder '{folder}' is not among the training classes ({', '.join(classes)}); "
+                    f"{split} folders must use the training class names."
+                )
+            pairs += [(path, classes.index(folder.name)) for path in _image_files(folder)]
+        layout[split] = pairs
+    counts = Counter(label for _, label in layout["train"])
+    if not layout["train"]:
+        raise ConvlabError(
+            f"Data folder '{split_roots['train']}' has class folders but no images in them "
+            f"(accepted extensions: {', '.join(IMAGE_EXTENSIONS)})."
+        )
+    empty = [classes[i] for i in range(len(classes)) if counts[i] == 0]
+    if empty:
+        raise ConvlabError(
+            f"Class folder(s) {', '.join(repr(c) for c in empty)} in '{split_roots['train']}' have no images "
+            f"(accepted extensions: {', '.join(IMAGE_EXTENSIONS)}); remove them or add images."
+        )
+    if len(classes) < 2:
+        raise ConvlabError(
+            f"Data folder '{split_roots['train']}' has a single class ('{classes[0]}'); classification needs at "
+            f"least 2 class sub-folders."
+        )
+    return classes, layout
+
+
+# -- checking and measuring the files ---------------------------------------------------------------------
+def _header(path: Path) -> tuple[tuple[int, int], int]:
+    """(H, W) and channels (1 gray / 3) from the file header; UnreadableImageError for non-images."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            return (height, width), 1 if image.mode in GRAY_MODES else 3
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UnreadableImageError(path, reason) from None
+
+
+class Moments:
+    """Running sums of RGB pixel values (0-1) and their products: mean, std and covariance from one pass."""
+
+    def __init__(self) -> None:
+        self.total = torch.zeros(3, dtype=torch.float64)
+        self.products = torch.zeros(3, 3, dtype=torch.float64)
+        self.count = 0
+
+    def add(self, image: torch.Tensor) -> None:
+        pixels = image.reshape(3, -1).to(torch.float64) / 255
+        self.total += pixels.sum(1)
+        self.products += pixels @ pixels.T
+        self.count += pixels.shape[1]
+
+    def statistics(self, in_chans: int) -> tuple[list[float], list[float], torch.Tensor]:
+        """Mean, std (per delivered channel) and the covariance; gray from the RGB moments with ITU-R 601 weights."""
+        count = max(self.count, 1)
+        mean = self.total / count
+        covariance = self.products / count - torch.outer(mean, mean)
+        if in_chans == 1:
+            weights = torch.tensor(LUMA_601, dtype=torch.float64) / 1000
+            mean, covariance = (weights @ mean).view(1), (weights @ covariance @ weights).view(1, 1)
+        std = covariance.diagonal().clamp(min=1e-6).sqrt().clamp(min=1e-3)
+        return mean.tolist(), std.tolist(), covariance
+
+
+def _bad_fraction_error(root: Path, skipped: list[tuple[str, str]], total: int, limit: float) -> ConvlabError:
+    examples = "; ".join(f"{f}: {reason}" for f, reason in skipped[:3])
+    return ConvlabError(
+        f"{len(skipped)} of {total} image files in '{root}' cannot be read ({len(skipped) / total:.1%}, more than "
+        f"max_bad_fraction={limit:g}): {examples}{'; ...' if len(skipped) > 3 else ''}."
+    )
+
+
+# -- the bundle ------------------------------------------------------------------------------------------
+class FolderBundle(DataBundle):
+    """Image files decoded per epoch by DataLoader workers; splits are lists of (file, label)."""
+
+    def __init__(self, *, name: str, classes: Sequence[str], split_files: dict[str, list[tuple[str, int]]],
+                 moments: Moments, in_chans: int, image_size: Sequence[int], source: str, skipped=()) -> None:
+        self._split_files = {split: files for split, files in split_files.items() if files or split == "train"}
+        self._moments = moments
+        mean, std, covariance = moments.statistics(in_chans)
+        self._covariance = covariance
+        self._loaders: dict[tuple, tuple[DataLoader, EpochBatchSampler]] = {}
+        self.num_workers = default_num_workers()
+        super().__init__(name=name, classes=classes, in_chans=in_chans, image_size=image_size,
+                         mean=mean, std=std, source=source, skipped=skipped)
+
+    def _has_split(self, split: str) -> bool:
+        return split in self._split_files
+
+    def labels(self, split: str) -> torch.Tensor:
+        return torch.tensor([label for _, label in self._split_files[self.check_split(split)]], dtype=torch.int64)
+
+    def files(self, split: str) -> list[str]:
+        return [path for path, _ in self._split_files[self.check_split(split)]]
+
+    def lighting(self) -> tuple[torch.Tensor, torch.Tensor]:
+        eigenvalues, eigenvectors = torch.linalg.eigh(self._covariance)
+        return eigenvalues.float(), eigenvectors.float()
+
+    def loader(self, split: str, batch_size: int, *, shuffle: bool = False, augment: Sequence[str] | str = (),
+               epoch: int = 0, seed: int = 0, device: str | torch.device = "cpu",
+               drop_last: bool = False) -> FolderLoader:
+        names = check_loader_arguments(batch_size, augment)
+        self.check_split(split)
+        device = torch.device(device)
+        batch_level = [name for name in names if name in BATCH_LEVEL]
+        augmenter = BatchAugment(batch_level, self.mean, self.std, self.image_size, self.in_chans, self.lighting)
+        key = (split, int(batch_size), bool(shuffle), tuple(names), bool(drop_last), device.type, self.num_workers)
+        if key not in self._loaders:  # kept, so that persistent workers live across epochs
+            files = self._split_files[split]
+            dataset = FolderDataset([str(path) for path, _ in files], [label for _, label in files], self.in_chans,
+                                    folder_transform([n for n in names if n not in BATCH_LEVEL], self.image_size))
+            sampler = EpochBatchSampler(len(files), int(batch_size), bool(shuffle), bool(drop_last))
+            workers = self.num_workers
+            dataloader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate_skipping_bad,
+                                    persistent_workers=workers > 0, pin_memory=device.type == "cuda")
+            self._loaders[key] = (dataloader, sampler)
+        dataloader, sampler = self._loaders[key]
+        return FolderLoader(self, dataloader, sampler, augmenter, int(epoch), int(seed), device)
+
+    def resized(self, image_size: tuple[int, int]) -> FolderBundle:
+        """Same files delivered at another size (statistics: those measured at the scan size)."""
+        return self._converted(self.in_chans, image_size)
+
+    def with_channels(self, in_chans: int) -> FolderBundle:
+        return self._converted(in_chans, self.image_size)
+
+    def _converted(self, in_chans: int, image_size: Sequence[int]) -> FolderBundle:
+        _check_target(in_chans, image_size)
+        return FolderBundle(name=self.name, classes=self.classes, split_files=self._split_files, moments=self._moments,
+                            in_chans=in_chans, image_size=image_size, source=self.source, skipped=self.skipped)
+
+    def _record_bad(self, bad: list[tuple[str, str]]) -> None:
+        known = {path for path, _ in self.skipped}
+        self.skipped += [item for item in bad if item[0] not in known]
+
+
+class FolderDataset(Dataset):
+    """Item ``(index, sample_seed)`` -> (uint8 image, label, path, error or None)."""
+
+    def __init__(self, files: list[str], labels: list[int], in_chans: int, transform) -> None:
+        self.files, self.labels, self.in_chans, self.transform = files, labels, in_chans, transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, item: tuple[int, int]):
+        index, sample_seed = item
+        path, label = self.files[index], self.labels[index]
+        try:
+            image = decode_image_file(path, self.in_chans)
+        except UnreadableImageError as error:
+            return None, label, path, error.reason
+        # transforms.v2 draws from torch's global generator: seeding it per image makes the result
+        # depend on (seed, epoch, image) only, not on the number of workers or their scheduling.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed)
+            image = self.transform(image)
+        return image, label, path, None
+
+
+def collate_skipping_bad(samples):
+    good = [s for s in samples if s[0] is not None]
+    bad = [(s[2], s[3]) for s in samples if s[0] is None]
+    images = torch.stack([s[0] for s in good]) if good else None
+    labels = torch.tensor([s[1] for s in good], dtype=torch.int64)
+    return images, labels, bad
+
+
+class EpochBatchSampler:
+    """Batches of (index, per-image seed) in an order fixed by (seed, epoch), which are set before each pass."""
+
+    def __init__(self, num_images: int, batch_size: int, shuffle: bool, drop_last: bool) -> None:
+        self.num_images, self.batch_size, self.shuffle, self.drop_last = num_images, batch_size, shuffle, drop_last
+        self.seed, self.epoch = 0, 0
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.num_images // self.batch_size
+        return math.ceil(self.num_images / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        if self.shuffle:
+            order = torch.randperm(self.num_images, generator=seeded_generator(self.seed, self.epoch, 1))
+        else:
+            order = torch.arange(self.num_images)
+        image_seeds = torch.randint(0, 2**62, (self.num_images,), generator=seeded_generator(self.seed, self.epoch, 3))
+        for batch in range(len(self)):
+            indices = order[batch * self.batch_size:(batch + 1) * self.batch_size].tolist()
+            yield [(index, int(image_seeds[index])) for index in indices]
+
+
+class FolderLoader:
+    """Batches of one split, normalised on ``device``; unreadable files found on the way go to ``skipped``."""
+
+    def __init__(self, bundle: FolderBundle, dataloader: DataLoader, sampler: EpochBatchSampler,
+                 augmenter: BatchAugment, epoch: int, seed: int, device: torch.device) -> None:
+        self.bundle, self.dataloader, self.sampler, self.augmenter = bundle, dataloader, sampler, augmenter
+        self.epoch, self.seed, self.device = epoch, seed, device
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.sampler.seed, self.sampler.epoch = self.seed, self.epoch
+        generator = seeded_generator(self.seed, self.epoch, 2)
+        for images, labels, bad in self.dataloader:
+            if bad:
+                self.bundle._record_bad(bad)
+            if images is None:
+                continue
+            images = images.to(self.device, non_blocking=True)
+            yield self.augmenter(images, generator), labels.to(self.device, non_blocking=True)
+
+
+def _check_target(in_chans: int, image_size: Sequence[int]) -> None:
+    if in_chans not in (1, 3):
+        raise ConvlabError(f"in_chans must be 1 (gray) or 3 (RGB), got {in_chans}.")
+    if len(image_size) != 2 or min(int(s) for s in image_size) < 1:
+        raise ConvlabError(f"image_size must be two positive integers (H, W), got {tuple(image_size)}.")
+
+
+def load_folder(root: str | Path, *, image_size: Sequence[int] | None = None, in_chans: int | None = None,
+                val_split: float = 0.1, seed: int = 0, max_bad_fraction: float = 0.05,
+                limit: int | None = None) -> FolderBundle:
+    """Scan a folder data set, check its files, split it and measure it (see the module docstring)."""
+    root = Path(root).expanduser()
+    classes, layout = find_folder_layout(root)
+    all_files = [path for pairs in layout.values() for path, _ in pairs]
+    full_decode = len(all_files) <= FULL_DECODE_LIMIT
+    skipped: list[tuple[str, str]] = []
+
+    # 1. Headers: size and mode of every file (small folders) or of a seeded sample; non-images fail here.
+    if full_decode:
+        header_files = all_files
+    else:
+        pick = torch.randperm(len(all_files), generator=seeded_generator(seed, 0x4EAD))[:SAMPLE_SIZE]
+        header_files = [all_files[i] for i in sorted(pick.tolist())]
+    sizes, channels, bad = Counter(), set(), set()
+    for path in header_files:
+        try:
+            size, chans = _header(path)
+            sizes[size] += 1
+            channels.add(chans)
+        except UnreadableImageError as error:
+            skipped.append((str(path), error.reason))
+            bad.add(path)
+    if not sizes:
+        raise _bad_fraction_error(root, skipped, len(header_files), max_bad_fraction)
+    # Native size: the most common one (ties: the larger); channels: RGB if any file is in colour.
+    target_size = tuple(image_size) if image_size is not None else max(sizes, key=lambda s: (sizes[s], s))
+    target_chans = int(in_chans) if in_chans is not None else (3 if 3 in channels else 1)
+    _check_target(target_chans, target_size)
+
+    # 2. Full decode of every file of a small folder: truncated files fail here; moments per file.
+    per_file: dict[Path, Moments] = {}
+    if full_decode:
+        for path in all_files:
+            if path in bad:
+                continue
+            try:
+                moments = Moments()
+                moments.add(read_image(path, 3, target_size))
+                per_file[path] = moments
+            except UnreadableImageError as error:
+                skipped.append((str(path), error.reason))
+                bad.add(path)
+    checked = len(all_files) if full_decode else len(header_files)
+    if len(bad) > max_bad_fraction * checked:
+        raise _bad_fraction_error(root, skipped, checked, max_bad_fraction)
+
+    # 3. Splits: limit and validation carved from the training files (stratified, seeded).
+    train = [(path, label) for path, label in layout["train"] if path not in bad]
+    train_labels = torch.tensor([label for _, label in train], dtype=torch.int64)
+    if limit is not None:
+        kept = stratified_subset(train_labels, int(limit), seed, len(classes)).tolist()
+        train, train_labels = [train[i] for i in kept], train_labels[kept]
+    split_files = {}
+    if "val" in layout:
+        split_files["train"] = train
+        split_files["val"] = [(path, label) for path, label in layout["val"] if path not in bad]
+    else:
+        keep, held = stratified_split(train_labels, float(val_split), seed, classes)
+        split_files["train"] = [train[i] for i in keep.tolist()]
+        split_files["val"] = [train[i] for i in held.tolist()]
+    if "test" in layout:
+        split_files["test"] = [(path, label) for path, label in layout["test"] if path not in bad]
+
+    # 4. Statistics of the training split (exact for small folders, from a sample of it otherwise).
+    total = Moments()
+    if full_decode:
+        for path, _ in split_files["train"]:
+            part = per_file[path]
+            total.total += part.total
+            total.products += part.products
+            total.count += part.count
+    else:
+        pick = torch.randperm(len(split_files["train"]), generator=seeded_generator(seed, 0x57A7))[:SAMPLE_SIZE]
+        for index in sorted(pick.tolist()):
+            path = split_files["train"][index][0]
+            try:
+                total.add(read_image(path, 3, target_size))
+            except UnreadableImageError as error:
+                skipped.append((str(path), error.reason))
+                bad.add(path)
+        split_files = {split: [(p, label) for p, label in files if p not in bad] for split, files in split_files.items()}
+
+    layout_name = "train/val/test folders" if "val" in layout or "test" in layout else "class folders"
+    sampled = min(SAMPLE_SIZE, len(split_files["train"]))
+    check = "all decoded once to check them" if full_decode else f"{sampled} sampled, the rest checked when read"
+    source = f"image folder {root} ({layout_name}; {len(all_files)} files, {check})"
+    return FolderBundle(
+        name=str(root), classes=classes,
+        split_files={split: [(str(path), label) for path, label in files] for split, files in split_files.items()},
+        moments=total, in_chans=target_chans, image_size=target_size, source=source, skipped=skipped,
+    )
