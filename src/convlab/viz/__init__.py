@@ -1,0 +1,23 @@
+"""Look inside a trained network: first-layer filters, feature maps, Grad-CAM and gradient saliency.
+
+Each function returns a Visualisation (the arrays) and draws a PNG; ``report_figures`` makes the run
+report's pictures.
+"""
+
+from convlab.viz.cam import grad_cam, grad_cam_maps, saliency, saliency_maps
+from convlab.viz.feature_maps import feature_maps, trace_layers
+from convlab.viz.filters import filters
+from convlab.viz.inputs import Visualisation
+from convlab.viz.report import report_figures
+
+__all__ = [
+    "Visualisation",
+    "feature_maps",
+    "filters",
+    "grad_cam",
+    "grad_cam_maps",
+    "report_figures",
+    "saliency",
+    "saliency_maps",
+    "trace_layers",
+]

@@ -1,0 +1,81 @@
+"""The run report's pictures: the first-layer filters and Grad-CAM on a few validation images, right and wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from convlab.viz.inputs import model_device
+
+SEARCH_BATCH = 128  # validation images classified per batch while looking for right and wrong examples
+SEARCH_LIMIT = 1024  # stop looking after this many: a very accurate model may have few mistakes to show
+FILTERS_PNG = "filters.png"
+GRADCAM_PNG = "gradcam.png"
+
+
+def _report_split(bundle) -> str:
+    splits = bundle.splits()
+    return next(split for split in ("val", "test", "train") if split in splits)
+
+
+def _examples(model: nn.Module, bundle, split: str, n: int, device: torch.device) -> list[tuple]:
+    """Up to ``n`` (image, true, predicted) from ``split``: half wrong, half right when there are enough of
+    each, the other kind filling in otherwise; right ones first."""
+    from convlab.evaluation.tta import logits_of
+
+    wanted_wrong = n // 2
+    right, wrong, seen = [], [], 0
+    with torch.no_grad():
+        for images, labels in bundle.loader(split, SEARCH_BATCH, device=device):
+            predictions = logits_of(model, images).argmax(dim=1)
+            for image, label, predicted in zip(images, labels.tolist(), predictions.tolist()):
+                kind = right if label == predicted else wrong
+                if len(kind) < n:
+                    kind.append((image, label, predicted))
+            seen += len(labels)
+            if (len(wrong) >= wanted_wrong and len(right) >= n - wanted_wrong) or seen >= SEARCH_LIMIT:
+                break
+    chosen_wrong = wrong[: max(wanted_wrong, n - len(right))]
+    return right[: n - len(chosen_wrong)] + chosen_wrong
+
+
+def report_figures(model: nn.Module, record: dict, bundle, run_dir: str | Path, n: int = 4) -> list[Path]:
+    """Write ``filters.png`` (the first convolution's filters) and ``gradcam.png`` (Grad-CAM for the
+    predicted class of ``n`` validation images, right and wrong ones, titled true / predicted class)
+    into ``run_dir``; returns their paths. The model stays on its device; its mode is restored after.
+    """
+    from convlab.viz.cam import default_cam_layer, grad_cam_maps
+    from convlab.viz.feature_maps import eval_mode, trace_layers
+    from convlab.viz.filters import filters
+    from convlab.viz.inputs import denormalise
+    from convlab.viz.render import overlay, save_grid, save_panels
+
+    run_dir = Path(run_dir)
+    drawn = filters((model, record))
+    paths = [save_grid(drawn.extra["grid"], drawn.title, run_dir / FILTERS_PNG)]
+
+    device = model_device(model)
+    split = _report_split(bundle)
+    classes = list(record.get("classes") or bundle.classes)
+    with eval_mode(model):
+        examples = _examples(model, bundle, split, n, device)
+        if not examples:
+            return paths
+        images = torch.stack([image for image, _, _ in examples])
+        predicted = torch.tensor([p for _, _, p in examples], device=device)
+        layer = default_cam_layer(model, trace_layers(model, images[:1])[0])
+        heat, _, _ = grad_cam_maps(model, images, layer, predicted)
+    panels = []
+    for (image, label, guess), heat_map in zip(examples, heat.cpu().numpy()):
+        picture = overlay(denormalise(image, bundle.mean, bundle.std), heat_map)
+        panels.append((picture, f"true: {classes[label]}\npredicted: {classes[guess]}"))
+    wrong = sum(label != guess for _, label, guess in examples)
+    title = (f"Grad-CAM at {layer} for the predicted class: {len(examples) - wrong} right and {wrong} wrong "
+             f"{split} images")
+    paths.append(save_panels(panels, title, run_dir / GRADCAM_PNG, columns=min(len(panels), 4)))
+    return paths
+
+
+__all__ = ["report_figures"]
