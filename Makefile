@@ -40,7 +40,9 @@ demo: $(STAMP) data
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 
+# The web-page test drives Debian's chromium; .ci/browser-deps.sh installs it where apt is available.
 test: $(STAMP) data lint
+	@bash .ci/browser-deps.sh
 	$(PY) -m pytest
 
 clean:

@@ -1,0 +1,170 @@
+"""What the prediction service accepts: request size, image types and pixel counts, checked before decoding.
+
+Every refusal is an UploadRejected (a ConvlabError with an HTTP status) whose message names the upload
+and what is accepted; the application turns it into ``{"error": ...}`` with that status.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import warnings
+from collections.abc import Sequence
+from functools import cache
+
+import torch
+
+from convlab.errors import ConvlabError
+
+MEGABYTE = 2**20
+DEFAULT_MAX_UPLOAD_MB = 10.0
+# PIL's own decompression-bomb threshold (Image.MAX_IMAGE_PIXELS, about 89.5 megapixels): one such
+# image decodes to 256 MiB of RGB, the most a server should spend on one upload.
+DEFAULT_MAX_PIXELS = 89_478_485
+DEFAULT_MAX_FILES = 32  # images in one batch request: 32 decoded images stay within a few GiB at the limit above
+# A raw body must declare an image type; octet-stream is what curl --data-binary and many clients send.
+RAW_BODY_TYPES = ("image/", "application/octet-stream")
+
+
+class UploadRejected(ConvlabError):
+    """An upload the service refuses, with the HTTP status that says why (400, 413 or 415)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class BodyTooLarge(Exception):
+    """Raised from inside the request stream when a body passes the limit; BodySizeLimit answers 413."""
+
+
+@cache
+def _pil_formats() -> dict[str, str]:
+    """PIL format -> file suffix, for the formats the data package reads (its IMAGE_EXTENSIONS)."""
+    from PIL import Image
+
+    from convlab.data import IMAGE_EXTENSIONS
+
+    Image.init()  # registers every plugin, so that MIME and the extension table are complete
+    formats: dict[str, str] = {}
+    for suffix in IMAGE_EXTENSIONS:
+        name = Image.registered_extensions().get(suffix)
+        if name is not None:
+            formats.setdefault(name, suffix)
+    return formats
+
+
+@cache
+def accepted_types() -> tuple[str, ...]:
+    """The MIME types of the image formats the service decodes, for error messages and the API docs."""
+    from PIL import Image
+
+    formats = _pil_formats()
+    return tuple(sorted({Image.MIME.get(name, f"image/{name.lower()}") for name in formats}))
+
+
+def too_large_message(max_bytes: int, size: int | None = None) -> str:
+    said = f" ({size / MEGABYTE:.1f} MB)" if size is not None else ""
+    return (f"The request body{said} is larger than the {max_bytes / MEGABYTE:g} MB this server accepts "
+            "(--max-upload-mb); send a smaller image or fewer images at once.")
+
+
+class BodySizeLimit:
+    """ASGI middleware that refuses request bodies over ``max_bytes`` with 413 before they fill memory.
+
+    A declared Content-Length over the limit is refused before a byte is read; a chunked body is
+    counted as it streams in. The rest of a refused body is drained and dropped by the server.
+    """
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = int(max_bytes)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send, int(declared))
+            return
+        received, started = 0, False
+
+        async def counting_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge()
+            return message
+
+        async def tracking_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLarge:
+            if started:
+                raise
+            await self._refuse(scope, receive, send, None)
+
+    async def _refuse(self, scope, receive, send, size: int | None):
+        from starlette.responses import JSONResponse
+
+        await JSONResponse({"error": too_large_message(self.max_bytes, size)}, status_code=413)(scope, receive, send)
+
+
+def sniff_image(data: bytes, name: str, max_pixels: int) -> str:
+    """The PIL format of an upload, from its header alone; refuses non-images (415) and too many pixels (413)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise UploadRejected(400, f"The upload '{name}' is empty; send an image file.")
+    formats = _pil_formats()
+    try:
+        with warnings.catch_warnings():
+            # PIL warns above its limit and refuses at twice it; the check below is ours, with a clearer message.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=list(formats)) as image:
+                image_format, (width, height) = image.format, image.size
+    except Image.DecompressionBombError as error:
+        raise UploadRejected(413, f"The image '{name}' has too many pixels for this server: {error}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise UploadRejected(
+            415, f"The upload '{name}' is not an image this server reads; accepted types: {', '.join(accepted_types())}."
+        ) from None
+    if width * height > max_pixels:
+        raise UploadRejected(
+            413,
+            f"The image '{name}' is {width} x {height} = {width * height:,} pixels, more than the {max_pixels:,} "
+            "this server decodes (a guard against decompression bombs); send a smaller image.",
+        )
+    return image_format
+
+
+def decode_upload(
+    data: bytes, name: str, in_chans: int, image_size: Sequence[int], max_pixels: int = DEFAULT_MAX_PIXELS
+) -> torch.Tensor:
+    """Uploaded bytes as uint8 (in_chans, *image_size), converted exactly as ``convlab predict`` converts files.
+
+    The bytes go through the data package's ``read_image`` (one conversion for files and uploads), which
+    reads paths: they are written to a temporary file with the suffix of the format found in the header.
+    """
+    from convlab.data import read_image
+
+    suffix = _pil_formats()[sniff_image(data, name, max_pixels)]
+    with tempfile.NamedTemporaryFile(prefix="convlab-upload-", suffix=suffix) as handle:
+        handle.write(data)
+        handle.flush()
+        try:
+            pixels = read_image(handle.name, in_chans, image_size)
+        except ConvlabError as error:
+            raise UploadRejected(400, str(error).replace(handle.name, name)) from None
+    if pixels.dim() == 4:
+        # read_image returns every frame of an animated GIF (frames x C x H x W); the first frame is the
+        # picture a viewer shows before it moves.
+        pixels = pixels[0]
+    return pixels
