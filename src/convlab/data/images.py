@@ -125,6 +125,8 @@ def _decode_with_torchvision(path: Path) -> torch.Tensor:
         # Decoded as RGB always: ImageReadMode.UNCHANGED returns palette indices for "P" PNGs
         # and raw CMYK for CMYK JPEGs, and GRAY uses libpng's Rec. 709 weights, not 601.
         image = decode_image(data, mode=ImageReadMode.RGB)
+    if image.ndim == 4:  # an animated GIF decodes to frames x C x H x W: classify its first frame, as PIL does
+        image = image[0]
     if image.dtype == torch.uint16:  # 16-bit PNG
         image = ((image.to(torch.int32) + 128) // 257).to(torch.uint8)
     return image
