@@ -1,0 +1,100 @@
+"""`convlab train`: flags for every TrainConfig field, a YAML file under them, then ``convlab.train.train``."""
+
+from __future__ import annotations
+
+import argparse
+
+import yaml
+
+
+def _option(text: str) -> tuple[str, object]:
+    """``key=value`` with the value read as a YAML scalar or list: ``hidden=[500,150]``, ``pool=max``."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected key=value (e.g. activation=relu), got '{text}'")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"the value of '{text}' is not a YAML scalar or list") from None
+
+
+def add_parser(subparsers) -> None:
+    from convlab.data import AUGMENTATIONS, NAMED_SETS
+    from convlab.layers.activations import ACTIVATIONS
+    from convlab.layers.init import INIT_SCHEMES
+    from convlab.train.config import AMP_MODES, TrainConfig
+    from convlab.train.optim import OPTIMIZERS, SCHEDULES
+
+    defaults = TrainConfig()
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model on a data set into a run folder",
+        description="Train a model from the zoo on a data set. Every flag can also be set in a YAML file "
+        "(--config, keys as the flag names); flags given on the command line win. The run folder gets "
+        "config.yaml, metrics.csv, tb/, last/best.safetensors, state.pt, train.log and a report.",
+        argument_default=argparse.SUPPRESS,  # only flags actually given override the config file
+    )
+    names = ", ".join
+    parser.add_argument("--config", metavar="FILE.yaml", help="read settings from a YAML file (flags override it)")
+    group = parser.add_argument_group("model and data")
+    group.add_argument("--model", help=f"model name from `convlab models` (default {defaults.model})")
+    group.add_argument("--data", help=f"a named set ({names(NAMED_SETS)}), a folder of class folders, or idx:IMAGES,LABELS (default {defaults.data})")
+    group.add_argument("--data-root", metavar="DIR", help="where named sets are looked for and downloaded (default: convlab's cache)")
+    group.add_argument("--val-split", type=float, metavar="F",
+                       help=f"fraction of training images held out for validation (default {defaults.val_split})")
+    group.add_argument("--limit", type=int, metavar="N", help="keep only the first N training images (default: all)")
+    group.add_argument("--image-size", metavar="N|HxW", help="resize images (default: the data's size, or the "
+                       "smallest the model takes)")
+    group.add_argument("--in-chans", type=int, choices=(1, 3), help="convert images to 1 or 3 channels "
+                       "(default: the data's)")
+    group.add_argument("--num-classes", type=int, metavar="N", help="check the data has this many classes (default: the data's)")
+    group.add_argument("--augment", metavar="LIST", help=f"comma-separated augmentations: {names(AUGMENTATIONS)} "
+                       "(default: none)")
+    group.add_argument("--init", choices=INIT_SCHEMES, help=f"weight initialisation (default {defaults.init})")
+    group.add_argument("--activation", metavar="NAME", help=f"replace the model's activation: {names(ACTIVATIONS)} "
+                       "(default: the model's own)")
+    group.add_argument("--option", metavar="KEY=VALUE", type=_option, action="append", dest="options",
+                       help="a model option, repeatable; values are YAML (pool=max, hidden=[500,150])")
+    group = parser.add_argument_group("optimisation")
+    group.add_argument("--epochs", type=int, metavar="N", help=f"epochs to train (default {defaults.epochs}; on --resume, "
+                       "a larger number extends the run)")
+    group.add_argument("--batch-size", type=int, metavar="N", help=f"images per step (default {defaults.batch_size})")
+    group.add_argument("--optimizer", metavar="NAME", help=f"{names(OPTIMIZERS)} (default {defaults.optimizer})")
+    group.add_argument("--lr", type=float, help="learning rate (default per optimizer: "
+                       + ", ".join(f"{name} {spec.lr:g}" for name, spec in OPTIMIZERS.items()) + ")")
+    group.add_argument("--momentum", type=float, metavar="M", help="momentum (beta1 for adam/adamw) (default 0.9 for momentum, "
+                       "nesterov, adam, adamw; 0 for sgd and rmsprop)")
+    group.add_argument("--weight-decay", type=float, metavar="WD", help="L2 weight decay, not applied to biases and norm "
+                       "parameters (default 0; 0.01 for adamw)")
+    group.add_argument("--schedule", metavar="NAME", help=f"learning-rate schedule: {names(SCHEDULES)} "
+                       f"(default {defaults.schedule})")
+    group.add_argument("--warmup-epochs", type=float, metavar="N", help="linear warm-up from lr/100 over this many epochs "
+                       f"(default {defaults.warmup_epochs:g})")
+    group.add_argument("--clip-value", type=float, metavar="V", help="clip each gradient element to [-V, V] "
+                       "(default: off)")
+    group.add_argument("--clip-norm", type=float, metavar="V", help="rescale gradients to L2 norm V when above it "
+                       "(default: off)")
+    group.add_argument("--label-smoothing", type=float, metavar="EPS", help=f"cross-entropy label smoothing "
+                       f"(default {defaults.label_smoothing:g})")
+    group.add_argument("--amp", choices=AMP_MODES, help=f"bf16 autocast for forward and loss (default {defaults.amp})")
+    group.add_argument("--early-stop", type=int, metavar="PATIENCE", help="stop when val top-1 has not improved "
+                       "for PATIENCE epochs (default: off)")
+    group = parser.add_argument_group("run")
+    group.add_argument("--seed", type=int, metavar="N", help=f"seed for weights, data order and augmentation "
+                       f"(default {defaults.seed})")
+    group.add_argument("--device", metavar="cpu|cuda|auto", help=f"where to train (default {defaults.device}: CUDA "
+                       "when present)")
+    group.add_argument("--out", metavar="DIR", help="run folder (default runs/<model>-<data>-<YYYYmmdd-HHMMSS>); "
+                       "must not hold a previous run")
+    group.add_argument("--resume", metavar="RUN_DIR", help="continue a run where it stopped (default: a new run)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from convlab.train import train
+
+    settings = {key: value for key, value in vars(args).items() if key not in ("func", "command", "config")}
+    if "options" in settings:
+        settings["options"] = dict(settings["options"])
+    train(getattr(args, "config", None), **settings)
+    return 0

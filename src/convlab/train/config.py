@@ -1,0 +1,217 @@
+"""The training configuration: one dataclass of plain values, read from YAML and overridden by flags.
+
+Precedence: TrainConfig's defaults < the YAML file (``--config``) < explicit overrides (CLI
+flags or ``train(**overrides)``). The resolved configuration is saved as the run's config.yaml.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from convlab.errors import ConvlabError, unknown_name_error
+
+AMP_MODES = ("off", "bf16")
+DEVICES = ("auto", "cpu", "cuda")  # and "cuda:N"
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; the run folder's config.yaml holds one of these."""
+
+    model: str = "lenet5"
+    data: str = "fashion-mnist"
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "momentum"
+    lr: float | None = None  # None: the optimizer's default, see convlab.train.optim.OPTIMIZERS
+    momentum: float | None = None  # None: the optimizer's default
+    weight_decay: float | None = None  # None: the optimizer's default (0, or 0.01 for adamw)
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    clip_value: float | None = None
+    clip_norm: float | None = None
+    label_smoothing: float = 0.0
+    augment: list[str] = field(default_factory=list)
+    init: str = "default"
+    activation: str | None = None  # None: the model's own activation
+    amp: str = "off"
+    seed: int = 0
+    out: str | None = None  # None: runs/<model>-<data>-<YYYYmmdd-HHMMSS>
+    resume: str | None = None
+    early_stop: int | None = None  # patience in epochs without a better val top-1
+    device: str = "auto"
+    data_root: str | None = None
+    val_split: float = 0.1
+    image_size: list[int] | None = None  # [H, W]; None: the data's native size (or the smallest the model takes)
+    in_chans: int | None = None  # None: the data's native channels
+    num_classes: int | None = None  # None: the number of classes in the data
+    limit: int | None = None  # keep only the first N training images (quick runs, tests)
+    options: dict[str, Any] = field(default_factory=dict)  # model options, e.g. {"activation": "relu"}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def parse_image_size(value: Any) -> list[int] | None:
+    """``28`` / ``"28"`` -> [28, 28]; ``"28x32"`` / ``[28, 32]`` -> [28, 32]; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:[xX,]\s*(\d+)\s*)?", value)
+        if match is None:
+            raise ConvlabError(f"Image size '{value}' is not understood; give N (square) or HxW, e.g. 32 or 28x32.")
+        height = int(match.group(1))
+        size = [height, int(match.group(2)) if match.group(2) else height]
+    elif isinstance(value, int):
+        size = [value, value]
+    else:
+        try:
+            size = [int(v) for v in value]
+        except (TypeError, ValueError):
+            raise ConvlabError(f"Image size {value!r} is not understood; give N (square) or HxW.") from None
+        if len(size) == 1:
+            size = size * 2
+    if len(size) != 2 or min(size) < 1:
+        raise ConvlabError(f"Image size {value!r} must be one or two positive integers (N or HxW).")
+    return size
+
+
+def parse_augment(value: Any) -> list[str]:
+    """``"flip,crop"`` or ``["flip", "crop"]`` -> ``["flip", "crop"]``, names checked by the data package."""
+    from convlab.data import parse_augment as parse_names
+
+    return list(parse_names(value))
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML file, keys normalised (``batch-size`` -> ``batch_size``) and checked."""
+    path = Path(path)
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise ConvlabError(f"Cannot read configuration file '{path}' ({error.strerror}).") from None
+    except yaml.YAMLError as error:
+        raise ConvlabError(f"Configuration file '{path}' is not valid YAML ({error}).") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConvlabError(f"Configuration file '{path}' must hold a mapping of settings such as 'epochs: 5'.")
+    try:
+        return _normalise_keys(loaded)
+    except ConvlabError as error:
+        raise ConvlabError(f"In '{path}': {error}") from None
+
+
+def _normalise_keys(values: dict[str, Any]) -> dict[str, Any]:
+    normalised = {}
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        if name not in FIELDS:
+            raise unknown_name_error("training setting", str(key), FIELDS)
+        normalised[name] = value
+    return normalised
+
+
+def resolve_config(config: TrainConfig | dict | str | Path | None = None, **overrides: Any) -> TrainConfig:
+    """Merge defaults, ``config`` (a TrainConfig, a mapping or a YAML file) and ``overrides``, then check.
+
+    Model ``options`` are merged key by key (an override adds to the file's options); every
+    other setting is replaced.
+    """
+    if isinstance(config, TrainConfig):
+        values = config.to_dict()
+    elif isinstance(config, dict):
+        values = _normalise_keys(config)
+    elif config is None:
+        values = {}
+    else:
+        values = load_config_file(config)
+    overrides = _normalise_keys(overrides)
+    merged = {**TrainConfig().to_dict(), **values}
+    options = dict(merged.get("options") or {})
+    options.update(overrides.pop("options", None) or {})
+    merged.update(overrides)
+    merged["options"] = options
+    return check_config(TrainConfig(**merged))
+
+
+def _number(config: TrainConfig, name: str, kind: type, minimum: float | None = None, optional: bool = False,
+            above: bool = False, below: float | None = None) -> None:
+    """Coerce field ``name`` to ``kind`` (YAML reads 1e-3 as a string) and check its range."""
+    value = getattr(config, name)
+    if value is None and optional:
+        return
+    try:
+        if isinstance(value, bool) or (kind is int and isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        value = kind(value)
+    except (TypeError, ValueError):
+        raise ConvlabError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}.") from None
+    if minimum is not None and (value <= minimum if above else value < minimum):
+        raise ConvlabError(f"{name} must be {'greater than' if above else 'at least'} {minimum}, got {value}.")
+    if below is not None and value >= below:
+        raise ConvlabError(f"{name} must be less than {below}, got {value}.")
+    setattr(config, name, value)
+
+
+def check_config(config: TrainConfig) -> TrainConfig:
+    """Coerce types and reject values no run could use, naming the setting and what is accepted."""
+    from convlab.layers.init import INIT_SCHEMES
+    from convlab.train.optim import OPTIMIZERS, SCHEDULES
+
+    _number(config, "epochs", int, 1)
+    _number(config, "batch_size", int, 1)
+    _number(config, "lr", float, 0, optional=True, above=True)
+    _number(config, "momentum", float, 0, optional=True, below=1.0)
+    _number(config, "weight_decay", float, 0, optional=True)
+    _number(config, "warmup_epochs", float, 0)
+    _number(config, "clip_value", float, 0, optional=True, above=True)
+    _number(config, "clip_norm", float, 0, optional=True, above=True)
+    _number(config, "label_smoothing", float, 0, below=1.0)
+    _number(config, "seed", int)
+    _number(config, "early_stop", int, 1, optional=True)
+    _number(config, "val_split", float, 0, below=1.0)
+    _number(config, "in_chans", int, 1, optional=True)
+    _number(config, "num_classes", int, 1, optional=True)
+    _number(config, "limit", int, 1, optional=True)
+    if config.optimizer not in OPTIMIZERS:
+        raise unknown_name_error("optimizer", str(config.optimizer), OPTIMIZERS)
+    if config.schedule not in SCHEDULES:
+        raise unknown_name_error("schedule", str(config.schedule), SCHEDULES)
+    if config.amp not in AMP_MODES:
+        raise unknown_name_error("--amp mode", str(config.amp), AMP_MODES)
+    if config.init not in INIT_SCHEMES:
+        raise unknown_name_error("init scheme", str(config.init), INIT_SCHEMES)
+    if not (config.device in DEVICES or re.fullmatch(r"cuda:\d+", str(config.device))):
+        raise ConvlabError(f"Unknown device '{config.device}'; accepted: auto, cpu, cuda, cuda:N.")
+    if config.activation is not None:
+        from convlab.layers.activations import ACTIVATIONS
+
+        if config.activation not in ACTIVATIONS:
+            raise unknown_name_error("activation", str(config.activation), ACTIVATIONS)
+    if not isinstance(config.options, dict):
+        raise ConvlabError(f"options must be a mapping of model options, got {config.options!r}.")
+    config.image_size = parse_image_size(config.image_size)
+    config.augment = parse_augment(config.augment)
+    for name in ("model", "data", "out", "resume", "data_root"):
+        value = getattr(config, name)
+        if value is not None:
+            setattr(config, name, str(value))
+    return config
+
+
+def save_config(config: TrainConfig, path: Path) -> None:
+    """Write ``config`` as YAML (atomically), in field order, readable by ``--config``."""
+    from convlab.checkpoint import atomic_write
+
+    text = yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=None)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))

@@ -1,0 +1,461 @@
+"""The training loop: ``train(config, **overrides)`` builds data, model, optimizer and schedule, then runs epochs.
+
+The step reads top to bottom in ``train_step`` (forward, loss, backward, clip, step,
+schedule). Everything a run produces lands in its run folder (see ``convlab.train``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from convlab.checkpoint import atomic_write, save_checkpoint
+from convlab.errors import ConvlabError
+from convlab.train.config import FIELDS, TrainConfig, load_config_file, resolve_config, save_config
+from convlab.train.optim import Schedule, build_optimizer
+from convlab.train.progress import TrainProgress, epoch_line
+from convlab.train.state import load_state, restore_rng, save_state, seed_everything
+
+# Szegedy et al. 2014, section 5: the auxiliary classifiers' losses are "added to the total loss of the
+# network with a discount weight (... weighted by 0.3)" during training; inference discards them.
+AUX_LOSS_WEIGHT = 0.3
+METRIC_COLUMNS = ("epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr", "seconds",
+                  "images_per_s")
+RESUME_MAY_CHANGE = ("epochs", "early_stop", "device", "out", "resume")  # everything else would change the run
+RUN_FILES = ("config.yaml", "state.pt", "last.safetensors", "best.safetensors", "metrics.csv")
+
+
+@dataclass
+class TrainResult:
+    """What a run achieved; the run folder holds the details."""
+
+    run_dir: Path
+    config: TrainConfig
+    epochs_completed: int
+    best_epoch: int
+    best_val_top1: float | None
+    test: Any = None  # convlab.evaluation.EvalResult of the best weights on the test split, if the data has one
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The step and the epoch
+
+
+def train_step(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    schedule: Schedule,
+    criterion: nn.Module,
+    config: TrainConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step: forward, loss, backward, clip, step, schedule. Returns the loss and main logits."""
+    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=config.amp == "bf16"):
+        outputs = model(images)
+        logits, *aux_logits = outputs if isinstance(outputs, tuple) else (outputs,)
+        loss = criterion(logits, labels)
+        for aux in aux_logits:  # auxiliary heads exist in training only (GoogLeNet, Inception v3)
+            loss = loss + AUX_LOSS_WEIGHT * criterion(aux, labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.clip_value is not None:  # each gradient element into [-v, v] (notes 000, "clip by value")
+        nn.utils.clip_grad_value_(model.parameters(), config.clip_value)
+    if config.clip_norm is not None:  # g * v / ||g|| when ||g|| > v, over all parameters (notes 000, "clip by norm")
+        nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+    optimizer.step()
+    schedule.after_step()
+    return loss.detach(), logits.detach()
+
+
+class NonFiniteLoss(Exception):
+    def __init__(self, step: int, value: float) -> None:
+        super().__init__(step, value)
+        self.step, self.value = step, value
+
+
+def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, schedule: Schedule,
+                    criterion: nn.Module, config: TrainConfig, progress: TrainProgress) -> dict[str, float]:
+    """Train over ``loader`` once. Sums stay on the device and are read only when the bar refreshes."""
+    model.train()
+    device = next(model.parameters()).device
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    first_bad_step = torch.full((), -1, dtype=torch.int64, device=device)  # the first step whose loss was not finite
+    first_bad_loss = torch.zeros((), device=device)
+    seen = 0
+    start = time.perf_counter()
+
+    def check_and_report(steps_done: int) -> None:
+        bad = int(first_bad_step)  # one device sync
+        if bad >= 0:
+            raise NonFiniteLoss(bad, float(first_bad_loss))
+        elapsed = max(time.perf_counter() - start, 1e-9)
+        progress.update(steps_done, float(loss_sum) / max(seen, 1), int(correct) / max(seen, 1), seen / elapsed)
+
+    for step, (images, labels) in enumerate(loader, start=1):
+        loss, logits = train_step(model, images, labels, optimizer, schedule, criterion, config)
+        batch = labels.shape[0]
+        loss_sum += loss.double() * batch
+        correct += (logits.argmax(dim=1) == labels).sum()
+        newly_bad = (first_bad_step < 0) & ~torch.isfinite(loss)
+        first_bad_step = torch.where(newly_bad, step, first_bad_step)
+        first_bad_loss = torch.where(newly_bad, loss.float(), first_bad_loss)
+        seen += batch
+        if progress.due():
+            check_and_report(step)
+    check_and_report(len(loader))
+    seconds = time.perf_counter() - start
+    return {"train_loss": float(loss_sum) / seen, "train_top1": int(correct) / seen, "images": seen,
+            "train_seconds": seconds}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Setting a run up: configuration, run folder, data and model
+
+
+def _explicit_settings(config: Any, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The settings the caller actually gave (file or mapping, then overrides), keys normalised."""
+    if isinstance(config, TrainConfig):
+        defaults = TrainConfig().to_dict()
+        given = {k: v for k, v in config.to_dict().items() if v != defaults[k]}
+    elif isinstance(config, dict):
+        given = {str(k).replace("-", "_"): v for k, v in config.items()}
+    elif config is None:
+        given = {}
+    else:
+        given = load_config_file(config)
+    return {**given, **{str(k).replace("-", "_"): v for k, v in overrides.items()}}
+
+
+def _resume_config(run_dir: Path, given: dict[str, Any]) -> TrainConfig:
+    """The saved configuration of ``run_dir`` with the few settings a resumed run may change."""
+    if not (run_dir / "config.yaml").is_file() or not (run_dir / "state.pt").is_file():
+        raise ConvlabError(
+            f"Cannot resume '{run_dir}': it is not a run folder with a completed epoch (config.yaml and state.pt)."
+        )
+    saved = resolve_config(run_dir / "config.yaml")
+    changes = {k: v for k, v in given.items() if k != "resume"}
+    config = resolve_config(saved, **changes)
+    changed = [name for name in FIELDS if name not in RESUME_MAY_CHANGE
+               and getattr(config, name) != getattr(saved, name)]
+    if changed:
+        raise ConvlabError(
+            f"A resumed run continues with its saved configuration; it cannot change {', '.join(changed)} "
+            f"(only {', '.join(RESUME_MAY_CHANGE[:3])}). Start a new run with --out to train differently."
+        )
+    config.out, config.resume = str(run_dir), None
+    return config
+
+
+def default_run_dir(config: TrainConfig) -> Path:
+    """``runs/<model>-<data>-<YYYYmmdd-HHMMSS>``, with a numbered suffix if that folder exists already."""
+    data = config.data.split(":", 1)[0] if config.data.startswith("idx:") else Path(config.data.rstrip("/")).name
+    data = re.sub(r"[^A-Za-z0-9._-]+", "-", data).strip("-.") or "data"
+    base = Path("runs") / f"{config.model}-{data}-{datetime.now():%Y%m%d-%H%M%S}"
+    path, number = base, 2
+    while path.exists():
+        path, number = base.with_name(f"{base.name}-{number}"), number + 1
+    return path
+
+
+def _refuse_previous_run(run_dir: Path) -> None:
+    held = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if held:
+        raise ConvlabError(
+            f"'{run_dir}' already holds a run ({', '.join(held)}); resume it with --resume {run_dir} "
+            f"or choose another --out (a previous run is never overwritten)."
+        )
+
+
+def build_model(config: TrainConfig, bundle) -> nn.Module:
+    """``create_model`` for the data's classes and channels, with the run's init, activation and options."""
+    from convlab.models import create_model, get_model_info
+
+    options = dict(config.options)
+    if config.activation is not None:
+        options["activation"] = config.activation
+    height, width = bundle.image_size
+    if "input_size" in get_model_info(config.model).options and "input_size" not in options and height == width:
+        options["input_size"] = height  # models sized by an option (the MLP's input layer) follow the data
+    return create_model(config.model, num_classes=len(bundle.classes), in_chans=bundle.in_chans,
+                        init=config.init, **options)
+
+
+def fit_input_size(model: nn.Module, bundle, config: TrainConfig, progress: TrainProgress):
+    """Resize the data to the nearest size the model takes (LeNet-5: 28x28 -> 32x32), unless a size was chosen."""
+    from convlab.analysis import check_input_size
+    from convlab.analysis.input_check import working_sizes
+
+    channels, height, width = size = (bundle.in_chans, *bundle.image_size)
+    try:
+        check_input_size(model, size)
+        return bundle
+    except ConvlabError:
+        if config.image_size is not None:
+            raise  # the user's size: the inspector's message says what would work
+        smallest, largest = working_sizes(model, channels, max(height, width))
+        if smallest is not None and min(height, width) < smallest:
+            side = smallest
+        elif largest is not None and max(height, width) > largest:
+            side = largest
+        else:
+            raise
+    progress.note(f"{config.model} cannot take {height}x{width} images; resizing {bundle.name} to {side}x{side}, "
+                  f"the nearest size it takes (choose one with --image-size)")
+    return bundle.resized((side, side))
+
+
+def checkpoint_record(config: TrainConfig, bundle, epoch: int, row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "classes": list(bundle.classes),
+        "input": {"channels": bundle.in_chans, "size": list(bundle.image_size),
+                  "mean": list(bundle.mean), "std": list(bundle.std)},
+        "data": {"name": bundle.name, "source": bundle.source, "val_split": config.val_split, "seed": config.seed},
+        "epoch": epoch,
+        "metrics": {key: row.get(key) for key in ("val_top1", "val_top5", "val_loss", "train_loss")},
+        "config": config.to_dict(),
+    }
+
+
+def _format_row(row: dict[str, Any]) -> dict[str, str]:
+    formats = {"epoch": "d", "lr": ".6g", "seconds": ".2f", "images_per_s": ".1f"}
+    return {key: "" if row.get(key) is None else format(row[key], formats.get(key, ".6f")) for key in METRIC_COLUMNS}
+
+
+def write_metrics(path: Path, rows: list[dict[str, str]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    text = buffer.getvalue()
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def read_metrics_rows(path: Path, up_to_epoch: int) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return [row for row in csv.DictReader(handle) if int(row["epoch"]) <= up_to_epoch]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass
+class Standing:
+    """Where a run stands after its last completed epoch; saved in state.pt, so early stopping resumes too."""
+
+    epoch: int = 0
+    best_top1: float = -math.inf
+    best_epoch: int = 0
+    stale_epochs: int = 0  # epochs since the best val top-1
+
+    def after_epoch(self, epoch: int, score: float) -> bool:
+        """Record epoch ``epoch`` with ``score``; True when it is the best so far (ties keep the earlier)."""
+        self.epoch = epoch
+        if score > self.best_top1:
+            self.best_top1, self.best_epoch, self.stale_epochs = score, epoch, 0
+            return True
+        self.stale_epochs += 1
+        return False
+
+
+def _prepare(config: Any, overrides: dict[str, Any]) -> tuple[TrainConfig, Path, bool]:
+    """The resolved configuration, the run folder and whether this resumes a run."""
+    given = _explicit_settings(config, overrides)
+    if given.get("resume"):
+        config = _resume_config(Path(given["resume"]), given)
+        return config, Path(config.out), True
+    config = resolve_config(config, **overrides)
+    run_dir = Path(config.out) if config.out else default_run_dir(config)
+    _refuse_previous_run(run_dir)
+    config.out = str(run_dir)
+    return config, run_dir, False
+
+
+def _restore(run_dir: Path, config: TrainConfig, model, optimizer, schedule: Schedule, steps_per_epoch: int) -> Standing:
+    """Put model, optimizer, schedule and RNGs back as they were after the run's last completed epoch."""
+    state = load_state(run_dir / "state.pt")
+    if state["steps_per_epoch"] != steps_per_epoch:
+        raise ConvlabError(
+            f"Cannot resume '{run_dir}': its data gave {state['steps_per_epoch']} batches per epoch, "
+            f"now {steps_per_epoch}; the data set changed since the run started."
+        )
+    if config.epochs < state["epoch"]:
+        raise ConvlabError(f"--epochs {config.epochs} is fewer than the {state['epoch']} epochs already done.")
+    model.load_state_dict(state["model"])
+    if config.epochs != state["epochs"] and schedule.depends_on_length:
+        # More epochs: the schedule is redrawn over the new length and continues from the step reached.
+        schedule.fast_forward(state["epoch"] * steps_per_epoch)
+        redrawn = [group["lr"] for group in optimizer.param_groups]
+        optimizer.load_state_dict(state["optimizer"])
+        for group, lr in zip(optimizer.param_groups, redrawn):
+            group["lr"] = lr
+    else:
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+    restore_rng(state["rng"])
+    return Standing(**state["standing"])
+
+
+def _log_scalars(writer, row: dict[str, Any]) -> None:
+    for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr"):
+        if row.get(key) is not None:  # TensorBoard groups "train/loss", "val/top1", ... by their prefix
+            writer.add_scalar(key.replace("_", "/", 1) if key != "lr" else "lr", row[key], row["epoch"])
+    writer.flush()
+
+
+def train(config: TrainConfig | dict | str | Path | None = None, **overrides: Any) -> TrainResult:
+    """Train a model; ``config`` is a TrainConfig, a mapping or a YAML file, ``overrides`` win over it.
+
+    >>> train(model="lenet5", data="fashion-mnist", epochs=8, optimizer="adam", schedule="onecycle")
+    >>> train(resume="runs/lenet5-fashion-mnist-20250101-120000", epochs=12)   # continue, 4 more epochs
+    """
+    from torch.utils.tensorboard import SummaryWriter
+
+    from convlab.data import load_data
+    from convlab.evaluation import evaluate_model
+    from convlab.evaluation.evaluate import check_device
+
+    config, run_dir, resuming = _prepare(config, overrides)
+    device = check_device(None if config.device == "auto" else config.device)
+    seed_everything(config.seed)
+    bundle = load_data(config.data, data_root=config.data_root,
+                       image_size=tuple(config.image_size) if config.image_size else None,
+                       in_chans=config.in_chans, val_split=config.val_split, seed=config.seed, limit=config.limit)
+    if config.num_classes is not None and config.num_classes != len(bundle.classes):
+        raise ConvlabError(
+            f"--num-classes {config.num_classes} does not match data '{bundle.name}', which has "
+            f"{len(bundle.classes)} classes; leave --num-classes out to use the data's."
+        )
+    progress = TrainProgress(run_dir / "train.log")
+    model = build_model(config, bundle)
+    bundle = fit_input_size(model, bundle, config, progress)
+    model.to(device)
+    has_val = "val" in bundle.splits()
+    if config.early_stop is not None and not has_val:
+        raise ConvlabError("--early-stop needs a validation split; give --val-split above 0.")
+
+    # The last partial batch is dropped while training: a batch of one breaks BatchNorm, and the
+    # order is reshuffled each epoch, so every image is still seen.
+    drop_last = bundle.size("train") > config.batch_size
+
+    def train_loader(epoch: int):
+        return bundle.loader("train", config.batch_size, shuffle=True, augment=config.augment, epoch=epoch,
+                             seed=config.seed, device=device, drop_last=drop_last)
+
+    steps_per_epoch = len(train_loader(1))
+    optimizer = build_optimizer(model, config.optimizer, config.lr, config.momentum, config.weight_decay)
+    schedule = Schedule(optimizer, config.schedule, config.epochs, steps_per_epoch, config.warmup_epochs)
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    if resuming:
+        standing = _restore(run_dir, config, model, optimizer, schedule, steps_per_epoch)
+        progress.note(f"resuming {run_dir} after epoch {standing.epoch} of {config.epochs}")
+    else:
+        standing = Standing()
+        progress.note(f"training {config.model} on {bundle.name} ({bundle.size('train')} images, "
+                      f"{bundle.in_chans}x{bundle.image_size[0]}x{bundle.image_size[1]}) on {device}; "
+                      f"run folder {run_dir}")
+    save_config(config, run_dir / "config.yaml")
+    if bundle.skipped:
+        listing = "".join(f"{file}\t{reason}\n" for file, reason in bundle.skipped)
+        atomic_write(run_dir / "skipped.txt", lambda tmp: Path(tmp).write_text(listing))
+        progress.note(f"skipped {len(bundle.skipped)} unreadable files (listed in skipped.txt)")
+
+    writer = SummaryWriter(str(run_dir / "tb"), purge_step=standing.epoch + 1 if resuming else None)
+    rows = read_metrics_rows(run_dir / "metrics.csv", standing.epoch)
+    history: list[dict[str, Any]] = []
+    saved_epoch = epoch = standing.epoch
+    try:
+        for epoch in range(standing.epoch + 1, config.epochs + 1):
+            start = time.perf_counter()
+            row: dict[str, Any] = {"epoch": epoch, "lr": schedule.lr}  # the lr the epoch starts with
+            loader = train_loader(epoch)
+            progress.start_epoch(epoch, config.epochs, len(loader))
+            try:
+                stats = train_one_epoch(model, loader, optimizer, schedule, criterion, config, progress)
+            finally:
+                progress.end_epoch()
+            row.update(train_loss=stats["train_loss"], train_top1=stats["train_top1"])
+            if has_val:
+                val = evaluate_model(model, bundle, "val", device=device, amp=config.amp)
+                row.update(val_loss=val.loss, val_top1=val.top1, val_top5=val.top5)
+            schedule.after_epoch(row.get("val_loss", row["train_loss"]))
+            row.update(seconds=time.perf_counter() - start, images_per_s=stats["images"] / stats["train_seconds"])
+            # Without a validation split the latest weights are the best we know of.
+            improved = standing.after_epoch(epoch, row.get("val_top1", epoch))
+
+            # state.pt, written last, is what a resume reads (it holds the weights too): it commits the
+            # epoch, so the folder can be resumed whenever the run stops.
+            record = checkpoint_record(config, bundle, epoch, row)
+            save_checkpoint(run_dir / "last.safetensors", model, record)
+            if improved:
+                save_checkpoint(run_dir / "best.safetensors", model, record)
+            rows.append(_format_row(row))
+            write_metrics(run_dir / "metrics.csv", rows)
+            save_state(run_dir / "state.pt", model=model, optimizer=optimizer, schedule=schedule,
+                       epoch=epoch, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+                       standing=asdict(standing))
+            saved_epoch = epoch
+            history.append(row)
+            progress.note(epoch_line(epoch, config.epochs, row))
+            _log_scalars(writer, row)
+            if config.early_stop is not None and standing.stale_epochs >= config.early_stop:
+                progress.note(f"early stop: val top-1 has not improved for {standing.stale_epochs} epochs "
+                              f"(best {standing.best_top1:.1%} at epoch {standing.best_epoch})")
+                break
+    except NonFiniteLoss as bad:
+        kept = f"the run folder keeps epoch {saved_epoch}" if saved_epoch else "no epoch was completed"
+        message = (f"The training loss became {bad.value} at epoch {epoch}, step {bad.step}; {kept}. "
+                   f"Try a lower --lr (this run used {optimizer.defaults['lr']:g}) or --clip-norm 1.0.")
+        progress.note(message, echo=False)  # the error itself is what the caller sees
+        raise ConvlabError(message) from None
+    except KeyboardInterrupt:
+        progress.note(f"interrupted in epoch {epoch}; the run folder keeps epoch {saved_epoch}. "
+                      f"Continue with: convlab train --resume {run_dir}")
+        raise
+    finally:
+        writer.close()
+        progress.close()
+    return _finish(run_dir, config, model, bundle, device, standing, history, progress)
+
+
+def _finish(run_dir: Path, config: TrainConfig, model, bundle, device, standing: Standing,
+            history: list[dict[str, Any]], progress: TrainProgress) -> TrainResult:
+    """Test the best weights (when the data has a test split), write the report and say where it all is."""
+    from safetensors.torch import load_file
+
+    from convlab.evaluation import evaluate_model, write_report
+
+    has_val = "val" in bundle.splits()
+    test = None
+    if standing.best_epoch > 0:
+        model.load_state_dict(load_file(str(run_dir / "best.safetensors"), device=str(device)))
+        if "test" in bundle.splits():
+            test = evaluate_model(model, bundle, "test", device=device, amp=config.amp)
+        write_report(run_dir, test)
+    summary = []
+    if has_val and standing.best_epoch > 0:
+        summary.append(f"best val top-1 {standing.best_top1:.2%} (epoch {standing.best_epoch})")
+    if test is not None:
+        summary.append(f"test top-1 {test.top1:.2%} top-5 {test.top5:.2%} (best weights)")
+    summary.append(f"run folder {run_dir}")
+    progress.note("; ".join(summary))
+    stopped_early = config.early_stop is not None and standing.stale_epochs >= config.early_stop
+    return TrainResult(run_dir=run_dir, config=config, epochs_completed=standing.epoch, best_epoch=standing.best_epoch,
+                       best_val_top1=standing.best_top1 if has_val and standing.best_epoch > 0 else None,
+                       test=test, history=history, stopped_early=stopped_early)

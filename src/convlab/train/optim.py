@@ -1,0 +1,223 @@
+"""Optimizers and learning-rate schedules by name: the one place that builds them, on torch.optim.
+
+The optimizers of the lecture notes (002) with the defaults a run gets when ``--lr`` or
+``--momentum`` is not given:
+
+| name     | torch.optim                      | default lr | other defaults                 | why                                     |
+|----------|----------------------------------|------------|--------------------------------|-----------------------------------------|
+| sgd      | SGD                              | 0.1        | momentum 0                     | plain w -= lr * g                       |
+| momentum | SGD                              | 0.01       | momentum 0.9                   | notes' gamma 0.9; the step lr/(1-0.9) = 0.1 matches plain sgd |
+| nesterov | SGD(nesterov=True)               | 0.01       | momentum 0.9                   | as momentum, gradient at the look-ahead point |
+| adagrad  | Adagrad                          | 0.01       |                                | notes: "most implementations use 0.01"  |
+| adadelta | Adadelta                         | 1.0        | rho 0.9                        | Zeiler 2012 needs no lr: 1.0 is his update unscaled |
+| rmsprop  | RMSprop                          | 0.001      | alpha (the notes' gamma) 0.9   | Hinton's suggestion, quoted in the notes |
+| adam     | Adam                             | 0.001      | betas (0.9, 0.999)             | Kingma & Ba 2015                        |
+| adamw    | AdamW                            | 0.001      | weight decay 0.01              | Loshchilov & Hutter 2019 (decoupled decay) |
+
+``--momentum`` sets SGD's and RMSprop's momentum and Adam's/AdamW's beta1; adagrad and
+adadelta have none. Weight decay, when above zero, is applied to weight matrices and
+convolution kernels only: parameters with one dimension (biases, batch-norm scales and
+shifts) are left undecayed, since shrinking them towards zero only fights the
+normalisation (the usual practice since Goyal et al. 2017).
+
+Schedules, all stepped once per optimizer step except plateau (once per epoch):
+constant; step (x0.1 every epochs//3 epochs, the notes' step decay); exponential (the lr
+falls 100x over the run: gamma = 0.01 ** (1 / steps) per step); cosine (CosineAnnealingLR
+to 0 over all steps); onecycle (OneCycleLR, Smith & Topin 2018: up from lr/25 to lr in
+the first 30% of steps, then down to lr/25e4; the optimizer's momentum is kept fixed);
+plateau (ReduceLROnPlateau on the validation loss: x0.1 after 2 epochs without
+improvement, the notes' "annealing when the objective stops improving").
+``warmup_epochs`` adds a linear warm-up from lr/100 (LinearLR) before the schedule:
+through SequentialLR for the stepped schedules, as onecycle's own rising phase for
+onecycle, and as a LinearLR stepped per step that hands over to the plateau rule when it
+ends for plateau.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim import lr_scheduler
+
+from convlab.errors import ConvlabError, unknown_name_error
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    factory: type[torch.optim.Optimizer]
+    lr: float
+    momentum: float | None = None  # default momentum (beta1 for adam/adamw); None: the optimizer has none
+    weight_decay: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+OPTIMIZERS: dict[str, OptimizerSpec] = {
+    "sgd": OptimizerSpec(torch.optim.SGD, lr=0.1, momentum=0.0),
+    "momentum": OptimizerSpec(torch.optim.SGD, lr=0.01, momentum=0.9),
+    "nesterov": OptimizerSpec(torch.optim.SGD, lr=0.01, momentum=0.9, extra={"nesterov": True}),
+    "adagrad": OptimizerSpec(torch.optim.Adagrad, lr=0.01),
+    "adadelta": OptimizerSpec(torch.optim.Adadelta, lr=1.0, extra={"rho": 0.9}),
+    "rmsprop": OptimizerSpec(torch.optim.RMSprop, lr=0.001, momentum=0.0, extra={"alpha": 0.9}),
+    "adam": OptimizerSpec(torch.optim.Adam, lr=0.001, momentum=0.9),
+    "adamw": OptimizerSpec(torch.optim.AdamW, lr=0.001, momentum=0.9, weight_decay=0.01),
+}
+
+SCHEDULES = ("constant", "step", "exponential", "cosine", "onecycle", "plateau")
+
+STEP_GAMMA = 0.1  # the notes' step decay: divide by 10 ...
+STEP_EVERY = 3  # ... every epochs // 3 epochs (twice in a run, as in He et al. 2015's schedule)
+EXPONENTIAL_FALL = 0.01  # the lr ends the run at 1/100 of where it started
+ONECYCLE_RISE = 0.3  # OneCycleLR's default pct_start
+PLATEAU_FACTOR = 0.1
+PLATEAU_PATIENCE = 2  # epochs without a lower val loss before the lr drops
+WARMUP_START = 0.01  # warm-up starts at lr/100 and rises linearly to lr
+
+
+def default_lr(name: str) -> float:
+    if name not in OPTIMIZERS:
+        raise unknown_name_error("optimizer", name, OPTIMIZERS)
+    return OPTIMIZERS[name].lr
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Decay weights and kernels; leave 1-D parameters (biases, norm scales and shifts) undecayed."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if weight_decay == 0:
+        return [{"params": params, "weight_decay": 0.0}]
+    decayed = [p for p in params if p.ndim > 1]
+    undecayed = [p for p in params if p.ndim <= 1]
+    return [{"params": decayed, "weight_decay": weight_decay}, {"params": undecayed, "weight_decay": 0.0}]
+
+
+def build_optimizer(
+    model: nn.Module,
+    name: str,
+    lr: float | None = None,
+    momentum: float | None = None,
+    weight_decay: float | None = None,
+) -> torch.optim.Optimizer:
+    """The optimizer ``name`` over ``model``'s trainable parameters; None picks the table's default."""
+    if name not in OPTIMIZERS:
+        raise unknown_name_error("optimizer", name, OPTIMIZERS)
+    spec = OPTIMIZERS[name]
+    kwargs: dict[str, Any] = {"lr": spec.lr if lr is None else float(lr), **spec.extra}
+    if momentum is not None and spec.momentum is None:
+        raise ConvlabError(
+            f"Optimizer '{name}' has no momentum; --momentum applies to sgd, momentum, nesterov, rmsprop, adam, adamw."
+        )
+    if spec.momentum is not None:
+        momentum = spec.momentum if momentum is None else float(momentum)
+        if spec.factory in (torch.optim.Adam, torch.optim.AdamW):
+            kwargs["betas"] = (momentum, 0.999)
+        else:
+            kwargs["momentum"] = momentum
+        if name == "nesterov" and momentum <= 0:
+            raise ConvlabError(f"Nesterov momentum must be above 0, got --momentum {momentum}.")
+    groups = parameter_groups(model, spec.weight_decay if weight_decay is None else float(weight_decay))
+    if not any(group["params"] for group in groups):
+        raise ConvlabError("The model has no trainable parameters to optimise.")
+    return spec.factory([g for g in groups if g["params"]], **kwargs)
+
+
+class Schedule:
+    """The learning-rate schedule of a run: ``after_step()`` after every optimizer step, ``after_epoch(val_loss)``.
+
+    Wraps one torch scheduler stepped per step (``per_step``) and, for plateau, a
+    ReduceLROnPlateau stepped per epoch once the warm-up is over.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        name: str,
+        epochs: int,
+        steps_per_epoch: int,
+        warmup_epochs: float = 0.0,
+    ) -> None:
+        if name not in SCHEDULES:
+            raise unknown_name_error("schedule", name, SCHEDULES)
+        self.name = name
+        self.optimizer = optimizer
+        self.total_steps = epochs * steps_per_epoch
+        self.warmup_steps = round(warmup_epochs * steps_per_epoch)
+        if self.warmup_steps >= self.total_steps and warmup_epochs > 0:
+            raise ConvlabError(
+                f"--warmup-epochs {warmup_epochs} covers the whole run of {epochs} epochs; give fewer warm-up epochs."
+            )
+        self.steps_done = 0
+        self.per_step: lr_scheduler.LRScheduler | None = None
+        self.plateau: lr_scheduler.ReduceLROnPlateau | None = None
+        main_steps = self.total_steps - self.warmup_steps
+        if name == "onecycle":  # its own rising phase is the warm-up when one is asked for
+            rise = self.warmup_steps / self.total_steps if self.warmup_steps else ONECYCLE_RISE
+            max_lr = [group["lr"] for group in optimizer.param_groups]
+            self.per_step = lr_scheduler.OneCycleLR(
+                optimizer, max_lr=max_lr, total_steps=self.total_steps, pct_start=rise, cycle_momentum=False
+            )
+            return
+        if name == "plateau":
+            if self.warmup_steps:
+                self.per_step = self._warmup()
+            self.plateau = lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="min", factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE
+            )
+            return
+        if name == "constant":
+            main = lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+        elif name == "step":
+            step_size = max(1, epochs // STEP_EVERY) * steps_per_epoch
+            main = lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=STEP_GAMMA)
+        elif name == "exponential":
+            main = lr_scheduler.ExponentialLR(optimizer, gamma=EXPONENTIAL_FALL ** (1.0 / main_steps))
+        else:  # cosine
+            main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=main_steps)
+        if self.warmup_steps:
+            main = lr_scheduler.SequentialLR(optimizer, [self._warmup(), main], milestones=[self.warmup_steps])
+        self.per_step = main
+
+    def _warmup(self) -> lr_scheduler.LinearLR:
+        return lr_scheduler.LinearLR(self.optimizer, start_factor=WARMUP_START, total_iters=self.warmup_steps)
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the first parameter group (the one the others follow)."""
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def after_step(self) -> None:
+        self.steps_done += 1
+        if self.per_step is None:
+            return
+        if self.name == "plateau" and self.steps_done > self.warmup_steps:
+            return  # the warm-up is over: plateau alone moves the lr now
+        self.per_step.step()
+
+    def after_epoch(self, val_loss: float) -> None:
+        if self.plateau is not None and self.steps_done >= self.warmup_steps:
+            self.plateau.step(val_loss)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "steps_done": self.steps_done,
+            "per_step": None if self.per_step is None else self.per_step.state_dict(),
+            "plateau": None if self.plateau is None else self.plateau.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps_done = state["steps_done"]
+        if self.per_step is not None and state["per_step"] is not None:
+            self.per_step.load_state_dict(state["per_step"])
+        if self.plateau is not None and state["plateau"] is not None:
+            self.plateau.load_state_dict(state["plateau"])
+
+    @property
+    def depends_on_length(self) -> bool:
+        """Whether the curve is drawn over the run's length (so more epochs on resume redraw it)."""
+        return self.name in ("step", "exponential", "cosine", "onecycle")
+
+    def fast_forward(self, steps: int) -> None:
+        """Replay ``steps`` steps of this freshly built schedule (a resumed run that was given more epochs)."""
+        for _ in range(steps):
+            self.after_step()

@@ -1,0 +1,66 @@
+"""Seeding and the resumable state of a run (state.pt): weights, optimizer, schedule, RNGs, early-stop counters.
+
+state.pt is written with torch.save and read with ``weights_only=True``, so it holds only
+tensors and plain Python values (the numpy and Python RNG states are converted to those).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from convlab.checkpoint import atomic_write
+from convlab.errors import ConvlabError
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA), numpy and Python's random: the same seed gives the same run."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    kind, keys, position, has_gauss, cached_gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                  "has_gauss": int(has_gauss), "cached_gauss": float(cached_gauss)},
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+    }
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    saved = state["numpy"]
+    np.random.set_state((saved["kind"], saved["keys"].numpy().astype(np.uint32), saved["position"],
+                         saved["has_gauss"], saved["cached_gauss"]))
+    saved = state["python"]
+    random.setstate((saved["version"], tuple(saved["internal"]), saved["gauss_next"]))
+
+
+def save_state(path: Path, *, model: torch.nn.Module, optimizer, schedule, **counters: Any) -> None:
+    """Everything a resume needs after a completed epoch, in one atomically written file."""
+    state = {
+        "model": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "rng": rng_state(),
+        **counters,
+    }
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a damaged or foreign file: say which, not a pickle traceback
+        raise ConvlabError(f"Cannot read the training state '{path}' ({type(error).__name__}: {error}).") from None

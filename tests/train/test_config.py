@@ -1,0 +1,89 @@
+"""The training configuration: YAML file under flags, checked values, and `convlab train` end to end."""
+
+import pytest
+import yaml
+
+from convlab.cli import build_parser, main
+from convlab.errors import ConvlabError
+from convlab.train import TrainConfig, resolve_config
+
+FILE = """\
+model: mlp
+epochs: 3
+batch-size: 50          # dashes or underscores, as the flags are spelled
+lr: 1e-3                # YAML 1.1 reads this as a string; it is coerced to a number
+optimizer: adam
+limit: 1000
+image_size: 28
+options:
+  dropout: 0.1
+"""
+
+
+def test_flags_override_the_file_which_overrides_the_defaults(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(FILE)
+    config = resolve_config(path, epochs=5, options={"hidden": [64]})
+    assert config.epochs == 5  # the override
+    assert (config.batch_size, config.lr, config.optimizer, config.limit) == (50, 0.001, "adam", 1000)  # the file
+    assert config.schedule == TrainConfig.schedule and config.seed == 0  # the defaults
+    assert config.options == {"dropout": 0.1, "hidden": [64]}  # model options merge key by key
+    assert config.image_size == [28, 28]
+
+
+def test_bad_settings_name_the_setting_and_what_is_accepted(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("epochz: 3\n")
+    with pytest.raises(ConvlabError, match="In '.*bad.yaml': Unknown training setting 'epochz'; did you mean epochs"):
+        resolve_config(path)
+    with pytest.raises(ConvlabError, match="epochs must be at least 1, got 0"):
+        resolve_config(epochs=0)
+    with pytest.raises(ConvlabError, match="lr must be a number, got 'fast'"):
+        resolve_config(lr="fast")
+    with pytest.raises(ConvlabError, match="Image size '32y32' is not understood"):
+        resolve_config(image_size="32y32")
+    with pytest.raises(ConvlabError, match="Unknown augmentation 'flipp'"):
+        resolve_config(augment="flipp,crop")
+    with pytest.raises(ConvlabError, match="Unknown --amp mode 'fp8'.*Accepted: bf16, off"):
+        resolve_config(amp="fp8")
+    assert resolve_config(image_size="28x32").image_size == [28, 32]
+    assert resolve_config(augment="flip, crop").augment == ["flip", "crop"]
+
+
+def test_every_flag_says_its_default_and_names_the_choices():
+    parser = build_parser()
+    train_parser = parser._subparsers._group_actions[0].choices["train"]
+    helps = {action.dest: action.help for action in train_parser._actions if action.dest != "help"}
+    assert "adamw" in helps["optimizer"] and "default momentum" in helps["optimizer"]
+    assert "onecycle" in helps["schedule"] and "plateau" in helps["schedule"]
+    assert "adagrad 0.01" in helps["lr"] and "rmsprop 0.001" in helps["lr"]
+    for dest, text in helps.items():
+        if dest not in ("config", "options"):
+            assert "default" in text, dest
+
+
+def test_convlab_train_command_saves_the_resolved_configuration(tmp_path, capsys):
+    path = tmp_path / "run.yaml"
+    path.write_text(FILE)
+    out = tmp_path / "run"
+    code = main(["train", "--config", str(path), "--epochs", "1", "--option", "hidden=[64]", "--out", str(out)])
+    assert code == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["epochs"] == 1 and saved["batch_size"] == 50 and saved["lr"] == 0.001
+    assert saved["options"] == {"dropout": 0.1, "hidden": [64]}
+    printed = capsys.readouterr().out
+    assert "epoch 1/1  train loss" in printed and f"run folder {out}" in printed
+
+    # a ConvlabError is one line on stderr and exit status 2
+    assert main(["train", "--model", "mlp", "--optimizer", "adamm", "--out", str(tmp_path / "x")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "Unknown optimizer 'adamm'" in error
+
+
+def test_convlab_train_is_the_training_call_even_after_importing_the_package():
+    import convlab
+    import convlab.train  # the package: `convlab.train` now names it, and it forwards calls to train()
+
+    with pytest.raises(ConvlabError, match="Unknown optimizer 'adamm'"):
+        convlab.train(model="mlp", optimizer="adamm")
+    assert convlab.train.TrainConfig is TrainConfig
