@@ -47,7 +47,7 @@ lint: $(STAMP)
 # The web-page test drives Debian's chromium; .ci/browser-deps.sh installs it where apt is available.
 test: $(STAMP) data lint
 	@bash .ci/browser-deps.sh
-	$(PY) -m pytest
+	$(PY) -m pytest -q
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -7,7 +7,7 @@ from PIL import Image
 import convlab
 from convlab.checkpoint import save_checkpoint
 from convlab.data import normalize, read_image
-from convlab.predict import load, predict
+from convlab.prediction import load, predict
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import convlab.checkpoint
-from convlab.predict import predict
+from convlab.prediction import predict
 from convlab.serve.limits import accepted_types
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",

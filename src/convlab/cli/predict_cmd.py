@@ -26,7 +26,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from convlab.predict import predict
+    from convlab.prediction import predict
 
     results = predict(args.source, args.images, topk=args.topk, device=args.device, skip_unreadable=True)
     failed = [r for r in results if "error" in r]

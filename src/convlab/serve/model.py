@@ -126,7 +126,7 @@ class ServedModel:
 
     def predict(self, pixels: Sequence[torch.Tensor], topk: int = 5) -> list[list[dict]]:
         """Top-k ``{"label", "index", "probability"}`` for each uint8 (C, H, W) image, all in one batch."""
-        from convlab.predict import predict_tensors
+        from convlab.prediction import predict_tensors
 
         batch = self._batch(pixels)
         with self.lock:
