@@ -62,3 +62,10 @@ def test_predict_reports_an_unreadable_file_and_still_predicts_the_others(run_fo
     assert main(["predict", str(run_folder), *files[:2], "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert files[0] in out and "%" in out
+
+
+def test_the_command_line_offers_exactly_the_tta_modes_the_library_has():
+    from convlab.cli import eval_cmd
+    from convlab.evaluation.tta import TTA_MODES
+
+    assert eval_cmd.TTA_MODES == TTA_MODES

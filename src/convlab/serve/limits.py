@@ -11,10 +11,12 @@ import tempfile
 import warnings
 from collections.abc import Sequence
 from functools import cache
-
-import torch
+from typing import TYPE_CHECKING
 
 from convlab.errors import ConvlabError
+
+if TYPE_CHECKING:  # torch is loaded only when an upload is decoded, so `convlab --help` starts fast
+    import torch
 
 MEGABYTE = 2**20
 DEFAULT_MAX_UPLOAD_MB = 10.0
@@ -163,8 +165,4 @@ def decode_upload(
             pixels = read_image(handle.name, in_chans, image_size)
         except ConvlabError as error:
             raise UploadRejected(400, str(error).replace(handle.name, name)) from None
-    if pixels.dim() == 4:
-        # read_image returns every frame of an animated GIF (frames x C x H x W); the first frame is the
-        # picture a viewer shows before it moves.
-        pixels = pixels[0]
     return pixels
