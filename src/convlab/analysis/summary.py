@@ -264,7 +264,8 @@ class _Trace(TorchFunctionMode):
         children = list(module.named_children())
         atomic = isinstance(module, ATOMIC_MODULES)
         has_own_params = any(True for _ in module.parameters(recurse=False))
-        if not children or atomic or has_own_params:
+        # nn.Identity (an absent SE gate, a no-op shortcut) computes nothing: it is traced but gets no row.
+        if (not children or atomic or has_own_params) and not isinstance(module, nn.Identity):
             self.row_modules.add(id(module))
         if atomic:
             return
