@@ -197,13 +197,16 @@ def _best_epoch(rows: list[dict[str, float]], record: dict) -> int | None:
     return int(max(scored, key=lambda row: row["val_top1"])["epoch"])
 
 
-def write_report(run_dir: Path, test_result: EvalResult | None = None, *, model: nn.Module | None = None) -> Path:
+def write_report(run_dir: Path, test_result: EvalResult | None = None, *, model: nn.Module | None = None,
+                 bundle=None) -> Path:
     """Write ``curves.png``, ``confusion.png`` and ``report.md`` into ``run_dir``; returns report.md's path.
 
     ``test_result`` is the final evaluation (of the best weights, on the test split); without
     it, an ``eval-test.json`` (or ``eval-val.json``) already in the folder is used. ``model``
     gives the trainable/frozen parameter split; without it the recorded architecture is
-    built on the meta device and every parameter counts as trainable.
+    built on the meta device and every parameter counts as trainable. With both ``model`` (trained
+    weights) and ``bundle`` (its data), the report also shows the first-layer filters and Grad-CAM
+    maps of a few validation images, right and wrong ones (convlab.viz.report_figures).
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -266,6 +269,13 @@ def write_report(run_dir: Path, test_result: EvalResult | None = None, *, model:
         lines += _table(["class", "precision", "recall", "F1", "support"], [
             [c["class"], c["precision"], c["recall"], c["f1"], c["support"]] for c in result.per_class
         ]) + [""]
+
+    if model is not None and bundle is not None and any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        from convlab.viz import report_figures
+
+        figures = report_figures(model, record, bundle, run_dir)
+        lines += ["## What the network looks at", ""]
+        lines += [f"![{path.stem}]({path.name})" for path in figures] + [""]
 
     skipped_path = run_dir / "skipped.txt"
     if skipped_path.is_file():
