@@ -12,7 +12,19 @@ from convlab.errors import ConvlabError
 from convlab.evaluation.evaluate import check_device
 from convlab.evaluation.tta import logits_of
 
-__all__ = ["load", "predict", "predict_tensors"]
+__all__ = ["load", "load_any", "predict", "predict_tensors"]
+
+EXPORTED_SUFFIXES = (".onnx", ".pt", ".pth")
+
+
+def load_any(source) -> tuple[torch.nn.Module, dict]:
+    """``(model, record)`` from a run folder or checkpoint, or from a file written by ``convlab export``
+    (``.onnx`` through onnxruntime, ``.pt``/``.pth`` TorchScript): one prediction path for all of them."""
+    if Path(source).suffix.lower() in EXPORTED_SUFFIXES:
+        from convlab.export.runtime import load_exported
+
+        return load_exported(source)
+    return load(source)
 
 
 def predict_tensors(model: torch.nn.Module, batch: torch.Tensor, classes: Sequence[str], topk: int = 5) -> list[list[dict]]:
@@ -42,8 +54,8 @@ def predict(
 ) -> list[dict]:
     """Classify image files with a checkpoint (or a run folder's best checkpoint).
 
-    ``source`` is a checkpoint path, a run folder, or an already loaded ``(model, record)``
-    pair. Each file is read in any mode and size and converted with the stored preprocessing
+    ``source`` is a checkpoint path, a run folder, an exported ``.onnx``/``.pt`` file, or an
+    already loaded ``(model, record)`` pair. Each file is read in any mode and size and converted with the stored preprocessing
     (``record["input"]``: channels, size, mean, std); all images go through the model as one
     batch. Returns ``[{"image": path, "predictions": [{"label", "index", "probability"}, ...]}]``
     in the order given, best class first. An unreadable file raises a ConvlabError naming it,
@@ -59,7 +71,7 @@ def predict(
     if int(topk) < 1:
         raise ConvlabError(f"--topk must be a positive integer, got {topk}.")
     device = check_device(device)
-    model, record = source if isinstance(source, tuple) else load(source)
+    model, record = source if isinstance(source, tuple) else load_any(source)
     if "input" not in record:
         raise ConvlabError("The checkpoint records no input preprocessing (channels, size, mean, std); "
                            "it was not written by convlab's training.")

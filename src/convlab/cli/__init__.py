@@ -16,6 +16,16 @@ from convlab.errors import ConvlabError
 # Sub-command modules, in the order `convlab --help` lists them.
 COMMANDS = (
     "convlab.cli.models_cmd",
+    "convlab.cli.summary_cmd",
+    "convlab.cli.conv_arith_cmd",
+    "convlab.cli.train_cmd",
+    "convlab.cli.eval_cmd",
+    "convlab.cli.predict_cmd",
+    "convlab.cli.export_cmd",
+    "convlab.cli.features_cmd",
+    "convlab.cli.viz_cmd",
+    "convlab.cli.serve_cmd",
+    "convlab.cli.data_cmd",
 )
 
 

@@ -68,7 +68,8 @@ class Subsampling(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        window_sum = F.avg_pool2d(x, self.kernel_size, divisor_override=1)
+        # The window's sum, as an average times its area: ONNX export drops avg_pool2d's divisor_override.
+        window_sum = F.avg_pool2d(x, self.kernel_size) * (self.kernel_size * self.kernel_size)
         return window_sum * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 
     def extra_repr(self) -> str:

@@ -18,17 +18,6 @@ from torch import nn
 from convlab.errors import ConvlabError
 
 
-class OnnxLogits(nn.Module):
-    """An ONNX runtime session behind nn.Module's call, so that one prediction path serves both formats."""
-
-    def __init__(self, runtime):
-        super().__init__()
-        self.runtime = runtime
-
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        return torch.as_tensor(self.runtime.predict_logits(batch.cpu()))
-
-
 def onnx_providers(device) -> list[str] | None:
     """onnxruntime providers for a ``--device``: None lets the runtime prefer CUDA when it has it."""
     from convlab.evaluation.evaluate import check_device
@@ -61,7 +50,7 @@ class ServedModel:
             model, record = source
             self.format, self.source = "checkpoint", "in memory"
         elif Path(source).suffix.lower() == ".onnx":
-            from convlab.export.runtime import OnnxClassifier
+            from convlab.export.runtime import OnnxClassifier, OnnxLogits
 
             runtime = OnnxClassifier(Path(source), providers=onnx_providers(device))
             model, record = OnnxLogits(runtime), runtime.record
@@ -81,7 +70,7 @@ class ServedModel:
         else:
             self.device = torch.device("cpu")  # where batches are made; onnxruntime copies them to its provider
             self.parameters = parameter_count(record["model"])
-        self.runtime = "torch" if self.format == "checkpoint" else f"onnxruntime {model.runtime.providers[0]}"
+        self.runtime = "torch" if self.format == "checkpoint" else f"onnxruntime {model.classifier.providers[0]}"
         self.model, self.record = model.eval(), record
         stored = record["input"]
         self.channels, self.size = int(stored["channels"]), [int(s) for s in stored["size"]]

@@ -1,0 +1,109 @@
+"""Run exported files: an ONNX file through onnxruntime, with the classes and preprocessing stored in it.
+
+``load_exported(path)`` is the one door for prediction and serving: ``(module, record)`` for a
+``.onnx`` or TorchScript ``.pt`` file, as ``load_checkpoint`` gives for a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from convlab.errors import ConvlabError
+
+# Tried in this order among the providers the installed onnxruntime offers.
+PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+class OnnxClassifier:
+    """An ONNX file written by ``convlab export``, ready to classify preprocessed batches.
+
+    ``record`` is the checkpoint's record as stored in the file (classes, input: channels/size/
+    mean/std, model spec, data, metrics, plus "export": format, opset, source, convlab version).
+    ``predict_logits`` takes a float N x C x H x W batch (numpy or torch, any device) already
+    normalised with ``mean``/``std`` and returns float32 N x classes logits as numpy.
+    """
+
+    def __init__(self, path: str | Path, providers: list[str] | None = None) -> None:
+        import onnxruntime
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ConvlabError(f"No ONNX file at '{self.path}'.")
+        available = onnxruntime.get_available_providers()
+        if providers is None:
+            providers = [p for p in PREFERRED_PROVIDERS if p in available] or available
+        try:
+            self.session = onnxruntime.InferenceSession(str(self.path), providers=list(providers))
+        except Exception as error:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ConvlabError(f"'{self.path}' is not an ONNX model onnxruntime can load ({first}).") from None
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        if "convlab" not in metadata:
+            raise ConvlabError(f"'{self.path}' is an ONNX model but not one exported by convlab (no 'convlab' "
+                               "metadata); export a checkpoint with `convlab export`.")
+        self.record: dict = json.loads(metadata["convlab"])
+        stored = self.record["input"]
+        self.classes: list[str] = list(self.record["classes"])
+        self.channels = int(stored["channels"])
+        self.size = tuple(int(s) for s in stored["size"])  # (H, W)
+        self.mean = tuple(float(m) for m in stored["mean"])
+        self.std = tuple(float(s) for s in stored["std"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    def predict_logits(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Logits (float32, N x classes) of a normalised N x C x H x W batch; a single C x H x W image is a batch of 1."""
+        if isinstance(batch, torch.Tensor):
+            batch = batch.detach().to("cpu", torch.float32).numpy()
+        array = np.ascontiguousarray(batch, dtype=np.float32)
+        if array.ndim == 3:
+            array = array[None]
+        expected = (self.channels, *self.size)
+        if array.ndim != 4 or tuple(array.shape[1:]) != expected:
+            raise ConvlabError(
+                f"'{self.path.name}' takes batches of N x {' x '.join(map(str, expected))} (normalised float), "
+                f"got shape {' x '.join(map(str, array.shape))}."
+            )
+        return self.session.run([self.output_name], {self.input_name: array})[0]
+
+    def __repr__(self) -> str:
+        name = self.record.get("model", {}).get("name", "model")
+        return (f"OnnxClassifier('{self.path}', model={name}, classes={len(self.classes)}, "
+                f"input={self.channels}x{self.size[0]}x{self.size[1]}, providers={self.providers})")
+
+
+class OnnxLogits(nn.Module):
+    """An OnnxClassifier behind nn.Module's call, so code written for checkpoints (``predict_tensors``,
+    ``logits_of``) runs ONNX files too: a float batch in, torch logits out on the batch's device."""
+
+    def __init__(self, classifier: OnnxClassifier) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.classifier.predict_logits(batch)).to(batch.device)
+
+
+def load_exported(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """``(module, record)`` for a file written by ``convlab export``: ``.onnx`` runs in onnxruntime (CUDA when
+    its provider is installed, else CPU), ``.pt``/``.pth`` is TorchScript loaded onto ``map_location``."""
+    from convlab.export.torchscript import load_torchscript
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        classifier = OnnxClassifier(path)
+        return OnnxLogits(classifier).eval(), classifier.record
+    if suffix in (".pt", ".pth"):
+        return load_torchscript(path, map_location=map_location)
+    raise ConvlabError(f"'{path}' is not an exported model; accepted: .onnx (ONNX) or .pt/.pth (TorchScript) "
+                       "files written by `convlab export`.")
