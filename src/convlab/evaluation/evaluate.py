@@ -207,8 +207,11 @@ def load_data_for(record: dict, data: str | None = None, data_root: str | Path |
     image_size = tuple(record["input"]["size"])
     same_data = data is None or data == stored.get("name")
     options = {}
-    if same_data and config.get("limit"):  # `limit` decides which images the validation split was carved from
-        options["limit"] = config["limit"]
+    # `limit`/`limit_per_class` decide which images the validation split was carved from; `classes` which
+    # classes the model predicts (relabelled 0..k-1)
+    for key in ("limit", "limit_per_class", "classes"):
+        if same_data and config.get(key):
+            options[key] = config[key]
     return load_data(
         name,
         data_root=data_root if data_root is not None else config.get("data_root"),
