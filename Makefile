@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.convlab-installed
 FASHION_MNIST_SYSTEM := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: demo test lint data install clean
+.PHONY: demo test lint data install clean bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ demo: $(STAMP) data
 # (90.15% measured; 55 s on 2 idle CPU cores, 111 s shared); 28x28 images are resized to LeNet's 32x32.
 	$(VENV)/bin/convlab train --model lenet5 --data fashion-mnist --activation relu --option pool=max \
 		--epochs 8 --batch-size 128 --optimizer momentum --lr 0.05 --schedule onecycle
+
+# convlab against the PyTorch-tutorial way on this machine (well under 30 minutes; `$(PY) benchmarks/run.py
+# --quick` takes a few): the table goes to benchmarks/results/latest.json and docs/performance.md.
+bench: $(STAMP) data
+	$(PY) benchmarks/run.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

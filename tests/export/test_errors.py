@@ -92,7 +92,7 @@ def test_an_export_that_disagrees_with_pytorch_is_never_moved_into_place(make_ch
         export_model(model, record, fmt, out)
 
     figure, limit = re.search(r"max \|logit difference\| (\S+) > (\S+)", str(caught.value)).groups()
-    assert 1e-2 < float(figure) < 1.0  # uniform noise in [0, 1) on both sides
+    assert 1e-2 < float(figure) <= 1.0  # |difference of two uniform [0, 1) draws| < 1, printed to 3 digits
     assert 1e-4 <= float(limit) < 1e-2
     assert "on 16 test images of digits" in str(caught.value)
     assert list(out.parent.iterdir()) == [checkpoint]  # neither the file nor its temporary survives

@@ -45,8 +45,10 @@ def test_lenet5_learns_fashion_mnist_and_fills_the_run_folder(lenet_run):
     assert lenet_run.epochs_completed == 2 and lenet_run.best_val_top1 > 0.6  # chance is 0.1
     assert lenet_run.test.n == 10000 and lenet_run.test.top1 > 0.6  # the official test split, best weights
     for name in ("config.yaml", "metrics.csv", "last.safetensors", "best.safetensors", "state.pt", "train.log",
-                 "report.md", "curves.png", "confusion.png"):
+                 "report.md", "curves.png", "confusion.png", "filters.png", "gradcam.png"):
         assert (run_dir / name).is_file(), name
+    report = (run_dir / "report.md").read_text()
+    assert "![filters](filters.png)" in report and "![gradcam](gradcam.png)" in report
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
     assert (run_dir / "metrics.csv").read_text().splitlines()[0] == HEADER
     rows = metrics_rows(run_dir)

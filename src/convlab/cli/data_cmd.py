@@ -37,6 +37,21 @@ def add_parser(subparsers) -> None:
     info.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     info.set_defaults(func=run_info)
 
+    cache = actions.add_parser("cache", help="decode an image folder once into a memory-mapped array",
+                               description="Decode every image of a folder data set once, resized to the size "
+                               "training uses, into a uint8 array under $CONVLAB_FOLDER_CACHE (default "
+                               "~/.cache/convlab/folders) with a manifest of the files' sizes and mtimes. "
+                               "load_data and `convlab train --data FOLDER` then read the array instead of "
+                               "decoding every epoch, until a file changes (docs/performance.md).")
+    cache.add_argument("folder", metavar="FOLDER")
+    cache.add_argument("--image-size", default=None, help="size to cache, N or HxW (default: the folder's "
+                       "most common size, what load_data picks)")
+    cache.add_argument("--in-chans", type=int, default=None, choices=(1, 3),
+                       help="channels to cache (default: 3 if any image is in colour)")
+    cache.add_argument("--max-bad-fraction", type=float, default=0.05,
+                       help="fraction of unreadable files tolerated (default: 0.05)")
+    cache.set_defaults(func=run_cache)
+
     download = actions.add_parser("download", help="download a named set with torchvision",
                                   description="Download a named set into --data-root with torchvision's "
                                   "dataset code (checked against the published MD5).")
@@ -92,6 +107,16 @@ def run_info(args) -> int:
     print(f"skipped: {len(summary['skipped'])} file(s)")
     for path, reason in summary["skipped"]:
         print(f"  {path}: {reason}")
+    return 0
+
+
+def run_cache(args) -> int:
+    from convlab.data.cache import cache_folder
+
+    image_size = _parse_size(args.image_size) if args.image_size else None
+    info = cache_folder(args.folder, image_size=image_size, in_chans=args.in_chans,
+                        max_bad_fraction=args.max_bad_fraction)
+    print(info.describe(args.folder))
     return 0
 
 

@@ -24,6 +24,7 @@ def add_parser(subparsers) -> None:
     from convlab.layers.init import INIT_SCHEMES
     from convlab.train.config import AMP_MODES, TrainConfig
     from convlab.train.optim import OPTIMIZERS, SCHEDULES
+    from convlab.train.recipes import RECIPES
 
     defaults = TrainConfig()
     parser = subparsers.add_parser(
@@ -36,6 +37,8 @@ def add_parser(subparsers) -> None:
     )
     names = ", ".join
     parser.add_argument("--config", metavar="FILE.yaml", help="read settings from a YAML file (flags override it)")
+    parser.add_argument("--recipe", metavar="NAME", help=f"start from a named configuration: {names(RECIPES)} "
+                        "(the YAML file and flags override its values; docs/performance.md) (default: none)")
     group = parser.add_argument_group("model and data")
     group.add_argument("--model", help=f"model name from `convlab models` (default {defaults.model})")
     group.add_argument("--data", help=f"a named set ({names(NAMED_SETS)}), a folder of class folders, or idx:IMAGES,LABELS (default {defaults.data})")
@@ -43,6 +46,12 @@ def add_parser(subparsers) -> None:
     group.add_argument("--val-split", type=float, metavar="F",
                        help=f"fraction of training images held out for validation (default {defaults.val_split})")
     group.add_argument("--limit", type=int, metavar="N", help="keep only the first N training images (default: all)")
+    group.add_argument("--limit-per-class", type=int, metavar="N", help="keep N training images of each class, "
+                       "seeded, before --val-split holds some out (give --val-split 0 to train on all N; "
+                       "default: all)")
+    group.add_argument("--classes", metavar="LIST", help="keep only these classes, by number or name "
+                       "(5,6,7,8,9 or Sandal,Bag), relabelled 0..k-1 in the order given, in every split "
+                       "(default: all)")
     group.add_argument("--image-size", metavar="N|HxW", help="resize images (default: the data's size, or the "
                        "smallest the model takes)")
     group.add_argument("--in-chans", type=int, choices=(1, 3), help="convert images to 1 or 3 channels "
@@ -55,6 +64,25 @@ def add_parser(subparsers) -> None:
                        "(default: the model's own)")
     group.add_argument("--option", metavar="KEY=VALUE", type=_option, action="append", dest="options",
                        help="a model option, repeatable; values are YAML (pool=max, hidden=[500,150])")
+    group = parser.add_argument_group("transfer learning (see docs/transfer.md)")
+    group.add_argument("--pretrained", metavar="SOURCE", help="start from trained weights: a run folder, a "
+                       ".safetensors checkpoint, a .pth/.pt state dict (with --model), or torchvision:ARCH[.TAG] "
+                       "(e.g. torchvision:resnet18.IMAGENET1K_V1, read from torch.hub's cache); a new task gets "
+                       "a new head, other input channels an adapted first layer; --model, its options and "
+                       "--image-size default to the source's")
+    group.add_argument("--allow-partial", action="store_true", help="load the tensors that fit and keep the "
+                       "others as initialised (default: refuse a source that covers the model only in part)")
+    group.add_argument("--transfer", metavar="MODE", help="feature-extract (frozen backbone, its BatchNorm "
+                       "statistics too; the new head trains), finetune (train --trainable, default all) or "
+                       "linear-probe (logistic regression on the backbone's penultimate features, one fit, no "
+                       "epochs) (default with --pretrained: finetune)")
+    group.add_argument("--trainable", metavar="WHICH", help="finetune: all, head, last:N (the top N backbone "
+                       "stages and the head) or from:LAYER (LAYER and everything after it) (default all)")
+    group.add_argument("--backbone-lr-scale", type=float, metavar="F", help="finetune: the backbone learns at "
+                       "lr * F, the head at lr, under every schedule (default 1)")
+    group.add_argument("--head-epochs", type=int, metavar="K", help="finetune: train the new head alone for the "
+                       "first K epochs, then unfreeze --trainable; one optimizer and lr schedule span the run "
+                       "(default 0)")
     group = parser.add_argument_group("optimisation")
     group.add_argument("--epochs", type=int, metavar="N", help=f"epochs to train (default {defaults.epochs}; on --resume, "
                        "a larger number extends the run)")
@@ -79,6 +107,13 @@ def add_parser(subparsers) -> None:
     group.add_argument("--amp", choices=AMP_MODES, help=f"bf16 autocast for forward and loss (default {defaults.amp})")
     group.add_argument("--early-stop", type=int, metavar="PATIENCE", help="stop when val top-1 has not improved "
                        "for PATIENCE epochs (default: off)")
+    group = parser.add_argument_group("speed (docs/performance.md)")
+    group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, help="NHWC activations, oneDNN's "
+                       "fast layout on CPUs, above all with --amp bf16 (default: off)")
+    group.add_argument("--compile", action=argparse.BooleanOptionalAction, help="torch.compile the model for "
+                       "training; pays only when the run is long next to the compile time (default: off)")
+    group.add_argument("--threads", metavar="N|auto", help="torch threads: N, or auto = the cores other processes "
+                       f"leave idle at the start (default {defaults.threads})")
     group = parser.add_argument_group("run")
     group.add_argument("--seed", type=int, metavar="N", help=f"seed for weights, data order and augmentation "
                        f"(default {defaults.seed})")

@@ -6,6 +6,7 @@ and FolderBundle (folders of image files: DataLoader workers).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -140,6 +141,58 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int, classes: 
         held.append(members[:take])
         kept.append(members[take:])
     return torch.sort(torch.cat(kept)).values, torch.sort(torch.cat(held)).values
+
+
+def resolve_classes(wanted: Sequence[int | str] | str, classes: Sequence[str], data_name: str) -> list[int]:
+    """Labels of the ``wanted`` classes, in the order given: ``"5,6,7"``, ``[5, 6, 7]`` or names.
+
+    An item equal to a class name is that class (so a folder set with classes "1", "10", "2"
+    is selected by name); any other integer is an index into ``classes``.
+    """
+    items = [part.strip() for part in wanted.split(",")] if isinstance(wanted, str) else list(wanted)
+    items = [item for item in items if str(item).strip() != ""]
+    if not items:
+        raise ConvlabError(f"No classes were chosen from {data_name}; give class numbers or names, e.g. 5,6,7.")
+    chosen = []
+    for item in items:
+        text = str(item).strip()
+        if text in classes:
+            label = list(classes).index(text)
+        elif re.fullmatch(r"\d+", text) and int(text) < len(classes):
+            label = int(text)
+        else:
+            listing = ", ".join(f"{index} {name}" for index, name in enumerate(classes))
+            raise ConvlabError(
+                f"Class '{text}' is not in {data_name}; give numbers 0-{len(classes) - 1} or names ({listing})."
+            )
+        if label in chosen:
+            raise ConvlabError(f"Class '{text}' ({classes[label]}) is chosen twice; name each class once.")
+        chosen.append(label)
+    return chosen
+
+
+def select_classes(labels: torch.Tensor, chosen: Sequence[int], num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(indices, new labels)`` of the images whose class is ``chosen``, relabelled 0..k-1 in that order."""
+    new_label = torch.full((num_classes,), -1, dtype=torch.int64)
+    new_label[torch.as_tensor(list(chosen), dtype=torch.int64)] = torch.arange(len(chosen))
+    relabelled = new_label[labels.to(torch.int64)]
+    kept = torch.nonzero(relabelled >= 0).flatten()
+    return kept, relabelled[kept]
+
+
+def per_class_subset(labels: torch.Tensor, per_class: int, seed: int, num_classes: int) -> torch.Tensor:
+    """Sorted indices of ``per_class`` images of every class (all of a class that has fewer), seeded."""
+    if int(per_class) < 1:
+        raise ConvlabError(f"limit_per_class must be a positive number of images, got {per_class}.")
+    generator = seeded_generator(seed, 0x11A)  # the stream stratified_subset uses: one seed, one draw per class
+    order = torch.argsort(labels, stable=True)
+    counts = torch.bincount(labels, minlength=num_classes).tolist()
+    chosen, start = [], 0
+    for count in counts:
+        members = order[start:start + count]
+        start += count
+        chosen.append(members[torch.randperm(count, generator=generator)[:int(per_class)]])
+    return torch.sort(torch.cat(chosen)).values
 
 
 def stratified_subset(labels: torch.Tensor, limit: int, seed: int, num_classes: int) -> torch.Tensor:

@@ -27,6 +27,8 @@ from convlab.data.augment import BATCH_LEVEL, BatchAugment, folder_transform
 from convlab.data.bundle import (
     DataBundle,
     check_loader_arguments,
+    per_class_subset,
+    resolve_classes,
     seeded_generator,
     stratified_split,
     stratified_subset,
@@ -323,10 +325,17 @@ def _check_target(in_chans: int, image_size: Sequence[int]) -> None:
 
 def load_folder(root: str | Path, *, image_size: Sequence[int] | None = None, in_chans: int | None = None,
                 val_split: float = 0.1, seed: int = 0, max_bad_fraction: float = 0.05,
-                limit: int | None = None) -> FolderBundle:
+                limit: int | None = None, keep_classes: Sequence[int | str] | str | None = None,
+                limit_per_class: int | None = None) -> FolderBundle:
     """Scan a folder data set, check its files, split it and measure it (see the module docstring)."""
     root = Path(root).expanduser()
     classes, layout = find_folder_layout(root)
+    if keep_classes is not None:  # only the chosen class folders are read at all, relabelled 0..k-1
+        chosen = resolve_classes(keep_classes, classes, str(root))
+        new_label = {old: new for new, old in enumerate(chosen)}
+        layout = {split: [(path, new_label[label]) for path, label in pairs if label in new_label]
+                  for split, pairs in layout.items()}
+        classes = [classes[label] for label in chosen]
     all_files = [path for pairs in layout.values() for path, _ in pairs]
     full_decode = len(all_files) <= FULL_DECODE_LIMIT
     skipped: list[tuple[str, str]] = []
@@ -373,8 +382,9 @@ def load_folder(root: str | Path, *, image_size: Sequence[int] | None = None, in
     # 3. Splits: limit and validation carved from the training files (stratified, seeded).
     train = [(path, label) for path, label in layout["train"] if path not in bad]
     train_labels = torch.tensor([label for _, label in train], dtype=torch.int64)
-    if limit is not None:
-        kept = stratified_subset(train_labels, int(limit), seed, len(classes)).tolist()
+    if limit is not None or limit_per_class is not None:
+        kept = (stratified_subset(train_labels, int(limit), seed, len(classes)) if limit is not None
+                else per_class_subset(train_labels, int(limit_per_class), seed, len(classes))).tolist()
         train, train_labels = [train[i] for i in kept], train_labels[kept]
     split_files = {}
     if "val" in layout:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from convlab.data.bundle import DataBundle
@@ -16,7 +17,8 @@ FORMS = "a folder of class sub-folders (root/<class>/*.png or root/train|val|tes
 def load_data(source: str = "fashion-mnist", *, data_root: str | Path | None = None,
               image_size: tuple[int, int] | None = None, in_chans: int | None = None,
               val_split: float = 0.1, seed: int = 0, download: bool = True,
-              max_bad_fraction: float = 0.05, limit: int | None = None) -> DataBundle:
+              max_bad_fraction: float = 0.05, limit: int | None = None,
+              classes: Sequence[int | str] | str | None = None, limit_per_class: int | None = None) -> DataBundle:
     """A data set ready to train on.
 
     ``source``: a named set (fashion-mnist, mnist, cifar10, cifar100, svhn, stl10, digits), a
@@ -24,6 +26,10 @@ def load_data(source: str = "fashion-mnist", *, data_root: str | Path | None = N
     ``image_size`` (H, W) and ``in_chans`` (1 or 3) convert the images (default: their own);
     ``limit`` keeps that many training images (stratified, seeded) before ``val_split`` of them
     is held out as validation (stratified, seeded by ``seed``) unless the source has its own.
+    ``classes`` (numbers or names, a list or ``"5,6,7"``) keeps only those classes in every split,
+    relabelled 0..k-1 in the order given, with their names; ``limit_per_class`` keeps that many
+    training images of each class (seeded; all of a class that has fewer) instead of ``limit``, so
+    "50 labelled images per class" is ``limit_per_class=50`` (and ``val_split=0`` to train on all 50).
     """
     source = str(source)
     if image_size is not None:
@@ -32,17 +38,21 @@ def load_data(source: str = "fashion-mnist", *, data_root: str | Path | None = N
         raise ConvlabError(f"in_chans must be 1 (gray) or 3 (RGB), got {in_chans}.")
     if not 0 <= float(max_bad_fraction) <= 1:
         raise ConvlabError(f"max_bad_fraction must be between 0 and 1, got {max_bad_fraction}.")
+    if limit is not None and limit_per_class is not None:
+        raise ConvlabError(f"Give limit ({limit} images in all) or limit_per_class ({limit_per_class} of each "
+                           f"class), not both.")
     options = dict(image_size=image_size, in_chans=None if in_chans is None else int(in_chans),
-                   val_split=float(val_split), seed=int(seed), limit=limit)
+                   val_split=float(val_split), seed=int(seed), limit=limit, keep_classes=classes,
+                   limit_per_class=limit_per_class)
     if source.startswith("idx:"):
         return load_idx_source(source, **options)
     if is_named_set(source) and "/" not in source and os.sep not in source:  # a folder named so: ./mnist
         return load_named(source, data_root=data_root, download_missing=download, **options)
     path = Path(source).expanduser()
-    if path.is_dir():
-        from convlab.data.folder import load_folder
+    if path.is_dir():  # from its decode-once cache (`convlab data cache`) when that is current
+        from convlab.data.cache import load_folder_source
 
-        return load_folder(path, max_bad_fraction=float(max_bad_fraction), **options)
+        return load_folder_source(path, max_bad_fraction=float(max_bad_fraction), **options)
     raise ConvlabError(
         f"Data source '{source}' is neither a named set ({', '.join(NAMED_SETS)}) nor an existing folder; "
         f"accepted: a named set, {FORMS}."

@@ -16,7 +16,10 @@ from convlab.data.augment import BatchAugment
 from convlab.data.bundle import (
     DataBundle,
     check_loader_arguments,
+    per_class_subset,
+    resolve_classes,
     seeded_generator,
+    select_classes,
     stratified_split,
     stratified_subset,
 )
@@ -193,20 +196,37 @@ def build_memory_bundle(name: str, classes: Sequence[str], train_images: torch.T
                         test_images: torch.Tensor | None = None, test_labels: torch.Tensor | None = None, *,
                         val_split: float = 0.1, seed: int = 0, limit: int | None = None,
                         in_chans: int | None = None, image_size: Sequence[int] | None = None,
-                        source: str = "", skipped=()) -> MemoryBundle:
-    """A MemoryBundle from a training pool and an optional test split: ``limit`` images kept from the
-    pool (stratified, seeded), then a stratified ``val_split`` of them held out as validation."""
+                        source: str = "", skipped=(), keep_classes: Sequence[int | str] | str | None = None,
+                        limit_per_class: int | None = None) -> MemoryBundle:
+    """A MemoryBundle from a training pool and an optional test split: only the ``keep_classes``
+    (relabelled 0..k-1) in every split, ``limit`` images (stratified) or ``limit_per_class`` of each
+    class kept from the pool (seeded), then a stratified ``val_split`` of them held out as validation."""
     train_labels = torch.as_tensor(train_labels, dtype=torch.int64)
     _check_labels(name, classes, train_labels)
+    if keep_classes is not None:
+        chosen = resolve_classes(keep_classes, classes, name)
+        kept, train_labels = select_classes(train_labels, chosen, len(classes))
+        train_images = train_images[kept]
+        if test_labels is not None:
+            test_labels = torch.as_tensor(test_labels, dtype=torch.int64)
+            _check_labels(name, classes, test_labels)
+            kept, test_labels = select_classes(test_labels, chosen, len(classes))
+            test_images = test_images[kept]
+        classes = [classes[label] for label in chosen]
+    kept = None
     if limit is not None:
         kept = stratified_subset(train_labels, int(limit), seed, len(classes))
+    elif limit_per_class is not None:
+        kept = per_class_subset(train_labels, int(limit_per_class), seed, len(classes))
+    if kept is not None:
         train_images, train_labels = train_images[kept], train_labels[kept]
     try:
         train_idx, val_idx = stratified_split(train_labels, float(val_split), seed, classes)
     except ConvlabError as error:
-        if limit is None:
+        if kept is None:
             raise
-        raise ConvlabError(f"{error} (limit={limit} keeps too few images per class.)") from None
+        setting = f"limit={limit}" if limit is not None else f"limit_per_class={limit_per_class}"
+        raise ConvlabError(f"{error} ({setting} keeps too few images per class.)") from None
     parts, pool_labels = [train_images], [train_labels]
     split_indices = {"train": train_idx, "val": val_idx}
     if test_images is not None and test_labels is not None and len(test_labels) > 0:

@@ -221,7 +221,8 @@ def _read(name: str, folder: str, signature: tuple) -> readers.Arrays:
 
 def load_named(name: str, *, data_root: str | Path | None = None, image_size: Sequence[int] | None = None,
                in_chans: int | None = None, val_split: float = 0.1, seed: int = 0, download_missing: bool = True,
-               limit: int | None = None) -> MemoryBundle:
+               limit: int | None = None, keep_classes: Sequence[int | str] | str | None = None,
+               limit_per_class: int | None = None) -> MemoryBundle:
     """A named set as a MemoryBundle: found (or downloaded), decoded once, split and converted."""
     spec = named_set(name)
     folder = locate(spec.name, data_root)
@@ -239,6 +240,7 @@ def load_named(name: str, *, data_root: str | Path | None = None, image_size: Se
     return build_memory_bundle(
         spec.name, classes, arrays.train_images, arrays.train_labels, arrays.test_images, arrays.test_labels,
         val_split=val_split, seed=seed, limit=limit, in_chans=in_chans, image_size=image_size,
+        keep_classes=keep_classes, limit_per_class=limit_per_class,
         source=f"{spec.title} from {describe_location(spec, folder)}",
     )
 

@@ -24,6 +24,7 @@ DEVICES = ("auto", "cpu", "cuda")  # and "cuda:N"
 class TrainConfig:
     """Everything a training run depends on; the run folder's config.yaml holds one of these."""
 
+    recipe: str | None = None  # a named configuration (convlab.train.recipes) under the file and the flags
     model: str = "lenet5"
     data: str = "fashion-mnist"
     epochs: int = 10
@@ -41,6 +42,11 @@ class TrainConfig:
     init: str = "default"
     activation: str | None = None  # None: the model's own activation
     amp: str = "off"
+    # Speed levers (docs/performance.md): they change how fast a run goes, not what it computes
+    # (beyond float rounding), so a resumed run may change them.
+    channels_last: bool = False  # NHWC activations: oneDNN's fast convolution layout, above all with bf16
+    compile: bool = False  # torch.compile the model for training (pays only when steps are long enough)
+    threads: int | str | None = "auto"  # torch intra-op threads: N, "auto" (the idle cores), None (as the process has)
     seed: int = 0
     out: str | None = None  # None: runs/<model>-<data>-<YYYYmmdd-HHMMSS>
     resume: str | None = None
@@ -52,7 +58,16 @@ class TrainConfig:
     in_chans: int | None = None  # None: the data's native channels
     num_classes: int | None = None  # None: the number of classes in the data
     limit: int | None = None  # keep only the first N training images (quick runs, tests)
+    limit_per_class: int | None = None  # keep N training images of each class instead (10, 50, 500 labelled)
+    classes: list[int | str] | None = None  # keep only these classes (numbers or names), relabelled 0..k-1
     options: dict[str, Any] = field(default_factory=dict)  # model options, e.g. {"activation": "relu"}
+    # Transfer learning (convlab.transfer; docs/transfer.md): start from trained weights.
+    pretrained: str | None = None  # run folder, checkpoint, state-dict file or torchvision:ARCH[.TAG]
+    allow_partial: bool = False  # load the tensors that fit and keep the rest as initialised
+    transfer: str | None = None  # feature-extract, finetune or linear-probe; None with pretrained: finetune
+    trainable: str | None = None  # finetune: all (None), head, last:N or from:LAYER
+    backbone_lr_scale: float = 1.0  # finetune: the backbone learns at lr * this (the head at lr)
+    head_epochs: int = 0  # finetune: the first K epochs train the head alone (backbone frozen)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -125,7 +140,9 @@ def resolve_config(config: TrainConfig | dict | str | Path | None = None, **over
     """Merge defaults, ``config`` (a TrainConfig, a mapping or a YAML file) and ``overrides``, then check.
 
     Model ``options`` are merged key by key (an override adds to the file's options); every
-    other setting is replaced.
+    other setting is replaced. A ``recipe`` (convlab.train.recipes) fills in its values between the
+    defaults and ``config``: defaults < recipe < file or mapping < overrides. A TrainConfig object
+    counts as resolved already: its recipe is not applied again.
     """
     if isinstance(config, TrainConfig):
         values = config.to_dict()
@@ -136,8 +153,14 @@ def resolve_config(config: TrainConfig | dict | str | Path | None = None, **over
     else:
         values = load_config_file(config)
     overrides = _normalise_keys(overrides)
-    merged = {**TrainConfig().to_dict(), **values}
-    options = dict(merged.get("options") or {})
+    base = TrainConfig().to_dict()
+    recipe = overrides.get("recipe", values.get("recipe"))
+    if recipe is not None and not isinstance(config, TrainConfig):
+        from convlab.train.recipes import recipe_settings
+
+        base.update(recipe_settings(str(recipe)))
+    merged = {**base, **values}
+    options = {**(base.get("options") or {}), **(values.get("options") or {})}
     options.update(overrides.pop("options", None) or {})
     merged.update(overrides)
     merged["options"] = options
@@ -183,6 +206,9 @@ def check_config(config: TrainConfig) -> TrainConfig:
     _number(config, "in_chans", int, 1, optional=True)
     _number(config, "num_classes", int, 1, optional=True)
     _number(config, "limit", int, 1, optional=True)
+    _number(config, "limit_per_class", int, 1, optional=True)
+    _number(config, "backbone_lr_scale", float, 0, above=True)
+    _number(config, "head_epochs", int, 0)
     if config.optimizer not in OPTIMIZERS:
         raise unknown_name_error("optimizer", str(config.optimizer), OPTIMIZERS)
     if config.schedule not in SCHEDULES:
@@ -202,11 +228,94 @@ def check_config(config: TrainConfig) -> TrainConfig:
         raise ConvlabError(f"options must be a mapping of model options, got {config.options!r}.")
     config.image_size = parse_image_size(config.image_size)
     config.augment = parse_augment(config.augment)
-    for name in ("model", "data", "out", "resume", "data_root"):
+    check_speed_levers(config)
+    config.classes = parse_classes(config.classes)
+    if config.limit is not None and config.limit_per_class is not None:
+        raise ConvlabError(f"Give --limit ({config.limit} images in all) or --limit-per-class "
+                           f"({config.limit_per_class} of each class), not both.")
+    check_transfer(config)
+    for name in ("model", "data", "out", "resume", "data_root", "pretrained"):
         value = getattr(config, name)
         if value is not None:
             setattr(config, name, str(value))
     return config
+
+
+def parse_classes(value: Any) -> list[int | str] | None:
+    """``"5,6,7"`` or ``[5, "Bag"]`` -> ``[5, 6, 7]`` / ``[5, "Bag"]`` (numbers as int, names as given);
+    the data package checks them against the data's classes."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise ConvlabError(f"classes must be a list of class numbers or names (e.g. 5,6,7), got {value!r}.")
+    parsed = []
+    for item in items:
+        text = str(item).strip()
+        if not text or isinstance(item, bool):
+            raise ConvlabError(f"classes must be class numbers or names (e.g. 5,6,7), got {value!r}.")
+        parsed.append(int(text) if re.fullmatch(r"\d+", text) else text)
+    return parsed
+
+
+def check_transfer(config: TrainConfig) -> None:
+    """The transfer settings must form one of the lectures' scenarios (``convlab.transfer``)."""
+    from convlab.train.transfer import TRANSFER_MODES
+
+    if not isinstance(config.allow_partial, bool):
+        raise ConvlabError(f"allow_partial must be true or false, got {config.allow_partial!r}.")
+    if config.pretrained is None:
+        given = [f"--{name.replace('_', '-')}" for name, unset in (
+            ("transfer", None), ("trainable", None), ("backbone_lr_scale", 1.0), ("head_epochs", 0),
+            ("allow_partial", False)) if getattr(config, name) != unset]
+        if given:
+            raise ConvlabError(f"{', '.join(given)} need --pretrained SOURCE (the trained network to start from).")
+        return
+    if config.transfer is None:  # --pretrained alone: start from the weights and train everything
+        config.transfer = "finetune"
+    if config.transfer not in TRANSFER_MODES:
+        raise unknown_name_error("transfer mode", str(config.transfer), TRANSFER_MODES)
+    if config.transfer != "finetune":
+        extra = [f"--{name.replace('_', '-')}" for name, unset in (
+            ("trainable", None), ("backbone_lr_scale", 1.0), ("head_epochs", 0)) if getattr(config, name) != unset]
+        if extra:
+            raise ConvlabError(f"{', '.join(extra)} apply to --transfer finetune; --transfer {config.transfer} "
+                               f"trains the new head alone.")
+    if config.trainable is not None:
+        config.trainable = str(config.trainable)
+        if not re.fullmatch(r"all|head|last:\d+|from:\S+", config.trainable):
+            from convlab.transfer.freeze import TRAINABLE_FORMS
+
+            raise ConvlabError(f"Unknown --trainable '{config.trainable}'; accepted: {TRAINABLE_FORMS}.")
+    if config.head_epochs and config.trainable == "head":
+        raise ConvlabError("--head-epochs trains the head alone before unfreezing --trainable; with "
+                           "--trainable head there is nothing to unfreeze (leave --head-epochs out).")
+    if config.head_epochs >= config.epochs:
+        raise ConvlabError(f"--head-epochs {config.head_epochs} leaves none of the {config.epochs} epochs to "
+                           f"fine-tune the backbone; give fewer head epochs or more --epochs.")
+
+
+def parse_threads(value: Any) -> int | str | None:
+    """``"auto"``, None, or a positive number of torch intra-op threads (``"2"`` from YAML -> 2)."""
+    if value is None or value == "auto":
+        return value
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
+        raise ConvlabError(f"threads must be a positive integer or 'auto' (the idle cores), got {value!r}.")
+    return int(text)
+
+
+def check_speed_levers(config: TrainConfig) -> None:
+    """The recipe name and the speed settings (docs/performance.md)."""
+    if config.recipe is not None:
+        from convlab.train.recipes import recipe_settings
+
+        config.recipe = str(config.recipe)
+        recipe_settings(config.recipe)  # an unknown name: ConvlabError listing the recipes
+    for name in ("channels_last", "compile"):
+        if not isinstance(getattr(config, name), bool):
+            raise ConvlabError(f"{name} must be true or false, got {getattr(config, name)!r}.")
+    config.threads = parse_threads(config.threads)
 
 
 def save_config(config: TrainConfig, path: Path) -> None:

@@ -6,6 +6,7 @@ schedule). Everything a run produces lands in its run folder (see ``convlab.trai
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -19,19 +20,29 @@ from typing import Any
 import torch
 from torch import nn
 
-from convlab.checkpoint import atomic_write, save_checkpoint
+from convlab.checkpoint import atomic_write, read_record, save_checkpoint
 from convlab.errors import ConvlabError
 from convlab.train.config import FIELDS, TrainConfig, load_config_file, resolve_config, save_config
 from convlab.train.optim import Schedule, build_optimizer
 from convlab.train.progress import TrainProgress, epoch_line
 from convlab.train.state import load_state, restore_rng, save_state, seed_everything
+from convlab.train.transfer import (
+    TransferRun,
+    add_report_section,
+    apply_source_defaults,
+    fit_linear_probe,
+    start_transfer,
+    trainable_lines,
+)
+from convlab.transfer import freeze_batchnorm
 
 # Szegedy et al. 2014, section 5: the auxiliary classifiers' losses are "added to the total loss of the
 # network with a discount weight (... weighted by 0.3)" during training; inference discards them.
 AUX_LOSS_WEIGHT = 0.3
 METRIC_COLUMNS = ("epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr", "seconds",
                   "images_per_s")
-RESUME_MAY_CHANGE = ("epochs", "early_stop", "device", "out", "resume")  # everything else would change the run
+# everything else would change the run; the speed levers (threads, channels_last, compile) change its pace only
+RESUME_MAY_CHANGE = ("epochs", "early_stop", "device", "out", "resume", "threads", "channels_last", "compile")
 RUN_FILES = ("config.yaml", "state.pt", "last.safetensors", "best.safetensors", "metrics.csv")
 
 
@@ -63,6 +74,8 @@ def train_step(
     config: TrainConfig,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step: forward, loss, backward, clip, step, schedule. Returns the loss and main logits."""
+    if config.channels_last:  # NHWC batches for a channels_last model (docs/performance.md)
+        images = images.contiguous(memory_format=torch.channels_last)
     with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=config.amp == "bf16"):
         outputs = model(images)
         logits, *aux_logits = outputs if isinstance(outputs, tuple) else (outputs,)
@@ -90,6 +103,9 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
                     criterion: nn.Module, config: TrainConfig, progress: TrainProgress) -> dict[str, float]:
     """Train over ``loader`` once. Sums stay on the device and are read only when the bar refreshes."""
     model.train()
+    # Transfer: a frozen backbone's BatchNorm keeps its statistics (torch.compile's wrapper holds the model
+    # as _orig_mod; train() above reaches it through the wrapper).
+    freeze_batchnorm(getattr(model, "_orig_mod", model))
     device = next(model.parameters()).device
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -120,6 +136,58 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     seconds = time.perf_counter() - start
     return {"train_loss": float(loss_sum) / seen, "train_top1": int(correct) / seen, "images": seen,
             "train_seconds": seconds}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Threads: torch's intra-op threads spin at every barrier, so on cores that other processes keep busy,
+# more threads than idle cores run several times slower than fewer (docs/performance.md).
+
+
+def idle_cores(interval: float = 0.2) -> float | None:
+    """How many cores other processes left idle over ``interval`` seconds (from /proc/stat); None if unknown."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as handle:
+            ticks = [int(value) for value in handle.readline().split()[1:9]]
+        return ticks[3] + ticks[4], sum(ticks)  # idle + iowait; user .. steal
+
+    try:
+        idle_before, total_before = sample()
+        time.sleep(interval)
+        idle_after, total_after = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total_after <= total_before:
+        return None
+    cores = sum(1 for line in Path("/proc/stat").read_text().splitlines() if re.match(r"cpu\d", line))
+    return (idle_after - idle_before) / (total_after - total_before) * cores
+
+
+def resolve_threads(threads: int | str | None) -> int:
+    """``None``: the process's setting; ``"auto"``: the idle cores, at least 1 and at most that setting; N: N."""
+    current = torch.get_num_threads()
+    if threads is None:
+        return current
+    if threads == "auto":
+        idle = idle_cores() if current > 1 else None
+        return current if idle is None else max(1, min(current, math.floor(idle + 0.5)))
+    return int(threads)
+
+
+def _threads_text() -> str:
+    threads = torch.get_num_threads()
+    return f"{threads} thread{'s' if threads > 1 else ''}"
+
+
+@contextlib.contextmanager
+def intra_op_threads(threads: int | str | None):
+    """Run with ``resolve_threads(threads)`` torch threads, then give the process its own setting back."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(resolve_threads(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -281,6 +349,8 @@ def _prepare(config: Any, overrides: dict[str, Any]) -> tuple[TrainConfig, Path,
         config = _resume_config(Path(given["resume"]), given)
         return config, Path(config.out), True
     config = resolve_config(config, **overrides)
+    if config.pretrained is not None:
+        apply_source_defaults(config, given)
     run_dir = Path(config.out) if config.out else default_run_dir(config)
     _refuse_previous_run(run_dir)
     config.out = str(run_dir)
@@ -324,19 +394,27 @@ def train(config: TrainConfig | dict | str | Path | None = None, **overrides: An
 
     >>> train(model="lenet5", data="fashion-mnist", epochs=8, optimizer="adam", schedule="onecycle")
     >>> train(resume="runs/lenet5-fashion-mnist-20250101-120000", epochs=12)   # continue, 4 more epochs
+    >>> train(recipe="fast")   # a named configuration from convlab.train.recipes
     """
+    config, run_dir, resuming = _prepare(config, overrides)
+    with intra_op_threads(config.threads):
+        return _run(config, run_dir, resuming)
+
+
+def _run(config: TrainConfig, run_dir: Path, resuming: bool) -> TrainResult:
+    """The run of a resolved configuration: data, model, optimizer, the epochs, then ``_finish``."""
     from torch.utils.tensorboard import SummaryWriter
 
     from convlab.data import load_data
     from convlab.evaluation import evaluate_model
     from convlab.evaluation.evaluate import check_device
 
-    config, run_dir, resuming = _prepare(config, overrides)
     device = check_device(None if config.device == "auto" else config.device)
     seed_everything(config.seed)
     bundle = load_data(config.data, data_root=config.data_root,
                        image_size=tuple(config.image_size) if config.image_size else None,
-                       in_chans=config.in_chans, val_split=config.val_split, seed=config.seed, limit=config.limit)
+                       in_chans=config.in_chans, val_split=config.val_split, seed=config.seed, limit=config.limit,
+                       classes=config.classes, limit_per_class=config.limit_per_class)
     if config.num_classes is not None and config.num_classes != len(bundle.classes):
         raise ConvlabError(
             f"--num-classes {config.num_classes} does not match data '{bundle.name}', which has "
@@ -345,10 +423,17 @@ def train(config: TrainConfig | dict | str | Path | None = None, **overrides: An
     progress = TrainProgress(run_dir / "train.log")
     model = build_model(config, bundle)
     bundle = fit_input_size(model, bundle, config, progress)
+    transfer = start_transfer(model, bundle, config, run_dir, resuming) if config.pretrained else None
     model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    # The compiled module shares the model's parameters: checkpoints and evaluation use the model itself.
+    step_model = torch.compile(model) if config.compile else model
     has_val = "val" in bundle.splits()
     if config.early_stop is not None and not has_val:
         raise ConvlabError("--early-stop needs a validation split; give --val-split above 0.")
+    if config.transfer == "linear-probe":
+        return _linear_probe_run(config, run_dir, model, bundle, device, transfer, progress)
 
     # The last partial batch is dropped while training: a batch of one breaks BatchNorm, and the
     # order is reshuffled each epoch, so every image is still seen.
@@ -359,7 +444,8 @@ def train(config: TrainConfig | dict | str | Path | None = None, **overrides: An
                              seed=config.seed, device=device, drop_last=drop_last)
 
     steps_per_epoch = len(train_loader(1))
-    optimizer = build_optimizer(model, config.optimizer, config.lr, config.momentum, config.weight_decay)
+    optimizer = build_optimizer(model, config.optimizer, config.lr, config.momentum, config.weight_decay,
+                                groups=transfer.groups if transfer else None)
     schedule = Schedule(optimizer, config.schedule, config.epochs, steps_per_epoch, config.warmup_epochs)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     if resuming:
@@ -368,8 +454,13 @@ def train(config: TrainConfig | dict | str | Path | None = None, **overrides: An
     else:
         standing = Standing()
         progress.note(f"training {config.model} on {bundle.name} ({bundle.size('train')} images, "
-                      f"{bundle.in_chans}x{bundle.image_size[0]}x{bundle.image_size[1]}) on {device}; "
+                      f"{bundle.in_chans}x{bundle.image_size[0]}x{bundle.image_size[1]}) on {device}"
+                      f"{f' ({_threads_text()})' if device.type == 'cpu' else ''}; "
                       f"run folder {run_dir}")
+    if transfer is not None:
+        transfer.start_epoch(model, standing.epoch + 1, progress)
+        for line in [*transfer.notes, *trainable_lines(model)]:
+            progress.note(line)
     save_config(config, run_dir / "config.yaml")
     if bundle.skipped:
         listing = "".join(f"{file}\t{reason}\n" for file, reason in bundle.skipped)
@@ -383,11 +474,13 @@ def train(config: TrainConfig | dict | str | Path | None = None, **overrides: An
     try:
         for epoch in range(standing.epoch + 1, config.epochs + 1):
             start = time.perf_counter()
+            if transfer is not None:
+                transfer.start_epoch(model, epoch, progress)  # head epochs over: the backbone joins in
             row: dict[str, Any] = {"epoch": epoch, "lr": schedule.lr}  # the lr the epoch starts with
             loader = train_loader(epoch)
             progress.start_epoch(epoch, config.epochs, len(loader))
             try:
-                stats = train_one_epoch(model, loader, optimizer, schedule, criterion, config, progress)
+                stats = train_one_epoch(step_model, loader, optimizer, schedule, criterion, config, progress)
             finally:
                 progress.end_epoch()
             row.update(train_loss=stats["train_loss"], train_top1=stats["train_top1"])
@@ -402,6 +495,8 @@ def train(config: TrainConfig | dict | str | Path | None = None, **overrides: An
             # state.pt, written last, is what a resume reads (it holds the weights too): it commits the
             # epoch, so the folder can be resumed whenever the run stops.
             record = checkpoint_record(config, bundle, epoch, row)
+            if transfer is not None:
+                record["transfer"] = transfer.record(model)
             save_checkpoint(run_dir / "last.safetensors", model, record)
             if improved:
                 save_checkpoint(run_dir / "best.safetensors", model, record)
@@ -434,6 +529,35 @@ def train(config: TrainConfig | dict | str | Path | None = None, **overrides: An
     return _finish(run_dir, config, model, bundle, device, standing, history, progress)
 
 
+def _linear_probe_run(config: TrainConfig, run_dir: Path, model, bundle, device, transfer: TransferRun,
+                      progress: TrainProgress) -> TrainResult:
+    """--transfer linear-probe: one fit instead of epochs, saved as a run folder of one epoch (no state.pt:
+    there is nothing to resume), which eval, predict and export read like any other."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    progress.note(f"linear probe of {config.model} on {bundle.name} ({bundle.size('train')} images, "
+                  f"{bundle.in_chans}x{bundle.image_size[0]}x{bundle.image_size[1]}) on {device}; run folder {run_dir}")
+    for line in transfer.notes:
+        progress.note(line)
+    save_config(config, run_dir / "config.yaml")
+    model, row, probe = fit_linear_probe(model, bundle, config, device, progress)
+    for line in trainable_lines(model):
+        progress.note(line)
+    record = checkpoint_record(config, bundle, 1, row)
+    record["transfer"] = transfer.record(model, **probe)
+    save_checkpoint(run_dir / "last.safetensors", model, record)
+    save_checkpoint(run_dir / "best.safetensors", model, record)
+    write_metrics(run_dir / "metrics.csv", [_format_row(row)])
+    with SummaryWriter(str(run_dir / "tb")) as writer:
+        _log_scalars(writer, row)
+    standing = Standing()
+    standing.after_epoch(1, row.get("val_top1", 1))
+    val = f"  val loss {row['val_loss']:.3f} top1 {row['val_top1']:.1%}" if "val_loss" in row else ""
+    progress.note(f"linear probe  train loss {row['train_loss']:.3f} top1 {row['train_top1']:.1%}{val}  "
+                  f"{row['seconds']:.1f} s")
+    return _finish(run_dir, config, model, bundle, device, standing, [row], progress)
+
+
 def _finish(run_dir: Path, config: TrainConfig, model, bundle, device, standing: Standing,
             history: list[dict[str, Any]], progress: TrainProgress) -> TrainResult:
     """Test the best weights (when the data has a test split), write the report and say where it all is."""
@@ -447,7 +571,10 @@ def _finish(run_dir: Path, config: TrainConfig, model, bundle, device, standing:
         model.load_state_dict(load_file(str(run_dir / "best.safetensors"), device=str(device)))
         if "test" in bundle.splits():
             test = evaluate_model(model, bundle, "test", device=device, amp=config.amp)
-        write_report(run_dir, test)
+        report = write_report(run_dir, test, model=model, bundle=bundle)
+        transfer = read_record(run_dir / "last.safetensors").get("transfer")  # the trainable set at the end
+        if transfer:
+            add_report_section(report, transfer)
     summary = []
     if has_val and standing.best_epoch > 0:
         summary.append(f"best val top-1 {standing.best_top1:.2%} (epoch {standing.best_epoch})")

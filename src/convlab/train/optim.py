@@ -92,14 +92,36 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
     return [{"params": decayed, "weight_decay": weight_decay}, {"params": undecayed, "weight_decay": 0.0}]
 
 
+def scaled_groups(groups: list[dict[str, Any]], lr: float, weight_decay: float) -> list[dict[str, Any]]:
+    """Transfer groups (``convlab.transfer.apply_transfer``: name, params, lr_scale) as optimizer groups,
+    each at ``lr * lr_scale`` and split for weight decay as ``parameter_groups`` does. Every schedule
+    scales each group's lr by the same factor (OneCycleLR gets one max_lr per group), so the
+    backbone/head ratio holds for the whole run."""
+    scaled = []
+    for group in groups:
+        common = {"name": group.get("name", ""), "lr_scale": float(group.get("lr_scale", 1.0))}
+        common["lr"] = lr * common["lr_scale"]
+        params = list(group["params"])
+        if weight_decay == 0:
+            scaled.append({**common, "params": params, "weight_decay": 0.0})
+            continue
+        scaled.append({**common, "params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay})
+        scaled.append({**common, "params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0})
+    return scaled
+
+
 def build_optimizer(
     model: nn.Module,
     name: str,
     lr: float | None = None,
     momentum: float | None = None,
     weight_decay: float | None = None,
+    groups: list[dict[str, Any]] | None = None,
 ) -> torch.optim.Optimizer:
-    """The optimizer ``name`` over ``model``'s trainable parameters; None picks the table's default."""
+    """The optimizer ``name`` over ``model``'s trainable parameters; None picks the table's default.
+
+    ``groups`` (from ``convlab.transfer.apply_transfer``) gives each group its own learning rate,
+    ``lr * lr_scale``: a fine-tuned backbone below its new head."""
     if name not in OPTIMIZERS:
         raise unknown_name_error("optimizer", name, OPTIMIZERS)
     spec = OPTIMIZERS[name]
@@ -116,7 +138,11 @@ def build_optimizer(
             kwargs["momentum"] = momentum
         if name == "nesterov" and momentum <= 0:
             raise ConvlabError(f"Nesterov momentum must be above 0, got --momentum {momentum}.")
-    groups = parameter_groups(model, spec.weight_decay if weight_decay is None else float(weight_decay))
+    decay = spec.weight_decay if weight_decay is None else float(weight_decay)
+    if groups is not None:
+        groups = scaled_groups(groups, kwargs["lr"], decay)
+    else:
+        groups = parameter_groups(model, decay)
     if not any(group["params"] for group in groups):
         raise ConvlabError("The model has no trainable parameters to optimise.")
     return spec.factory([g for g in groups if g["params"]], **kwargs)
@@ -183,8 +209,11 @@ class Schedule:
 
     @property
     def lr(self) -> float:
-        """The learning rate of the first parameter group (the one the others follow)."""
-        return float(self.optimizer.param_groups[0]["lr"])
+        """The run's learning rate: the first parameter group's at the full rate (with transfer groups, the
+        head's; a fine-tuned backbone's is this times its ``lr_scale``)."""
+        groups = self.optimizer.param_groups
+        full = [group for group in groups if group.get("lr_scale", 1.0) == 1.0] or groups
+        return float(full[0]["lr"])
 
     def after_step(self) -> None:
         self.steps_done += 1

@@ -1,0 +1,323 @@
+"""Decode-once cache for image folders: each file decoded and resized once into a uint8 array on disk.
+
+``convlab data cache FOLDER`` (``cache_folder``) writes ``images.npy`` (N x C x H x W uint8) and
+``manifest.json`` (every file's path, size and mtime, its label and row; the skipped files; the RGB
+moments of each image) under ``$CONVLAB_FOLDER_CACHE`` (default ``~/.cache/convlab/folders``), not
+in the folder itself, where tools such as torchvision's ImageFolder would take it for a class.
+``load_data`` of that folder then memory-maps the array with numpy and trains from it like a
+named set (one gather and the batched augmentation per batch), as long as the folder still
+holds exactly the files of the manifest with the same sizes and mtimes; otherwise it decodes
+the files as before and says the cache is out of date.
+
+The cached pixels are what the folder loader produces from each file before augmenting
+(decode at the asked channels, antialiased resize), so training sees the same images;
+random-resized-crop then resamples the cached image rather than the full-size file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from convlab.data.bundle import per_class_subset, resolve_classes, stratified_split, stratified_subset
+from convlab.data.images import UnreadableImageError, read_image
+from convlab.data.memory import MemoryBundle
+from convlab.errors import ConvlabError
+
+CACHE_FORMAT = 1  # bumped when the layout of manifest.json or images.npy changes
+
+
+def cache_home() -> Path:
+    """``$CONVLAB_FOLDER_CACHE`` if set, else ``~/.cache/convlab/folders``."""
+    return Path(os.environ.get("CONVLAB_FOLDER_CACHE") or Path.home() / ".cache" / "convlab" / "folders").expanduser()
+
+
+def cache_dir(root: str | Path, in_chans: int, image_size: Sequence[int]) -> Path:
+    """Where the cache of ``root`` at C x H x W lives: one folder per data folder (named by its absolute path)."""
+    root = Path(root).expanduser().resolve()
+    digest = hashlib.sha1(str(root).encode()).hexdigest()[:12]
+    return cache_home() / f"{root.name}-{digest}" / f"{in_chans}x{int(image_size[0])}x{int(image_size[1])}"
+
+
+def _file_states(files: Sequence[Path], root: Path) -> list[list]:
+    """[relative path, size, mtime_ns] per file: what says whether a file changed since it was cached."""
+    states = []
+    for path in files:
+        stat = path.stat()
+        states.append([str(path.relative_to(root)), stat.st_size, stat.st_mtime_ns])
+    return states
+
+
+@dataclass
+class CacheInfo:
+    """What ``cache_folder`` wrote."""
+
+    path: Path
+    images: int
+    skipped: int
+    in_chans: int
+    image_size: tuple[int, int]
+    bytes: int
+    seconds: float
+
+    def describe(self, root: str | Path) -> str:
+        return (f"Cached {self.images:,} images of {root} at {self.in_chans}x{self.image_size[0]}x{self.image_size[1]} "
+                f"in {self.path} ({self.bytes / 1e6:.1f} MB, {self.seconds:.1f} s"
+                f"{f'; {self.skipped} unreadable files skipped' if self.skipped else ''}); load_data and "
+                f"`convlab train --data {root}` read it from now on, until a file in the folder changes.")
+
+
+class _DecodeFiles(torch.utils.data.Dataset):
+    """Item i -> (i, pixels at the cached channels and size, RGB moments, error reason or None)."""
+
+    def __init__(self, files: Sequence[Path], in_chans: int, image_size: Sequence[int]) -> None:
+        self.files, self.in_chans, self.image_size = list(files), in_chans, tuple(image_size)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int):
+        from convlab.data.folder import Moments
+
+        path = self.files[index]
+        try:
+            rgb = read_image(path, 3, self.image_size)  # the folder bundle's statistics come from RGB pixels
+            pixels = rgb if self.in_chans == 3 else read_image(path, 1, self.image_size)
+        except UnreadableImageError as error:
+            return index, None, None, error.reason
+        moments = Moments()
+        moments.add(rgb)
+        row = np.concatenate([moments.total.numpy(), moments.products.numpy().ravel(), [moments.count]])
+        return index, pixels.numpy(), row, None
+
+
+def native_target(files: Sequence[Path]) -> tuple[int, tuple[int, int]]:
+    """The channels and size load_folder would pick: RGB if any file is in colour; the most common size."""
+    from convlab.data.folder import _header
+
+    sizes, channels = Counter(), set()
+    for path in files:
+        try:
+            size, chans = _header(path)
+        except UnreadableImageError:
+            continue
+        sizes[size] += 1
+        channels.add(chans)
+    if not sizes:
+        raise ConvlabError(f"None of the {len(files)} files can be read as an image.")
+    return (3 if 3 in channels else 1), max(sizes, key=lambda s: (sizes[s], s))
+
+
+def cache_folder(root: str | Path, *, image_size: Sequence[int] | None = None, in_chans: int | None = None,
+                 max_bad_fraction: float = 0.05, num_workers: int | None = None) -> CacheInfo:
+    """Decode every image of folder data set ``root`` once, at ``in_chans`` x ``image_size`` (default: what
+    load_data would choose), into a memory-mappable array with a manifest; replaces an older cache."""
+    from convlab.data.folder import (
+        _bad_fraction_error,
+        _check_target,
+        default_num_workers,
+        find_folder_layout,
+    )
+
+    start = time.perf_counter()
+    root = Path(root).expanduser()
+    _, layout = find_folder_layout(root)
+    files = [path for pairs in layout.values() for path, _ in pairs]
+    native_chans, native_size = native_target(files)
+    target_chans = int(in_chans) if in_chans is not None else native_chans
+    target_size = tuple(int(s) for s in image_size) if image_size is not None else native_size
+    _check_target(target_chans, target_size)
+    states = _file_states(files, root)
+
+    final = cache_dir(root, target_chans, target_size)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    building = final.parent / f".building-{final.name}-{os.getpid()}"
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir()
+    try:
+        images = np.lib.format.open_memmap(building / "images.npy", mode="w+", dtype=np.uint8,
+                                           shape=(len(files), target_chans, *target_size))
+        moments = np.zeros((len(files), 13), dtype=np.float64)
+        skipped: list[tuple[str, str]] = []
+        workers = default_num_workers() if num_workers is None else int(num_workers)
+        loader = torch.utils.data.DataLoader(_DecodeFiles(files, target_chans, target_size), batch_size=None,
+                                             num_workers=workers)
+        for index, pixels, row, reason in loader:
+            if reason is not None:
+                skipped.append((str(files[index]), reason))
+                continue
+            images[index] = pixels
+            moments[index] = row
+        if len(skipped) > max_bad_fraction * len(files):
+            raise _bad_fraction_error(root, skipped, len(files), max_bad_fraction)
+        images.flush()
+        del images
+        np.save(building / "moments.npy", moments)
+        manifest = {"format": CACHE_FORMAT, "root": str(root.resolve()), "in_chans": target_chans,
+                    "image_size": list(target_size), "native": {"in_chans": native_chans, "image_size": list(native_size)},
+                    "files": states, "skipped": skipped}
+        (building / "manifest.json").write_text(json.dumps(manifest))
+        if final.exists():
+            old = final.parent / f".old-{final.name}-{os.getpid()}"
+            final.rename(old)
+            shutil.rmtree(old, ignore_errors=True)
+        building.rename(final)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    size = sum(f.stat().st_size for f in final.iterdir())
+    return CacheInfo(path=final, images=len(files) - len(skipped), skipped=len(skipped), in_chans=target_chans,
+                     image_size=target_size, bytes=size, seconds=time.perf_counter() - start)
+
+
+def find_cache(root: Path, image_size: Sequence[int] | None, in_chans: int | None) -> tuple[Path, dict] | None:
+    """The cache of ``root`` for the asked channels and size (None: the native ones), with its manifest."""
+    base = cache_dir(root, 1, (1, 1)).parent
+    if not base.is_dir():
+        return None
+    for folder in sorted(base.iterdir()):
+        manifest_path = folder / "manifest.json"
+        if folder.name.startswith(".") or not manifest_path.is_file():
+            continue
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError):
+            continue
+        if manifest.get("format") != CACHE_FORMAT:
+            continue
+        native = manifest["native"]
+        wanted_chans = int(in_chans) if in_chans is not None else native["in_chans"]
+        wanted_size = list(image_size) if image_size is not None else native["image_size"]
+        if manifest["in_chans"] == wanted_chans and [int(s) for s in wanted_size] == manifest["image_size"]:
+            return folder, manifest
+    return None
+
+
+class CachedFolderBundle(MemoryBundle):
+    """A folder data set served from its decode-once cache: a MemoryBundle over the memory-mapped array,
+    with the folder bundle's statistics (from the cached RGB moments) and its ``files``."""
+
+    def __init__(self, *, rows_moments: np.ndarray, files: list[str], **kwargs) -> None:
+        self._rows_moments = rows_moments
+        self._files = files
+        super().__init__(**kwargs)
+
+    def _train_moments(self):
+        from convlab.data.folder import Moments
+
+        rows = self._rows_moments[self._split_indices["train"].numpy()].sum(0)
+        moments = Moments()
+        moments.total = torch.from_numpy(rows[:3].copy())
+        moments.products = torch.from_numpy(rows[3:12].reshape(3, 3).copy())
+        moments.count = int(rows[12])
+        return moments
+
+    def _channel_statistics(self) -> tuple[list[float], list[float]]:
+        # called while MemoryBundle is being built, before in_chans is set: the cache holds the delivered channels
+        mean, std, _ = self._train_moments().statistics(self._images.shape[1])
+        return mean, std
+
+    def lighting(self) -> tuple[torch.Tensor, torch.Tensor]:
+        _, _, covariance = self._train_moments().statistics(self.in_chans)
+        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+        return eigenvalues.float(), eigenvectors.float()
+
+    def files(self, split: str) -> list[str]:
+        return [self._files[row] for row in self._split_indices[self.check_split(split)].tolist()]
+
+
+def load_cached_folder(root: str | Path, *, image_size: Sequence[int] | None = None, in_chans: int | None = None,
+                       val_split: float = 0.1, seed: int = 0, max_bad_fraction: float = 0.05,
+                       limit: int | None = None, keep_classes: Sequence[int | str] | str | None = None,
+                       limit_per_class: int | None = None) -> tuple[CachedFolderBundle | None, str]:
+    """The folder's bundle from its cache, or (None, why not) when it has none or the files changed.
+
+    Splits follow load_folder exactly (chosen classes, limit, the seeded stratified validation split).
+    """
+    from convlab.data.folder import _bad_fraction_error, find_folder_layout
+
+    root = Path(root).expanduser()
+    found = find_cache(root, image_size, in_chans)
+    if found is None:
+        return None, "no cache"
+    folder, manifest = found
+    classes, layout = find_folder_layout(root)
+    files = [path for pairs in layout.values() for path, _ in pairs]
+    try:
+        current = _file_states(files, root)
+    except OSError:
+        return None, "a file vanished while checking the cache"
+    if current != manifest["files"]:
+        now, then = ({path: state for path, *state in states} for states in (current, manifest["files"]))
+        changed = sum(now.get(path) != then.get(path) for path in now.keys() | then.keys())
+        return None, (f"decode-once cache out of date ({changed} file(s) added, removed or changed since it "
+                      f"was made); refresh it with `convlab data cache {root}`")
+    skipped = [tuple(item) for item in manifest["skipped"]]
+    if len(skipped) > max_bad_fraction * len(files):
+        raise _bad_fraction_error(root, [list(s) for s in skipped], len(files), max_bad_fraction)
+    bad = {path for path, _ in skipped}
+    row_of = {str(path): row for row, path in enumerate(files)}
+
+    # As load_folder: chosen classes relabelled in the order given, then limit, then the validation split.
+    if keep_classes is not None:
+        chosen = resolve_classes(keep_classes, classes, str(root))
+        new_label = {old: new for new, old in enumerate(chosen)}
+        layout = {split: [(path, new_label[label]) for path, label in pairs if label in new_label]
+                  for split, pairs in layout.items()}
+        classes = [classes[label] for label in chosen]
+    pairs = {split: [(row_of[str(path)], label) for path, label in entries if str(path) not in bad]
+             for split, entries in layout.items()}
+    train = pairs["train"]
+    train_labels = torch.tensor([label for _, label in train], dtype=torch.int64)
+    if limit is not None or limit_per_class is not None:
+        kept = (stratified_subset(train_labels, int(limit), seed, len(classes)) if limit is not None
+                else per_class_subset(train_labels, int(limit_per_class), seed, len(classes))).tolist()
+        train, train_labels = [train[i] for i in kept], train_labels[kept]
+    if "val" in pairs:
+        splits = {"train": train, "val": pairs["val"]}
+    else:
+        keep, held = stratified_split(train_labels, float(val_split), seed, classes)
+        splits = {"train": [train[i] for i in keep.tolist()], "val": [train[i] for i in held.tolist()]}
+    if "test" in pairs:
+        splits["test"] = pairs["test"]
+
+    labels = torch.full((len(files),), -1, dtype=torch.int64)
+    split_indices = {}
+    for split, entries in splits.items():
+        rows = torch.tensor([row for row, _ in entries], dtype=torch.int64)
+        labels[rows] = torch.tensor([label for _, label in entries], dtype=torch.int64)
+        split_indices[split] = rows
+    # Copy-on-write mapping: a writable array without reading the file; pages load as batches touch them.
+    images = torch.from_numpy(np.load(folder / "images.npy", mmap_mode="c"))
+    height, width = manifest["image_size"]
+    source = (f"image folder {root} ({'train/val/test folders' if len(layout) > 1 else 'class folders'}; "
+              f"{len(files)} files, from the decode-once cache {folder})")
+    bundle = CachedFolderBundle(
+        rows_moments=np.load(folder / "moments.npy"), files=[str(path) for path in files],
+        name=str(root), classes=classes, images=images, labels=labels, split_indices=split_indices,
+        source=source, skipped=skipped, in_chans=manifest["in_chans"], image_size=(height, width),
+    )
+    return bundle, "cache"
+
+
+def load_folder_source(root: str | Path, *, max_bad_fraction: float = 0.05, **options):
+    """What load_data gives for a folder: its cached bundle when the cache is current, else load_folder
+    (whose ``source`` then says why the cache was not used)."""
+    from convlab.data.folder import load_folder
+
+    bundle, status = load_cached_folder(root, max_bad_fraction=max_bad_fraction, **options)
+    if bundle is not None:
+        return bundle
+    bundle = load_folder(root, max_bad_fraction=max_bad_fraction, **options)
+    if status != "no cache":
+        bundle.source += f"; {status}"
+    return bundle

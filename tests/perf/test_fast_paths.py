@@ -1,0 +1,111 @@
+"""The speed levers give the plain path's answers: channels_last, bf16 autocast, ONNX Runtime, thread settings.
+
+Tolerances: channels_last float32 = NCHW float32 within 1e-4 on logits (only the summation order
+of the convolutions changes); bf16 predicts the same class as float32 for >= 98% of real test
+images with a trained model (bf16 keeps 8 bits of mantissa: logits move by about 1% of their
+range, which flips only near-ties); ONNX Runtime within 1e-4. torch.compile has no test here:
+compiling even LeNet-5 takes 15-40 s on the project's 2 cores, more than this whole file may
+use; docs/performance.md gives its measured equality and speed instead.
+"""
+
+import pytest
+import torch
+from torch import nn
+
+from convlab.data import load_data
+from convlab.evaluation import evaluate_model
+from convlab.models import create_model
+from convlab.train import Schedule, build_optimizer, resolve_config, train_step
+from convlab.train.engine import intra_op_threads, resolve_threads
+
+LENET = {"pool": "max", "activation": "relu"}
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    return load_data("fashion-mnist", image_size=(32, 32), limit=6000, val_split=0.1)
+
+
+@pytest.fixture(scope="module")
+def trained_lenet(fashion):
+    """LeNet-5 after three epochs on 5,400 Fashion-MNIST images (about 80% test top-1), in eval mode."""
+    torch.manual_seed(0)
+    model = create_model("lenet5", num_classes=10, in_chans=1, **LENET)
+    config = resolve_config(optimizer="adamw", lr=0.003)
+    optimizer = build_optimizer(model, "adamw", 0.003)
+    schedule = Schedule(optimizer, "constant", 3, len(fashion.loader("train", 128, drop_last=True)))
+    for epoch in range(3):
+        for images, labels in fashion.loader("train", 128, shuffle=True, epoch=epoch, drop_last=True):
+            train_step(model, images, labels, optimizer, schedule, nn.CrossEntropyLoss(), config)
+    return model.eval()
+
+
+def test_channels_last_float32_gives_the_nchw_logits(fashion):
+    images, _ = next(iter(fashion.loader("test", 64)))
+    for name, options, batch in (("lenet5", LENET, images), ("resnet20", {}, images[:, :, 2:30, 2:30])):
+        torch.manual_seed(0)
+        model = create_model(name, num_classes=10, in_chans=1, **options).eval()
+        with torch.inference_mode():
+            plain = model(batch)
+            fast = model.to(memory_format=torch.channels_last)(batch.contiguous(memory_format=torch.channels_last))
+        assert (fast - plain).abs().max() <= 1e-4, name
+
+
+def test_bf16_predicts_the_float32_class_for_98_percent_of_real_images(trained_lenet, fashion):
+    images, labels = zip(*fashion.loader("test", 500))
+    images, labels = torch.cat(images[:4]), torch.cat(labels[:4])  # 2,000 test images
+    model = trained_lenet
+    with torch.inference_mode():
+        plain = model(images)
+        fast_model = model.to(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast = fast_model(images.contiguous(memory_format=torch.channels_last)).float()
+    model.to(memory_format=torch.contiguous_format)
+    agreement = (fast.argmax(1) == plain.argmax(1)).float().mean().item()
+    assert (plain.argmax(1) == labels).float().mean() > 0.75  # a trained model, so agreement means something
+    assert agreement >= 0.98
+    # evaluate_model's bf16 top-1 moves by at most the disagreement.
+    off = evaluate_model(model, fashion, "test", amp="off")
+    bf16 = evaluate_model(model, fashion, "test", amp="bf16")
+    assert abs(off.top1 - bf16.top1) <= 0.02
+
+
+def test_onnx_runtime_gives_the_pytorch_logits(trained_lenet, fashion, tmp_path):
+    from convlab.export import OnnxClassifier, export_model
+
+    record = {"classes": fashion.classes,
+              "input": {"channels": 1, "size": [32, 32], "mean": list(fashion.mean), "std": list(fashion.std)}}
+    export_model(trained_lenet, record, "onnx", tmp_path / "lenet5.onnx", check_samples=4)
+    runtime = OnnxClassifier(tmp_path / "lenet5.onnx", providers=["CPUExecutionProvider"])
+    images, _ = next(iter(fashion.loader("test", 256)))
+    with torch.inference_mode():
+        expected = trained_lenet(images)
+    assert (torch.from_numpy(runtime.predict_logits(images)) - expected).abs().max() <= 1e-4
+
+
+def test_a_channels_last_training_step_takes_the_same_step(fashion):
+    images, labels = next(iter(fashion.loader("train", 128, shuffle=True)))
+    results = []
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        model = create_model("lenet5", num_classes=10, in_chans=1, **LENET)
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        config = resolve_config(channels_last=channels_last, lr=0.05)
+        optimizer = build_optimizer(model, "momentum", 0.05)
+        loss, _ = train_step(model, images, labels, optimizer, Schedule(optimizer, "constant", 1, 1),
+                             nn.CrossEntropyLoss(), config)
+        results.append((loss, model.state_dict()))
+    (loss_a, weights_a), (loss_b, weights_b) = results
+    assert abs(loss_a - loss_b) <= 1e-5
+    assert all((weights_a[key] - weights_b[key]).abs().max() <= 1e-5 for key in weights_a)
+
+
+def test_thread_settings_never_exceed_the_process_and_are_given_back():
+    before = torch.get_num_threads()  # 1 in the test suite (tests/conftest.py)
+    assert resolve_threads(None) == before
+    assert resolve_threads("auto") <= before  # auto only lowers: to the cores other processes leave idle
+    assert resolve_threads(3) == 3
+    with intra_op_threads(2):
+        assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == before
