@@ -7,6 +7,7 @@ and FolderBundle (folders of image files: DataLoader workers).
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -17,7 +18,7 @@ from convlab.errors import ConvlabError
 SPLITS = ("train", "val", "test")
 
 
-class DataBundle:
+class DataBundle(ABC):
     """A data set ready to train on: classes, splits, per-channel statistics and loaders."""
 
     name: str
@@ -51,22 +52,27 @@ class DataBundle:
     def size(self, split: str) -> int:
         return int(self.labels(split).numel())
 
+    @abstractmethod
     def labels(self, split: str) -> torch.Tensor:
-        raise NotImplementedError
+        """Implemented by MemoryBundle and FolderBundle."""
 
+    @abstractmethod
     def loader(self, split: str, batch_size: int, *, shuffle: bool = False, augment: Sequence[str] | str = (),
                epoch: int = 0, seed: int = 0, device: str | torch.device = "cpu",
                drop_last: bool = False) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-        raise NotImplementedError
+        """Implemented by MemoryBundle and FolderBundle."""
 
+    @abstractmethod
     def resized(self, image_size: tuple[int, int]) -> DataBundle:
-        raise NotImplementedError
+        """Implemented by MemoryBundle and FolderBundle."""
 
+    @abstractmethod
     def with_channels(self, in_chans: int) -> DataBundle:
-        raise NotImplementedError
+        """Implemented by MemoryBundle and FolderBundle."""
 
+    @abstractmethod
     def _has_split(self, split: str) -> bool:
-        raise NotImplementedError
+        """Implemented by MemoryBundle and FolderBundle."""
 
     def check_split(self, split: str) -> str:
         if split not in SPLITS or not self._has_split(split):
