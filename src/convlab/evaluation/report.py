@@ -15,6 +15,7 @@ from torch import nn
 
 from convlab.errors import ConvlabError
 from convlab.evaluation.evaluate import EvalResult
+from convlab.viz.render import new_figure, save_figure
 
 METRIC_COLUMNS = ("epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr", "seconds",
                   "images_per_s")
@@ -39,24 +40,6 @@ def read_metrics(metrics_csv: Path) -> list[dict[str, float]]:
         return [{key: _number(value) for key, value in row.items() if key} for row in csv.DictReader(handle)]
 
 
-def _figure(width: float, height: float):
-    # Figure + the Agg canvas, without pyplot: no global state, no display, safe in any thread.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _save(figure, out_png: Path) -> Path:
-    from convlab.checkpoint import atomic_write
-
-    out_png = Path(out_png)
-    atomic_write(out_png, lambda tmp: figure.savefig(tmp, format="png", bbox_inches="tight"))
-    return out_png
-
-
 def plot_curves(metrics_csv: Path, out_png: Path) -> Path:
     """Loss and top-1 accuracy (train and validation) per epoch, and the learning rate, side by side."""
     rows = read_metrics(metrics_csv)
@@ -67,7 +50,7 @@ def plot_curves(metrics_csv: Path, out_png: Path) -> Path:
 
     from matplotlib.ticker import MaxNLocator
 
-    figure = _figure(13, 3.6)
+    figure = new_figure(13, 3.6)
     loss_axes, top1_axes, lr_axes = figure.subplots(1, 3)
     for axes in (loss_axes, top1_axes, lr_axes):
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
@@ -89,7 +72,7 @@ def plot_curves(metrics_csv: Path, out_png: Path) -> Path:
     lr_axes.grid(alpha=0.3)
     if all(v > 0 for v in lr if not math.isnan(v)) and len({v for v in lr if not math.isnan(v)}) > 1:
         lr_axes.set_yscale("log")  # step and exponential decays are straight lines on a log scale
-    return _save(figure, out_png)
+    return save_figure(figure, out_png)
 
 
 def plot_confusion(confusion: Sequence[Sequence[int]] | torch.Tensor, classes: Sequence[str], out_png: Path) -> Path:
@@ -104,7 +87,7 @@ def plot_confusion(confusion: Sequence[Sequence[int]] | torch.Tensor, classes: S
     row_totals = matrix.sum(dim=1, keepdim=True)
     normalised = torch.where(row_totals > 0, matrix / row_totals.clamp_min(1), 0.0).numpy()
     side = min(max(4.5, 0.45 * num_classes + 2), 30)
-    figure = _figure(side + 1.2, side)
+    figure = new_figure(side + 1.2, side)
     axes = figure.subplots()
     image = axes.imshow(normalised, cmap="Blues", vmin=0.0, vmax=1.0)
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="fraction of the true class")
@@ -121,7 +104,7 @@ def plot_confusion(confusion: Sequence[Sequence[int]] | torch.Tensor, classes: S
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
     axes.set_title(f"Confusion matrix ({int(matrix.sum())} images)")
-    return _save(figure, out_png)
+    return save_figure(figure, out_png)
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:

@@ -69,7 +69,7 @@ def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = OVERLAY_ALPHA) -
     return ((1.0 - alpha) * image + alpha * colorize(heat)).astype(np.float32)
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
     # A Figure on its own Agg canvas, without pyplot: no global state, no display, safe in any thread.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -79,7 +79,7 @@ def _figure(width: float, height: float):
     return figure
 
 
-def _save(figure, out_png: Path) -> Path:
+def save_figure(figure, out_png: Path) -> Path:
     from convlab.checkpoint import atomic_write
 
     out_png = Path(out_png)
@@ -104,11 +104,11 @@ def save_grid(grid: np.ndarray, title: str, out_png: Path, colormap: str | None 
     """One picture (a tile grid, 2-D in 0..1 or (H, W, 3)) with a title, as a PNG sized to its aspect."""
     height, width = grid.shape[:2]
     scale = min(8.0 / width, 8.0 / height, 0.25)  # at most 8 inches a side; small grids enlarged up to 25x
-    figure = _figure(max(3.0, width * scale), max(1.5, height * scale))
+    figure = new_figure(max(3.0, width * scale), max(1.5, height * scale))
     axes = figure.subplots()
     _draw(axes, grid, colormap)
     axes.set_title(title, fontsize=10)  # on the axes, not the figure: it stays just above the picture
-    return _save(figure, out_png)
+    return save_figure(figure, out_png)
 
 
 def save_panels(panels: Sequence[tuple[np.ndarray, str]], title: str, out_png: Path,
@@ -116,11 +116,11 @@ def save_panels(panels: Sequence[tuple[np.ndarray, str]], title: str, out_png: P
     """Pictures side by side (``columns`` per row), each with its own caption, under one title."""
     columns = columns or len(panels)
     rows = math.ceil(len(panels) / columns)
-    figure = _figure(2.6 * columns, 2.7 * rows + 0.4)
+    figure = new_figure(2.6 * columns, 2.7 * rows + 0.4)
     axes_grid = np.atleast_1d(figure.subplots(rows, columns, squeeze=False).ravel())
     for axes, (picture, caption) in zip(axes_grid, panels):
         _draw(axes, picture, colormap, caption)
     for axes in axes_grid[len(panels):]:
         axes.set_axis_off()
     figure.suptitle(title, fontsize=10)
-    return _save(figure, out_png)
+    return save_figure(figure, out_png)
