@@ -106,3 +106,31 @@ def test_activation_and_dropout_options():
         on_meta("vgg11", dropout=1.0)
     with pytest.raises(ConvlabError, match="does not take option"):
         on_meta("vgg11", batch_norm=True)  # batch norm is chosen by name: vgg11_bn
+
+
+def test_vgg_mini_is_the_small_image_column_with_a_pooled_head():
+    from convlab.analysis import summary
+
+    model = on_meta("vgg_mini")
+    assert count_parameters(model) == 145_290
+    convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [16, 32, 32, 64, 64, 128]
+    assert all(c.kernel_size == (3, 3) and c.padding == (1, 1) for c in convs)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.features) == len(convs)
+    assert sum(isinstance(m, nn.MaxPool2d) for m in model.features) == 3
+    # 28x28 -> 14 -> 7 -> 3: 6.2M multiply-adds, the first conv 28*28*16*9
+    report = summary("vgg_mini")  # at its designed 1x28x28
+    assert report.totals.macs == 6_196_736
+    assert report.layer("features.0").macs == 28 * 28 * 16 * 9
+
+
+def test_vgg_mini_width_scales_every_stage_and_any_input_size_works():
+    wide = on_meta("vgg_mini", width=2, in_chans=3, num_classes=100)
+    assert [c.out_channels for c in wide.modules() if isinstance(c, nn.Conv2d)] == [32, 64, 64, 128, 128, 256]
+    assert wide(torch.empty(2, 3, 32, 32, device="meta")).shape == (2, 100)
+    model = create_model("vgg_mini", dropout=0.2)
+    logits = model(torch.randn(4, 1, 28, 28))
+    logits.sum().backward()
+    assert logits.shape == (4, 10) and model.features[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ConvlabError, match="width must be a whole number"):
+        on_meta("vgg_mini", width=0)
