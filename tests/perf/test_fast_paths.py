@@ -109,3 +109,73 @@ def test_thread_settings_never_exceed_the_process_and_are_given_back():
     with intra_op_threads(2):
         assert torch.get_num_threads() == 2
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adagrad", "adam", "adamw"])
+def test_fused_optimizer_steps_match_the_per_tensor_ones(name):
+    """build_optimizer picks torch's fused kernels where they exist; 20 steps land where for-each lands."""
+    torch.manual_seed(0)
+    fused_net = create_model("lenet5", num_classes=10, in_chans=1, **LENET)
+    plain_net = create_model("lenet5", num_classes=10, in_chans=1, **LENET)
+    plain_net.load_state_dict(fused_net.state_dict())
+    fused = build_optimizer(fused_net, name, weight_decay=1e-4)
+    assert fused.defaults["fused"] is True
+    by_id = dict(zip(map(id, fused_net.parameters()), plain_net.parameters()))
+    # the same groups (decay / no decay) and hyper-parameters, stepped tensor by tensor
+    plain = type(fused)([{**group, "params": [by_id[id(p)] for p in group["params"]], "fused": None,
+                          "foreach": True} for group in fused.param_groups])
+    for _ in range(20):
+        images, labels = torch.randn(16, 1, 32, 32), torch.randint(0, 10, (16,))
+        for net, optimizer in ((fused_net, fused), (plain_net, plain)):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(net(images), labels).backward()
+            optimizer.step()
+    for a, b in zip(fused_net.parameters(), plain_net.parameters()):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_predictions_through_the_fast_path_match_the_plain_ones(trained_lenet, fashion, tmp_path):
+    """`convlab predict --amp bf16 --channels-last`: the plain top-1 for >= 98% of real test images."""
+    import copy
+
+    from PIL import Image
+
+    from convlab.checkpoint import save_checkpoint
+    from convlab.prediction import fast_path, predict, predict_tensors
+
+    images, _ = zip(*fashion.loader("test", 500))
+    images = torch.cat(images[:2])  # 1,000 test images
+    plain = predict_tensors(trained_lenet, images, fashion.classes, topk=1)
+    model = fast_path(copy.deepcopy(trained_lenet), "bf16", channels_last=True)
+    assert model.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    fast = predict_tensors(model, images, fashion.classes, topk=1, amp="bf16", channels_last=True)
+    agreement = sum(a[0]["index"] == b[0]["index"] for a, b in zip(plain, fast, strict=True)) / len(plain)
+    assert agreement >= 0.98
+    # the same through files and a checkpoint, as the CLI runs it
+    record = {"classes": fashion.classes, "model": {"name": "lenet5", "num_classes": 10, "in_chans": 1,
+                                                    "options": LENET},
+              "input": {"channels": 1, "size": [32, 32], "mean": list(fashion.mean), "std": list(fashion.std)}}
+    checkpoint = save_checkpoint(tmp_path / "lenet5.safetensors", trained_lenet, record)
+    pixels = ((images[:20, 0] * fashion.std[0] + fashion.mean[0]) * 255).round().clamp(0, 255).to(torch.uint8)
+    files = []
+    for i, picture in enumerate(pixels.numpy()):
+        files.append(tmp_path / f"{i}.png")
+        Image.fromarray(picture, mode="L").save(files[-1])
+    slow = predict(checkpoint, files, topk=1, device="cpu")
+    quick = predict(checkpoint, files, topk=1, device="cpu", amp="bf16", channels_last=True)
+    matches = sum(a["predictions"][0]["index"] == b["predictions"][0]["index"] for a, b in zip(slow, quick))
+    assert matches >= 19
+
+
+def test_the_fast_path_is_refused_for_exported_files_and_unknown_modes(trained_lenet):
+    from convlab.errors import ConvlabError
+    from convlab.export.runtime import OnnxLogits
+    from convlab.prediction import fast_path
+
+    traced = torch.jit.trace(trained_lenet, torch.randn(1, 1, 32, 32))
+    for exported in (traced, OnnxLogits(classifier=None)):
+        with pytest.raises(ConvlabError, match="apply to convlab checkpoints"):
+            fast_path(exported, "bf16")
+        assert fast_path(exported, "off") is exported  # the plain path is always there
+    with pytest.raises(ConvlabError, match="Unknown amp mode 'bf17'"):
+        fast_path(trained_lenet, "bf17")

