@@ -49,6 +49,16 @@ def test_predict_logits_takes_numpy_torch_and_single_images(lenet_onnx):
     assert single.shape == (1, 10) and np.abs(single[0] - expected[0]).max() <= 1e-4
 
 
+def test_a_thread_count_reaches_the_session_and_keeps_the_answers(lenet_onnx):
+    path = lenet_onnx[1].path
+    one = OnnxClassifier(path, threads=1)
+    assert one.session.get_session_options().intra_op_num_threads == 1
+    images, _ = next(iter(digits(1, 32).loader("test", 8)))
+    assert np.allclose(one.predict_logits(images), OnnxClassifier(path).predict_logits(images), atol=1e-6)
+    with pytest.raises(ConvlabError, match="threads must be at least 1"):
+        OnnxClassifier(path, threads=0)
+
+
 def test_a_batch_of_the_wrong_shape_is_refused(lenet_onnx):
     classifier = OnnxClassifier(lenet_onnx[1].path)
     with pytest.raises(ConvlabError, match=r"takes batches of N x 1 x 32 x 32 .*got shape 4 x 3 x 32 x 32"):

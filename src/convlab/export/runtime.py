@@ -28,7 +28,9 @@ class OnnxClassifier:
     normalised with ``mean``/``std`` and returns float32 N x classes logits as numpy.
     """
 
-    def __init__(self, path: str | Path, providers: list[str] | None = None) -> None:
+    def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int | None = None) -> None:
+        """``threads``: onnxruntime's intra-op threads (default: its own choice, one per core); a server
+        with several worker processes gives each its share so that they do not oversubscribe the cores."""
         import onnxruntime
 
         self.path = Path(path)
@@ -37,8 +39,14 @@ class OnnxClassifier:
         available = onnxruntime.get_available_providers()
         if providers is None:
             providers = [p for p in PREFERRED_PROVIDERS if p in available] or available
+        options = onnxruntime.SessionOptions()
+        if threads is not None:
+            if int(threads) < 1:
+                raise ConvlabError(f"threads must be at least 1, got {threads}.")
+            options.intra_op_num_threads = int(threads)
         try:
-            self.session = onnxruntime.InferenceSession(str(self.path), providers=list(providers))
+            self.session = onnxruntime.InferenceSession(str(self.path), sess_options=options,
+                                                        providers=list(providers))
         except Exception as error:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ConvlabError(f"'{self.path}' is not an ONNX model onnxruntime can load ({first}).") from None

@@ -192,18 +192,21 @@ def create_app(
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_files: int = DEFAULT_MAX_FILES,
+    amp: str = "off",
+    channels_last: bool = False,
 ) -> FastAPI:
     """The service for ``source`` (run folder, .safetensors checkpoint, .onnx file or ``(model, record)``).
 
     The model is loaded here, once. ``max_upload_mb`` bounds a request body (all its images together),
-    ``max_pixels`` each decoded image, ``max_files`` the images in one batch.
+    ``max_pixels`` each decoded image, ``max_files`` the images in one batch. ``amp`` and
+    ``channels_last`` choose the fast CPU path for a checkpoint's predictions (``convlab.prediction.fast_path``).
     """
     if not max_upload_mb > 0:
         raise ConvlabError(f"--max-upload-mb must be a positive number, got {max_upload_mb}.")
     if int(max_pixels) < 1 or int(max_files) < 1:
         raise ConvlabError(f"--max-megapixels and --max-files must be positive, got {int(max_pixels) / 1e6:g} MP "
                            f"and {max_files} files.")
-    served = ServedModel(source, device)
+    served = ServedModel(source, device, amp=amp, channels_last=channels_last)
     page = (STATIC / "index.html").read_text(encoding="utf-8")
 
     app = FastAPI(
@@ -300,6 +303,8 @@ def serve(
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_files: int = DEFAULT_MAX_FILES,
+    amp: str = "off",
+    channels_last: bool = False,
 ) -> None:
     """Serve ``source`` over HTTP with uvicorn until interrupted."""
     import uvicorn
@@ -309,7 +314,8 @@ def serve(
     if int(workers) < 1:
         raise ConvlabError(f"--workers must be at least 1, got {workers}.")
     settings = {"device": None if device is None else str(device), "max_upload_mb": float(max_upload_mb),
-                "max_pixels": int(max_pixels), "max_files": int(max_files)}
+                "max_pixels": int(max_pixels), "max_files": int(max_files), "amp": str(amp),
+                "channels_last": bool(channels_last)}
     if int(workers) == 1:
         uvicorn.run(create_app(source, **settings), host=host, port=int(port))
         return

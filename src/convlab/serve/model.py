@@ -42,8 +42,10 @@ def parameter_count(spec: dict) -> int:
 class ServedModel:
     """``source``: a run folder, a .safetensors checkpoint, an .onnx file or a loaded ``(model, record)`` pair."""
 
-    def __init__(self, source, device: str | torch.device | None = None):
+    def __init__(self, source, device: str | torch.device | None = None, amp: str = "off",
+                 channels_last: bool = False):
         from convlab.evaluation.evaluate import check_device
+        from convlab.prediction import fast_path
 
         self.lock = threading.Lock()
         if isinstance(source, tuple) and len(source) == 2 and isinstance(source[0], nn.Module):
@@ -52,7 +54,8 @@ class ServedModel:
         elif Path(source).suffix.lower() == ".onnx":
             from convlab.export.runtime import OnnxClassifier, OnnxLogits
 
-            runtime = OnnxClassifier(Path(source), providers=onnx_providers(device))
+            # torch's thread setting is the process's share of the cores (serve divides them among workers)
+            runtime = OnnxClassifier(Path(source), providers=onnx_providers(device), threads=torch.get_num_threads())
             model, record = OnnxLogits(runtime), runtime.record
             self.format, self.source = "onnx", str(source)
         else:
@@ -63,6 +66,7 @@ class ServedModel:
         if "input" not in record or "classes" not in record:
             raise ConvlabError(f"'{self.source}' records no classes or input preprocessing (channels, size, mean, "
                                "std); serve a checkpoint written by convlab's training or export.")
+        self.amp, self.channels_last = amp, bool(channels_last)
         if self.format == "checkpoint":
             self.device = check_device(device)
             model.to(self.device)
@@ -70,6 +74,7 @@ class ServedModel:
         else:
             self.device = torch.device("cpu")  # where batches are made; onnxruntime copies them to its provider
             self.parameters = parameter_count(record["model"])
+        model = fast_path(model, amp, channels_last)
         self.runtime = "torch" if self.format == "checkpoint" else f"onnxruntime {model.classifier.providers[0]}"
         self.model, self.record = model.eval(), record
         stored = record["input"]
@@ -103,6 +108,8 @@ class ServedModel:
             "format": self.format,
             "source": self.source,
             "device": str(self.device) if self.format == "checkpoint" else self.runtime,
+            "amp": self.amp,
+            "channels_last": self.channels_last,
             "gradcam": self.gradcam_available,
             "export": self.record.get("export"),
             "convlab_version": self.record.get("convlab_version"),
@@ -119,7 +126,8 @@ class ServedModel:
 
         batch = self._batch(pixels)
         with self.lock:
-            return predict_tensors(self.model, batch, self.classes, topk)
+            return predict_tensors(self.model, batch, self.classes, topk, amp=self.amp,
+                                   channels_last=self.channels_last)
 
     def gradcam(self, pixels: torch.Tensor, target: int | str | None = None) -> dict:
         """Grad-CAM of one uint8 (C, H, W) image for ``target`` (default: the predicted class) as a PNG overlay."""
