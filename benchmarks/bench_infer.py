@@ -3,7 +3,9 @@
 Paths:
   eager-fp32         PyTorch eager, NCHW, float32, torch.inference_mode (the plain way)
   channels-last      eager, NHWC (channels_last) weights and input, float32
-  channels-last-bf16 eager, NHWC, torch.autocast(bfloat16): oneDNN's bf16 convolutions (AVX-512 BF16)
+  channels-last-bf16 eager, NHWC, bf16 autocast: oneDNN's bf16 convolutions (AVX-512 BF16); through
+                     convlab.prediction's fast_path and inference_logits, what `convlab predict/serve
+                     --amp bf16 --channels-last` run
   compile            torch.compile (inductor) of the channels_last float32 model; its compile time is reported
   compile-bf16       torch.compile of the channels_last model under bf16 autocast
   onnxruntime        the ONNX file convlab.export wrote, run by onnxruntime's CPU provider
@@ -53,6 +55,12 @@ def runner(path: str, weights: Path, onnx_file: Path | None, threads: int):
 
         return run, clock.stop()[0]
     model = build_model(weights)
+    if path in ("channels-last", "channels-last-bf16"):
+        from convlab.prediction import fast_path, inference_logits
+
+        amp = "bf16" if path.endswith("bf16") else "off"
+        model = fast_path(model, amp, channels_last=True)
+        return (lambda batch: inference_logits(model, batch, amp=amp, channels_last=True)), clock.stop()[0]
     channels_last = path != "eager-fp32"
     bf16 = path.endswith("bf16")
     if channels_last:

@@ -6,7 +6,7 @@ the table quotes medians and their ratio. Both sides get the same thread count (
 model code, initial weights, data files, batch size and optimizer unless the row says otherwise.
 The results go to benchmarks/results/latest.json; a full run also rewrites the table in
 docs/performance.md. ``--quick`` is the same suite with smaller samples, fewer sides and
-without the time-to-90% race and torch.compile (about 3 minutes; results/quick.json).
+without the time-to-90% race, torch.compile and the recipe runs (about 3 minutes; results/quick.json).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ TARGET_TRAIN_RATIO = 4.0  # LeNet-5 training images/s at batch 64, convlab / ref
 TARGET_TIME_TO_90 = 5.0  # reference seconds to 90% test top-1 / convlab's
 TARGET_INFER_RATIO = 1.5  # ResNet-18 224x224 batch-1 latency, eager fp32 / convlab's fastest path
 TARGET_FOLDER_RATIO = 3.0  # JPEG folder seconds per epoch, decoding every epoch / convlab's cache
+RECIPE_TARGETS = {"fast": (0.93, 180.0), "best": (0.95, 1800.0)}  # test top-1 at least, wall seconds at most
 FP32_TOLERANCE = 1e-3  # max |logit difference| of a float32 path, for logits within +-1 (scaled above)
 BF16_AGREEMENT = 0.9  # top-1 agreement with float32 a bf16 path needs (its logits differ by ~1% of their range)
 
@@ -134,6 +135,18 @@ def time_to_target(work: Path, threads: int, target: float = 0.90) -> dict:
     row["settings"] = {side: results[side][0]["settings"] for side in results}
     row["history"] = {side: results[side][0]["history"] for side in results}
     return row
+
+
+def recipes(threads: int, names: list[str]) -> dict:
+    """The recipes end to end (`convlab train --recipe NAME`): wall seconds and test top-1 against their goals."""
+    rows = {}
+    for name in names:
+        log(f"recipe {name}: one run of `convlab train --recipe {name}`, {threads} thread(s)")
+        result = worker("bench_recipe.py", name, "--threads", threads, timeout=2 * RECIPE_TARGETS[name][1] + 600)
+        log(f"  [recipe {name}] {result['model']}, {result['epochs']} epochs: test top-1 {result['top1']:.2%} "
+            f"in {result['seconds']:.0f} s")
+        rows[name] = result
+    return rows
 
 
 def prepare_inference(work: Path) -> Path:
@@ -289,6 +302,10 @@ def targets(results: dict) -> list[dict]:
     folder = results["folder"]
     add("JPEG folder seconds per epoch, re-decoding / decode-once cache", round(folder["ratio"], 2),
         f">= {TARGET_FOLDER_RATIO}", folder["ratio"] >= TARGET_FOLDER_RATIO)
+    for name, run in results.get("recipes", {}).items():
+        top1, seconds = RECIPE_TARGETS[name]
+        add(f"`--recipe {name}`: test top-1, wall seconds", f"{run['top1']:.2%}, {run['seconds']:.0f} s",
+            f">= {top1:.0%} in <= {seconds:.0f} s", run["top1"] >= top1 and run["seconds"] <= seconds)
     return rows
 
 
@@ -347,6 +364,10 @@ def markdown(results: dict) -> str:
                  f"{med['reference']:.2f} s ({cpu['reference']:.2f}; {memory['reference']:,.0f} MB) | "
                  f"cache {med['convlab-cache']:.3f} s ({cpu['convlab-cache']:.3f}; {memory['convlab-cache']:,.0f} MB)"
                  f"{decode}; cache built once in {folder['cache_build_seconds']:.1f} s | **{folder['ratio']:.1f}x** |")
+    for name, run in results.get("recipes", {}).items():
+        lines.append(f"| `convlab train --recipe {name}` ({run['model']}, {run['epochs']} epochs), end to end: "
+                     f"seconds (CPU-s), test top-1 | (absolute goal) | {run['seconds']:.0f} s ({run['cpu_seconds']:.0f}), "
+                     f"{run['top1']:.2%} | |")
     lines += ["", "| target | measured | goal | met |", "|---|---|---|---|"]
     for row in results["targets"]:
         lines.append(f"| {row['target']} | {row['measured']} | {row['goal']} | {'yes' if row['met'] else '**no**'} |")
@@ -368,8 +389,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller samples, no time-to-90%% race, no torch.compile")
     parser.add_argument("--threads", default="auto", help="torch threads for every side: N, or auto = the cores "
                         "left idle by other processes when the suite starts (convlab's --threads auto)")
-    parser.add_argument("--only", default="training,time_to_90,inference,folder",
+    parser.add_argument("--only", default="training,time_to_90,inference,folder,recipes",
                         help="comma-separated parts to run (default: all)")
+    parser.add_argument("--recipes", default="fast", help="recipes the recipes part runs end to end (default "
+                        "fast, ~2.5 minutes; best takes up to 30)")
     parser.add_argument("--out", type=Path, help="results file (default benchmarks/results/latest.json, "
                         "with --quick benchmarks/results/quick.json)")
     parser.add_argument("--render", type=Path, metavar="RESULTS.json", help="measure nothing: print the table of "
@@ -382,6 +405,11 @@ def main() -> None:
         if not results["quick"] and "time_to_90" in results:
             update_doc(table)
         return
+    recipe_names = [name for name in args.recipes.split(",") if name]
+    unknown = [name for name in recipe_names if name not in RECIPE_TARGETS]
+    if unknown:
+        parser.error(f"--recipes: no goal for {', '.join(unknown)}; the recipes with goals are "
+                     f"{', '.join(RECIPE_TARGETS)}")
     import torch
 
     from convlab.train.engine import resolve_threads
@@ -406,6 +434,8 @@ def main() -> None:
             results["inference"] = inference(work, threads, args.quick)
         if "folder" in parts:
             results["folder"] = folder_pipeline(work, threads, args.quick)
+        if "recipes" in parts and not args.quick:
+            results["recipes"] = recipes(threads, recipe_names)
     results["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     results["seconds"] = round(time.perf_counter() - start, 1)
     results["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]

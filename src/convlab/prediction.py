@@ -12,7 +12,7 @@ from convlab.errors import ConvlabError
 from convlab.evaluation.evaluate import autocast, check_device
 from convlab.evaluation.tta import logits_of
 
-__all__ = ["fast_path", "load", "load_any", "predict", "predict_tensors"]
+__all__ = ["fast_path", "inference_logits", "load", "load_any", "predict", "predict_tensors"]
 
 EXPORTED_SUFFIXES = (".onnx", ".pt", ".pth")
 
@@ -41,21 +41,27 @@ def fast_path(model: torch.nn.Module, amp: str = "off", channels_last: bool = Fa
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
-def predict_tensors(model: torch.nn.Module, batch: torch.Tensor, classes: Sequence[str], topk: int = 5, *,
-                    amp: str = "off", channels_last: bool = False) -> list[list[dict]]:
-    """Top-k ``{"label", "index", "probability"}`` per row of an already preprocessed batch (k capped at classes).
-
-    ``amp`` (off, bf16, fp16) runs the forward pass under autocast; ``channels_last`` gives the batch
-    that layout (the model's weights are put in it once, by ``fast_path``)."""
+def inference_logits(model: torch.nn.Module, batch: torch.Tensor, *, amp: str = "off",
+                     channels_last: bool = False) -> torch.Tensor:
+    """float32 main logits of a preprocessed batch, without autograd; ``amp`` (off, bf16, fp16) runs the
+    forward pass under autocast and ``channels_last`` gives the batch that layout (the model's weights
+    are put in it once, by ``fast_path``). The model is in eval mode for the call."""
     was_training = model.training
     model.eval()
     if channels_last and batch.dim() == 4:
         batch = batch.contiguous(memory_format=torch.channels_last)
     try:
         with torch.inference_mode(), autocast(amp, batch.device):
-            probabilities = logits_of(model, batch).float().softmax(dim=-1)
+            return logits_of(model, batch).float()
     finally:
         model.train(was_training)
+
+
+def predict_tensors(model: torch.nn.Module, batch: torch.Tensor, classes: Sequence[str], topk: int = 5, *,
+                    amp: str = "off", channels_last: bool = False) -> list[list[dict]]:
+    """Top-k ``{"label", "index", "probability"}`` per row of an already preprocessed batch (k capped at
+    classes), through ``inference_logits``."""
+    probabilities = inference_logits(model, batch, amp=amp, channels_last=channels_last).softmax(dim=-1)
     k = min(topk, probabilities.shape[-1])
     top = probabilities.topk(k, dim=-1)
     return [
