@@ -179,3 +179,31 @@ def test_the_fast_path_is_refused_for_exported_files_and_unknown_modes(trained_l
         assert fast_path(exported, "off") is exported  # the plain path is always there
     with pytest.raises(ConvlabError, match="Unknown amp mode 'bf17'"):
         fast_path(trained_lenet, "bf17")
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_a_convolution_covering_its_input_is_computed_as_the_convolution(channels_last):
+    """LeNet-5's C5 runs as one matrix product at 5x5 inputs: the convolution's outputs and gradients."""
+    from convlab.layers import CoveringConv2d
+
+    torch.manual_seed(0)
+    covering = CoveringConv2d(16, 120, 5)
+    plain = nn.Conv2d(16, 120, 5)
+    plain.load_state_dict(covering.state_dict())
+    x = torch.randn(64, 16, 5, 5)
+    if channels_last:
+        covering.to(memory_format=torch.channels_last)
+        plain.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    assert covering.covers(x)
+    outputs = []
+    for layer in (covering, plain):
+        inputs = x.clone().requires_grad_()
+        out = layer(inputs)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        outputs.append((out, inputs.grad, layer.weight.grad, layer.bias.grad))
+    for fast, slow in zip(*outputs, strict=True):
+        assert fast.shape == slow.shape and (fast - slow).abs().max() <= 1e-4
+    wider = torch.randn(2, 16, 9, 9)  # a larger input gives larger maps: a convolution again
+    assert not covering.covers(wider) and covering(wider).shape == (2, 120, 5, 5)
+    assert (covering(wider) - plain(wider)).abs().max() <= 1e-5

@@ -1,7 +1,7 @@
 """Shared building blocks from the lectures, reused across the model families."""
 
 from convlab.layers.activations import ACTIVATIONS, make_activation
-from convlab.layers.conv import ConvNormAct, DepthwiseSeparableConv, same_padding
+from convlab.layers.conv import ConvNormAct, CoveringConv2d, DepthwiseSeparableConv, same_padding
 from convlab.layers.convnext_block import ConvNeXtBlock, LayerNorm2d, Permute
 from convlab.layers.dense import DenseBlock, DenseLayer, Transition
 from convlab.layers.fire import Fire
@@ -22,9 +22,10 @@ from convlab.layers.se import SqueezeExcitation
 from convlab.layers.transformer import PatchEmbedding, TransformerEncoder, TransformerEncoderBlock
 
 __all__ = [
-    "ACTIVATIONS", "INIT_SCHEMES", "BasicBlock", "Bottleneck", "ConvNeXtBlock", "ConvNormAct", "DenseBlock",
-    "DenseLayer", "DepthwiseSeparableConv", "Fire", "InceptionA", "InceptionAux", "InceptionB", "InceptionC",
-    "InceptionD", "InceptionE", "InceptionModule", "InceptionV3Aux", "InvertedResidual", "LayerNorm2d",
-    "PadChannelsShortcut", "PatchEmbedding", "Permute", "SqueezeExcitation", "Transition", "TransformerEncoder",
-    "TransformerEncoderBlock", "init_weights", "make_activation", "make_shortcut", "same_padding",
+    "ACTIVATIONS", "INIT_SCHEMES", "BasicBlock", "Bottleneck", "ConvNeXtBlock", "ConvNormAct",
+    "CoveringConv2d", "DenseBlock", "DenseLayer", "DepthwiseSeparableConv", "Fire", "InceptionA",
+    "InceptionAux", "InceptionB", "InceptionC", "InceptionD", "InceptionE", "InceptionModule",
+    "InceptionV3Aux", "InvertedResidual", "LayerNorm2d", "PadChannelsShortcut", "PatchEmbedding", "Permute",
+    "SqueezeExcitation", "Transition", "TransformerEncoder", "TransformerEncoderBlock", "init_weights",
+    "make_activation", "make_shortcut", "same_padding",
 ]

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convlab.errors import ConvlabError, unknown_name_error
-from convlab.layers import ACTIVATIONS, make_activation
+from convlab.layers import ACTIVATIONS, CoveringConv2d, make_activation
 from convlab.models._registry import register_model
 
 PAPER = "LeCun et al., Gradient-Based Learning Applied to Document Recognition (Proc. IEEE 1998)"
@@ -143,7 +143,7 @@ def lenet5(
         ("c3", nn.Conv2d(6, 16, 5)),  # every C3 map reads all six S2 maps: 2,416 parameters
         ("c3_act", _activation(activation)),
         ("s4", pools[pool](2, 2)),
-        ("c5", nn.Conv2d(16, 120, 5)),  # 5*5*16*120 + 120 = 48,120 parameters
+        ("c5", CoveringConv2d(16, 120, 5)),  # 5*5*16*120 + 120 = 48,120 parameters; at 32x32 one matrix product
         ("c5_act", _activation(activation)),
     ])
     classifier = OrderedDict([
@@ -174,7 +174,7 @@ def lenet5_1998(num_classes: int = 10, in_chans: int = 1, *, activation: str = "
         ("c3_act", _activation(activation)),
         ("s4", Subsampling(16)),  # 32 parameters
         ("s4_act", _activation(activation)),
-        ("c5", nn.Conv2d(16, 120, 5)),  # 48,120 parameters
+        ("c5", CoveringConv2d(16, 120, 5)),  # 48,120 parameters
         ("c5_act", _activation(activation)),
     ])
     classifier = OrderedDict([
