@@ -2,9 +2,10 @@
 
 Sides:
   reference     torchvision FashionMNIST + PIL transforms + DataLoader + the tutorial loop (reference.py)
-  convlab       convlab's in-memory uint8 set, batched normalisation, train_one_epoch with bf16 autocast
-                and channels_last (the fast path)
-  convlab-fp32  the same convlab data path and loop in plain fp32 NCHW (what the data path alone buys)
+  convlab       convlab's in-memory uint8 set, batched normalisation, train_one_epoch, channels_last and
+                the precision that pays for the model (MODELS: float32 for LeNet-5's thin layers, bf16
+                autocast for ResNet-20's): the fast path
+  convlab-nchw  the same convlab data path and loop in plain fp32 NCHW (what the data path alone buys)
 
 Modes:
   train    images/s over --images training images after --warmup batches (same model, batch size,
@@ -26,20 +27,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from common import Clock, emit, set_threads, weights_digest  # noqa: E402
+from common import MODELS, Clock, emit, set_threads, weights_digest  # noqa: E402
 from torch import nn  # noqa: E402
 
-MODELS = {  # the model options and input size each side trains with
-    "lenet5": ({"pool": "max", "activation": "relu"}, 32),  # LeNet-5 takes 32x32: 28x28 images are resized
-    "resnet20": ({}, 28),  # the CIFAR ResNet-20 ends in global pooling: Fashion-MNIST at its own 28x28
-}
 TUTORIAL_LR, TUTORIAL_MOMENTUM = 0.01, 0.9
 
 
 def build(model_name: str, init: Path | None) -> nn.Module:
     from convlab.models import create_model
 
-    options, _ = MODELS[model_name]
+    options, _, _ = MODELS[model_name]
     torch.manual_seed(0)
     model = create_model(model_name, num_classes=10, in_chans=1, **options)
     if init is not None:
@@ -66,14 +63,14 @@ def convlab_setup(side: str, model_name: str, batch_size: int, threads: int, rec
     from convlab.train.config import resolve_config
     from convlab.train.progress import TrainProgress
 
-    _, size = MODELS[model_name]
+    _, size, amp = MODELS[model_name]
     fast = side == "convlab"
     if recipe is not None:
         config = resolve_config(recipe=recipe, val_split=0, threads=threads, **settings)
     else:
         config = resolve_config(model=model_name, batch_size=batch_size, optimizer="momentum", lr=TUTORIAL_LR,
                                 momentum=TUTORIAL_MOMENTUM, schedule="constant", val_split=0, threads=threads,
-                                amp="bf16" if fast else "off", channels_last=fast, **settings)
+                                amp=amp if fast else "off", channels_last=fast, **settings)
     bundle = load_data(config.data, image_size=(size, size), val_split=0)
     return bundle, config, TrainProgress(None, interactive=False)
 
@@ -200,7 +197,7 @@ def measure_target(args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mode", choices=("train", "eval", "target"))
-    parser.add_argument("--side", choices=("reference", "convlab", "convlab-fp32"), required=True)
+    parser.add_argument("--side", choices=("reference", "convlab", "convlab-nchw"), required=True)
     parser.add_argument("--model", choices=tuple(MODELS), default="lenet5")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--images", type=int, default=60000, help="train mode: images to time")

@@ -18,6 +18,14 @@ from pathlib import Path
 RESULT_PREFIX = "RESULT "
 HERE = Path(__file__).resolve().parent
 
+MODELS = {  # the model options and input size every side trains with, and the convlab side's --amp
+    # LeNet-5 takes 32x32: 28x28 images are resized. bf16 does not pay on its 1-, 6- and 16-map layers:
+    # the casts cost what the arithmetic saves (docs/performance.md, "Levers tried").
+    "lenet5": ({"pool": "max", "activation": "relu"}, 32, "off"),
+    # The CIFAR ResNet-20 ends in global pooling: Fashion-MNIST at its own 28x28; bf16 +70-80% here.
+    "resnet20": ({}, 28, "bf16"),
+}
+
 
 def set_threads(threads: int) -> None:
     """The same intra-op thread count for both sides (torch's default, one per core, collapses when other
