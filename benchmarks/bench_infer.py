@@ -6,8 +6,9 @@ Paths:
   channels-last-bf16 eager, NHWC, bf16 autocast: oneDNN's bf16 convolutions (AVX-512 BF16); through
                      convlab.prediction's fast_path and inference_logits, what `convlab predict/serve
                      --amp bf16 --channels-last` run
-  compile            torch.compile (inductor) of the channels_last float32 model; its compile time is reported
-  compile-bf16       torch.compile of the channels_last model under bf16 autocast
+  compile            torch.compile (inductor) of the channels-last path (float32);
+                     its compile time is reported
+  compile-bf16       torch.compile of the channels_last-bf16 path
   onnxruntime        the ONNX file convlab.export wrote, run by onnxruntime's CPU provider
 
 Every path is checked against eager float32 on the same 32 real images (Fashion-MNIST test images
@@ -55,26 +56,21 @@ def runner(path: str, weights: Path, onnx_file: Path | None, threads: int):
 
         return run, clock.stop()[0]
     model = build_model(weights)
-    if path in ("channels-last", "channels-last-bf16"):
-        from convlab.prediction import fast_path, inference_logits
+    if path == "eager-fp32":  # the plain way
 
-        amp = "bf16" if path.endswith("bf16") else "off"
-        model = fast_path(model, amp, channels_last=True)
-        return (lambda batch: inference_logits(model, batch, amp=amp, channels_last=True)), clock.stop()[0]
-    channels_last = path != "eager-fp32"
-    bf16 = path.endswith("bf16")
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        def plain(batch):
+            with torch.inference_mode():
+                return model(batch)
+
+        return plain, clock.stop()[0]
+    # Every other path is convlab's: the layout and precision `convlab predict/serve` set, compiled or not.
+    from convlab.prediction import fast_path, inference_logits
+
+    amp = "bf16" if path.endswith("bf16") else "off"
+    model = fast_path(model, amp, channels_last=True)
     if path.startswith("compile"):
         model = torch.compile(model)
-
-    def run(batch):
-        if channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            return model(batch).float()
-
-    return run, clock.stop()[0]
+    return (lambda batch: inference_logits(model, batch, amp=amp, channels_last=True)), clock.stop()[0]
 
 
 def main() -> None:

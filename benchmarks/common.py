@@ -19,8 +19,8 @@ RESULT_PREFIX = "RESULT "
 HERE = Path(__file__).resolve().parent
 
 MODELS = {  # the model options and input size every side trains with, and the convlab side's --amp
-    # LeNet-5 takes 32x32: 28x28 images are resized. bf16 does not pay on its 1-, 6- and 16-map layers:
-    # the casts cost what the arithmetic saves (docs/performance.md, "Levers tried").
+    # LeNet-5 takes 32x32: 28x28 images are resized. At batch 64 bf16 does not pay on its 1-, 6- and
+    # 16-map layers (-5%; +16% from batch 128: docs/performance.md, "Levers tried").
     "lenet5": ({"pool": "max", "activation": "relu"}, 32, "off"),
     # The CIFAR ResNet-20 ends in global pooling: Fashion-MNIST at its own 28x28; bf16 +70-80% here.
     "resnet20": ({}, 28, "bf16"),
