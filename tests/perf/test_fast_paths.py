@@ -181,9 +181,10 @@ def test_the_fast_path_is_refused_for_exported_files_and_unknown_modes(trained_l
         fast_path(trained_lenet, "bf17")
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_a_convolution_covering_its_input_is_computed_as_the_convolution(channels_last):
-    """LeNet-5's C5 runs as one matrix product at 5x5 inputs: the convolution's outputs and gradients."""
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "nhwc_input_only"])
+def test_a_convolution_covering_its_input_is_computed_as_the_convolution(layout):
+    """LeNet-5's C5 runs as one matrix product at 5x5 inputs: the convolution's outputs and gradients,
+    with the gradients in the layout of what they are the gradients of (no NCHW gradient for NHWC maps)."""
     from convlab.layers import CoveringConv2d
 
     torch.manual_seed(0)
@@ -191,19 +192,25 @@ def test_a_convolution_covering_its_input_is_computed_as_the_convolution(channel
     plain = nn.Conv2d(16, 120, 5)
     plain.load_state_dict(covering.state_dict())
     x = torch.randn(64, 16, 5, 5)
-    if channels_last:
+    if layout == "channels_last":
         covering.to(memory_format=torch.channels_last)
         plain.to(memory_format=torch.channels_last)
+    if layout != "nchw":  # nhwc_input_only: NHWC maps into a layer whose weights were left NCHW
         x = x.contiguous(memory_format=torch.channels_last)
     assert covering.covers(x)
     outputs = []
     for layer in (covering, plain):
         inputs = x.clone().requires_grad_()
         out = layer(inputs)
-        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
-        outputs.append((out, inputs.grad, layer.weight.grad, layer.bias.grad))
+        loss = (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum()
+        # autograd.grad hands back the gradients as computed, before .grad's copy into the leaf's layout
+        outputs.append((out, *torch.autograd.grad(loss, (inputs, layer.weight, layer.bias))))
     for fast, slow in zip(*outputs, strict=True):
         assert fast.shape == slow.shape and (fast - slow).abs().max() <= 1e-4
+    _, input_grad, weight_grad, _ = outputs[0]
+    assert input_grad.stride() == x.stride()  # what S4's backward receives: NHWC maps get an NHWC gradient
+    if layout != "nhwc_input_only":  # mixed layouts: one side is copied either way
+        assert weight_grad.stride() == covering.weight.stride()
     wider = torch.randn(2, 16, 9, 9)  # a larger input gives larger maps: a convolution again
     assert not covering.covers(wider) and covering(wider).shape == (2, 120, 5, 5)
     assert (covering(wider) - plain(wider)).abs().max() <= 1e-5
