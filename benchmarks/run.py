@@ -313,6 +313,14 @@ def targets(results: dict) -> list[dict]:
     return rows
 
 
+def round_ratios(row: dict, convlab: str = "convlab") -> str:
+    """' (rounds 2.7-3.0x)': the ratio within each alternated round, whose two sides ran minutes apart at
+    most, so a reader sees how much of the ratio of medians is the machine drifting between rounds."""
+    pairs = zip(row["samples"]["reference"], row["samples"][convlab])
+    ratios = sorted(ours / reference for reference, ours in pairs if reference > 0)
+    return f" (rounds {ratios[0]:.2f}-{ratios[-1]:.2f}x)" if len(ratios) > 1 else ""
+
+
 def markdown(results: dict) -> str:
     m = results["machine"]
     lines = [f"Measured {results['finished'][:16].replace('T', ' ')} UTC{' (--quick)' if results['quick'] else ''} "
@@ -320,7 +328,7 @@ def markdown(results: dict) -> str:
              f"torch {m['torch']}, {m['threads']} thread(s) on every side, load average "
              f"{', '.join(map(str, m['load_average_at_start']))} at the start and "
              f"{', '.join(map(str, m['load_average_at_end']))} at the end (other work shared the cores). "
-             "Medians of alternated runs; every sample is in the results file. Memory: the peak "
+             "Medians of alternated runs (a training row also gives the ratio within each round); every sample is in the results file. Memory: the peak "
              "resident memory a side's work added to its process after the imports (VmHWM).", "",
              "| measurement | reference (PyTorch tutorial way) | convlab | convlab / reference |",
              "|---|---|---|---|"]
@@ -336,7 +344,7 @@ def markdown(results: dict) -> str:
         lines.append(f"| train {model}, batch 64: images/s (s/epoch, CPU-s/epoch; memory) | {med['reference']:,.0f} "
                      f"({epoch['reference']:.1f} s, {cpu['reference']:.1f}; {memory['reference']:,.0f} MB) | "
                      f"{med['convlab']:,.0f} ({layout}; {epoch['convlab']:.1f} s, {cpu['convlab']:.1f}; "
-                     f"{memory['convlab']:,.0f} MB){fp32} | **{row['ratio']:.2f}x** |")
+                     f"{memory['convlab']:,.0f} MB){fp32} | **{row['ratio']:.2f}x**{round_ratios(row)} |")
     row = training["eval_lenet5"]
     lines.append(f"| evaluate LeNet-5, 10,000 test images: images/s | {row['medians']['reference']:,.0f} (batch 64) | "
                  f"{row['medians']['convlab']:,.0f} (batch 512, channels_last) | **{row['ratio']:.2f}x** |")
