@@ -83,43 +83,40 @@ def test_onnx_runtime_gives_the_pytorch_logits(trained_lenet, fashion, tmp_path)
     assert (torch.from_numpy(runtime.predict_logits(images)) - expected).abs().max() <= 1e-4
 
 
+def lenet_steps(images, labels, steps: int, **levers) -> tuple[torch.Tensor, dict]:
+    """LeNet-5 from seed 0 after ``steps`` momentum steps through the engine's train_step, with the speed
+    levers given (channels_last, compile) set as the engine sets them: its losses and its weights."""
+    torch.manual_seed(0)
+    model = create_model("lenet5", num_classes=10, in_chans=1, **LENET)
+    if levers.get("channels_last"):
+        model.to(memory_format=torch.channels_last)
+    step_model = torch.compile(model) if levers.get("compile") else model  # the weights stay model's
+    config = resolve_config(lr=0.05, **levers)
+    optimizer = build_optimizer(model, "momentum", 0.05)
+    schedule = Schedule(optimizer, "constant", 1, steps)
+    losses = [train_step(step_model, images, labels, optimizer, schedule, nn.CrossEntropyLoss(), config)[0]
+              for _ in range(steps)]
+    return torch.stack(losses), model.state_dict()
+
+
+def assert_same_steps(plain, fast) -> None:
+    (losses_plain, weights_plain), (losses_fast, weights_fast) = plain, fast
+    assert (losses_plain - losses_fast).abs().max() <= 1e-5
+    assert all((weights_plain[key] - weights_fast[key]).abs().max() <= 1e-5 for key in weights_plain)
+
+
 def test_a_channels_last_training_step_takes_the_same_step(fashion):
     images, labels = next(iter(fashion.loader("train", 128, shuffle=True)))
-    results = []
-    for channels_last in (False, True):
-        torch.manual_seed(0)
-        model = create_model("lenet5", num_classes=10, in_chans=1, **LENET)
-        if channels_last:
-            model.to(memory_format=torch.channels_last)
-        config = resolve_config(channels_last=channels_last, lr=0.05)
-        optimizer = build_optimizer(model, "momentum", 0.05)
-        loss, _ = train_step(model, images, labels, optimizer, Schedule(optimizer, "constant", 1, 1),
-                             nn.CrossEntropyLoss(), config)
-        results.append((loss, model.state_dict()))
-    (loss_a, weights_a), (loss_b, weights_b) = results
-    assert abs(loss_a - loss_b) <= 1e-5
-    assert all((weights_a[key] - weights_b[key]).abs().max() <= 1e-5 for key in weights_a)
+    assert_same_steps(lenet_steps(images, labels, 1), lenet_steps(images, labels, 1, channels_last=True))
 
 
 @pytest.mark.slow
 def test_a_compiled_training_step_takes_the_eager_step(fashion):
     """--compile (torch.compile of the model the engine steps): the same losses and weights after two steps."""
     images, labels = next(iter(fashion.loader("train", 64, shuffle=True)))
-    results = []
-    for compiled in (False, True):
-        torch.manual_seed(0)
-        model = create_model("lenet5", num_classes=10, in_chans=1, **LENET)
-        step_model = torch.compile(model) if compiled else model  # as the engine does: weights stay model's
-        config = resolve_config(compile=compiled, lr=0.05)
-        optimizer = build_optimizer(model, "momentum", 0.05)
-        schedule = Schedule(optimizer, "constant", 1, 2)
-        losses = [train_step(step_model, images, labels, optimizer, schedule, nn.CrossEntropyLoss(), config)[0]
-                  for _ in range(2)]
-        results.append((torch.stack(losses), model.state_dict()))
-    (losses_eager, weights_eager), (losses_compiled, weights_compiled) = results
-    assert (losses_eager - losses_compiled).abs().max() <= 1e-5
-    assert losses_compiled[1] < losses_compiled[0]  # it stepped
-    assert all((weights_eager[key] - weights_compiled[key]).abs().max() <= 1e-5 for key in weights_eager)
+    compiled = lenet_steps(images, labels, 2, compile=True)
+    assert compiled[0][1] < compiled[0][0]  # it stepped
+    assert_same_steps(lenet_steps(images, labels, 2), compiled)
 
 
 def test_thread_settings_never_exceed_the_process_and_are_given_back():
