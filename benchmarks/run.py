@@ -328,7 +328,8 @@ def markdown(results: dict) -> str:
              f"torch {m['torch']}, {m['threads']} thread(s) on every side, load average "
              f"{', '.join(map(str, m['load_average_at_start']))} at the start and "
              f"{', '.join(map(str, m['load_average_at_end']))} at the end (other work shared the cores). "
-             "Medians of alternated runs (a training row also gives the ratio within each round); every sample is in the results file. Memory: the peak "
+             "Medians of alternated runs (a training row also gives the ratio within each round); every "
+             "sample is in the results file. Memory: the peak "
              "resident memory a side's work added to its process after the imports (VmHWM).", "",
              "| measurement | reference (PyTorch tutorial way) | convlab | convlab / reference |",
              "|---|---|---|---|"]

@@ -34,7 +34,7 @@ RECIPES: dict[str, Recipe] = {
             "lr": 0.004,  # peak of the one-cycle curve; 0.002-0.006 land within 0.2 points
             "schedule": "onecycle",  # Smith & Topin 2018: warm up, then anneal to ~0 by the last step
             "label_smoothing": 0.1,  # Szegedy et al. 2016: softer targets; +0.2 points at 5 epochs here
-            # bf16 pays for LeNet-5 from batch 128 (+16% images/s on an AMX Xeon); at batch 64 float32 is 20%
+            # bf16 pays for LeNet-5 from batch 128 (+16% images/s on an AMX Xeon); at batch 64 float32 is 5-7%
             # faster, autocast's per-step casts outweighing what it saves (docs/performance.md, "Levers tried")
             "amp": "bf16",
             "channels_last": True,  # NHWC: oneDNN's fast layout, +10% images/s on LeNet-5 here
