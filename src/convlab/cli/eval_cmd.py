@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 # The evaluation package loads torch; the command line lists its modes without it (a test keeps them equal).
-TTA_MODES = ("flip", "tencrop")
+TTA_MODES = ("flip", "shift", "tencrop")
 
 CONFUSION_PRINTED_UP_TO = 20  # classes; a larger matrix does not fit a terminal, see confusion-<split>.png
 
@@ -22,7 +22,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--data", default=None, help="data to evaluate on (default: the checkpoint's own)")
     parser.add_argument("--split", default="test", choices=("test", "val", "train"), help="default: test")
     parser.add_argument("--tta", default=None, choices=("none", *TTA_MODES),
-                        help="test-time augmentation: flip = image and mirror, tencrop = 5 crops and mirrors")
+                        help="test-time augmentation: flip = image and mirror, shift = both at rest and moved 1 px "
+                        "up/down/left/right, tencrop = 5 crops and mirrors")
     parser.add_argument("--batch-size", type=int, default=512, help="default: 512")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present)")
     parser.add_argument("--data-root", default=None, help="where named data sets are found or downloaded")

@@ -96,8 +96,8 @@ def evaluate_model(
     """Run ``model`` over ``bundle``'s ``split`` once, without autograd, and measure it.
 
     The model is moved to ``device`` and put in eval mode; its previous train/eval mode is
-    restored afterwards. ``tta`` is ``None``, ``"flip"`` or ``"tencrop"`` (softmax averaged over
-    views). ``input_correction`` = (scale, shift), per channel, re-normalises the loader's images
+    restored afterwards. ``tta`` is ``None``, ``"flip"``, ``"shift"`` or ``"tencrop"`` (softmax averaged
+    over views). ``input_correction`` = (scale, shift), per channel, re-normalises the loader's images
     to the statistics the model was trained with (``x * scale + shift``).
     """
     tta = check_tta(tta)
