@@ -46,6 +46,10 @@ def test_bad_settings_name_the_setting_and_what_is_accepted(tmp_path):
         resolve_config(augment="flipp,crop")
     with pytest.raises(ConvlabError, match="Unknown --amp mode 'fp8'.*Accepted: bf16, off"):
         resolve_config(amp="fp8")
+    with pytest.raises(ConvlabError, match="test_tta: Unknown test-time augmentation 'mirror'; accepted: none, flip, "
+                                           "shift, tencrop"):
+        resolve_config(test_tta="mirror")
+    assert resolve_config(test_tta="none").test_tta is None and resolve_config(test_tta="shift").test_tta == "shift"
     assert resolve_config(image_size="28x32").image_size == [28, 32]
     assert resolve_config(augment="flip, crop").augment == ["flip", "crop"]
 

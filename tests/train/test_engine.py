@@ -185,6 +185,18 @@ def test_early_stop_keeps_the_best_weights(tmp_path):
     assert read_record(result.run_dir / "last.safetensors")["epoch"] == 3
 
 
+def test_test_tta_tests_the_best_weights_through_its_views(tmp_path):
+    result = train(**dict(QUICK, epochs=1, test_tta="shift"), out=tmp_path / "shifted")
+    assert result.test.tta == "shift"
+    model, _ = load_checkpoint(result.run_dir / "best.safetensors")
+    bundle = convlab.data.load_data("fashion-mnist", limit=1000)
+    again = evaluate_model(model, bundle, "test", tta="shift")
+    assert again.top1 == result.test.top1 and again.loss == pytest.approx(result.test.loss, rel=1e-6)
+    assert f"test top-1 {result.test.top1:.2%}" in (result.run_dir / "train.log").read_text()
+    assert "(best weights, test-time augmentation shift)" in (result.run_dir / "train.log").read_text()
+    assert "test-time augmentation shift" in (result.run_dir / "report.md").read_text()
+
+
 def test_bf16_autocast_trains(tmp_path):
     result = train(**dict(QUICK, epochs=2, amp="bf16"), out=tmp_path / "bf16")
     assert result.best_val_top1 > 0.6  # chance is 0.1; float32 gets 0.71 with these settings

@@ -105,6 +105,9 @@ def add_parser(subparsers) -> None:
     group.add_argument("--label-smoothing", type=float, metavar="EPS", help=f"cross-entropy label smoothing "
                        f"(default {defaults.label_smoothing:g})")
     group.add_argument("--amp", choices=AMP_MODES, help=f"bf16 autocast for forward and loss (default {defaults.amp})")
+    group.add_argument("--test-tta", metavar="MODE", help="test-time augmentation of the final test evaluation: "
+                       "flip, shift (flip x 1-pixel shifts: 10 views) or tencrop (default: none; `convlab eval "
+                       "--tta` does the same for a finished run)")
     group.add_argument("--early-stop", type=int, metavar="PATIENCE", help="stop when val top-1 has not improved "
                        "for PATIENCE epochs (default: off)")
     group = parser.add_argument_group("speed (docs/performance.md)")

@@ -42,6 +42,7 @@ class TrainConfig:
     init: str = "default"
     activation: str | None = None  # None: the model's own activation
     amp: str = "off"
+    test_tta: str | None = None  # test-time augmentation of the final test evaluation: flip, shift, tencrop
     # Speed levers (docs/performance.md): they change how fast a run goes, not what it computes
     # (beyond float rounding), so a resumed run may change them.
     channels_last: bool = False  # NHWC activations: oneDNN's fast convolution layout, above all with bf16
@@ -229,6 +230,7 @@ def check_config(config: TrainConfig) -> TrainConfig:
     config.image_size = parse_image_size(config.image_size)
     config.augment = parse_augment(config.augment)
     check_speed_levers(config)
+    config.test_tta = check_test_tta(config.test_tta)
     config.classes = parse_classes(config.classes)
     if config.limit is not None and config.limit_per_class is not None:
         raise ConvlabError(f"Give --limit ({config.limit} images in all) or --limit-per-class "
@@ -303,6 +305,16 @@ def parse_threads(value: Any) -> int | str | None:
     if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
         raise ConvlabError(f"threads must be a positive integer or 'auto' (the idle cores), got {value!r}.")
     return int(text)
+
+
+def check_test_tta(value: Any) -> str | None:
+    """None, "none" or "" -> None; a mode of convlab.evaluation.TTA_MODES -> itself; else one clear error."""
+    from convlab.evaluation.tta import check_tta
+
+    try:
+        return check_tta(None if value is None else str(value))
+    except ConvlabError as error:
+        raise ConvlabError(f"test_tta: {error}") from None
 
 
 def check_speed_levers(config: TrainConfig) -> None:

@@ -42,7 +42,8 @@ AUX_LOSS_WEIGHT = 0.3
 METRIC_COLUMNS = ("epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr", "seconds",
                   "images_per_s")
 # everything else would change the run; the speed levers (threads, channels_last, compile) change its pace only
-RESUME_MAY_CHANGE = ("epochs", "early_stop", "device", "out", "resume", "threads", "channels_last", "compile")
+RESUME_MAY_CHANGE = ("epochs", "early_stop", "device", "out", "resume", "threads", "channels_last", "compile",
+                     "test_tta")  # the last: how the finished run is tested, not how it trains
 RUN_FILES = ("config.yaml", "state.pt", "last.safetensors", "best.safetensors", "metrics.csv")
 
 
@@ -570,7 +571,7 @@ def _finish(run_dir: Path, config: TrainConfig, model, bundle, device, standing:
     if standing.best_epoch > 0:
         model.load_state_dict(load_file(str(run_dir / "best.safetensors"), device=str(device)))
         if "test" in bundle.splits():
-            test = evaluate_model(model, bundle, "test", device=device, amp=config.amp)
+            test = evaluate_model(model, bundle, "test", device=device, amp=config.amp, tta=config.test_tta)
         report = write_report(run_dir, test, model=model, bundle=bundle)
         transfer = read_record(run_dir / "last.safetensors").get("transfer")  # the trainable set at the end
         if transfer:
@@ -579,7 +580,8 @@ def _finish(run_dir: Path, config: TrainConfig, model, bundle, device, standing:
     if has_val and standing.best_epoch > 0:
         summary.append(f"best val top-1 {standing.best_top1:.2%} (epoch {standing.best_epoch})")
     if test is not None:
-        summary.append(f"test top-1 {test.top1:.2%} top-5 {test.top5:.2%} (best weights)")
+        views = f", test-time augmentation {test.tta}" if test.tta else ""
+        summary.append(f"test top-1 {test.top1:.2%} top-5 {test.top5:.2%} (best weights{views})")
     summary.append(f"run folder {run_dir}")
     progress.note("; ".join(summary))
     stopped_early = config.early_stop is not None and standing.stale_epochs >= config.early_stop
