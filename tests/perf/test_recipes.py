@@ -30,7 +30,7 @@ def test_the_fast_recipe_is_the_documented_fashion_mnist_configuration():
     assert recipe_settings("fast") == {
         "model": "vgg_mini", "data": "fashion-mnist", "epochs": 10, "batch_size": 256, "optimizer": "nesterov",
         "lr": 0.2, "weight_decay": 0.0005, "schedule": "onecycle", "label_smoothing": 0.1, "augment": ["flip"],
-        "amp": "bf16", "channels_last": True,
+        "amp": "bf16", "channels_last": True, "test_tta": "flip",
     }
 
 
