@@ -58,17 +58,14 @@ def ten_crop_views(images: Tensor) -> Iterator[Tensor]:
 def shift_views(images: Tensor) -> Iterator[Tensor]:
     """The batch and its mirror, unmoved and moved one pixel up, down, left and right (10 views).
 
-    The border a shift uncovers repeats the edge pixels, as the ``translate`` augmentation does.
+    The border a shift uncovers repeats the edge pixels, as the ``translate`` augmentation does. Every
+    view moves the whole batch by the same step, so one padded copy serves all of them as slices
+    (``augment.shift_batch`` gathers a window per image, for steps that differ image by image).
     """
-    from convlab.data.augment import shift_batch
-
-    batch = images.shape[0]
+    height, width = images.shape[-2:]
+    padded = F.pad(images, (1, 1, 1, 1), mode="replicate")
     for dy, dx in SHIFTS:
-        if (dy, dx) == (0, 0):
-            view = images
-        else:
-            offsets = [torch.full((batch,), offset, dtype=torch.long) for offset in (dy, dx)]
-            view = shift_batch(images, *offsets, limit=1, fill_edges=True)
+        view = images if (dy, dx) == (0, 0) else padded[..., 1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width]
         yield view
         yield view.flip(-1)
 
