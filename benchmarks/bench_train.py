@@ -60,8 +60,8 @@ class Limited:
 def convlab_setup(side: str, model_name: str, batch_size: int, threads: int, recipe: str | None = None, **settings):
     """Bundle, TrainConfig and a quiet progress for the convlab sides."""
     from convlab.data import load_data
-    from convlab.train.config import resolve_config
-    from convlab.train.progress import TrainProgress
+    from convlab.training.config import resolve_config
+    from convlab.training.progress import TrainProgress
 
     _, size, amp = MODELS[model_name]
     fast = side == "convlab"
@@ -76,8 +76,8 @@ def convlab_setup(side: str, model_name: str, batch_size: int, threads: int, rec
 
 
 def measure_train(args) -> dict:
-    from convlab.train.engine import train_one_epoch
-    from convlab.train.optim import Schedule, build_optimizer
+    from convlab.training.engine import train_one_epoch
+    from convlab.training.optim import Schedule, build_optimizer
 
     model = build(args.model, args.init)
     digest = weights_digest(model)
@@ -162,8 +162,8 @@ def measure_target(args) -> dict:
                     "schedule": "constant"}
     else:
         from convlab.evaluation import evaluate_model
-        from convlab.train.engine import train_one_epoch
-        from convlab.train.optim import Schedule, build_optimizer
+        from convlab.training.engine import train_one_epoch
+        from convlab.training.optim import Schedule, build_optimizer
 
         bundle, config, progress = convlab_setup(args.side, args.model, 0, args.threads, recipe=args.recipe)
         if config.model != args.model:

@@ -7,7 +7,7 @@ tried" rows for LeNet-5 come from: ``python benchmarks/levers.py --threads 2``.
 Variants:
   plain         NCHW float32, C5 as nn.Conv2d, SGD with a loop over tensors (torch's foreach off)
   +channels-last  NHWC weights and batches
-  +fused-sgd    torch's fused SGD kernel (what convlab.train.build_optimizer picks)
+  +fused-sgd    torch's fused SGD kernel (what convlab.training.build_optimizer picks)
   +covering-c5  C5 as CoveringConv2d: one matrix product at its 5x5 input (what convlab's LeNet-5 has)
   +bf16         bf16 autocast on top of all of the above
 """

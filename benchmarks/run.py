@@ -156,7 +156,7 @@ def prepare_inference(work: Path) -> Path:
 
     from convlab.data import load_data, normalize
     from convlab.data.images import resize, to_channels
-    from convlab.export import export_model
+    from convlab.exporting import export_model
     from convlab.models import create_model
 
     folder = work / "inference"
@@ -426,7 +426,7 @@ def main() -> None:
                      f"{', '.join(RECIPE_TARGETS)}")
     import torch
 
-    from convlab.train.engine import resolve_threads
+    from convlab.training.engine import resolve_threads
 
     torch.set_num_threads(os.cpu_count() or 1)
     threads = resolve_threads("auto" if args.threads == "auto" else int(args.threads))

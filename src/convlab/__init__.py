@@ -20,15 +20,15 @@ _API = {
     "check_input_size": "convlab.analysis",
     "conv_arithmetic": "convlab.analysis",
     "load_data": "convlab.data",
-    "train": "convlab.train",
-    "TrainConfig": "convlab.train",
+    "train": "convlab.training",
+    "TrainConfig": "convlab.training",
     "evaluate": "convlab.evaluation",
     "predict": "convlab.prediction",
     "load": "convlab.prediction",
     "load_pretrained": "convlab.transfer",
-    "export": "convlab.export",
+    "export": "convlab.exporting",
 }
-_SUBPACKAGES = ("analysis", "data", "evaluation", "export", "layers", "models", "serve", "train", "transfer", "viz")
+_SUBPACKAGES = ("analysis", "data", "evaluation", "exporting", "layers", "models", "serve", "training", "transfer", "viz")
 
 __all__ = ["__version__", *_API, *_SUBPACKAGES]
 

@@ -21,7 +21,7 @@ def load_any(source) -> tuple[torch.nn.Module, dict]:
     """``(model, record)`` from a run folder or checkpoint, or from a file written by ``convlab export``
     (``.onnx`` through onnxruntime, ``.pt``/``.pth`` TorchScript): one prediction path for all of them."""
     if Path(source).suffix.lower() in EXPORTED_SUFFIXES:
-        from convlab.export.runtime import load_exported
+        from convlab.exporting.runtime import load_exported
 
         return load_exported(source)
     return load(source)

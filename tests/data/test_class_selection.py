@@ -5,7 +5,7 @@ import torch
 
 from convlab.data import load_data
 from convlab.errors import ConvlabError
-from convlab.train.config import resolve_config
+from convlab.training.config import resolve_config
 
 FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 

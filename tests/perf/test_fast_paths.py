@@ -15,8 +15,8 @@ from torch import nn
 from convlab.data import load_data
 from convlab.evaluation import evaluate_model
 from convlab.models import create_model
-from convlab.train import Schedule, build_optimizer, resolve_config, train_step
-from convlab.train.engine import intra_op_threads, resolve_threads
+from convlab.training import Schedule, build_optimizer, resolve_config, train_step
+from convlab.training.engine import intra_op_threads, resolve_threads
 
 LENET = {"pool": "max", "activation": "relu"}
 
@@ -71,7 +71,7 @@ def test_bf16_predicts_the_float32_class_for_98_percent_of_real_images(trained_l
 
 
 def test_onnx_runtime_gives_the_pytorch_logits(trained_lenet, fashion, tmp_path):
-    from convlab.export import OnnxClassifier, export_model
+    from convlab.exporting import OnnxClassifier, export_model
 
     record = {"classes": fashion.classes,
               "input": {"channels": 1, "size": [32, 32], "mean": list(fashion.mean), "std": list(fashion.std)}}
@@ -187,7 +187,7 @@ def test_predictions_through_the_fast_path_match_the_plain_ones(trained_lenet, f
 
 def test_the_fast_path_is_refused_for_exported_files_and_unknown_modes(trained_lenet):
     from convlab.errors import ConvlabError
-    from convlab.export.runtime import OnnxLogits
+    from convlab.exporting.runtime import OnnxLogits
     from convlab.prediction import fast_path
 
     traced = torch.jit.trace(trained_lenet, torch.randn(1, 1, 32, 32))

@@ -7,8 +7,8 @@ import yaml
 
 from convlab.cli import main as cli_main
 from convlab.errors import ConvlabError
-from convlab.train import resolve_config
-from convlab.train.recipes import RECIPES, recipe_markdown, recipe_settings
+from convlab.training import resolve_config
+from convlab.training.recipes import RECIPES, recipe_markdown, recipe_settings
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "performance.md"
 

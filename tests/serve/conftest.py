@@ -132,7 +132,7 @@ def server_thread():
 @pytest.fixture(scope="session")
 def onnx_file(checkpoint, tmp_path_factory):
     """The trained checkpoint exported to ONNX (checked by the exporter against PyTorch to 1e-4)."""
-    from convlab.export import export
+    from convlab.exporting import export
 
     return export(checkpoint, "onnx", out=tmp_path_factory.mktemp("export") / "model.onnx").path
 

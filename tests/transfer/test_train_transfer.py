@@ -11,11 +11,11 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import convlab
-import convlab.train.engine as engine
+import convlab.training.engine as engine
 from convlab.checkpoint import read_record
 from convlab.errors import ConvlabError
 from convlab.models import create_model
-from convlab.train import Schedule, build_optimizer, train
+from convlab.training import Schedule, build_optimizer, train
 from convlab.transfer import apply_transfer
 
 # Small enough to keep every run about a second: 16x16 images, 100 training images per class.

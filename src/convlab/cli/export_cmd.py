@@ -30,7 +30,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from convlab.export import export
+    from convlab.exporting import export
 
     result = export(
         args.source, format=args.format, out=args.out, opset=args.opset, check_samples=args.check_samples,

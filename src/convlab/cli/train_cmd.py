@@ -1,4 +1,4 @@
-"""`convlab train`: flags for every TrainConfig field, a YAML file under them, then ``convlab.train.train``."""
+"""`convlab train`: flags for every TrainConfig field, a YAML file under them, then ``convlab.training.train``."""
 
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ def add_parser(subparsers) -> None:
     from convlab.data import AUGMENTATIONS, NAMED_SETS
     from convlab.layers.activations import ACTIVATIONS
     from convlab.layers.init import INIT_SCHEMES
-    from convlab.train.config import AMP_MODES, TrainConfig
-    from convlab.train.optim import OPTIMIZERS, SCHEDULES
-    from convlab.train.recipes import RECIPES
+    from convlab.training.config import AMP_MODES, TrainConfig
+    from convlab.training.optim import OPTIMIZERS, SCHEDULES
+    from convlab.training.recipes import RECIPES
 
     defaults = TrainConfig()
     parser = subparsers.add_parser(
@@ -129,7 +129,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from convlab.train import train
+    from convlab.training import train
 
     settings = {key: value for key, value in vars(args).items() if key not in ("func", "command", "config")}
     if "options" in settings:

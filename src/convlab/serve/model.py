@@ -52,7 +52,7 @@ class ServedModel:
             model, record = source
             self.format, self.source = "checkpoint", "in memory"
         elif Path(source).suffix.lower() == ".onnx":
-            from convlab.export.runtime import OnnxClassifier, OnnxLogits
+            from convlab.exporting.runtime import OnnxClassifier, OnnxLogits
 
             # torch's thread setting is the process's share of the cores (serve divides them among workers)
             runtime = OnnxClassifier(Path(source), providers=onnx_providers(device), threads=torch.get_num_threads())

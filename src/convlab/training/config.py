@@ -24,13 +24,13 @@ DEVICES = ("auto", "cpu", "cuda")  # and "cuda:N"
 class TrainConfig:
     """Everything a training run depends on; the run folder's config.yaml holds one of these."""
 
-    recipe: str | None = None  # a named configuration (convlab.train.recipes) under the file and the flags
+    recipe: str | None = None  # a named configuration (convlab.training.recipes) under the file and the flags
     model: str = "lenet5"
     data: str = "fashion-mnist"
     epochs: int = 10
     batch_size: int = 128
     optimizer: str = "momentum"
-    lr: float | None = None  # None: the optimizer's default, see convlab.train.optim.OPTIMIZERS
+    lr: float | None = None  # None: the optimizer's default, see convlab.training.optim.OPTIMIZERS
     momentum: float | None = None  # None: the optimizer's default
     weight_decay: float | None = None  # None: the optimizer's default (0, or 0.01 for adamw)
     schedule: str = "cosine"
@@ -141,7 +141,7 @@ def resolve_config(config: TrainConfig | dict | str | Path | None = None, **over
     """Merge defaults, ``config`` (a TrainConfig, a mapping or a YAML file) and ``overrides``, then check.
 
     Model ``options`` are merged key by key (an override adds to the file's options); every
-    other setting is replaced. A ``recipe`` (convlab.train.recipes) fills in its values between the
+    other setting is replaced. A ``recipe`` (convlab.training.recipes) fills in its values between the
     defaults and ``config``: defaults < recipe < file or mapping < overrides. A TrainConfig object
     counts as resolved already: its recipe is not applied again.
     """
@@ -157,7 +157,7 @@ def resolve_config(config: TrainConfig | dict | str | Path | None = None, **over
     base = TrainConfig().to_dict()
     recipe = overrides.get("recipe", values.get("recipe"))
     if recipe is not None and not isinstance(config, TrainConfig):
-        from convlab.train.recipes import recipe_settings
+        from convlab.training.recipes import recipe_settings
 
         base.update(recipe_settings(str(recipe)))
     merged = {**base, **values}
@@ -190,7 +190,7 @@ def _number(config: TrainConfig, name: str, kind: type, minimum: float | None = 
 def check_config(config: TrainConfig) -> TrainConfig:
     """Coerce types and reject values no run could use, naming the setting and what is accepted."""
     from convlab.layers.init import INIT_SCHEMES
-    from convlab.train.optim import OPTIMIZERS, SCHEDULES
+    from convlab.training.optim import OPTIMIZERS, SCHEDULES
 
     _number(config, "epochs", int, 1)
     _number(config, "batch_size", int, 1)
@@ -262,7 +262,7 @@ def parse_classes(value: Any) -> list[int | str] | None:
 
 def check_transfer(config: TrainConfig) -> None:
     """The transfer settings must form one of the lectures' scenarios (``convlab.transfer``)."""
-    from convlab.train.transfer import TRANSFER_MODES
+    from convlab.transfer.run import TRANSFER_MODES
 
     if not isinstance(config.allow_partial, bool):
         raise ConvlabError(f"allow_partial must be true or false, got {config.allow_partial!r}.")
@@ -320,7 +320,7 @@ def check_test_tta(value: Any) -> str | None:
 def check_speed_levers(config: TrainConfig) -> None:
     """The recipe name and the speed settings (docs/performance.md)."""
     if config.recipe is not None:
-        from convlab.train.recipes import recipe_settings
+        from convlab.training.recipes import recipe_settings
 
         config.recipe = str(config.recipe)
         recipe_settings(config.recipe)  # an unknown name: ConvlabError listing the recipes

@@ -104,7 +104,7 @@ class OnnxLogits(nn.Module):
 def load_exported(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """``(module, record)`` for a file written by ``convlab export``: ``.onnx`` runs in onnxruntime (CUDA when
     its provider is installed, else CPU), ``.pt``/``.pth`` is TorchScript loaded onto ``map_location``."""
-    from convlab.export.torchscript import load_torchscript
+    from convlab.exporting.torchscript import load_torchscript
 
     path = Path(path)
     suffix = path.suffix.lower()

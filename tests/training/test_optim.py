@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from convlab.errors import ConvlabError
-from convlab.train import OPTIMIZERS, SCHEDULES, Schedule, TrainConfig, build_optimizer, train_step
+from convlab.training import OPTIMIZERS, SCHEDULES, Schedule, TrainConfig, build_optimizer, train_step
 
 
 def small_net() -> nn.Module:

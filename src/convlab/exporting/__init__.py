@@ -7,8 +7,6 @@ after the exported model gave the same logits as the PyTorch one (max |differenc
 
 from __future__ import annotations
 
-import sys
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,10 +15,10 @@ from torch import nn
 
 from convlab import __version__
 from convlab.errors import ConvlabError, unknown_name_error
-from convlab.export.check import TOLERANCE, CheckResult, check_images, compare
-from convlab.export.onnx import check_opset, write_onnx
-from convlab.export.runtime import OnnxClassifier, OnnxLogits, load_exported
-from convlab.export.torchscript import load_torchscript, write_torchscript
+from convlab.exporting.check import TOLERANCE, CheckResult, check_images, compare
+from convlab.exporting.onnx import check_opset, write_onnx
+from convlab.exporting.runtime import OnnxClassifier, OnnxLogits, load_exported
+from convlab.exporting.torchscript import load_torchscript, write_torchscript
 
 __all__ = ["DEFAULT_CHECK_SAMPLES", "FORMATS", "ExportResult", "OnnxClassifier", "OnnxLogits", "export",
            "export_model", "load_exported", "load_torchscript"]
@@ -229,14 +227,3 @@ def check_output(out: Path, fmt: str) -> Path:
             f"(predict and serve choose the runtime by suffix); rename it or choose another --format."
         )
     return out
-
-
-class _CallableModule(types.ModuleType):
-    """``convlab.export(...)`` must call export() even when ``import convlab.export.runtime`` ran first: the
-    import system then binds this package, not the function, to the name ``convlab.export``."""
-
-    def __call__(self, *args, **kwargs) -> ExportResult:
-        return export(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -12,7 +12,7 @@ from PIL import Image
 from convlab.checkpoint import load_checkpoint
 from convlab.data import normalize, read_image
 from convlab.errors import ConvlabError
-from convlab.export import OnnxClassifier, export, load_exported
+from convlab.exporting import OnnxClassifier, export, load_exported
 from convlab.prediction import predict, predict_tensors
 
 from .conftest import digits

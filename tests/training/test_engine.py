@@ -15,7 +15,7 @@ from convlab.checkpoint import load_checkpoint, read_record
 from convlab.errors import ConvlabError
 from convlab.evaluation import evaluate_model
 from convlab.models import create_model
-from convlab.train import Schedule, TrainConfig, build_optimizer, train, train_step
+from convlab.training import Schedule, TrainConfig, build_optimizer, train, train_step
 
 HEADER = "epoch,train_loss,train_top1,val_loss,val_top1,val_top5,lr,seconds,images_per_s"
 # An MLP on 1,000 Fashion-MNIST images (900 train, 100 val): a second per epoch, yet far above chance.

@@ -7,12 +7,9 @@ In metrics.csv, accuracies are fractions (0..1), ``lr`` is the learning rate the
 with, ``seconds`` covers training and validation, ``images_per_s`` the training alone.
 """
 
-import sys
-import types
-
-from convlab.train.config import TrainConfig, resolve_config
-from convlab.train.engine import TrainResult, train, train_step
-from convlab.train.optim import OPTIMIZERS, SCHEDULES, Schedule, build_optimizer
+from convlab.training.config import TrainConfig, resolve_config
+from convlab.training.engine import TrainResult, train, train_step
+from convlab.training.optim import OPTIMIZERS, SCHEDULES, Schedule, build_optimizer
 
 __all__ = [
     "OPTIMIZERS",
@@ -25,14 +22,3 @@ __all__ = [
     "train",
     "train_step",
 ]
-
-
-class _CallableModule(types.ModuleType):
-    """``convlab.train`` names both this package and the function: once the package is imported, the
-    attribute ``convlab.train`` is the package, so the package itself forwards calls to ``train``."""
-
-    def __call__(self, *args, **kwargs) -> TrainResult:
-        return train(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

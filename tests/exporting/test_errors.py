@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from convlab.checkpoint import load_checkpoint
 from convlab.errors import ConvlabError
-from convlab.export import export, export_model
+from convlab.exporting import export, export_model
 
 
 def test_a_missing_checkpoint(tmp_path):

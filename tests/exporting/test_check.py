@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from convlab.export.check import batch_sizes_for, compare, random_images
+from convlab.exporting.check import batch_sizes_for, compare, random_images
 
 
 def test_a_single_image_comes_first_then_batches_of_eight():

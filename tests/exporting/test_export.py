@@ -11,7 +11,7 @@ import torch
 
 import convlab
 from convlab.checkpoint import load_checkpoint
-from convlab.export import OnnxClassifier, export, load_torchscript
+from convlab.exporting import OnnxClassifier, export, load_torchscript
 
 from .conftest import digits
 
@@ -86,7 +86,7 @@ def test_without_the_data_the_check_uses_seeded_random_images(make_checkpoint, t
 
 
 def test_convlab_export_stays_callable_after_its_submodules_are_imported(make_checkpoint):
-    import convlab.export.runtime  # noqa: F401  (binds the package to the name convlab.export)
+    import convlab.exporting.runtime  # noqa: F401  (binds the package to the name convlab.export)
 
     checkpoint = make_checkpoint("lenet5", 1, 32)
     result = convlab.export(checkpoint, format="torchscript", check_samples=2)
@@ -127,7 +127,7 @@ def test_zoo_models_export_and_agree_with_pytorch(make_checkpoint, name, channel
 
 
 def test_export_model_ships_an_in_memory_model_and_leaves_it_as_it_was(make_checkpoint):
-    from convlab.export import export_model
+    from convlab.exporting import export_model
 
     checkpoint = make_checkpoint("lenet5", 1, 32)
     model, record = load_checkpoint(checkpoint)

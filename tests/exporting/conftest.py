@@ -60,7 +60,7 @@ def make_checkpoint(tmp_path):
 @pytest.fixture(scope="module")
 def lenet_onnx(tmp_path_factory):
     """One LeNet-5 checkpoint and its ONNX export, shared by the runtime tests: ``(checkpoint, result)``."""
-    from convlab.export import export
+    from convlab.exporting import export
 
     checkpoint = write_checkpoint(tmp_path_factory.mktemp("lenet") / "best.safetensors", "lenet5", 1, 32)
     return checkpoint, export(checkpoint)

@@ -1,11 +1,14 @@
 """The training configuration: YAML file under flags, checked values, and `convlab train` end to end."""
 
+import subprocess
+import sys
+
 import pytest
 import yaml
 
 from convlab.cli import build_parser, main
 from convlab.errors import ConvlabError
-from convlab.train import TrainConfig, resolve_config
+from convlab.training import TrainConfig, resolve_config
 
 FILE = """\
 model: mlp
@@ -84,10 +87,13 @@ def test_convlab_train_command_saves_the_resolved_configuration(tmp_path, capsys
     assert error.count("\n") == 1 and "Unknown optimizer 'adamm'" in error
 
 
-def test_convlab_train_is_the_training_call_even_after_importing_the_package():
-    import convlab
-    import convlab.train  # the package: `convlab.train` now names it, and it forwards calls to train()
-
-    with pytest.raises(ConvlabError, match="Unknown optimizer 'adamm'"):
-        convlab.train(model="mlp", optimizer="adamm")
-    assert convlab.train.TrainConfig is TrainConfig
+@pytest.mark.parametrize("first", ["convlab.training", "convlab.exporting", "convlab.cli", "convlab"])
+def test_convlab_train_and_export_are_plain_functions_in_every_import_order(first):
+    # A fresh interpreter per order: what `convlab.train` names must not depend on what was imported first.
+    code = (
+        f"import importlib, inspect; importlib.import_module({first!r}); import convlab, convlab.training, "
+        "convlab.exporting; assert inspect.isfunction(convlab.train), convlab.train; "
+        "assert inspect.isfunction(convlab.export), convlab.export; "
+        "assert convlab.train is convlab.training.train and convlab.export is convlab.exporting.export"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

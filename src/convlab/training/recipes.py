@@ -112,7 +112,7 @@ def _format(value: Any) -> str:
 
 def recipe_markdown() -> str:
     """One Markdown table of every recipe's settings (rows: TrainConfig fields; columns: recipes)."""
-    from convlab.train.config import FIELDS
+    from convlab.training.config import FIELDS
 
     names = list(RECIPES)
     used = [field for field in FIELDS if any(field in RECIPES[name].settings for name in names)]

@@ -22,11 +22,11 @@ from torch import nn
 
 from convlab.checkpoint import atomic_write, read_record, save_checkpoint
 from convlab.errors import ConvlabError
-from convlab.train.config import FIELDS, TrainConfig, load_config_file, resolve_config, save_config
-from convlab.train.optim import Schedule, build_optimizer
-from convlab.train.progress import TrainProgress, epoch_line
-from convlab.train.state import load_state, restore_rng, save_state, seed_everything
-from convlab.train.transfer import (
+from convlab.training.config import FIELDS, TrainConfig, load_config_file, resolve_config, save_config
+from convlab.training.optim import Schedule, build_optimizer
+from convlab.training.progress import TrainProgress, epoch_line
+from convlab.training.state import load_state, restore_rng, save_state, seed_everything
+from convlab.transfer.run import (
     TransferRun,
     add_report_section,
     apply_source_defaults,
@@ -395,7 +395,7 @@ def train(config: TrainConfig | dict | str | Path | None = None, **overrides: An
 
     >>> train(model="lenet5", data="fashion-mnist", epochs=8, optimizer="adam", schedule="onecycle")
     >>> train(resume="runs/lenet5-fashion-mnist-20250101-120000", epochs=12)   # continue, 4 more epochs
-    >>> train(recipe="fast")   # a named configuration from convlab.train.recipes
+    >>> train(recipe="fast")   # a named configuration from convlab.training.recipes
     """
     config, run_dir, resuming = _prepare(config, overrides)
     with intra_op_threads(config.threads):
