@@ -26,6 +26,7 @@ from convlab.training.config import FIELDS, TrainConfig, load_config_file, resol
 from convlab.training.optim import Schedule, build_optimizer
 from convlab.training.progress import TrainProgress, epoch_line
 from convlab.training.state import load_state, restore_rng, save_state, seed_everything
+from convlab.transfer import freeze_batchnorm
 from convlab.transfer.run import (
     TransferRun,
     add_report_section,
@@ -34,7 +35,6 @@ from convlab.transfer.run import (
     start_transfer,
     trainable_lines,
 )
-from convlab.transfer import freeze_batchnorm
 
 # Szegedy et al. 2014, section 5: the auxiliary classifiers' losses are "added to the total loss of the
 # network with a discount weight (... weighted by 0.3)" during training; inference discards them.
