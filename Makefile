@@ -47,6 +47,7 @@ bench: $(STAMP) data
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 
 # The web-page test drives Debian's chromium; .ci/browser-deps.sh installs it where apt is available.
 test: $(STAMP) data lint

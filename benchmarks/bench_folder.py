@@ -80,10 +80,14 @@ def epochs_convlab(folder: Path, size: int, epochs: int) -> tuple[list[tuple[flo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--side", choices=("reference", "convlab-decode", "convlab-cache"), required=True)
     parser.add_argument("--folder", type=Path, required=True)
-    parser.add_argument("--cache", type=Path, required=True, help="$CONVLAB_FOLDER_CACHE for the convlab sides")
+    parser.add_argument(
+        "--cache", type=Path, required=True, help="$CONVLAB_FOLDER_CACHE for the convlab sides"
+    )
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--threads", type=int, required=True)
@@ -95,16 +99,25 @@ def main() -> None:
         times, seen = epochs_reference(args.folder, args.size, args.epochs)
     else:
         # The decode side looks for its cache in an empty folder, so it decodes; the cache side in the real one.
-        os.environ["CONVLAB_FOLDER_CACHE"] = str(args.cache if args.side == "convlab-cache" else args.cache / "none")
+        os.environ["CONVLAB_FOLDER_CACHE"] = str(
+            args.cache if args.side == "convlab-cache" else args.cache / "none"
+        )
         times, seen, extra = epochs_convlab(args.folder, args.size, args.epochs)
         expected = "CachedFolderBundle" if args.side == "convlab-cache" else "FolderBundle"
         if extra["bundle"] != expected:
             raise SystemExit(f"{args.side}: load_data gave a {extra['bundle']}, expected a {expected}")
     later = times[1:]
-    emit({"side": args.side, "images": seen, "first_epoch_seconds": times[0][0],
-          "seconds_per_epoch": statistics.median(wall for wall, _ in later),
-          "cpu_seconds_per_epoch": statistics.median(cpu for _, cpu in later),
-          "images_per_s": seen / statistics.median(wall for wall, _ in later), **extra})
+    emit(
+        {
+            "side": args.side,
+            "images": seen,
+            "first_epoch_seconds": times[0][0],
+            "seconds_per_epoch": statistics.median(wall for wall, _ in later),
+            "cpu_seconds_per_epoch": statistics.median(cpu for _, cpu in later),
+            "images_per_s": seen / statistics.median(wall for wall, _ in later),
+            **extra,
+        }
+    )
 
 
 if __name__ == "__main__":

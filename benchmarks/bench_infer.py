@@ -74,26 +74,37 @@ def runner(path: str, weights: Path, onnx_file: Path | None, threads: int):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--path", choices=PATHS, required=True)
     parser.add_argument("--threads", type=int, required=True)
-    parser.add_argument("--workdir", type=Path, required=True, help="holds weights.pt, images.pt, logits.pt, model.onnx")
+    parser.add_argument(
+        "--workdir", type=Path, required=True, help="holds weights.pt, images.pt, logits.pt, model.onnx"
+    )
     parser.add_argument("--batches", default="1,32", help="batch sizes to time")
     parser.add_argument("--seconds", type=float, default=4.0, help="time spent timing each batch size")
     args = parser.parse_args()
     set_threads(args.threads)
     images = torch.load(args.workdir / "images.pt", weights_only=True)
     expected = torch.load(args.workdir / "logits.pt", weights_only=True)
-    run, setup_seconds = runner(args.path, args.workdir / "weights.pt", args.workdir / "model.onnx", args.threads)
+    run, setup_seconds = runner(
+        args.path, args.workdir / "weights.pt", args.workdir / "model.onnx", args.threads
+    )
 
     first = Clock().start()  # the first call: where torch.compile compiles (and ORT allocates)
     run(images[:1])
     first_call = first.stop()[0]
-    outputs = torch.cat([torch.as_tensor(run(images[i:i + 8])) for i in range(0, len(images), 8)])
+    outputs = torch.cat([torch.as_tensor(run(images[i : i + 8])) for i in range(0, len(images), 8)])
     difference = (outputs - expected).abs()
-    result = {"path": args.path, "setup_seconds": setup_seconds, "first_call_seconds": first_call,
-              "max_abs_diff": float(difference.max()), "largest_logit": float(expected.abs().max()),
-              "top1_agreement": float((outputs.argmax(1) == expected.argmax(1)).float().mean())}
+    result = {
+        "path": args.path,
+        "setup_seconds": setup_seconds,
+        "first_call_seconds": first_call,
+        "max_abs_diff": float(difference.max()),
+        "largest_logit": float(expected.abs().max()),
+        "top1_agreement": float((outputs.argmax(1) == expected.argmax(1)).float().mean()),
+    }
     for batch_size in (int(b) for b in args.batches.split(",")):
         batch = images[:batch_size]
         run(batch)  # warm: a new batch size may allocate or recompile
@@ -103,8 +114,11 @@ def main() -> None:
             run(batch)
             times.append(time.perf_counter() - start)
         median = statistics.median(times)
-        result[f"batch{batch_size}"] = {"median_ms": median * 1e3, "images_per_s": batch_size / median,
-                                        "calls": len(times)}
+        result[f"batch{batch_size}"] = {
+            "median_ms": median * 1e3,
+            "images_per_s": batch_size / median,
+            "calls": len(times),
+        }
     emit(result)
 
 

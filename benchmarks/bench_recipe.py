@@ -21,7 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("recipe")
     parser.add_argument("--threads", type=int, required=True)
     args = parser.parse_args()
@@ -35,9 +37,19 @@ def main() -> None:
         seconds = time.perf_counter() - START
         _, cpu = clock.stop()
     config = result.config
-    emit({"mode": "recipe", "recipe": args.recipe, "model": config.model, "epochs": result.epochs_completed,
-          "seconds": seconds, "cpu_seconds": cpu, "top1": result.test.top1, "best_val_top1": result.best_val_top1,
-          "images_per_s": [round(row["images_per_s"]) for row in result.history]})
+    emit(
+        {
+            "mode": "recipe",
+            "recipe": args.recipe,
+            "model": config.model,
+            "epochs": result.epochs_completed,
+            "seconds": seconds,
+            "cpu_seconds": cpu,
+            "top1": result.test.top1,
+            "best_val_top1": result.best_val_top1,
+            "images_per_s": [round(row["images_per_s"]) for row in result.history],
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -57,7 +57,9 @@ class Limited:
         return itertools.islice(iter(self.loader), self.batches)
 
 
-def convlab_setup(side: str, model_name: str, batch_size: int, threads: int, recipe: str | None = None, **settings):
+def convlab_setup(
+    side: str, model_name: str, batch_size: int, threads: int, recipe: str | None = None, **settings
+):
     """Bundle, TrainConfig and a quiet progress for the convlab sides."""
     from convlab.data import load_data
     from convlab.training.config import resolve_config
@@ -68,9 +70,19 @@ def convlab_setup(side: str, model_name: str, batch_size: int, threads: int, rec
     if recipe is not None:
         config = resolve_config(recipe=recipe, val_split=0, threads=threads, **settings)
     else:
-        config = resolve_config(model=model_name, batch_size=batch_size, optimizer="momentum", lr=TUTORIAL_LR,
-                                momentum=TUTORIAL_MOMENTUM, schedule="constant", val_split=0, threads=threads,
-                                amp=amp if fast else "off", channels_last=fast, **settings)
+        config = resolve_config(
+            model=model_name,
+            batch_size=batch_size,
+            optimizer="momentum",
+            lr=TUTORIAL_LR,
+            momentum=TUTORIAL_MOMENTUM,
+            schedule="constant",
+            val_split=0,
+            threads=threads,
+            amp=amp if fast else "off",
+            channels_last=fast,
+            **settings,
+        )
     bundle = load_data(config.data, image_size=(size, size), val_split=0)
     return bundle, config, TrainProgress(None, interactive=False)
 
@@ -101,7 +113,9 @@ def measure_train(args) -> dict:
         schedule = Schedule(optimizer, config.schedule, 1, len(bundle.loader("train", args.batch_size)))
 
         def loader(epoch: int, count: int):
-            return Limited(bundle.loader("train", args.batch_size, shuffle=True, epoch=epoch, drop_last=True), count)
+            return Limited(
+                bundle.loader("train", args.batch_size, shuffle=True, epoch=epoch, drop_last=True), count
+            )
 
         train_one_epoch(model, loader(0, args.warmup), optimizer, schedule, criterion, config, progress)
         clock = Clock().start()
@@ -109,9 +123,15 @@ def measure_train(args) -> dict:
         wall, cpu = clock.stop()
         seen = stats["images"]
         epoch_images = bundle.size("train")
-    return {"images": seen, "seconds": wall, "cpu_seconds": cpu, "images_per_s": seen / wall,
-            "seconds_per_epoch": epoch_images / (seen / wall), "cpu_seconds_per_epoch": epoch_images * cpu / seen,
-            "initial_weights": digest}
+    return {
+        "images": seen,
+        "seconds": wall,
+        "cpu_seconds": cpu,
+        "images_per_s": seen / wall,
+        "seconds_per_epoch": epoch_images / (seen / wall),
+        "cpu_seconds_per_epoch": epoch_images * cpu / seen,
+        "initial_weights": digest,
+    }
 
 
 def measure_eval(args) -> dict:
@@ -134,7 +154,13 @@ def measure_eval(args) -> dict:
         result = evaluate_model(model, bundle, "test", batch_size=512, amp=config.amp)
         wall, cpu = clock.stop()
         top1, images = result.top1, result.n
-    return {"images": images, "seconds": wall, "cpu_seconds": cpu, "images_per_s": images / wall, "top1": top1}
+    return {
+        "images": images,
+        "seconds": wall,
+        "cpu_seconds": cpu,
+        "images_per_s": images / wall,
+        "top1": top1,
+    }
 
 
 def measure_target(args) -> dict:
@@ -158,8 +184,12 @@ def measure_target(args) -> dict:
             history.append({"top1": top1, "seconds": wall_total, "cpu_seconds": cpu_total})
             if top1 >= args.target:
                 break
-        settings = {"batch_size": reference.TUTORIAL_BATCH, "optimizer": "SGD momentum 0.9", "lr": TUTORIAL_LR,
-                    "schedule": "constant"}
+        settings = {
+            "batch_size": reference.TUTORIAL_BATCH,
+            "optimizer": "SGD momentum 0.9",
+            "lr": TUTORIAL_LR,
+            "schedule": "constant",
+        }
     else:
         from convlab.evaluation import evaluate_model
         from convlab.training.engine import train_one_epoch
@@ -175,8 +205,15 @@ def measure_target(args) -> dict:
         schedule = Schedule(optimizer, config.schedule, config.epochs, steps, config.warmup_epochs)
         criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         for epoch in range(1, config.epochs + 1):
-            loader = bundle.loader("train", config.batch_size, shuffle=True, augment=config.augment, epoch=epoch,
-                                   seed=config.seed, drop_last=True)
+            loader = bundle.loader(
+                "train",
+                config.batch_size,
+                shuffle=True,
+                augment=config.augment,
+                epoch=epoch,
+                seed=config.seed,
+                drop_last=True,
+            )
             clock = Clock().start()
             train_one_epoch(model, loader, optimizer, schedule, criterion, config, progress)
             wall, cpu = clock.stop()
@@ -185,26 +222,52 @@ def measure_target(args) -> dict:
             history.append({"top1": top1, "seconds": wall_total, "cpu_seconds": cpu_total})
             if top1 >= args.target:
                 break
-        settings = {key: value for key, value in config.to_dict().items()
-                    if key in ("batch_size", "optimizer", "lr", "schedule", "epochs", "label_smoothing", "amp",
-                               "channels_last", "augment")}
+        settings = {
+            key: value
+            for key, value in config.to_dict().items()
+            if key
+            in (
+                "batch_size",
+                "optimizer",
+                "lr",
+                "schedule",
+                "epochs",
+                "label_smoothing",
+                "amp",
+                "channels_last",
+                "augment",
+            )
+        }
     reached = bool(history) and history[-1]["top1"] >= args.target
-    return {"reached": reached, "epochs": len(history), "seconds": history[-1]["seconds"],
-            "cpu_seconds": history[-1]["cpu_seconds"], "top1": history[-1]["top1"], "history": history,
-            "settings": settings, "initial_weights": digest}
+    return {
+        "reached": reached,
+        "epochs": len(history),
+        "seconds": history[-1]["seconds"],
+        "cpu_seconds": history[-1]["cpu_seconds"],
+        "top1": history[-1]["top1"],
+        "history": history,
+        "settings": settings,
+        "initial_weights": digest,
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("mode", choices=("train", "eval", "target"))
     parser.add_argument("--side", choices=("reference", "convlab", "convlab-nchw"), required=True)
     parser.add_argument("--model", choices=tuple(MODELS), default="lenet5")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--images", type=int, default=60000, help="train mode: images to time")
-    parser.add_argument("--warmup", type=int, default=5, help="train mode: batches run before the clock starts")
+    parser.add_argument(
+        "--warmup", type=int, default=5, help="train mode: batches run before the clock starts"
+    )
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--init", type=Path, help="initial weights (state dict) both sides start from")
-    parser.add_argument("--fashion-root", type=Path, help="reference: root prepared by reference.prepare_fashion_mnist")
+    parser.add_argument(
+        "--fashion-root", type=Path, help="reference: root prepared by reference.prepare_fashion_mnist"
+    )
     parser.add_argument("--target", type=float, default=0.90)
     parser.add_argument("--max-epochs", type=int, default=15)
     parser.add_argument("--recipe", default="lenet5-fast")

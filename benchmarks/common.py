@@ -100,8 +100,11 @@ def peak_memory_mb() -> dict[str, float]:
     if peak is None:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = _START_RSS[0] if _START_RSS else 0.0
-    return {"peak_rss_mb": round(peak, 1), "rss_at_start_mb": round(start, 1),
-            "peak_above_start_mb": round(peak - start, 1)}
+    return {
+        "peak_rss_mb": round(peak, 1),
+        "rss_at_start_mb": round(start, 1),
+        "peak_above_start_mb": round(peak - start, 1),
+    }
 
 
 def emit(result: dict) -> None:

@@ -37,8 +37,13 @@ def build_step(variant: str, batch_size: int):
         model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
     fused = "+fused-sgd" in levers
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
-                                fused=True if fused else None, foreach=None if fused else False)
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=0.01,
+        momentum=0.9,
+        fused=True if fused else None,
+        foreach=None if fused else False,
+    )
     criterion = nn.CrossEntropyLoss()
     bf16 = "+bf16" in levers
 
@@ -53,7 +58,9 @@ def build_step(variant: str, batch_size: int):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=150)
@@ -70,11 +77,15 @@ def main() -> None:
                 step()
             rates[variant].append(args.batch_size * args.steps / (time.perf_counter() - start))
     plain = statistics.median(rates["plain"])
-    print(f"LeNet-5 training step, batch {args.batch_size}, {args.threads} thread(s), medians of {args.rounds} "
-          f"alternated rounds of {args.steps} steps")
+    print(
+        f"LeNet-5 training step, batch {args.batch_size}, {args.threads} thread(s), medians of {args.rounds} "
+        f"alternated rounds of {args.steps} steps"
+    )
     for variant in VARIANTS:
         value = statistics.median(rates[variant])
-        print(f"{variant:16s} {value:8,.0f} images/s  {value / plain:5.2f}x   {[round(r) for r in rates[variant]]}")
+        print(
+            f"{variant:16s} {value:8,.0f} images/s  {value / plain:5.2f}x   {[round(r) for r in rates[variant]]}"
+        )
 
 
 if __name__ == "__main__":

@@ -17,8 +17,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-FASHION_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                 "t10k-labels-idx1-ubyte")
+FASHION_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 # Fashion-MNIST's training-set statistics, as tutorials hard-code them (convlab measures the same).
 FASHION_MEAN, FASHION_STD = (0.2860,), (0.3530,)
 TUTORIAL_BATCH = 64  # the Quickstart tutorial's batch size
@@ -31,7 +35,9 @@ def prepare_fashion_mnist(workdir: Path) -> Path:
 
     source = locate("fashion-mnist")
     if source is None:
-        raise SystemExit("Fashion-MNIST is not on this machine: run `make data` or `convlab data download fashion-mnist`.")
+        raise SystemExit(
+            "Fashion-MNIST is not on this machine: run `make data` or `convlab data download fashion-mnist`."
+        )
     raw = Path(workdir) / "FashionMNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for name in FASHION_FILES:
@@ -48,26 +54,45 @@ def prepare_fashion_mnist(workdir: Path) -> Path:
 
 
 def fashion_transform(image_size: int) -> transforms.Compose:
-    steps = [transforms.Resize(image_size)] if image_size != 28 else []  # LeNet-5 takes 32x32, as convlab resizes
-    return transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize(FASHION_MEAN, FASHION_STD)])
+    steps = (
+        [transforms.Resize(image_size)] if image_size != 28 else []
+    )  # LeNet-5 takes 32x32, as convlab resizes
+    return transforms.Compose(
+        [*steps, transforms.ToTensor(), transforms.Normalize(FASHION_MEAN, FASHION_STD)]
+    )
 
 
 def fashion_loader(root: Path, train: bool, image_size: int, batch_size: int = TUTORIAL_BATCH) -> DataLoader:
-    data = datasets.FashionMNIST(str(root), train=train, download=False, transform=fashion_transform(image_size))
+    data = datasets.FashionMNIST(
+        str(root), train=train, download=False, transform=fashion_transform(image_size)
+    )
     return DataLoader(data, batch_size=batch_size, shuffle=train)
 
 
-def imagefolder_loader(root: Path, image_size: int, batch_size: int = TUTORIAL_BATCH, num_workers: int = 2) -> DataLoader:
+def imagefolder_loader(
+    root: Path, image_size: int, batch_size: int = TUTORIAL_BATCH, num_workers: int = 2
+) -> DataLoader:
     """The transfer-learning tutorial's folder pipeline: ImageFolder, Resize + ToTensor + Normalize, workers."""
-    transform = transforms.Compose([transforms.Resize((image_size, image_size)), transforms.ToTensor(),
-                                    transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
+    transform = transforms.Compose(
+        [
+            transforms.Resize((image_size, image_size)),
+            transforms.ToTensor(),
+            transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+        ]
+    )
     data = datasets.ImageFolder(str(root), transform=transform)
-    return DataLoader(data, batch_size=batch_size, shuffle=True, num_workers=num_workers,
-                      persistent_workers=num_workers > 0)
+    return DataLoader(
+        data, batch_size=batch_size, shuffle=True, num_workers=num_workers, persistent_workers=num_workers > 0
+    )
 
 
-def train_loop(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
-               max_images: int | None = None) -> int:
+def train_loop(
+    model: nn.Module,
+    loader: DataLoader,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    max_images: int | None = None,
+) -> int:
     """The Quickstart tutorial's train(): forward, loss, backward, step, zero_grad; returns images seen."""
     model.train()
     seen = 0

@@ -39,7 +39,9 @@ TARGET_INFER_RATIO = 1.5  # ResNet-18 224x224 batch-1 latency, eager fp32 / conv
 TARGET_FOLDER_RATIO = 3.0  # JPEG folder seconds per epoch, decoding every epoch / convlab's cache
 RECIPE_TARGETS = {"fast": (0.93, 180.0), "best": (0.95, 1800.0)}  # test top-1 at least, wall seconds at most
 FP32_TOLERANCE = 1e-3  # max |logit difference| of a float32 path, for logits within +-1 (scaled above)
-BF16_AGREEMENT = 0.9  # top-1 agreement with float32 a bf16 path needs (its logits differ by ~1% of their range)
+BF16_AGREEMENT = (
+    0.9  # top-1 agreement with float32 a bf16 path needs (its logits differ by ~1% of their range)
+)
 
 
 def log(text: str) -> None:
@@ -49,10 +51,12 @@ def log(text: str) -> None:
 def worker(script: str, *args: str, env: dict | None = None, timeout: float = 1200) -> dict:
     """Run ``benchmarks/<script>`` in a fresh interpreter and return its RESULT line as a dict."""
     command = [sys.executable, str(HERE / script), *map(str, args)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
     for line in reversed(done.stdout.splitlines()):
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+            return json.loads(line[len("RESULT ") :])
     raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
 
 
@@ -103,36 +107,79 @@ def training(work: Path, threads: int, quick: bool) -> dict:
         torch.manual_seed(0)
         init = work / f"init-{model_name}.pt"
         torch.save(create_model(model_name, num_classes=10, in_chans=1, **options).state_dict(), init)
-        common = ["--model", model_name, "--threads", threads, "--init", init, "--fashion-root", fashion,
-                  "--batch-size", 64, "--images", images]
+        common = [
+            "--model",
+            model_name,
+            "--threads",
+            threads,
+            "--init",
+            init,
+            "--fashion-root",
+            fashion,
+            "--batch-size",
+            64,
+            "--images",
+            images,
+        ]
         sides = {side: ("bench_train.py", ["train", "--side", side, *common], None) for side in train_sides}
-        log(f"training {model_name}: {images} images per sample, batch 64, SGD momentum 0.9 lr 0.01, {threads} thread(s)")
+        log(
+            f"training {model_name}: {images} images per sample, batch 64, SGD momentum 0.9 lr 0.01, {threads} thread(s)"
+        )
         results = alternate(f"train {model_name}", sides, 3, lambda r: f"{r['images_per_s']:.0f} img/s")
         if len({r["initial_weights"] for side in results.values() for r in side}) != 1:
             raise RuntimeError("the sides did not start from the same weights")
-        rows[f"train_{model_name}"] = summarise(results, "images_per_s", higher_is_better=True,
-                                                extra=("seconds_per_epoch", "cpu_seconds_per_epoch",
-                                                       "peak_above_start_mb"))
+        rows[f"train_{model_name}"] = summarise(
+            results,
+            "images_per_s",
+            higher_is_better=True,
+            extra=("seconds_per_epoch", "cpu_seconds_per_epoch", "peak_above_start_mb"),
+        )
     init = work / "init-lenet5.pt"
     common = ["--model", "lenet5", "--threads", threads, "--init", init, "--fashion-root", fashion]
-    sides = {side: ("bench_train.py", ["eval", "--side", side, *common], None) for side in ("reference", "convlab")}
+    sides = {
+        side: ("bench_train.py", ["eval", "--side", side, *common], None) for side in ("reference", "convlab")
+    }
     log("evaluation: LeNet-5 over the 10,000 test images")
     results = alternate("eval lenet5", sides, 3, lambda r: f"{r['images_per_s']:.0f} img/s")
-    rows["eval_lenet5"] = summarise(results, "images_per_s", higher_is_better=True, extra=("peak_above_start_mb",))
+    rows["eval_lenet5"] = summarise(
+        results, "images_per_s", higher_is_better=True, extra=("peak_above_start_mb",)
+    )
     return rows
 
 
 def time_to_target(work: Path, threads: int, target: float = 0.90) -> dict:
     """2. seconds of training until LeNet-5 reaches 90% test top-1, from the same initial weights."""
     fashion = work / "fashion"
-    common = ["--model", "lenet5", "--threads", threads, "--init", work / "init-lenet5.pt",
-              "--fashion-root", fashion, "--target", target]
-    sides = {"reference": ("bench_train.py", ["target", "--side", "reference", *common, "--max-epochs", 15], None),
-             "convlab": ("bench_train.py", ["target", "--side", "convlab", *common, "--recipe", "lenet5-fast"], None)}
+    common = [
+        "--model",
+        "lenet5",
+        "--threads",
+        threads,
+        "--init",
+        work / "init-lenet5.pt",
+        "--fashion-root",
+        fashion,
+        "--target",
+        target,
+    ]
+    sides = {
+        "reference": ("bench_train.py", ["target", "--side", "reference", *common, "--max-epochs", 15], None),
+        "convlab": (
+            "bench_train.py",
+            ["target", "--side", "convlab", *common, "--recipe", "lenet5-fast"],
+            None,
+        ),
+    }
     log(f"time to {target:.0%} test top-1: LeNet-5, the tutorial's loop against `--recipe lenet5-fast`")
-    results = alternate("time to 90%", sides, 1,
-                        lambda r: f"{r['seconds']:.1f} s, {r['epochs']} epochs, top-1 {r['top1']:.2%}")
-    row = summarise(results, "seconds", higher_is_better=False, extra=("cpu_seconds", "epochs", "top1", "reached"))
+    results = alternate(
+        "time to 90%",
+        sides,
+        1,
+        lambda r: f"{r['seconds']:.1f} s, {r['epochs']} epochs, top-1 {r['top1']:.2%}",
+    )
+    row = summarise(
+        results, "seconds", higher_is_better=False, extra=("cpu_seconds", "epochs", "top1", "reached")
+    )
     row["settings"] = {side: results[side][0]["settings"] for side in results}
     row["history"] = {side: results[side][0]["history"] for side in results}
     return row
@@ -143,9 +190,13 @@ def recipes(threads: int, names: list[str]) -> dict:
     rows = {}
     for name in names:
         log(f"recipe {name}: one run of `convlab train --recipe {name}`, {threads} thread(s)")
-        result = worker("bench_recipe.py", name, "--threads", threads, timeout=2 * RECIPE_TARGETS[name][1] + 600)
-        log(f"  [recipe {name}] {result['model']}, {result['epochs']} epochs: test top-1 {result['top1']:.2%} "
-            f"in {result['seconds']:.0f} s")
+        result = worker(
+            "bench_recipe.py", name, "--threads", threads, timeout=2 * RECIPE_TARGETS[name][1] + 600
+        )
+        log(
+            f"  [recipe {name}] {result['model']}, {result['epochs']} epochs: test top-1 {result['top1']:.2%} "
+            f"in {result['seconds']:.0f} s"
+        )
         rows[name] = result
     return rows
 
@@ -171,8 +222,10 @@ def prepare_inference(work: Path) -> Path:
     torch.save(images, folder / "images.pt")
     with torch.inference_mode():
         torch.save(model(images), folder / "logits.pt")
-    record = {"classes": [str(i) for i in range(1000)],
-              "input": {"channels": 3, "size": [224, 224], "mean": list(mean), "std": list(std)}}
+    record = {
+        "classes": [str(i) for i in range(1000)],
+        "input": {"channels": 3, "size": [224, 224], "mean": list(mean), "std": list(std)},
+    }
     clock = time.perf_counter()
     export_model(model, record, "onnx", folder / "model.onnx", check_samples=2)
     log(f"  exported ResNet-18 to ONNX with convlab.export in {time.perf_counter() - clock:.0f} s")
@@ -182,11 +235,20 @@ def prepare_inference(work: Path) -> Path:
 def inference(work: Path, threads: int, quick: bool) -> dict:
     """4. ResNet-18 224x224 latency (batch 1) and throughput (batch 32): eager fp32 against convlab's paths."""
     folder = prepare_inference(work)
-    paths = ["eager-fp32", "channels-last-bf16", "onnxruntime"] if quick else \
-        ["eager-fp32", "channels-last", "channels-last-bf16", "onnxruntime"]
+    paths = (
+        ["eager-fp32", "channels-last-bf16", "onnxruntime"]
+        if quick
+        else ["eager-fp32", "channels-last", "channels-last-bf16", "onnxruntime"]
+    )
     seconds = 2.0 if quick else 4.0
-    sides = {path: ("bench_infer.py", ["--path", path, "--threads", threads, "--workdir", folder,
-                                       "--seconds", seconds], None) for path in paths}
+    sides = {
+        path: (
+            "bench_infer.py",
+            ["--path", path, "--threads", threads, "--workdir", folder, "--seconds", seconds],
+            None,
+        )
+        for path in paths
+    }
     log("inference: ResNet-18 at 224x224, batch 1 and 32")
     show = lambda r: f"{r['batch1']['median_ms']:.1f} ms, {r['batch32']['images_per_s']:.1f} img/s"  # noqa: E731
     results = alternate("resnet18", sides, 3, show)
@@ -196,9 +258,18 @@ def inference(work: Path, threads: int, quick: bool) -> dict:
         cold = {"TORCHINDUCTOR_FORCE_DISABLE_CACHES": "1"}
         for path in ("compile", "compile-bf16"):
             try:
-                results[path] = alternate(path, {path: sides["channels-last"][:1] + (
-                    ["--path", path, "--threads", threads, "--workdir", folder, "--seconds", seconds], cold)}, 1,
-                    show)[path]
+                results[path] = alternate(
+                    path,
+                    {
+                        path: sides["channels-last"][:1]
+                        + (
+                            ["--path", path, "--threads", threads, "--workdir", folder, "--seconds", seconds],
+                            cold,
+                        )
+                    },
+                    1,
+                    show,
+                )[path]
             except (RuntimeError, subprocess.TimeoutExpired) as error:
                 log(f"  {path} failed: {str(error)[-300:]}")
     rows = {}
@@ -206,8 +277,11 @@ def inference(work: Path, threads: int, quick: bool) -> dict:
         first = samples[0]
         limit = FP32_TOLERANCE * max(1.0, first["largest_logit"])
         bf16 = "bf16" in path
-        within = (min(r["top1_agreement"] for r in samples) >= BF16_AGREEMENT if bf16
-                  else max(r["max_abs_diff"] for r in samples) <= limit)
+        within = (
+            min(r["top1_agreement"] for r in samples) >= BF16_AGREEMENT
+            if bf16
+            else max(r["max_abs_diff"] for r in samples) <= limit
+        )
         rows[path] = {
             "batch1_ms": median(samples, "batch1", "median_ms"),
             "batch32_images_per_s": median(samples, "batch32", "images_per_s"),
@@ -222,9 +296,14 @@ def inference(work: Path, threads: int, quick: bool) -> dict:
     eager = rows["eager-fp32"]
     candidates = {path: row for path, row in rows.items() if path != "eager-fp32" and row["within_tolerance"]}
     fastest = min(candidates, key=lambda path: candidates[path]["batch1_ms"]) if candidates else None
-    return {"paths": rows, "fastest_batch1": fastest,
-            "batch1_speedup": eager["batch1_ms"] / rows[fastest]["batch1_ms"] if fastest else None,
-            "fastest_batch32": max(candidates, key=lambda p: candidates[p]["batch32_images_per_s"]) if candidates else None}
+    return {
+        "paths": rows,
+        "fastest_batch1": fastest,
+        "batch1_speedup": eager["batch1_ms"] / rows[fastest]["batch1_ms"] if fastest else None,
+        "fastest_batch32": max(candidates, key=lambda p: candidates[p]["batch32_images_per_s"])
+        if candidates
+        else None,
+    }
 
 
 def folder_pipeline(work: Path, threads: int, quick: bool) -> dict:
@@ -241,29 +320,42 @@ def folder_pipeline(work: Path, threads: int, quick: bool) -> dict:
         info = cache_folder(folder, image_size=(64, 64), in_chans=3, num_workers=2)
     finally:
         del os.environ["CONVLAB_FOLDER_CACHE"]
-    log(f"folder: {count} JPEG files of 96x96, delivered at 64x64; cache built once in {info.seconds:.1f} s "
-        f"({info.bytes / 1e6:.1f} MB)")
+    log(
+        f"folder: {count} JPEG files of 96x96, delivered at 64x64; cache built once in {info.seconds:.1f} s "
+        f"({info.bytes / 1e6:.1f} MB)"
+    )
     common = ["--folder", folder, "--cache", cache, "--size", 64, "--threads", threads, "--epochs", 2]
     names = ("reference", "convlab-cache") if quick else ("reference", "convlab-decode", "convlab-cache")
     sides = {side: ("bench_folder.py", ["--side", side, *common], None) for side in names}
     results = alternate("jpeg folder", sides, 3, lambda r: f"{r['seconds_per_epoch']:.2f} s/epoch")
-    row = summarise(results, "seconds_per_epoch", higher_is_better=False,
-                    extra=("cpu_seconds_per_epoch", "first_epoch_seconds", "peak_above_start_mb"),
-                    convlab="convlab-cache")
+    row = summarise(
+        results,
+        "seconds_per_epoch",
+        higher_is_better=False,
+        extra=("cpu_seconds_per_epoch", "first_epoch_seconds", "peak_above_start_mb"),
+        convlab="convlab-cache",
+    )
     row["cache_build_seconds"] = info.seconds
     row["cache_megabytes"] = info.bytes / 1e6
     row["images"] = results["reference"][0]["images"]
     return row
 
 
-def summarise(results: dict[str, list[dict]], key: str, *, higher_is_better: bool, extra=(),
-              convlab: str = "convlab") -> dict:
+def summarise(
+    results: dict[str, list[dict]], key: str, *, higher_is_better: bool, extra=(), convlab: str = "convlab"
+) -> dict:
     """Medians per side, the samples, and the ratio convlab / reference expressed as 'x times better'."""
-    row = {"medians": {side: median(samples, key) for side, samples in results.items()},
-           "samples": {side: spread(samples, key) for side, samples in results.items()}, "key": key}
+    row = {
+        "medians": {side: median(samples, key) for side, samples in results.items()},
+        "samples": {side: spread(samples, key) for side, samples in results.items()},
+        "key": key,
+    }
     for name in extra:
-        row[name] = {side: median(samples, name) for side, samples in results.items()
-                     if all(name in s and isinstance(s[name], (int, float)) for s in samples)}
+        row[name] = {
+            side: median(samples, name)
+            for side, samples in results.items()
+            if all(name in s and isinstance(s[name], (int, float)) for s in samples)
+        }
     reference, ours = row["medians"]["reference"], row["medians"][convlab]
     row["ratio"] = ours / reference if higher_is_better else reference / ours
     return row
@@ -275,12 +367,31 @@ def summarise(results: dict[str, list[dict]], key: str, *, higher_is_better: boo
 def machine(threads: int) -> dict:
     import torch
 
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
-    return {"nproc": os.cpu_count(), "cpu": model, "avx512_bf16": "avx512_bf16" in flags, "amx": "amx_bf16" in flags,
-            "torch": torch.__version__, "threads": threads, "python": platform.python_version(),
-            "load_average_at_start": [round(v, 2) for v in os.getloadavg()]}
+    model = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else ""
+    )
+    flags = next(
+        (line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), ""
+    )
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "avx512_bf16": "avx512_bf16" in flags,
+        "amx": "amx_bf16" in flags,
+        "torch": torch.__version__,
+        "threads": threads,
+        "python": platform.python_version(),
+        "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
+    }
 
 
 def targets(results: dict) -> list[dict]:
@@ -290,26 +401,45 @@ def targets(results: dict) -> list[dict]:
         rows.append({"target": name, "measured": value, "goal": goal, "met": met})
 
     train = results["training"]["train_lenet5"]
-    add("LeNet-5 training images/s, batch 64, convlab / reference", round(train["ratio"], 2),
-        f">= {TARGET_TRAIN_RATIO}", train["ratio"] >= TARGET_TRAIN_RATIO)
+    add(
+        "LeNet-5 training images/s, batch 64, convlab / reference",
+        round(train["ratio"], 2),
+        f">= {TARGET_TRAIN_RATIO}",
+        train["ratio"] >= TARGET_TRAIN_RATIO,
+    )
     if "time_to_90" in results:
         race = results["time_to_90"]
         reached = race["reached"]
         ratio = race["ratio"] if all(reached.values()) else None
-        add("LeNet-5 time to 90% test top-1, reference / convlab", None if ratio is None else round(ratio, 2),
-            f">= {TARGET_TIME_TO_90}", ratio is not None and ratio >= TARGET_TIME_TO_90)
+        add(
+            "LeNet-5 time to 90% test top-1, reference / convlab",
+            None if ratio is None else round(ratio, 2),
+            f">= {TARGET_TIME_TO_90}",
+            ratio is not None and ratio >= TARGET_TIME_TO_90,
+        )
     infer = results["inference"]
     speedup = infer["batch1_speedup"]
-    add(f"ResNet-18 224x224 batch-1 latency, eager fp32 / convlab's fastest ({infer['fastest_batch1']})",
-        None if speedup is None else round(speedup, 2), f">= {TARGET_INFER_RATIO}",
-        speedup is not None and speedup >= TARGET_INFER_RATIO)
+    add(
+        f"ResNet-18 224x224 batch-1 latency, eager fp32 / convlab's fastest ({infer['fastest_batch1']})",
+        None if speedup is None else round(speedup, 2),
+        f">= {TARGET_INFER_RATIO}",
+        speedup is not None and speedup >= TARGET_INFER_RATIO,
+    )
     folder = results["folder"]
-    add("JPEG folder seconds per epoch, re-decoding / decode-once cache", round(folder["ratio"], 2),
-        f">= {TARGET_FOLDER_RATIO}", folder["ratio"] >= TARGET_FOLDER_RATIO)
+    add(
+        "JPEG folder seconds per epoch, re-decoding / decode-once cache",
+        round(folder["ratio"], 2),
+        f">= {TARGET_FOLDER_RATIO}",
+        folder["ratio"] >= TARGET_FOLDER_RATIO,
+    )
     for name, run in results.get("recipes", {}).items():
         top1, seconds = RECIPE_TARGETS[name]
-        add(f"`--recipe {name}`: test top-1, wall seconds", f"{run['top1']:.2%}, {run['seconds']:.0f} s",
-            f">= {top1:.0%} in <= {seconds:.0f} s", run["top1"] >= top1 and run["seconds"] <= seconds)
+        add(
+            f"`--recipe {name}`: test top-1, wall seconds",
+            f"{run['top1']:.2%}, {run['seconds']:.0f} s",
+            f">= {top1:.0%} in <= {seconds:.0f} s",
+            run["top1"] >= top1 and run["seconds"] <= seconds,
+        )
     return rows
 
 
@@ -323,16 +453,19 @@ def round_ratios(row: dict, convlab: str = "convlab") -> str:
 
 def markdown(results: dict) -> str:
     m = results["machine"]
-    lines = [f"Measured {results['finished'][:16].replace('T', ' ')} UTC{' (--quick)' if results['quick'] else ''} "
-             f"on {m['nproc']} cores of an {m['cpu']} (AVX-512 BF16: {'yes' if m['avx512_bf16'] else 'no'}), "
-             f"torch {m['torch']}, {m['threads']} thread(s) on every side, load average "
-             f"{', '.join(map(str, m['load_average_at_start']))} at the start and "
-             f"{', '.join(map(str, m['load_average_at_end']))} at the end (other work shared the cores). "
-             "Medians of alternated runs (a training row also gives the ratio within each round); every "
-             "sample is in the results file. Memory: the peak "
-             "resident memory a side's work added to its process after the imports (VmHWM).", "",
-             "| measurement | reference (PyTorch tutorial way) | convlab | convlab / reference |",
-             "|---|---|---|---|"]
+    lines = [
+        f"Measured {results['finished'][:16].replace('T', ' ')} UTC{' (--quick)' if results['quick'] else ''} "
+        f"on {m['nproc']} cores of an {m['cpu']} (AVX-512 BF16: {'yes' if m['avx512_bf16'] else 'no'}), "
+        f"torch {m['torch']}, {m['threads']} thread(s) on every side, load average "
+        f"{', '.join(map(str, m['load_average_at_start']))} at the start and "
+        f"{', '.join(map(str, m['load_average_at_end']))} at the end (other work shared the cores). "
+        "Medians of alternated runs (a training row also gives the ratio within each round); every "
+        "sample is in the results file. Memory: the peak "
+        "resident memory a side's work added to its process after the imports (VmHWM).",
+        "",
+        "| measurement | reference (PyTorch tutorial way) | convlab | convlab / reference |",
+        "|---|---|---|---|",
+    ]
     training = results["training"]
     for model in ("lenet5", "resnet20"):
         if f"train_{model}" not in training:
@@ -342,49 +475,71 @@ def markdown(results: dict) -> str:
         memory = row["peak_above_start_mb"]
         fp32 = f"; fp32 NCHW {med['convlab-nchw']:,.0f}" if "convlab-nchw" in med else ""
         layout = "channels_last + bf16" if MODELS[model][2] == "bf16" else "channels_last fp32"
-        lines.append(f"| train {model}, batch 64: images/s (s/epoch, CPU-s/epoch; memory) | {med['reference']:,.0f} "
-                     f"({epoch['reference']:.1f} s, {cpu['reference']:.1f}; {memory['reference']:,.0f} MB) | "
-                     f"{med['convlab']:,.0f} ({layout}; {epoch['convlab']:.1f} s, {cpu['convlab']:.1f}; "
-                     f"{memory['convlab']:,.0f} MB){fp32} | **{row['ratio']:.2f}x**{round_ratios(row)} |")
+        lines.append(
+            f"| train {model}, batch 64: images/s (s/epoch, CPU-s/epoch; memory) | {med['reference']:,.0f} "
+            f"({epoch['reference']:.1f} s, {cpu['reference']:.1f}; {memory['reference']:,.0f} MB) | "
+            f"{med['convlab']:,.0f} ({layout}; {epoch['convlab']:.1f} s, {cpu['convlab']:.1f}; "
+            f"{memory['convlab']:,.0f} MB){fp32} | **{row['ratio']:.2f}x**{round_ratios(row)} |"
+        )
     row = training["eval_lenet5"]
-    lines.append(f"| evaluate LeNet-5, 10,000 test images: images/s | {row['medians']['reference']:,.0f} (batch 64) | "
-                 f"{row['medians']['convlab']:,.0f} (batch 512, channels_last) | **{row['ratio']:.2f}x** |")
+    lines.append(
+        f"| evaluate LeNet-5, 10,000 test images: images/s | {row['medians']['reference']:,.0f} (batch 64) | "
+        f"{row['medians']['convlab']:,.0f} (batch 512, channels_last) | **{row['ratio']:.2f}x** |"
+    )
     if "time_to_90" in results:
         race = results["time_to_90"]
         med, epochs, top1 = race["medians"], race["epochs"], race["top1"]
-        lines.append(f"| LeNet-5 to 90% test top-1: training seconds (epochs, final top-1) | "
-                     f"{med['reference']:.1f} s ({epochs['reference']:.0f}, {top1['reference']:.2%}) | "
-                     f"{med['convlab']:.1f} s ({epochs['convlab']:.0f}, {top1['convlab']:.2%}) | "
-                     f"**{race['ratio']:.2f}x** |")
+        lines.append(
+            f"| LeNet-5 to 90% test top-1: training seconds (epochs, final top-1) | "
+            f"{med['reference']:.1f} s ({epochs['reference']:.0f}, {top1['reference']:.2%}) | "
+            f"{med['convlab']:.1f} s ({epochs['convlab']:.0f}, {top1['convlab']:.2%}) | "
+            f"**{race['ratio']:.2f}x** |"
+        )
     paths = results["inference"]["paths"]
     eager = paths["eager-fp32"]
     for path, row in paths.items():
         if path == "eager-fp32":
             continue
         mark = "" if row["within_tolerance"] else " (outside tolerance)"
-        if path.startswith("compile"):  # the first call compiles: when does that pay against the same path eager?
+        if path.startswith(
+            "compile"
+        ):  # the first call compiles: when does that pay against the same path eager?
             eager_path = "channels-last-bf16" if path.endswith("bf16") else "channels-last"
             saved = paths[eager_path]["batch1_ms"] - row["batch1_ms"] if eager_path in paths else 0.0
-            payback = f"after {row['first_call_seconds'] * 1e3 / saved:,.0f} batch-1 calls" if saved > 0 else "never"
-            mark += f" (compiles {row['first_call_seconds']:.0f} s; against eager {eager_path} it pays {payback})"
-        lines.append(f"| ResNet-18 224x224 {path}{mark}: batch-1 ms, batch-32 images/s | {eager['batch1_ms']:.1f} ms, "
-                     f"{eager['batch32_images_per_s']:.1f} | {row['batch1_ms']:.1f} ms, {row['batch32_images_per_s']:.1f} | "
-                     f"**{eager['batch1_ms'] / row['batch1_ms']:.2f}x**, "
-                     f"{row['batch32_images_per_s'] / eager['batch32_images_per_s']:.2f}x |")
+            payback = (
+                f"after {row['first_call_seconds'] * 1e3 / saved:,.0f} batch-1 calls"
+                if saved > 0
+                else "never"
+            )
+            mark += (
+                f" (compiles {row['first_call_seconds']:.0f} s; against eager {eager_path} it pays {payback})"
+            )
+        lines.append(
+            f"| ResNet-18 224x224 {path}{mark}: batch-1 ms, batch-32 images/s | {eager['batch1_ms']:.1f} ms, "
+            f"{eager['batch32_images_per_s']:.1f} | {row['batch1_ms']:.1f} ms, {row['batch32_images_per_s']:.1f} | "
+            f"**{eager['batch1_ms'] / row['batch1_ms']:.2f}x**, "
+            f"{row['batch32_images_per_s'] / eager['batch32_images_per_s']:.2f}x |"
+        )
     folder = results["folder"]
     med, cpu, memory = folder["medians"], folder["cpu_seconds_per_epoch"], folder["peak_above_start_mb"]
     decode = f"; convlab decoding {med['convlab-decode']:.2f} s" if "convlab-decode" in med else ""
-    lines.append(f"| {folder['images']:,} JPEGs 96x96 -> 64x64: seconds per epoch (CPU-s; memory) | "
-                 f"{med['reference']:.2f} s ({cpu['reference']:.2f}; {memory['reference']:,.0f} MB) | "
-                 f"cache {med['convlab-cache']:.3f} s ({cpu['convlab-cache']:.3f}; {memory['convlab-cache']:,.0f} MB)"
-                 f"{decode}; cache built once in {folder['cache_build_seconds']:.1f} s | **{folder['ratio']:.1f}x** |")
+    lines.append(
+        f"| {folder['images']:,} JPEGs 96x96 -> 64x64: seconds per epoch (CPU-s; memory) | "
+        f"{med['reference']:.2f} s ({cpu['reference']:.2f}; {memory['reference']:,.0f} MB) | "
+        f"cache {med['convlab-cache']:.3f} s ({cpu['convlab-cache']:.3f}; {memory['convlab-cache']:,.0f} MB)"
+        f"{decode}; cache built once in {folder['cache_build_seconds']:.1f} s | **{folder['ratio']:.1f}x** |"
+    )
     for name, run in results.get("recipes", {}).items():
-        lines.append(f"| `convlab train --recipe {name}` ({run['model']}, {run['epochs']} epochs), end to end: "
-                     f"seconds (CPU-s), test top-1 | (absolute goal) | {run['seconds']:.0f} s ({run['cpu_seconds']:.0f}), "
-                     f"{run['top1']:.2%} | |")
+        lines.append(
+            f"| `convlab train --recipe {name}` ({run['model']}, {run['epochs']} epochs), end to end: "
+            f"seconds (CPU-s), test top-1 | (absolute goal) | {run['seconds']:.0f} s ({run['cpu_seconds']:.0f}), "
+            f"{run['top1']:.2%} | |"
+        )
     lines += ["", "| target | measured | goal | met |", "|---|---|---|---|"]
     for row in results["targets"]:
-        lines.append(f"| {row['target']} | {row['measured']} | {row['goal']} | {'yes' if row['met'] else '**no**'} |")
+        lines.append(
+            f"| {row['target']} | {row['measured']} | {row['goal']} | {'yes' if row['met'] else '**no**'} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -399,18 +554,41 @@ def update_doc(table: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smaller samples, no time-to-90%% race, no torch.compile")
-    parser.add_argument("--threads", default="auto", help="torch threads for every side: N, or auto = the cores "
-                        "left idle by other processes when the suite starts (convlab's --threads auto)")
-    parser.add_argument("--only", default="training,time_to_90,inference,folder,recipes",
-                        help="comma-separated parts to run (default: all)")
-    parser.add_argument("--recipes", default="fast", help="recipes the recipes part runs end to end (default "
-                        "fast, ~2.5 minutes; best takes up to 30)")
-    parser.add_argument("--out", type=Path, help="results file (default benchmarks/results/latest.json, "
-                        "with --quick benchmarks/results/quick.json)")
-    parser.add_argument("--render", type=Path, metavar="RESULTS.json", help="measure nothing: print the table of "
-                        "a results file (and put it in docs/performance.md if it is a full run)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller samples, no time-to-90%% race, no torch.compile"
+    )
+    parser.add_argument(
+        "--threads",
+        default="auto",
+        help="torch threads for every side: N, or auto = the cores "
+        "left idle by other processes when the suite starts (convlab's --threads auto)",
+    )
+    parser.add_argument(
+        "--only",
+        default="training,time_to_90,inference,folder,recipes",
+        help="comma-separated parts to run (default: all)",
+    )
+    parser.add_argument(
+        "--recipes",
+        default="fast",
+        help="recipes the recipes part runs end to end (default fast, ~2.5 minutes; best takes up to 30)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="results file (default benchmarks/results/latest.json, "
+        "with --quick benchmarks/results/quick.json)",
+    )
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="RESULTS.json",
+        help="measure nothing: print the table of "
+        "a results file (and put it in docs/performance.md if it is a full run)",
+    )
     args = parser.parse_args()
     if args.render is not None:
         results = json.loads(args.render.read_text())
@@ -422,8 +600,10 @@ def main() -> None:
     recipe_names = [name for name in args.recipes.split(",") if name]
     unknown = [name for name in recipe_names if name not in RECIPE_TARGETS]
     if unknown:
-        parser.error(f"--recipes: no goal for {', '.join(unknown)}; the recipes with goals are "
-                     f"{', '.join(RECIPE_TARGETS)}")
+        parser.error(
+            f"--recipes: no goal for {', '.join(unknown)}; the recipes with goals are "
+            f"{', '.join(RECIPE_TARGETS)}"
+        )
     import torch
 
     from convlab.training.engine import resolve_threads
@@ -433,10 +613,15 @@ def main() -> None:
     if args.out is None:
         args.out = RESULTS.with_name("quick.json") if args.quick else RESULTS
     parts = args.only.split(",")
-    results = {"quick": args.quick, "machine": machine(threads),
-               "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    log(f"convlab benchmark suite{' (quick)' if args.quick else ''}: {threads} thread(s), "
-        f"{results['machine']['cpu']}, torch {results['machine']['torch']}")
+    results = {
+        "quick": args.quick,
+        "machine": machine(threads),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    log(
+        f"convlab benchmark suite{' (quick)' if args.quick else ''}: {threads} thread(s), "
+        f"{results['machine']['cpu']}, torch {results['machine']['torch']}"
+    )
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="convlab-bench-") as tmp:
         work = Path(tmp)

@@ -45,15 +45,41 @@ TEST_TOP1 = re.compile(r"test top-1 (\d+\.\d+)%")
 
 
 def command(run_dir: Path, arguments: list[str], threads: int) -> list[str]:
-    return ["convlab", "train", *arguments, "--seed", str(SEED), "--threads", str(threads), "--out", str(run_dir)]
+    return [
+        "convlab",
+        "train",
+        *arguments,
+        "--seed",
+        str(SEED),
+        "--threads",
+        str(threads),
+        "--out",
+        str(run_dir),
+    ]
 
 
 def target_arguments(per_class: int, scenario: str, source_dir: Path) -> list[str]:
-    arguments = ["--data", "fashion-mnist", "--classes", TARGET_CLASSES, "--limit-per-class", str(per_class),
-                 "--val-split", "0"]
+    arguments = [
+        "--data",
+        "fashion-mnist",
+        "--classes",
+        TARGET_CLASSES,
+        "--limit-per-class",
+        str(per_class),
+        "--val-split",
+        "0",
+    ]
     if scenario != "linear-probe":  # the probe is one scikit-learn fit: no epochs, batches or lr
-        arguments += ["--epochs", str(EPOCHS[per_class]), "--batch-size", str(BATCH_SIZE), "--optimizer", "adam",
-                      "--lr", str(LR)]
+        arguments += [
+            "--epochs",
+            str(EPOCHS[per_class]),
+            "--batch-size",
+            str(BATCH_SIZE),
+            "--optimizer",
+            "adam",
+            "--lr",
+            str(LR),
+        ]
     if scenario != "from scratch":
         arguments += ["--pretrained", str(source_dir)]
     return arguments + SCENARIOS[scenario]
@@ -69,24 +95,38 @@ def run(argv: list[str]) -> dict:
     found = TEST_TOP1.findall((run_dir / "train.log").read_text())
     with open(run_dir / "metrics.csv", newline="") as handle:
         train_seconds = sum(float(row["seconds"]) for row in csv.DictReader(handle))
-    return {"command": shlex.join(argv), "test_top1": float(found[-1]) / 100, "wall_seconds": wall,
-            "train_seconds": train_seconds}
+    return {
+        "command": shlex.join(argv),
+        "test_top1": float(found[-1]) / 100,
+        "wall_seconds": wall,
+        "train_seconds": train_seconds,
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/transfer-table"), help="a new folder for the runs")
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs/transfer-table"), help="a new folder for the runs"
+    )
     parser.add_argument("--per-class", default="10,50,500", help="labelled images per class, comma-separated")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 was faster than 2 on the "
-                        "shared 2-core machine the documented table comes from)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1 was faster than 2 on the "
+        "shared 2-core machine the documented table comes from)",
+    )
     args = parser.parse_args()
     sizes = [int(n) for n in args.per_class.split(",")]
     if args.out.exists():
         parser.error(f"{args.out} exists; give a new --out folder (runs are never overwritten)")
 
     source_dir = args.out / "source"
-    results = {"threads": args.threads, "source": run(command(source_dir, [*MODEL, *SOURCE], args.threads)),
-               "runs": []}
+    results = {
+        "threads": args.threads,
+        "source": run(command(source_dir, [*MODEL, *SOURCE], args.threads)),
+        "runs": [],
+    }
     for per_class in sizes:
         for scenario in SCENARIOS:
             run_dir = args.out / f"{per_class}-per-class" / scenario.split(",")[0].replace(" ", "-")
@@ -94,13 +134,18 @@ def main() -> int:
             results["runs"].append({"per_class": per_class, "scenario": scenario, **outcome})
 
     source = results["source"]
-    lines = [f"Source: LeNet-5 on Fashion-MNIST classes {SOURCE_CLASSES}, test top-1 {source['test_top1']:.2%} "
-             f"on their 5,000 test images ({source['wall_seconds']:.0f} s).", "",
-             "| labelled / class | scenario | test top-1 (classes 5-9, 5,000 images) | train s | command s |",
-             "|---:|---|---:|---:|---:|"]
+    lines = [
+        f"Source: LeNet-5 on Fashion-MNIST classes {SOURCE_CLASSES}, test top-1 {source['test_top1']:.2%} "
+        f"on their 5,000 test images ({source['wall_seconds']:.0f} s).",
+        "",
+        "| labelled / class | scenario | test top-1 (classes 5-9, 5,000 images) | train s | command s |",
+        "|---:|---|---:|---:|---:|",
+    ]
     for row in results["runs"]:
-        lines.append(f"| {row['per_class']} | {row['scenario']} | {row['test_top1']:.2%} | "
-                     f"{row['train_seconds']:.1f} | {row['wall_seconds']:.1f} |")
+        lines.append(
+            f"| {row['per_class']} | {row['scenario']} | {row['test_top1']:.2%} | "
+            f"{row['train_seconds']:.1f} | {row['wall_seconds']:.1f} |"
+        )
     table = "\n".join(lines)
     (args.out / "table.md").write_text(table + "\n")
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -28,7 +28,18 @@ _API = {
     "load_pretrained": "convlab.transfer",
     "export": "convlab.exporting",
 }
-_SUBPACKAGES = ("analysis", "data", "evaluation", "exporting", "layers", "models", "serve", "training", "transfer", "viz")
+_SUBPACKAGES = (
+    "analysis",
+    "data",
+    "evaluation",
+    "exporting",
+    "layers",
+    "models",
+    "serve",
+    "training",
+    "transfer",
+    "viz",
+)
 
 __all__ = ["__version__", *_API, *_SUBPACKAGES]
 

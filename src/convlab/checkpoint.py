@@ -63,7 +63,9 @@ def resolve_checkpoint(source: str | Path, prefer: str = "best") -> Path:
                 return path / name
         raise ConvlabError(f"Run folder '{path}' holds no checkpoint (best.safetensors or last.safetensors).")
     if not path.is_file():
-        raise ConvlabError(f"No checkpoint at '{path}': give a run folder or a .safetensors file written by convlab.")
+        raise ConvlabError(
+            f"No checkpoint at '{path}': give a run folder or a .safetensors file written by convlab."
+        )
     return path
 
 
@@ -76,11 +78,15 @@ def read_record(source: str | Path) -> dict:
     except (SafetensorError, OSError, ValueError) as error:
         raise ConvlabError(f"'{path}' is not a readable safetensors checkpoint ({error}).") from None
     if "convlab" not in metadata:
-        raise ConvlabError(f"'{path}' is a safetensors file but not a convlab checkpoint (no convlab metadata).")
+        raise ConvlabError(
+            f"'{path}' is a safetensors file but not a convlab checkpoint (no convlab metadata)."
+        )
     return json.loads(metadata["convlab"])
 
 
-def load_checkpoint(source: str | Path, map_location: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+def load_checkpoint(
+    source: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, dict]:
     """Rebuild the model a checkpoint (or run folder) describes and load its weights: ``(model, record)``."""
     from convlab.models import create_model
 

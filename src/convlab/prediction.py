@@ -36,13 +36,16 @@ def fast_path(model: torch.nn.Module, amp: str = "off", channels_last: bool = Fa
     autocast(amp, torch.device("cpu"))  # an unknown mode is refused before any work
     fast = amp not in (None, False, "off", "none", "") or channels_last
     if fast and (not any(True for _ in model.parameters()) or isinstance(model, torch.jit.ScriptModule)):
-        raise ConvlabError("--amp and --channels-last apply to convlab checkpoints (run folders, .safetensors); "
-                           "an exported .onnx or .pt file runs as it was exported.")
+        raise ConvlabError(
+            "--amp and --channels-last apply to convlab checkpoints (run folders, .safetensors); "
+            "an exported .onnx or .pt file runs as it was exported."
+        )
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
-def inference_logits(model: torch.nn.Module, batch: torch.Tensor, *, amp: str = "off",
-                     channels_last: bool = False) -> torch.Tensor:
+def inference_logits(
+    model: torch.nn.Module, batch: torch.Tensor, *, amp: str = "off", channels_last: bool = False
+) -> torch.Tensor:
     """float32 main logits of a preprocessed batch, without autograd; ``amp`` (off, bf16, fp16) runs the
     forward pass under autocast and ``channels_last`` gives the batch that layout (the model's weights
     are put in it once, by ``fast_path``). The model is in eval mode for the call."""
@@ -57,8 +60,15 @@ def inference_logits(model: torch.nn.Module, batch: torch.Tensor, *, amp: str = 
         model.train(was_training)
 
 
-def predict_tensors(model: torch.nn.Module, batch: torch.Tensor, classes: Sequence[str], topk: int = 5, *,
-                    amp: str = "off", channels_last: bool = False) -> list[list[dict]]:
+def predict_tensors(
+    model: torch.nn.Module,
+    batch: torch.Tensor,
+    classes: Sequence[str],
+    topk: int = 5,
+    *,
+    amp: str = "off",
+    channels_last: bool = False,
+) -> list[list[dict]]:
     """Top-k ``{"label", "index", "probability"}`` per row of an already preprocessed batch (k capped at
     classes), through ``inference_logits``."""
     probabilities = inference_logits(model, batch, amp=amp, channels_last=channels_last).softmax(dim=-1)
@@ -103,8 +113,10 @@ def predict(
     model, record = source if isinstance(source, tuple) else load_any(source)
     model = fast_path(model.to(device), amp, channels_last)
     if "input" not in record:
-        raise ConvlabError("The checkpoint records no input preprocessing (channels, size, mean, std); "
-                           "it was not written by convlab's training.")
+        raise ConvlabError(
+            "The checkpoint records no input preprocessing (channels, size, mean, std); "
+            "it was not written by convlab's training."
+        )
     stored = record["input"]
     channels, size = int(stored["channels"]), tuple(int(s) for s in stored["size"])
 

@@ -70,8 +70,19 @@ def test_models_json_lists_the_whole_zoo(capsys):
 def test_models_table(capsys):
     from convlab.analysis.format import print_zoo_table
 
-    print_zoo_table([{"name": "lenet5", "family": "lenet", "year": 1998, "paper": "LeCun et al.",
-                      "input_size": [1, 32, 32], "params": 61_706, "macs": 416_520}])
+    print_zoo_table(
+        [
+            {
+                "name": "lenet5",
+                "family": "lenet",
+                "year": 1998,
+                "paper": "LeCun et al.",
+                "input_size": [1, 32, 32],
+                "params": 61_706,
+                "macs": 416_520,
+            }
+        ]
+    )
     out = capsys.readouterr().out
     assert "lenet5" in out and "1x32x32" in out and "61,706" in out and "416.52 K" in out
 
@@ -79,8 +90,24 @@ def test_models_table(capsys):
 def test_conv_arith_worked_out(capsys):
     assert main(["conv-arith", "--size", "7", "--kernel", "3", "--stride", "1"]) == 0
     assert "(7 - 3 + 2*0)/1 + 1 = 5 -> 5x5" in capsys.readouterr().out
-    assert main(["conv-arith", "--size", "32", "--kernel", "5", "--padding", "2",
-                 "--in-channels", "3", "--out-channels", "10"]) == 0
+    assert (
+        main(
+            [
+                "conv-arith",
+                "--size",
+                "32",
+                "--kernel",
+                "5",
+                "--padding",
+                "2",
+                "--in-channels",
+                "3",
+                "--out-channels",
+                "10",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "parameters: (5*5*3 + 1)*10 = 760" in out and "32x32x10" in out
 
@@ -97,7 +124,10 @@ def test_conv_arith_does_not_fit_exits_1(capsys):
 def test_python_m_convlab_cli_summary_json():
     completed = subprocess.run(
         [sys.executable, "-m", "convlab.cli", "summary", "lenet5", "--json"],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert completed.returncode == 0, completed.stderr
     document = json.loads(completed.stdout)

@@ -61,7 +61,9 @@ def test_dilation_2_spans_5_with_9_weights():
     assert result.output_size == 3
 
 
-@pytest.mark.parametrize(("layers", "kernel", "field"), [(1, 3, 3), (2, 3, 5), (3, 3, 7), (4, 3, 9), (2, 5, 9)])
+@pytest.mark.parametrize(
+    ("layers", "kernel", "field"), [(1, 3, 3), (2, 3, 5), (3, 3, 7), (4, 3, 9), (2, 5, 9)]
+)
 def test_stacked_receptive_field(layers, kernel, field):
     assert stacked_receptive_field(layers, kernel) == field
 

@@ -14,7 +14,9 @@ def test_lenet5_at_28x28_names_c5_and_asks_for_32():
         check_input_size("lenet5", (1, 28, 28))
     message = str(caught.value)
     # 28 -> C1 24 -> S2 12 -> C3 8 -> S4 4: C5's 5x5 kernel does not fit.
-    assert message.startswith("lenet5 needs inputs of at least 32x32: at 28x28 the feature map vanishes in layer")
+    assert message.startswith(
+        "lenet5 needs inputs of at least 32x32: at 28x28 the feature map vanishes in layer"
+    )
     assert "'features.c5' (CoveringConv2d 5x5) which receives 4x4" in message
     assert "Use --input 1x32x32" in message
     # Above 35x35, C5's output is larger than 1x1 and F6 gets more than its 120 inputs.
@@ -63,7 +65,13 @@ def test_a_plain_module_passes_when_the_size_is_right():
 
 @pytest.mark.parametrize(
     ("text", "size"),
-    [("3x224x224", (3, 224, 224)), ("224x200", (1, 224, 200)), ("32", (1, 32, 32)), (28, (1, 28, 28)), ((3, 8, 8), (3, 8, 8))],
+    [
+        ("3x224x224", (3, 224, 224)),
+        ("224x200", (1, 224, 200)),
+        ("32", (1, 32, 32)),
+        (28, (1, 28, 28)),
+        ((3, 8, 8), (3, 8, 8)),
+    ],
 )
 def test_parse_input_size(text, size):
     assert parse_input_size(text, channels=1) == size

@@ -20,19 +20,39 @@ def test_torchvision_alexnet_fields_match_caffenet():
     with torch.device("meta"):
         model = torchvision.models.alexnet()
     result = summary(model, (3, 224, 224))
-    names = ["features.0", "features.2", "features.3", "features.5", "features.6", "features.8", "features.10", "features.12"]
+    names = [
+        "features.0",
+        "features.2",
+        "features.3",
+        "features.5",
+        "features.6",
+        "features.8",
+        "features.10",
+        "features.12",
+    ]
     assert fields(result, names) == CAFFENET_FIELDS
     assert result.layer("features.12").jump == (32, 32)  # 4 (conv1) x 2 x 2 x 2 (three pools)
 
 
 def test_zoo_alexnets_fields_match_caffenet():
     caffenet = summary("alexnet_lrn")
-    names = [f"features.{n}" for n in ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5")]
+    names = [
+        f"features.{n}" for n in ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5")
+    ]
     assert fields(caffenet, names) == CAFFENET_FIELDS
     assert caffenet.layer("features.norm1").receptive_field == (19, 19)  # LRN mixes channels, not positions
 
     torchvision_layout = summary("alexnet")
-    names = ["features.0", "features.2", "features.3", "features.5", "features.6", "features.8", "features.10", "features.12"]
+    names = [
+        "features.0",
+        "features.2",
+        "features.3",
+        "features.5",
+        "features.6",
+        "features.8",
+        "features.10",
+        "features.12",
+    ]
     assert fields(torchvision_layout, names) == CAFFENET_FIELDS
 
 
@@ -48,8 +68,15 @@ def test_stacked_convolutions_see_1_plus_l_times_k_minus_1(layers, kernel):
 
 def test_two_and_three_3x3_see_like_one_5x5_and_7x7_with_fewer_weights():
     channels = 8
-    two = summary(nn.Sequential(nn.Conv2d(channels, channels, 3, bias=False), nn.Conv2d(channels, channels, 3, bias=False)), (channels, 16, 16))
-    three = summary(nn.Sequential(*[nn.Conv2d(channels, channels, 3, bias=False) for _ in range(3)]), (channels, 16, 16))
+    two = summary(
+        nn.Sequential(
+            nn.Conv2d(channels, channels, 3, bias=False), nn.Conv2d(channels, channels, 3, bias=False)
+        ),
+        (channels, 16, 16),
+    )
+    three = summary(
+        nn.Sequential(*[nn.Conv2d(channels, channels, 3, bias=False) for _ in range(3)]), (channels, 16, 16)
+    )
     assert two.layers[-1].receptive_field == (5, 5) and two.totals.params == 18 * channels**2  # vs 25 C^2
     assert three.layers[-1].receptive_field == (7, 7) and three.totals.params == 27 * channels**2  # vs 49 C^2
 

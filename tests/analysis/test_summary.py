@@ -139,7 +139,11 @@ def test_resnet_basic_block_macs_match_the_paper(name, paper_gflops):
 def test_macs_equal_torchvision_reported_ops(builder, size, weights):
     """Same convention as torchvision's published figures: resnet18 1.81, resnet50 4.09, vgg16 15.47, googlenet 1.50, inception_v3
     5.71, ViT-B/16 17.56 (attention = projections + Q.K^T + A.V), convnext_tiny 4.46, mobilenet_v2 0.30."""
-    kwargs = {"init_weights": False} if builder in (torchvision.models.googlenet, torchvision.models.inception_v3) else {}
+    kwargs = (
+        {"init_weights": False}
+        if builder in (torchvision.models.googlenet, torchvision.models.inception_v3)
+        else {}
+    )
     if builder is torchvision.models.googlenet:
         kwargs["aux_logits"] = False  # its published count, 6,624,904, leaves out the training-only heads
     result = summary(meta(builder, **kwargs), (3, size, size))
@@ -164,7 +168,9 @@ def test_zoo_googlenet_and_vgg16_macs():
 def test_mlp_of_the_notes_macs_equal_its_weights():
     # Notes 002: 64x64x3 -> 1000 -> 500 -> 2 has 12,789,000 weights, 12,790,502 with biases; a linear
     # layer does one multiply-add per weight, so its MACs are the weights without the biases.
-    mlp = nn.Sequential(nn.Flatten(), nn.Linear(12_288, 1000), nn.ReLU(), nn.Linear(1000, 500), nn.ReLU(), nn.Linear(500, 2))
+    mlp = nn.Sequential(
+        nn.Flatten(), nn.Linear(12_288, 1000), nn.ReLU(), nn.Linear(1000, 500), nn.ReLU(), nn.Linear(500, 2)
+    )
     result = summary(mlp, (3, 64, 64))
     assert result.totals.params == 12_790_502
     assert result.totals.macs == 12_789_000
@@ -279,7 +285,14 @@ def test_json_form():
     assert document["model"] == "lenet5"
     assert document["input"] == [1, 32, 32]
     assert document["conventions"] == CONVENTIONS
-    assert set(document["totals"]) >= {"params", "trainable_params", "macs", "flops", "activation_bytes", "param_bytes"}
+    assert set(document["totals"]) >= {
+        "params",
+        "trainable_params",
+        "macs",
+        "flops",
+        "activation_bytes",
+        "param_bytes",
+    }
     c1 = next(layer for layer in document["layers"] if layer["name"] == "features.c1")
     assert c1["kernel"] == [5, 5] and c1["stride"] == [1, 1] and c1["output_shape"] == [6, 28, 28]
     assert c1["receptive_field"] == [5, 5] and c1["jump"] == [1, 1]

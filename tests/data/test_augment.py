@@ -20,7 +20,9 @@ def colour():
 
 
 def batches(bundle, augment, epoch=0, seed=0, batch_size=64):
-    return torch.cat([x for x, _ in bundle.loader("train", batch_size, augment=augment, epoch=epoch, seed=seed)])
+    return torch.cat(
+        [x for x, _ in bundle.loader("train", batch_size, augment=augment, epoch=epoch, seed=seed)]
+    )
 
 
 def padding_value(bundle):
@@ -32,9 +34,18 @@ def test_parse_augment_names_aliases_and_errors():
     assert parse_augment("flip,crop") == ["flip", "crop"]
     assert parse_augment(["hflip", " cutout ", "flip"]) == ["flip", "erase"]
     assert parse_augment("") == [] and parse_augment(None) == [] and parse_augment("none") == []
-    assert set(AUGMENTATIONS) == {"crop", "flip", "translate", "erase", "pca-lighting", "random-resized-crop",
-                                  "color-jitter"}
-    with pytest.raises(ConvlabError, match="Unknown augmentation 'flipp'; did you mean flip.* Accepted: .*crop"):
+    assert set(AUGMENTATIONS) == {
+        "crop",
+        "flip",
+        "translate",
+        "erase",
+        "pca-lighting",
+        "random-resized-crop",
+        "color-jitter",
+    }
+    with pytest.raises(
+        ConvlabError, match="Unknown augmentation 'flipp'; did you mean flip.* Accepted: .*crop"
+    ):
         parse_augment("crop,flipp")
 
 
@@ -57,8 +68,12 @@ def test_crop_is_a_window_of_the_zero_padded_image(colour):
     offsets = []
     for c, p in zip(cropped, plain):
         padded = F.pad(p - padding_value(colour), (pad, pad, pad, pad)) + padding_value(colour)
-        found = [(dy, dx) for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)
-                 if torch.allclose(padded[:, dy:dy + 16, dx:dx + 24], c, atol=1e-5)]
+        found = [
+            (dy, dx)
+            for dy in range(2 * pad + 1)
+            for dx in range(2 * pad + 1)
+            if torch.allclose(padded[:, dy : dy + 16, dx : dx + 24], c, atol=1e-5)
+        ]
         assert found, "every crop is a window of the padded image"
         offsets.append(found[0])
     assert cropped.shape == plain.shape
@@ -70,8 +85,11 @@ def test_translate_shifts_with_the_edge_pixels_repeated(colour):
     limit = 2  # 10% of 16, rounded
     for s, p in zip(shifted, plain):
         padded = F.pad(p.unsqueeze(0), (limit,) * 4, mode="replicate")[0]
-        assert any(torch.allclose(padded[:, dy:dy + 16, dx:dx + 24], s, atol=1e-5)
-                   for dy in range(2 * limit + 1) for dx in range(2 * limit + 1))
+        assert any(
+            torch.allclose(padded[:, dy : dy + 16, dx : dx + 24], s, atol=1e-5)
+            for dy in range(2 * limit + 1)
+            for dx in range(2 * limit + 1)
+        )
 
 
 def test_erase_zeroes_one_rectangle(colour):
@@ -108,10 +126,17 @@ def test_pca_lighting_needs_three_channels():
     gray = build_memory_bundle("gray", ["a", "b"], images, torch.arange(8) % 2, val_split=0)
     with pytest.raises(ConvlabError, match="pca-lighting needs RGB images; this data has 1 channel"):
         gray.loader("train", 4, augment="pca-lighting")
-    assert next(iter(gray.with_channels(3).loader("train", 4, augment="pca-lighting")))[0].shape == (4, 3, 8, 8)
+    assert next(iter(gray.with_channels(3).loader("train", 4, augment="pca-lighting")))[0].shape == (
+        4,
+        3,
+        8,
+        8,
+    )
 
 
-@pytest.mark.parametrize("augment", ["crop,flip", "translate,erase", "random-resized-crop,color-jitter,pca-lighting"])
+@pytest.mark.parametrize(
+    "augment", ["crop,flip", "translate,erase", "random-resized-crop,color-jitter,pca-lighting"]
+)
 def test_augmentation_depends_only_on_seed_and_epoch(colour, augment):
     first = batches(colour, augment, epoch=1, seed=3, batch_size=20)
     assert torch.equal(first, batches(colour, augment, epoch=1, seed=3, batch_size=20))
@@ -142,7 +167,12 @@ def test_resizing_per_batch_gives_what_resizing_at_load_gives(colour, monkeypatc
     per_batch = colour.resized((20, 30))
     assert per_batch._resize_per_batch and not at_load._resize_per_batch
     assert tuple(per_batch._images.shape[-2:]) == (16, 24)  # kept at its own size
-    first, second = batches(at_load, "crop,flip", batch_size=16), batches(per_batch, "crop,flip", batch_size=16)
+    first, second = (
+        batches(at_load, "crop,flip", batch_size=16),
+        batches(per_batch, "crop,flip", batch_size=16),
+    )
     assert first.shape == (64, 3, 20, 30)
-    assert at_load.mean == pytest.approx(per_batch.mean, abs=1e-9)  # measured on the resized images either way
+    assert at_load.mean == pytest.approx(
+        per_batch.mean, abs=1e-9
+    )  # measured on the resized images either way
     assert torch.allclose(first, second, atol=1e-4)

@@ -7,13 +7,26 @@ from convlab.data import load_data
 from convlab.errors import ConvlabError
 from convlab.training.config import resolve_config
 
-FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 
 
 def pixels(bundle, split):
     """The split's images back on the 0-255 scale, in loader order."""
     images, _ = next(iter(bundle.loader(split, bundle.size(split))))
-    return (images * torch.tensor(bundle.std).view(1, -1, 1, 1) + torch.tensor(bundle.mean).view(1, -1, 1, 1)) * 255
+    return (
+        images * torch.tensor(bundle.std).view(1, -1, 1, 1) + torch.tensor(bundle.mean).view(1, -1, 1, 1)
+    ) * 255
 
 
 def test_classes_5_to_9_are_a_five_class_set_with_the_full_test_split():
@@ -40,21 +53,26 @@ def test_classes_by_name_keep_the_order_given():
 
 def test_limit_per_class_is_the_number_of_labelled_images_of_each_class():
     for per_class in (10, 50, 500):
-        subset = load_data("fashion-mnist", classes="5,6,7,8,9", limit_per_class=per_class, val_split=0,
-                           download=False)
+        subset = load_data(
+            "fashion-mnist", classes="5,6,7,8,9", limit_per_class=per_class, val_split=0, download=False
+        )
         assert torch.bincount(subset.labels("train")).tolist() == [per_class] * 5
         assert subset.splits() == ["train", "test"]  # val_split 0: every labelled image trains
     again = load_data("fashion-mnist", classes="5,6,7,8,9", limit_per_class=10, val_split=0, download=False)
-    other = load_data("fashion-mnist", classes="5,6,7,8,9", limit_per_class=10, val_split=0, seed=1,
-                      download=False)
+    other = load_data(
+        "fashion-mnist", classes="5,6,7,8,9", limit_per_class=10, val_split=0, seed=1, download=False
+    )
     first = load_data("fashion-mnist", classes="5,6,7,8,9", limit_per_class=10, val_split=0, download=False)
     assert torch.equal(pixels(again, "train"), pixels(first, "train"))
     assert not torch.equal(pixels(other, "train"), pixels(first, "train"))
 
 
 def test_bad_class_choices_name_what_is_accepted():
-    with pytest.raises(ConvlabError, match=r"Class 'Boots' is not in fashion-mnist; give numbers 0-9 or names "
-                                           r"\(0 T-shirt/top, .*9 Ankle boot\)"):
+    with pytest.raises(
+        ConvlabError,
+        match=r"Class 'Boots' is not in fashion-mnist; give numbers 0-9 or names "
+        r"\(0 T-shirt/top, .*9 Ankle boot\)",
+    ):
         load_data("fashion-mnist", classes="Boots", download=False)
     with pytest.raises(ConvlabError, match="Class '12' is not in fashion-mnist"):
         load_data("fashion-mnist", classes=[5, 12], download=False)

@@ -25,8 +25,18 @@ def test_fashion_mnist_sizes_classes_and_shape(fashion):
     assert fashion.size("train") + fashion.size("val") == 60000
     assert fashion.size("val") == 6000
     assert fashion.size("test") == 10000
-    assert fashion.classes == ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    assert fashion.classes == [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ]
     assert fashion.in_chans == 1 and fashion.image_size == (28, 28)
 
 
@@ -96,5 +106,7 @@ def test_resized_and_with_channels_convert_once():
 
 
 def test_unknown_split_is_a_clear_error(fashion):
-    with pytest.raises(ConvlabError, match="Split 'validation' is not in fashion-mnist; it has train, val, test"):
+    with pytest.raises(
+        ConvlabError, match="Split 'validation' is not in fashion-mnist; it has train, val, test"
+    ):
         fashion.loader("validation", 8)

@@ -16,8 +16,11 @@ def save(path, mode, size=(20, 24), value=None, seed=0):
     """An image of ``mode`` and ``size`` (H, W): random pixels, or a flat colour ``value`` in 0..255."""
     rng = np.random.default_rng(seed)
     height, width = size
-    rgb = (np.full((height, width, 3), value, dtype=np.uint8) if value is not None
-           else rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+    rgb = (
+        np.full((height, width, 3), value, dtype=np.uint8)
+        if value is not None
+        else rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    )
     if mode == "I;16":
         image = Image.fromarray(rgb[..., 0].astype(np.uint16) * 257)
     else:
@@ -99,7 +102,9 @@ def test_bad_files_are_skipped_counted_and_reported(tmp_path):
     assert "cannot identify image file" in skipped["notes.png"]
     assert "runcated" in skipped["truncated.jpg"]
     assert bundle.size("train") + bundle.size("val") == 60  # the two bad files are left out
-    with pytest.raises(ConvlabError, match=r"2 of 62 image files .* cannot be read \(3.2%, more than max_bad_fraction=0.01\)"):
+    with pytest.raises(
+        ConvlabError, match=r"2 of 62 image files .* cannot be read \(3.2%, more than max_bad_fraction=0.01\)"
+    ):
         load_data(str(root), max_bad_fraction=0.01)
 
 
@@ -128,7 +133,9 @@ def test_folder_loader_is_deterministic_and_augments_per_image(tmp_path):
     first = list(bundle.loader("train", 6, shuffle=True, augment=augment, epoch=2, seed=4))
     again = list(bundle.loader("train", 6, shuffle=True, augment=augment, epoch=2, seed=4))
     other = list(bundle.loader("train", 6, shuffle=True, augment=augment, epoch=3, seed=4))
-    assert len(first) == 3 and all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again))
+    assert len(first) == 3 and all(
+        torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again)
+    )
     assert not torch.equal(first[0][0], other[0][0])
     plain = torch.cat([x for x, _ in bundle.loader("train", 6, shuffle=True, epoch=2, seed=4)])
     assert not torch.allclose(torch.cat([x for x, _ in first]), plain)
@@ -156,7 +163,9 @@ def test_a_class_too_small_for_the_validation_split_is_named(tmp_path):
     for extra in (root / "owl").iterdir():
         if not extra.name.startswith("000"):
             extra.unlink()
-    with pytest.raises(ConvlabError, match="Class 'owl' has only 1 training image, so a validation split of 0.1"):
+    with pytest.raises(
+        ConvlabError, match="Class 'owl' has only 1 training image, so a validation split of 0.1"
+    ):
         load_data(str(root), val_split=0.1)
     assert load_data(str(root), val_split=0).splits() == ["train"]
 

@@ -27,7 +27,9 @@ def test_reads_a_file_written_byte_by_byte_from_the_specification(tmp_path):
     assert array.shape == (2, 3, 4) and array.dtype == np.uint8
     assert array[1, 2, 3] == 23 and array[0, 1, 0] == 4
     # A big-endian int32 file (type code 0x0C) comes back in native order.
-    (tmp_path / "ints").write_bytes(struct.pack(">BBBBI", 0, 0, 0x0C, 1, 3) + struct.pack(">iii", -1, 256, 70000))
+    (tmp_path / "ints").write_bytes(
+        struct.pack(">BBBBI", 0, 0, 0x0C, 1, 3) + struct.pack(">iii", -1, 256, 70000)
+    )
     assert read_idx(tmp_path / "ints").tolist() == [-1, 256, 70000]
 
 

@@ -34,9 +34,20 @@ def test_gray_to_rgb_repeats_the_channel(tmp_path):
     assert all(torch.equal(rgb[k], torch.from_numpy(RGB[..., 0])) for k in range(3))
 
 
-@pytest.mark.parametrize("mode,suffix", [("RGBA", ".png"), ("P", ".png"), ("CMYK", ".jpg"), ("RGB", ".bmp"),
-                                         ("RGB", ".webp"), ("RGB", ".tiff"), ("L", ".pgm"), ("RGB", ".ppm"),
-                                         ("P", ".gif")])
+@pytest.mark.parametrize(
+    "mode,suffix",
+    [
+        ("RGBA", ".png"),
+        ("P", ".png"),
+        ("CMYK", ".jpg"),
+        ("RGB", ".bmp"),
+        ("RGB", ".webp"),
+        ("RGB", ".tiff"),
+        ("L", ".pgm"),
+        ("RGB", ".ppm"),
+        ("P", ".gif"),
+    ],
+)
 def test_any_mode_is_converted_to_rgb_of_the_asked_size(tmp_path, mode, suffix):
     path = tmp_path / f"image{suffix}"
     Image.fromarray(RGB).convert(mode).save(path, **({"lossless": True} if suffix == ".webp" else {}))

@@ -15,7 +15,9 @@ from convlab.errors import ConvlabError
 
 def pattern(count, channels=3, size=32, offset=0):
     """Images whose every pixel tells where it is: value = (17 n + 5 c + 3 i + j + offset) mod 256."""
-    n, c, i, j = np.meshgrid(np.arange(count), np.arange(channels), np.arange(size), np.arange(size), indexing="ij")
+    n, c, i, j = np.meshgrid(
+        np.arange(count), np.arange(channels), np.arange(size), np.arange(size), indexing="ij"
+    )
     return ((17 * n + 5 * c + 3 * i + j + offset) % 256).astype(np.uint8)
 
 
@@ -27,8 +29,11 @@ def write_cifar10(root, per_batch=4, test_count=6, python2_keys=False):
     for number in range(1, 6):
         images = pattern(per_batch, offset=number * 40)
         labels = [(number * per_batch + k) % 10 for k in range(per_batch)]
-        entry = {key("batch_label"): "training batch", key("data"): images.reshape(per_batch, -1),
-                 key("labels"): labels}
+        entry = {
+            key("batch_label"): "training batch",
+            key("data"): images.reshape(per_batch, -1),
+            key("labels"): labels,
+        }
         (folder / f"data_batch_{number}").write_bytes(pickle.dumps(entry, protocol=2))
     test = {key("data"): pattern(test_count).reshape(test_count, -1), key("labels"): list(range(test_count))}
     (folder / "test_batch").write_bytes(pickle.dumps(test, protocol=2))
@@ -66,9 +71,16 @@ def test_torchvision_reader_refuses_files_that_are_not_the_official_release(tmp_
 def test_cifar100_fine_labels_and_names(tmp_path):
     folder = tmp_path / "cifar-100-python"
     folder.mkdir()
-    train = {"data": pattern(200).reshape(200, -1), "fine_labels": [k % 100 for k in range(200)],
-             "coarse_labels": [k % 20 for k in range(200)]}
-    test = {"data": pattern(5, offset=9).reshape(5, -1), "fine_labels": [99, 0, 1, 2, 3], "coarse_labels": [0] * 5}
+    train = {
+        "data": pattern(200).reshape(200, -1),
+        "fine_labels": [k % 100 for k in range(200)],
+        "coarse_labels": [k % 20 for k in range(200)],
+    }
+    test = {
+        "data": pattern(5, offset=9).reshape(5, -1),
+        "fine_labels": [99, 0, 1, 2, 3],
+        "coarse_labels": [0] * 5,
+    }
     names = [f"fine{k}" for k in range(100)]
     for name, entry in (("train", train), ("test", test), ("meta", {"fine_label_names": names})):
         (folder / name).write_bytes(pickle.dumps(entry, protocol=2))
@@ -102,7 +114,9 @@ def test_stl10_binary_files_are_column_major(tmp_path):
         # STL-10 stores each channel column by column (MATLAB order): write the transpose.
         (folder / f"{split}_X.bin").write_bytes(np.ascontiguousarray(images.transpose(0, 1, 3, 2)).tobytes())
         (folder / f"{split}_y.bin").write_bytes((np.arange(count) % 10 + 1).astype(np.uint8).tobytes())
-    (folder / "class_names.txt").write_text("airplane\nbird\ncar\ncat\ndeer\ndog\nhorse\nmonkey\nship\ntruck\n")
+    (folder / "class_names.txt").write_text(
+        "airplane\nbird\ncar\ncat\ndeer\ndog\nhorse\nmonkey\nship\ntruck\n"
+    )
     bundle = load_data("stl10", data_root=tmp_path, download=False)
     assert bundle.image_size == (96, 96) and bundle.classes[7] == "monkey"
     assert bundle.labels("test").tolist() == [0, 1, 2, 3]
@@ -122,13 +136,26 @@ def test_stl10_size_mismatch_is_a_clear_error(tmp_path):
 
 def test_digits_from_scikit_learn():
     bundle = load_data("digits", val_split=0.1)
-    assert bundle.image_size == (8, 8) and bundle.in_chans == 1 and bundle.classes == [str(d) for d in range(10)]
+    assert (
+        bundle.image_size == (8, 8) and bundle.in_chans == 1 and bundle.classes == [str(d) for d in range(10)]
+    )
     # 1,797 images; a fixed stratified 20% test split (round(0.2 n) per class) and 10% of the rest as val.
     assert bundle.size("test") == 359
     assert bundle.size("train") + bundle.size("val") == 1438
     # Per class (178, 182, 177, 183, 181, 182, 181, 179, 174, 180 images) minus test, 10% rounded: 145.
     assert bundle.size("val") == 145
-    assert torch.bincount(bundle.labels("test"), minlength=10).tolist() == [36, 36, 35, 37, 36, 36, 36, 36, 35, 36]
+    assert torch.bincount(bundle.labels("test"), minlength=10).tolist() == [
+        36,
+        36,
+        35,
+        37,
+        36,
+        36,
+        36,
+        36,
+        35,
+        36,
+    ]
     # Values 0..16 scaled to 0..255.
     assert int(bundle._images.max()) == 255 and int(bundle._images.min()) == 0
     assert set(torch.unique(bundle._images).tolist()) <= {round(v * 255 / 16) for v in range(17)}

@@ -38,15 +38,19 @@ def test_missing_set_without_download_names_every_place_and_the_command(tmp_path
     assert f"{tmp_path}/cifar-10-batches-py" in message
     assert "downloading was not allowed (download=False)" in message
     assert f"`convlab data download cifar10 --data-root {tmp_path}`" in message
-    assert f"place data_batch_1 ... data_batch_5, test_batch and batches.meta (the python version) under {tmp_path}/cifar-10-batches-py" in message
+    assert (
+        f"place data_batch_1 ... data_batch_5, test_batch and batches.meta (the python version) under {tmp_path}/cifar-10-batches-py"
+        in message
+    )
     assert "\n" not in message
 
 
 def test_fashion_mnist_missing_from_the_system_location_suggests_the_debian_package(tmp_path, monkeypatch):
     spec = registry.NAMED_SETS["fashion-mnist"]
     gone = str(tmp_path / "usr-share-datasets" / "fashion-mnist")
-    monkeypatch.setitem(registry.NAMED_SETS, "fashion-mnist",
-                        registry.dataclasses.replace(spec, system_folders=(gone,)))
+    monkeypatch.setitem(
+        registry.NAMED_SETS, "fashion-mnist", registry.dataclasses.replace(spec, system_folders=(gone,))
+    )
     with pytest.raises(ConvlabError) as error:
         load_data("fashion-mnist", data_root=tmp_path / "root", download=False)
     message = str(error.value)
@@ -84,7 +88,9 @@ def test_files_placed_under_data_root_are_found_first(tmp_path):
 
 
 def test_unknown_name_lists_the_named_sets():
-    with pytest.raises(ConvlabError, match="Unknown data set 'cifar-1000'.* Accepted: cifar10, cifar100, digits"):
+    with pytest.raises(
+        ConvlabError, match="Unknown data set 'cifar-1000'.* Accepted: cifar10, cifar100, digits"
+    ):
         registry.named_set("cifar-1000")
 
 
@@ -94,7 +100,11 @@ def test_cli_data_list_shows_every_set_and_where_it_is(tmp_path, capsys):
     assert set(rows) == {"mnist", "fashion-mnist", "cifar10", "cifar100", "svhn", "stl10", "digits"}
     assert rows["fashion-mnist"]["available"] and "dataset-fashion-mnist" in rows["fashion-mnist"]["location"]
     assert not rows["cifar10"]["available"] and rows["cifar10"]["location"] is None
-    assert (rows["svhn"]["train"], rows["svhn"]["test"], rows["stl10"]["image_size"]) == (73257, 26032, [96, 96])
+    assert (rows["svhn"]["train"], rows["svhn"]["test"], rows["stl10"]["image_size"]) == (
+        73257,
+        26032,
+        [96, 96],
+    )
     assert rows["cifar100"]["classes"] == 100 and rows["digits"]["available"]
     assert main(["data", "list", "--data-root", str(tmp_path)]) == 0
     table = capsys.readouterr().out

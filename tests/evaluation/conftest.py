@@ -33,8 +33,9 @@ class TensorBundle:
     def labels(self, split: str) -> torch.Tensor:
         return self._labels
 
-    def loader(self, split, batch_size, *, shuffle=False, augment=(), epoch=0, seed=0, device="cpu",
-               drop_last=False):
+    def loader(
+        self, split, batch_size, *, shuffle=False, augment=(), epoch=0, seed=0, device="cpu", drop_last=False
+    ):
         return [
             (self._images[i : i + batch_size].to(device), self._labels[i : i + batch_size].to(device))
             for i in range(0, len(self._labels), batch_size)
@@ -78,10 +79,20 @@ def record(fashion):
     """The checkpoint record the training engine writes, for a run on ``fashion``."""
     return {
         "classes": list(fashion.classes),
-        "input": {"channels": fashion.in_chans, "size": list(fashion.image_size), "mean": list(fashion.mean),
-                  "std": list(fashion.std)},
+        "input": {
+            "channels": fashion.in_chans,
+            "size": list(fashion.image_size),
+            "mean": list(fashion.mean),
+            "std": list(fashion.std),
+        },
         "data": {"name": "fashion-mnist", "source": fashion.source, "val_split": 0.1, "seed": 0},
         "epoch": 3,
         "metrics": {},
-        "config": {"model": "mlp", "data": "fashion-mnist", "limit": FASHION_LIMIT, "val_split": 0.1, "seed": 0},
+        "config": {
+            "model": "mlp",
+            "data": "fashion-mnist",
+            "limit": FASHION_LIMIT,
+            "val_split": 0.1,
+            "seed": 0,
+        },
     }

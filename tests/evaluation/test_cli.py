@@ -42,7 +42,9 @@ def test_eval_of_a_missing_run_is_one_error_line(tmp_path, capsys):
     assert err.startswith("convlab: error: No checkpoint at") and err.count("\n") == 1
 
 
-def test_predict_reports_an_unreadable_file_and_still_predicts_the_others(run_folder, tmp_path, capsys, fashion):
+def test_predict_reports_an_unreadable_file_and_still_predicts_the_others(
+    run_folder, tmp_path, capsys, fashion
+):
     images, _ = next(iter(fashion.loader("test", 2)))
     pixels = ((images[:, 0] * fashion.std[0] + fashion.mean[0]) * 255).round().clamp(0, 255).to(torch.uint8)
     Image.fromarray(pixels[0].numpy(), mode="L").save(tmp_path / "a.png")

@@ -53,16 +53,22 @@ def test_evaluate_model_restores_the_previous_mode(trained_mlp, fashion):
 
 def test_evaluate_model_rejects_a_model_with_another_number_of_classes(fashion):
     model = convlab.create_model("mlp", num_classes=5, in_chans=1)
-    with pytest.raises(convlab.ConvlabError, match="predicts 5 classes but data 'fashion-mnist' has 10") as error:
+    with pytest.raises(
+        convlab.ConvlabError, match="predicts 5 classes but data 'fashion-mnist' has 10"
+    ) as error:
         evaluate_model(model, fashion, "val")
     assert "\n" not in str(error.value)
 
 
 def test_unknown_split_and_tta_are_one_line_errors(trained_mlp, fashion, tensor_bundle):
-    bundle = tensor_bundle(torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.int64), ["a"] * 10, split="val")
+    bundle = tensor_bundle(
+        torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.int64), ["a"] * 10, split="val"
+    )
     with pytest.raises(convlab.ConvlabError, match="has no 'test' split; it has: val"):
         evaluate_model(trained_mlp, bundle, "test")
-    with pytest.raises(convlab.ConvlabError, match="Unknown test-time augmentation 'mirror'; accepted: none, flip"):
+    with pytest.raises(
+        convlab.ConvlabError, match="Unknown test-time augmentation 'mirror'; accepted: none, flip"
+    ):
         evaluate_model(trained_mlp, bundle, "val", tta="mirror")
 
 
@@ -116,8 +122,9 @@ def test_shift_views_are_the_image_and_its_mirror_moved_one_pixel_each_way():
     assert len(views) == 10 and all(view.shape == images.shape for view in views)
     padded = F.pad(images, (1, 1, 1, 1), mode="replicate")  # an uncovered border repeats the edge pixels
     # view[i, j] = image[i + dy, j + dx]: at rest, then (dy, dx) = (-1, 0), (1, 0), (0, -1), (0, 1)
-    for (dy, dx), view, mirror in zip([(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)], views[::2], views[1::2],
-                                      strict=True):
+    for (dy, dx), view, mirror in zip(
+        [(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)], views[::2], views[1::2], strict=True
+    ):
         assert torch.equal(view, padded[..., 1 + dy : 7 + dy, 1 + dx : 8 + dx])
         assert torch.equal(mirror, view.flip(-1))
     assert torch.equal(views[0], images)
@@ -156,7 +163,9 @@ def test_input_correction_renormalises_to_the_checkpoint_statistics(tensor_bundl
     raw = torch.rand(3)
     from_bundle = (raw - torch.tensor(bundle.mean)) / torch.tensor(bundle.std)
     assert torch.allclose(from_bundle * scale + shift, (raw - 0.4) / 0.25, atol=1e-6)
-    assert input_correction_for(bundle, {"input": {"mean": list(bundle.mean), "std": list(bundle.std)}}) is None
+    assert (
+        input_correction_for(bundle, {"input": {"mean": list(bundle.mean), "std": list(bundle.std)}}) is None
+    )
 
 
 @pytest.fixture
@@ -167,7 +176,9 @@ def run_folder(tmp_path, trained_mlp, record):
     return run
 
 
-def test_evaluate_rebuilds_the_training_validation_split_and_writes_its_files(run_folder, trained_mlp, fashion):
+def test_evaluate_rebuilds_the_training_validation_split_and_writes_its_files(
+    run_folder, trained_mlp, fashion
+):
     result = evaluate(run_folder, split="val", device="cpu")
     direct = evaluate_model(trained_mlp, fashion, "val")
     assert result.n == 200  # 10% of the 2,000 images kept for training
@@ -201,8 +212,9 @@ def test_evaluate_a_missing_checkpoint_is_a_one_line_error(tmp_path):
 
 def test_evaluating_a_training_run_reproduces_its_validation_figures(tmp_path):
     run = tmp_path / "run"
-    trained = convlab.train(model="mlp", data="fashion-mnist", epochs=1, limit=500, optimizer="adam", out=str(run),
-                            device="cpu")
+    trained = convlab.train(
+        model="mlp", data="fashion-mnist", epochs=1, limit=500, optimizer="adam", out=str(run), device="cpu"
+    )
     result = evaluate(run, split="val", device="cpu")
     history = trained.history[-1]
     assert result.n == 50  # 10% of the 500 images the run kept

@@ -59,6 +59,12 @@ def test_per_class_scores_match_scikit_learn_including_empty_classes():
 def test_per_class_scores_of_the_hand_made_example():
     scores = per_class_scores([[1, 0, 0], [1, 0, 1], [0, 1, 0]], ["a", "b", "c"])
     # class a: predicted twice, right once; every a found. b and c are never right.
-    assert scores[0] == {"class": "a", "precision": 0.5, "recall": 1.0, "f1": pytest.approx(2 / 3), "support": 1}
+    assert scores[0] == {
+        "class": "a",
+        "precision": 0.5,
+        "recall": 1.0,
+        "f1": pytest.approx(2 / 3),
+        "support": 1,
+    }
     assert [row["precision"] for row in scores[1:]] == [0.0, 0.0]
     assert [row["support"] for row in scores] == [1, 2, 1]

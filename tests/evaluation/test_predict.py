@@ -25,8 +25,13 @@ def _test_images(fashion, count):
 def test_predicting_files_of_any_mode_and_size_matches_the_model(tmp_path, checkpoint, trained_mlp, fashion):
     pixels, tensors, _ = _test_images(fashion, 5)
     gray = Image.fromarray(pixels[0], mode="L")
-    files = [tmp_path / "gray.png", tmp_path / "rgb-56.png", tmp_path / "rgba.png", tmp_path / "gray.jpg",
-             tmp_path / "rgb-40x20.jpg"]
+    files = [
+        tmp_path / "gray.png",
+        tmp_path / "rgb-56.png",
+        tmp_path / "rgba.png",
+        tmp_path / "gray.jpg",
+        tmp_path / "rgb-40x20.jpg",
+    ]
     gray.save(files[0])
     Image.fromarray(pixels[1], mode="L").convert("RGB").resize((56, 56)).save(files[1])
     Image.fromarray(pixels[2], mode="L").convert("RGBA").save(files[2])
@@ -44,7 +49,9 @@ def test_predicting_files_of_any_mode_and_size_matches_the_model(tmp_path, check
         top = probabilities.topk(3)
         assert [p["index"] for p in result["predictions"]] == top.indices.tolist()
         assert [p["label"] for p in result["predictions"]] == [fashion.classes[i] for i in top.indices]
-        assert [p["probability"] for p in result["predictions"]] == pytest.approx(top.values.tolist(), abs=1e-6)
+        assert [p["probability"] for p in result["predictions"]] == pytest.approx(
+            top.values.tolist(), abs=1e-6
+        )
     # a lossless gray PNG at the native size is exactly the test tensor the loader gives
     with torch.no_grad():
         assert results[0]["predictions"][0]["index"] == trained_mlp(tensors[:1]).argmax().item()

@@ -20,17 +20,29 @@ CONFUSION = [[8, 1, 1], [0, 9, 1], [2, 0, 8]]
 def _result(confusion=CONFUSION):
     n = sum(map(sum, confusion))
     correct = sum(confusion[i][i] for i in range(3))
-    return EvalResult(split="test", n=n, loss=0.6321, top1=correct / n, top5=1.0, confusion=confusion,
-                      classes=CLASSES, per_class=per_class_scores(confusion, CLASSES), top5_k=3)
+    return EvalResult(
+        split="test",
+        n=n,
+        loss=0.6321,
+        top1=correct / n,
+        top5=1.0,
+        confusion=confusion,
+        classes=CLASSES,
+        per_class=per_class_scores(confusion, CLASSES),
+        top5_k=3,
+    )
 
 
 @pytest.fixture
 def run(tmp_path):
     run = tmp_path / "run"
     model = convlab.create_model("mlp", num_classes=3, in_chans=1)  # 784*300+300 + 300*3+3 = 236,403
-    save_checkpoint(run / "best.safetensors", model, {"classes": CLASSES, "epoch": 2, "data": {"name": "toy"}})
-    (run / "config.yaml").write_text(yaml.safe_dump({"model": "mlp", "data": "toy", "epochs": 3, "lr": 0.1,
-                                                     "augment": ["flip", "crop"]}))
+    save_checkpoint(
+        run / "best.safetensors", model, {"classes": CLASSES, "epoch": 2, "data": {"name": "toy"}}
+    )
+    (run / "config.yaml").write_text(
+        yaml.safe_dump({"model": "mlp", "data": "toy", "epochs": 3, "lr": 0.1, "augment": ["flip", "crop"]})
+    )
     (run / "metrics.csv").write_text(METRICS)
     (run / "skipped.txt").write_text("toy/shoe/broken.jpg\tcannot identify image file\n")
     return run
@@ -44,8 +56,10 @@ def test_write_report_writes_the_markdown_and_both_images(run):
     assert "Best epoch: **2** (validation top-1 0.7900, loss 0.6200)." in text
     assert "| top-1 accuracy | 0.8333 |" in text  # 25 of 30 right
     assert "| top-3 accuracy | 1.0000 |" in text and "only 3 classes" in text
-    assert "| shoe | 0.9000 | 0.9000 | 0.9000 | 10 |" in text  # 9 of 10 predicted shoes are shoes, 9 of 10 found
-    assert "| augment | [\"flip\", \"crop\"] |" in text
+    assert (
+        "| shoe | 0.9000 | 0.9000 | 0.9000 | 10 |" in text
+    )  # 9 of 10 predicted shoes are shoes, 9 of 10 found
+    assert '| augment | ["flip", "crop"] |' in text
     assert "| total | 236,403 |" in text and "| frozen | 0 |" in text
     assert "toy/shoe/broken.jpg" in text
     assert "![Confusion matrix](confusion.png)" in text and "(curves.png)" in text

@@ -23,8 +23,16 @@ def digits(channels: int, size: int):
     return load_data("digits", image_size=(size, size), in_chans=channels)
 
 
-def write_checkpoint(path: Path, name: str, channels: int, size: int, *, trained: bool = True,
-                     data: dict | None = None, **options) -> Path:
+def write_checkpoint(
+    path: Path,
+    name: str,
+    channels: int,
+    size: int,
+    *,
+    trained: bool = True,
+    data: dict | None = None,
+    **options,
+) -> Path:
     bundle = digits(channels, size)
     torch.manual_seed(0)
     model = convlab.create_model(name, num_classes=10, in_chans=channels, init="kaiming", **options)
@@ -35,7 +43,12 @@ def write_checkpoint(path: Path, name: str, channels: int, size: int, *, trained
             model(images)
     record = {
         "classes": list(bundle.classes),
-        "input": {"channels": channels, "size": [size, size], "mean": list(bundle.mean), "std": list(bundle.std)},
+        "input": {
+            "channels": channels,
+            "size": [size, size],
+            "mean": list(bundle.mean),
+            "std": list(bundle.std),
+        },
         "data": data if data is not None else {"name": "digits", "val_split": 0.1, "seed": 0},
     }
     if trained:

@@ -25,12 +25,15 @@ class ScaledLinear(nn.Module):
         return self.linear(x) * self.scale
 
 
-@pytest.mark.parametrize(("scale", "error", "passes"), [
-    (0.5, 9e-5, True),    # logits within +-1: the limit is 1e-4 itself
-    (0.5, 2e-4, False),
-    (50.0, 2e-3, True),   # logits up to ~50: the limit is 1e-4 of the largest
-    (50.0, 2e-2, False),
-])
+@pytest.mark.parametrize(
+    ("scale", "error", "passes"),
+    [
+        (0.5, 9e-5, True),  # logits within +-1: the limit is 1e-4 itself
+        (0.5, 2e-4, False),
+        (50.0, 2e-3, True),  # logits up to ~50: the limit is 1e-4 of the largest
+        (50.0, 2e-2, False),
+    ],
+)
 def test_the_limit_is_1e_4_or_1e_4_of_the_largest_logit(scale, error, passes):
     torch.manual_seed(0)
     model = ScaledLinear(scale).eval()

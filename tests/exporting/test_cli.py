@@ -13,10 +13,13 @@ def test_export_command_prints_the_figures_of_the_check(make_checkpoint, capsys)
     assert main(["export", str(checkpoint.parent), "--format", "torchscript", "--check-samples", "4"]) == 0
 
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith(f"Exported lenet5 from {checkpoint} to {checkpoint.parent / 'model.torchscript.pt'} "
-                             "(TorchScript, dynamic batch, 0.3 MB)")
-    assert out[1].startswith("Checked against PyTorch on 4 test images of digits, in batches of 1, 3: "
-                             "max |logit diff| ")
+    assert out[0].startswith(
+        f"Exported lenet5 from {checkpoint} to {checkpoint.parent / 'model.torchscript.pt'} "
+        "(TorchScript, dynamic batch, 0.3 MB)"
+    )
+    assert out[1].startswith(
+        "Checked against PyTorch on 4 test images of digits, in batches of 1, 3: max |logit diff| "
+    )
     difference, limit = re.search(r"max \|logit diff\| (\S+), mean \S+ \(limit (\S+)", out[1]).groups()
     assert float(difference) <= float(limit) and float(limit) >= 1e-4
     assert (checkpoint.parent / "model.torchscript.pt").is_file()
@@ -41,5 +44,7 @@ def test_bad_input_is_one_error_line(make_checkpoint, capsys):
     )
     assert main(["export", str(checkpoint)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("convlab: error: Checkpoint ") and "--allow-untrained" in err and err.count("\n") == 1
+    assert (
+        err.startswith("convlab: error: Checkpoint ") and "--allow-untrained" in err and err.count("\n") == 1
+    )
     assert main(["export", str(checkpoint), "--format", "torchscript", "--allow-untrained"]) == 0

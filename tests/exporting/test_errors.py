@@ -33,7 +33,9 @@ def test_a_file_that_is_not_a_convlab_checkpoint(tmp_path):
 
 def test_an_untrained_checkpoint_is_refused_unless_allowed(make_checkpoint):
     checkpoint = make_checkpoint("lenet5", 1, 32, trained=False)
-    with pytest.raises(ConvlabError, match=r"records no training \(no epoch and metrics\).*--allow-untrained"):
+    with pytest.raises(
+        ConvlabError, match=r"records no training \(no epoch and metrics\).*--allow-untrained"
+    ):
         export(checkpoint)
     assert not (checkpoint.parent / "best.onnx").exists()
 
@@ -74,8 +76,11 @@ def test_an_operator_onnx_cannot_express_names_the_operator_and_the_model(make_c
     model, record = load_checkpoint(checkpoint)
     model.register_forward_hook(lambda module, inputs, logits: torch.special.bessel_j0(logits))
     out = checkpoint.parent / "model.onnx"
-    with pytest.raises(ConvlabError, match=r"Model 'lenet5' cannot be exported to ONNX: operator prims\.bessel_j0 "
-                                           r"has no ONNX translation in torch .* at the default opset; try --format torchscript instead\."):
+    with pytest.raises(
+        ConvlabError,
+        match=r"Model 'lenet5' cannot be exported to ONNX: operator prims\.bessel_j0 "
+        r"has no ONNX translation in torch .* at the default opset; try --format torchscript instead\.",
+    ):
         export_model(model, record, "onnx", out)
     assert list(out.parent.iterdir()) == [checkpoint]
 

@@ -42,9 +42,17 @@ def test_onnx_export_of_a_run_folder_stores_the_record_and_passes_the_check(make
     bundle = digits(1, 32)
     assert json.loads(props["mean"]) == list(bundle.mean) and json.loads(props["std"]) == list(bundle.std)
     record = json.loads(props["convlab"])
-    assert record["model"]["name"] == "lenet5" and record["epoch"] == 1 and record["metrics"] == {"val_top1": 0.1}
-    assert record["export"] == {"format": "onnx", "opset": result.opset, "source": str(checkpoint),
-                                "convlab_version": convlab.__version__}
+    assert (
+        record["model"]["name"] == "lenet5"
+        and record["epoch"] == 1
+        and record["metrics"] == {"val_top1": 0.1}
+    )
+    assert record["export"] == {
+        "format": "onnx",
+        "opset": result.opset,
+        "source": str(checkpoint),
+        "convlab_version": convlab.__version__,
+    }
     assert "Checked against PyTorch on 16 test images of digits, in batches of 1, 8, 7" in result.describe()
 
 
@@ -77,7 +85,10 @@ def test_a_loose_checkpoint_exports_next_to_itself_at_the_opset_asked_for(make_c
 def test_without_the_data_the_check_uses_seeded_random_images(make_checkpoint, tmp_path):
     missing = make_checkpoint("lenet5", 1, 32, folder="a", data={"name": "cifar10"})
     result = export(missing, format="torchscript", data_root=tmp_path / "empty", check_samples=4)
-    assert result.inputs == "4 seeded random images normalised like the data (data set 'cifar10' is not on this machine)"
+    assert (
+        result.inputs
+        == "4 seeded random images normalised like the data (data set 'cifar10' is not on this machine)"
+    )
     assert result.batch_sizes == [1, 3] and result.max_abs_diff <= 1e-4
 
     unnamed = make_checkpoint("lenet5", 1, 32, folder="b", data={})
@@ -95,7 +106,13 @@ def test_convlab_export_stays_callable_after_its_submodules_are_imported(make_ch
 
 # The representative set of the zoo at small inputs: plain, very deep, residual, inception (with auxiliary
 # heads in training) and inverted-residual networks, in both formats.
-ZOO = [("lenet5", 1, 32), ("vgg11", 3, 32), ("resnet18", 3, 32), ("googlenet", 3, 64), ("mobilenet_v2", 3, 32)]
+ZOO = [
+    ("lenet5", 1, 32),
+    ("vgg11", 3, 32),
+    ("resnet18", 3, 32),
+    ("googlenet", 3, 64),
+    ("mobilenet_v2", 3, 32),
+]
 
 
 @pytest.mark.slow

@@ -93,7 +93,9 @@ def test_an_image_file_gets_the_same_prediction_as_from_the_checkpoint(lenet_onn
 
     classifier = OnnxClassifier(result.path)
     stored = classifier.record["input"]
-    batch = normalize(read_image(png, stored["channels"], tuple(stored["size"]))[None], stored["mean"], stored["std"])
+    batch = normalize(
+        read_image(png, stored["channels"], tuple(stored["size"]))[None], stored["mean"], stored["std"]
+    )
     probabilities = torch.as_tensor(classifier.predict_logits(batch)).softmax(-1)[0]
     top = probabilities.topk(5)
 
@@ -101,7 +103,9 @@ def test_an_image_file_gets_the_same_prediction_as_from_the_checkpoint(lenet_onn
     assert [classifier.classes[i] for i in top.indices] == [p["label"] for p in expected]
     assert np.allclose(top.values.numpy(), [p["probability"] for p in expected], atol=1e-5)
 
-    from_file = predict(result.path, [png], topk=5, device="cpu")[0]["predictions"]  # `convlab predict model.onnx`
+    from_file = predict(result.path, [png], topk=5, device="cpu")[0][
+        "predictions"
+    ]  # `convlab predict model.onnx`
     assert [p["label"] for p in from_file] == [p["label"] for p in expected]
     assert np.allclose([p["probability"] for p in from_file], [p["probability"] for p in expected], atol=1e-5)
 
@@ -109,7 +113,9 @@ def test_an_image_file_gets_the_same_prediction_as_from_the_checkpoint(lenet_onn
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_load_exported_gives_a_module_that_prediction_code_runs_like_a_checkpoint(lenet_onnx, fmt, tmp_path):
     checkpoint, result = lenet_onnx
-    path = result.path if fmt == "onnx" else export(checkpoint, format="torchscript", out=tmp_path / "m.pt").path
+    path = (
+        result.path if fmt == "onnx" else export(checkpoint, format="torchscript", out=tmp_path / "m.pt").path
+    )
     module, record = load_exported(path)
     model, _ = load_checkpoint(checkpoint)
     images, _ = next(iter(digits(1, 32).loader("test", 4)))
@@ -118,7 +124,10 @@ def test_load_exported_gives_a_module_that_prediction_code_runs_like_a_checkpoin
     expected = predict_tensors(model, images, record["classes"], topk=3)
 
     assert [[p["label"] for p in row] for row in exported] == [[p["label"] for p in row] for row in expected]
-    assert np.allclose([[p["probability"] for p in row] for row in exported],
-                       [[p["probability"] for p in row] for row in expected], atol=1e-5)
+    assert np.allclose(
+        [[p["probability"] for p in row] for row in exported],
+        [[p["probability"] for p in row] for row in expected],
+        atol=1e-5,
+    )
     with pytest.raises(ConvlabError, match=r"is not an exported model; accepted: \.onnx .* or \.pt/\.pth"):
         load_exported(checkpoint)

@@ -24,7 +24,12 @@ from convlab.layers.inception import (
 def test_basic_conv_is_bias_free_conv_bn_relu_with_torchvision_names():
     unit = basic_conv(3, 8, 3)
     assert list(unit.state_dict()) == [
-        "conv.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var", "bn.num_batches_tracked"
+        "conv.weight",
+        "bn.weight",
+        "bn.bias",
+        "bn.running_mean",
+        "bn.running_var",
+        "bn.num_batches_tracked",
     ]
     assert unit.bn.eps == 0.001 and isinstance(unit.relu, nn.ReLU)
     assert unit(torch.randn(1, 3, 9, 9)).shape == (1, 8, 9, 9)  # "same" padding by default
@@ -64,7 +69,9 @@ def test_googlenet_aux_head_gives_class_scores_from_any_grid(grid):
     ],
     ids=["A", "B", "C", "D", "E"],
 )
-def test_inception_v3_blocks_widths_and_grids(block_class, options, in_channels, size, out_channels, out_size):
+def test_inception_v3_blocks_widths_and_grids(
+    block_class, options, in_channels, size, out_channels, out_size
+):
     # Szegedy et al. 2015, Table 1: 35x35x288 -> 17x17x768 -> 8x8x1280 -> 8x8x2048 (shapes only: meta device)
     with torch.device("meta"):
         block = block_class(in_channels, **options)

@@ -32,8 +32,12 @@ def test_projection_shortcut_is_a_1x1_convolution_and_batch_norm_with_torchvisio
     assert block(torch.randn(1, 256, 16, 16)).shape == (1, 512, 8, 8)
     keys = {k for k in block.state_dict() if k.startswith("downsample.")}
     assert keys == {
-        "downsample.0.weight", "downsample.1.weight", "downsample.1.bias", "downsample.1.running_mean",
-        "downsample.1.running_var", "downsample.1.num_batches_tracked",
+        "downsample.0.weight",
+        "downsample.1.weight",
+        "downsample.1.bias",
+        "downsample.1.running_mean",
+        "downsample.1.running_var",
+        "downsample.1.num_batches_tracked",
     }
     assert block.downsample[0].stride == (2, 2) and block.downsample[0].weight.shape == (512, 256, 1, 1)
 

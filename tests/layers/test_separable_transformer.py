@@ -102,7 +102,7 @@ def test_encoder_block_computes_a_standard_pre_norm_transformer_layer():
     state = {}
     for key, value in block.state_dict().items():
         prefix = next(p for p in mapping if key.startswith(p + "."))
-        state[mapping[prefix] + key[len(prefix):]] = value
+        state[mapping[prefix] + key[len(prefix) :]] = value
     reference.load_state_dict(state, strict=True)
     x = torch.randn(2, 17, 64)
     with torch.no_grad():

@@ -59,7 +59,9 @@ def test_state_dict_and_eval_outputs_equal_torchvision(name, size):
     tv = getattr(torchvision.models, name)(weights=None, num_classes=10).eval()
     _randomise_batchnorm(tv)
     ours = create_model(name, num_classes=10).eval()
-    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in tv.state_dict().items()}
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {
+        k: v.shape for k, v in tv.state_dict().items()
+    }
     ours.load_state_dict(tv.state_dict(), strict=True)
     x = torch.randn(2, 3, size, size)
     with torch.no_grad():

@@ -32,8 +32,12 @@ def test_parameter_counts_match_torchvision():
         assert _param_count(create_model("googlenet", aux_logits=False)) == 6_624_904
         model = create_model("googlenet")
     # each aux head: 1x1 conv to 128 + its BN, fc 2048 -> 1024, fc 1024 -> 1000
-    assert _param_count(model.aux1) == 512 * 128 + 2 * 128 + 2048 * 1024 + 1024 + 1024 * 1000 + 1000 == 3_188_968
-    assert _param_count(model.aux2) == 528 * 128 + 2 * 128 + 2048 * 1024 + 1024 + 1024 * 1000 + 1000 == 3_191_016
+    assert (
+        _param_count(model.aux1) == 512 * 128 + 2 * 128 + 2048 * 1024 + 1024 + 1024 * 1000 + 1000 == 3_188_968
+    )
+    assert (
+        _param_count(model.aux2) == 528 * 128 + 2 * 128 + 2048 * 1024 + 1024 + 1024 * 1000 + 1000 == 3_191_016
+    )
     assert _param_count(model) == 6_624_904 + 3_188_968 + 3_191_016 == 13_004_888
 
 
@@ -75,7 +79,9 @@ def test_trains_at_small_inputs_with_auxiliary_losses(size):
     images, labels = torch.randn(2, 3, size, size), torch.tensor([3, 7])
     logits, aux1, aux2 = model(images)
     assert logits.shape == aux1.shape == aux2.shape == (2, 10)
-    loss = F.cross_entropy(logits, labels) + 0.3 * (F.cross_entropy(aux1, labels) + F.cross_entropy(aux2, labels))
+    loss = F.cross_entropy(logits, labels) + 0.3 * (
+        F.cross_entropy(aux1, labels) + F.cross_entropy(aux2, labels)
+    )
     loss.backward()
     assert model.conv1.conv.weight.grad.abs().sum() > 0
     assert model.aux1.fc2.weight.grad.abs().sum() > 0 and model.aux2.fc2.weight.grad.abs().sum() > 0
@@ -119,7 +125,9 @@ def torchvision_pair():
 
 def test_state_dict_keys_and_shapes_equal_torchvision(torchvision_pair):
     ours, tv = torchvision_pair
-    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in tv.state_dict().items()}
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {
+        k: v.shape for k, v in tv.state_dict().items()
+    }
     assert "inception3a.branch2.0.conv.weight" in ours.state_dict()
     assert "aux1.conv.conv.weight" in ours.state_dict()
 

@@ -40,7 +40,9 @@ def test_grids_of_table1_at_299():
         model = create_model("inception_v3").eval()
         grids = {}
         for name in ("Mixed_5d", "Mixed_6e", "Mixed_7c"):
-            model.get_submodule(name).register_forward_hook(lambda m, i, out, name=name: grids.setdefault(name, out))
+            model.get_submodule(name).register_forward_hook(
+                lambda m, i, out, name=name: grids.setdefault(name, out)
+            )
         logits = model(torch.empty(2, 3, 299, 299))
     assert logits.shape == (2, 1000)
     assert grids["Mixed_5d"].shape == (2, 288, 35, 35)
@@ -68,9 +70,16 @@ def torchvision_pair():
 
 def test_state_dict_keys_and_shapes_equal_torchvision(torchvision_pair):
     ours, tv = torchvision_pair
-    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in tv.state_dict().items()}
-    for key in ("Conv2d_1a_3x3.conv.weight", "Mixed_5b.branch1x1.conv.weight", "AuxLogits.conv0.conv.weight",
-                "AuxLogits.fc.weight", "fc.weight"):
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {
+        k: v.shape for k, v in tv.state_dict().items()
+    }
+    for key in (
+        "Conv2d_1a_3x3.conv.weight",
+        "Mixed_5b.branch1x1.conv.weight",
+        "AuxLogits.conv0.conv.weight",
+        "AuxLogits.fc.weight",
+        "fc.weight",
+    ):
         assert key in ours.state_dict()
 
 

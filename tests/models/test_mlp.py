@@ -52,7 +52,13 @@ def test_forward_and_backward_on_mnist_sized_batch():
 def test_activation_and_dropout_options():
     model = create_model("mlp", hidden=(500, 150), activation="tanh", dropout=0.25)
     assert [type(m) for m in model.layers] == [
-        nn.Linear, nn.Tanh, nn.Dropout, nn.Linear, nn.Tanh, nn.Dropout, nn.Linear,
+        nn.Linear,
+        nn.Tanh,
+        nn.Dropout,
+        nn.Linear,
+        nn.Tanh,
+        nn.Dropout,
+        nn.Linear,
     ]
     assert all(m.p == 0.25 for m in model.modules() if isinstance(m, nn.Dropout))
     plain = create_model("mlp")

@@ -29,11 +29,16 @@ def test_nin_cifar10_parameters_and_global_average_pooling_head():
     model = create_model("nin")
     expected = (
         # block 1: 5x5 conv 192, 1x1 160, 1x1 96 = 14,592 + 30,880 + 15,456
-        conv_params(5, 3, 192) + conv_params(1, 192, 160) + conv_params(1, 160, 96)
+        conv_params(5, 3, 192)
+        + conv_params(1, 192, 160)
+        + conv_params(1, 160, 96)
         # block 2: 5x5 conv 192, 1x1 192, 1x1 192 = 460,992 + 2 * 37,056
-        + conv_params(5, 96, 192) + conv_params(1, 192, 192) * 2
+        + conv_params(5, 96, 192)
+        + conv_params(1, 192, 192) * 2
         # block 3: 3x3 conv 192, 1x1 192, 1x1 10 = 331,968 + 37,056 + 1,930
-        + conv_params(3, 192, 192) + conv_params(1, 192, 192) + conv_params(1, 192, 10)
+        + conv_params(3, 192, 192)
+        + conv_params(1, 192, 192)
+        + conv_params(1, 192, 10)
     )
     assert count_parameters(model) == expected == 966_986
     assert sum(isinstance(m, MlpConv) for m in model.modules()) == 3

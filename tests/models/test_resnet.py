@@ -125,8 +125,11 @@ def test_stride_in_picks_v1_or_v1_5_with_the_same_keys():
 
 def test_zero_init_residual_zeroes_the_last_batch_norm_of_every_block():
     resnet50 = create_model("resnet50", zero_init_residual=True)
-    assert all(torch.count_nonzero(block.bn3.weight) == 0 for stage in
-               (resnet50.layer1, resnet50.layer2, resnet50.layer3, resnet50.layer4) for block in stage)
+    assert all(
+        torch.count_nonzero(block.bn3.weight) == 0
+        for stage in (resnet50.layer1, resnet50.layer2, resnet50.layer3, resnet50.layer4)
+        for block in stage
+    )
     assert torch.count_nonzero(resnet50.layer1[0].bn2.weight) == 64
     resnet18 = create_model("resnet18", zero_init_residual=True)
     assert torch.count_nonzero(resnet18.layer3[1].bn2.weight) == 0
@@ -143,9 +146,17 @@ def test_activation_option_replaces_every_relu(name, slots):
 
 def test_registry_describes_the_imagenet_models():
     info = get_model_info("resnet50")
-    assert (info.family, info.year, info.torchvision, info.input_size) == ("resnet", 2015, "resnet50", (3, 224, 224))
+    assert (info.family, info.year, info.torchvision, info.input_size) == (
+        "resnet",
+        2015,
+        "resnet50",
+        (3, 224, 224),
+    )
     assert info.options == ["activation", "stride_in", "zero_init_residual"]
-    assert get_model_info("resnet18").options == ["activation", "zero_init_residual"]  # no bottleneck, no stride_in
+    assert get_model_info("resnet18").options == [
+        "activation",
+        "zero_init_residual",
+    ]  # no bottleneck, no stride_in
     with pytest.raises(ConvlabError, match="stride_in"):
         create_model("resnet18", stride_in="1x1")
     with pytest.raises(ConvlabError, match="stride_in '3'"):
@@ -157,6 +168,7 @@ def test_registry_describes_the_imagenet_models():
 
 def cifar_resnet_parameters(n: int, num_classes: int = 10, projection: bool = False) -> int:
     """Section 4.2 by hand: 3x3 convs without bias, BN (scale and shift) after each, fc at the end."""
+
     def conv(c_in, c_out, k=3):
         return k * k * c_in * c_out
 
@@ -203,7 +215,9 @@ def test_cifar_depth_counts_the_weighted_layers(name):
 
 def test_cifar_stages_map_32_16_8_and_train():
     model = create_model("resnet20")
-    assert get_model_info("resnet20").input_size == (3, 32, 32) and get_model_info("resnet20").num_classes == 10
+    assert (
+        get_model_info("resnet20").input_size == (3, 32, 32) and get_model_info("resnet20").num_classes == 10
+    )
     x = torch.randn(4, 3, 32, 32)
     features = model.act(model.bn1(model.conv1(x)))
     sizes = []
@@ -229,6 +243,8 @@ def test_cifar_shortcut_option_a_is_parameter_free_and_b_projects():
 def test_cifar_options_reach_every_block():
     model = create_model("resnet20", in_chans=1, num_classes=2, activation="elu", zero_init_residual=True)
     assert sum(isinstance(m, nn.ELU) for m in model.modules()) == 1 + 9 * 2
-    assert all(torch.count_nonzero(b.bn2.weight) == 0 for s in (model.layer1, model.layer2, model.layer3) for b in s)
+    assert all(
+        torch.count_nonzero(b.bn2.weight) == 0 for s in (model.layer1, model.layer2, model.layer3) for b in s
+    )
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 2)
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 2)

@@ -8,7 +8,12 @@ from convlab.errors import ConvlabError
 from convlab.models import create_model, get_model_info
 
 RESNET50_PARAMETERS = 25_557_032  # torchvision resnet50
-RESNET50_STAGES = [(256, 3), (512, 4), (1024, 6), (2048, 3)]  # (C = 4 * width, blocks), He et al. 2015 Table 1
+RESNET50_STAGES = [
+    (256, 3),
+    (512, 4),
+    (1024, 6),
+    (2048, 3),
+]  # (C = 4 * width, blocks), He et al. 2015 Table 1
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -35,7 +35,9 @@ def test_state_dict_and_eval_outputs_equal_torchvision(name):
     torch.manual_seed(0)
     tv = getattr(torchvision.models, name)(weights=None, num_classes=10).eval()
     ours = create_model(name, num_classes=10).eval()
-    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in tv.state_dict().items()}
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {
+        k: v.shape for k, v in tv.state_dict().items()
+    }
     assert "features.3.expand3x3.weight" in ours.state_dict() and "classifier.1.weight" in ours.state_dict()
     ours.load_state_dict(tv.state_dict(), strict=True)
     x = torch.randn(2, 3, 64, 64)

@@ -47,7 +47,9 @@ def test_channels_last_float32_gives_the_nchw_logits(fashion):
         model = create_model(name, num_classes=10, in_chans=1, **options).eval()
         with torch.inference_mode():
             plain = model(batch)
-            fast = model.to(memory_format=torch.channels_last)(batch.contiguous(memory_format=torch.channels_last))
+            fast = model.to(memory_format=torch.channels_last)(
+                batch.contiguous(memory_format=torch.channels_last)
+            )
         assert (fast - plain).abs().max() <= 1e-4, name
 
 
@@ -73,8 +75,10 @@ def test_bf16_predicts_the_float32_class_for_98_percent_of_real_images(trained_l
 def test_onnx_runtime_gives_the_pytorch_logits(trained_lenet, fashion, tmp_path):
     from convlab.exporting import OnnxClassifier, export_model
 
-    record = {"classes": fashion.classes,
-              "input": {"channels": 1, "size": [32, 32], "mean": list(fashion.mean), "std": list(fashion.std)}}
+    record = {
+        "classes": fashion.classes,
+        "input": {"channels": 1, "size": [32, 32], "mean": list(fashion.mean), "std": list(fashion.std)},
+    }
     export_model(trained_lenet, record, "onnx", tmp_path / "lenet5.onnx", check_samples=4)
     runtime = OnnxClassifier(tmp_path / "lenet5.onnx", providers=["CPUExecutionProvider"])
     images, _ = next(iter(fashion.loader("test", 256)))
@@ -94,8 +98,10 @@ def lenet_steps(images, labels, steps: int, **levers) -> tuple[torch.Tensor, dic
     config = resolve_config(lr=0.05, **levers)
     optimizer = build_optimizer(model, "momentum", 0.05)
     schedule = Schedule(optimizer, "constant", 1, steps)
-    losses = [train_step(step_model, images, labels, optimizer, schedule, nn.CrossEntropyLoss(), config)[0]
-              for _ in range(steps)]
+    losses = [
+        train_step(step_model, images, labels, optimizer, schedule, nn.CrossEntropyLoss(), config)[0]
+        for _ in range(steps)
+    ]
     return torch.stack(losses), model.state_dict()
 
 
@@ -140,8 +146,12 @@ def test_fused_optimizer_steps_match_the_per_tensor_ones(name):
     assert fused.defaults["fused"] is True
     by_id = dict(zip(map(id, fused_net.parameters()), plain_net.parameters()))
     # the same groups (decay / no decay) and hyper-parameters, stepped tensor by tensor
-    plain = type(fused)([{**group, "params": [by_id[id(p)] for p in group["params"]], "fused": None,
-                          "foreach": True} for group in fused.param_groups])
+    plain = type(fused)(
+        [
+            {**group, "params": [by_id[id(p)] for p in group["params"]], "fused": None, "foreach": True}
+            for group in fused.param_groups
+        ]
+    )
     for _ in range(20):
         images, labels = torch.randn(16, 1, 32, 32), torch.randint(0, 10, (16,))
         for net, optimizer in ((fused_net, fused), (plain_net, plain)):
@@ -170,9 +180,11 @@ def test_predictions_through_the_fast_path_match_the_plain_ones(trained_lenet, f
     agreement = sum(a[0]["index"] == b[0]["index"] for a, b in zip(plain, fast, strict=True)) / len(plain)
     assert agreement >= 0.98
     # the same through files and a checkpoint, as the CLI runs it
-    record = {"classes": fashion.classes, "model": {"name": "lenet5", "num_classes": 10, "in_chans": 1,
-                                                    "options": LENET},
-              "input": {"channels": 1, "size": [32, 32], "mean": list(fashion.mean), "std": list(fashion.std)}}
+    record = {
+        "classes": fashion.classes,
+        "model": {"name": "lenet5", "num_classes": 10, "in_chans": 1, "options": LENET},
+        "input": {"channels": 1, "size": [32, 32], "mean": list(fashion.mean), "std": list(fashion.std)},
+    }
     checkpoint = save_checkpoint(tmp_path / "lenet5.safetensors", trained_lenet, record)
     pixels = ((images[:20, 0] * fashion.std[0] + fashion.mean[0]) * 255).round().clamp(0, 255).to(torch.uint8)
     files = []

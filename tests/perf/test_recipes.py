@@ -28,18 +28,39 @@ def test_the_documented_recipe_table_is_the_recipes_data():
 
 def test_the_fast_recipe_is_the_documented_fashion_mnist_configuration():
     assert recipe_settings("fast") == {
-        "model": "vgg_mini", "data": "fashion-mnist", "epochs": 10, "batch_size": 256, "optimizer": "nesterov",
-        "lr": 0.2, "weight_decay": 0.0005, "schedule": "onecycle", "label_smoothing": 0.1, "augment": ["flip"],
-        "amp": "bf16", "channels_last": True, "test_tta": "flip",
+        "model": "vgg_mini",
+        "data": "fashion-mnist",
+        "epochs": 10,
+        "batch_size": 256,
+        "optimizer": "nesterov",
+        "lr": 0.2,
+        "weight_decay": 0.0005,
+        "schedule": "onecycle",
+        "label_smoothing": 0.1,
+        "augment": ["flip"],
+        "amp": "bf16",
+        "channels_last": True,
+        "test_tta": "flip",
     }
 
 
 def test_the_best_recipe_is_the_documented_half_hour_configuration():
     # docs/performance.md: what these exact settings measured end to end (test top-1 through shift TTA)
     assert recipe_settings("best") == {
-        "model": "vgg_mini", "options": {"width": 2}, "data": "fashion-mnist", "epochs": 50, "batch_size": 256,
-        "optimizer": "nesterov", "lr": 0.2, "weight_decay": 0.0005, "schedule": "onecycle", "label_smoothing": 0.1,
-        "augment": ["crop", "flip", "erase"], "amp": "bf16", "channels_last": True, "test_tta": "shift",
+        "model": "vgg_mini",
+        "options": {"width": 2},
+        "data": "fashion-mnist",
+        "epochs": 50,
+        "batch_size": 256,
+        "optimizer": "nesterov",
+        "lr": 0.2,
+        "weight_decay": 0.0005,
+        "schedule": "onecycle",
+        "label_smoothing": 0.1,
+        "augment": ["crop", "flip", "erase"],
+        "amp": "bf16",
+        "channels_last": True,
+        "test_tta": "shift",
     }
     config = resolve_config(recipe="best")
     from convlab.models import create_model
@@ -53,7 +74,9 @@ def test_file_and_flags_override_a_recipe_and_options_merge(tmp_path):
     settings.write_text("epochs: 2\nbatch_size: 64\n")
     config = resolve_config(settings, recipe="lenet5-fast", batch_size=32, options={"pool": "avg"})
     assert (config.epochs, config.batch_size) == (2, 32)  # the file beats the recipe, the flag beats the file
-    assert config.options == {"pool": "avg"} and config.optimizer == RECIPES["lenet5-fast"].settings["optimizer"]
+    assert (
+        config.options == {"pool": "avg"} and config.optimizer == RECIPES["lenet5-fast"].settings["optimizer"]
+    )
     # A recipe named in the file applies too, under that file's own values.
     settings.write_text("recipe: lenet5-fast\nepochs: 3\n")
     config = resolve_config(settings)
@@ -68,10 +91,29 @@ def test_an_unknown_recipe_is_one_clear_error():
 def test_train_command_applies_the_recipe_and_saves_it(tmp_path):
     # One short epoch on 500 images: the saved configuration is the recipe's, with the flags on top.
     out = tmp_path / "run"
-    code = cli_main(["train", "--recipe", "lenet5-fast", "--epochs", "1", "--limit", "500", "--threads", "1",
-                     "--out", str(out)])
+    code = cli_main(
+        [
+            "train",
+            "--recipe",
+            "lenet5-fast",
+            "--epochs",
+            "1",
+            "--limit",
+            "500",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    expected = {**recipe_settings("lenet5-fast"), "recipe": "lenet5-fast", "epochs": 1, "limit": 500, "threads": 1}
+    expected = {
+        **recipe_settings("lenet5-fast"),
+        "recipe": "lenet5-fast",
+        "epochs": 1,
+        "limit": 500,
+        "threads": 1,
+    }
     assert {key: saved[key] for key in expected} == expected
     assert "(1 thread)" in (out / "train.log").read_text()

@@ -148,9 +148,18 @@ def onnx_server(onnx_file):
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 # Headless and quiet: no GPU, no sandbox (tests may run as root), and none of the browser's own traffic.
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--window-size=1000,700")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1000,700",
+)
 
 
 def installed(program: str, default: str) -> str:
@@ -160,8 +169,10 @@ def installed(program: str, default: str) -> str:
 
     path = default if Path(default).is_file() else shutil.which(Path(default).name)
     if path is None:
-        pytest.fail(f"{program} is not installed ({default}); the page tests need it: run .ci/browser-deps.sh "
-                    "(apt-get install -y chromium chromium-driver).")
+        pytest.fail(
+            f"{program} is not installed ({default}); the page tests need it: run .ci/browser-deps.sh "
+            "(apt-get install -y chromium chromium-driver)."
+        )
     return path
 
 

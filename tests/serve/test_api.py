@@ -16,8 +16,18 @@ import convlab.checkpoint
 from convlab.prediction import predict
 from convlab.serve.limits import accepted_types
 
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                   "Ankle boot"]
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 LENET5_PARAMETERS = 61_706  # convlab's lenet5 docstring: full C3, parameter-free pooling
 
 
@@ -60,7 +70,8 @@ def test_one_image_gets_the_same_top5_as_convlab_predict(client, checkpoint, sam
     assert [p["label"] for p in answer["predictions"]] == [p["label"] for p in expected["predictions"]]
     assert [p["index"] for p in answer["predictions"]] == [p["index"] for p in expected["predictions"]]
     assert [p["probability"] for p in answer["predictions"]] == pytest.approx(
-        [p["probability"] for p in expected["predictions"]], abs=1e-6)
+        [p["probability"] for p in expected["predictions"]], abs=1e-6
+    )
     probabilities = [p["probability"] for p in answer["predictions"]]
     assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1 + 1e-6
 
@@ -82,7 +93,8 @@ def test_three_images_are_one_batch_answered_in_order(client, samples):
         alone = client.post("/predict", params={"topk": 3}, files=upload(path)).json()["predictions"]
         assert [p["label"] for p in result["predictions"]] == [p["label"] for p in alone]
         assert [p["probability"] for p in result["predictions"]] == pytest.approx(
-            [p["probability"] for p in alone], abs=1e-5)
+            [p["probability"] for p in alone], abs=1e-5
+        )
 
 
 def test_the_trained_lenet_gets_most_of_sixteen_test_images_right(client, samples):
@@ -189,7 +201,9 @@ def test_an_image_with_too_many_pixels_gets_413_before_decoding(client, samples)
     Image.new("L", (700, 700)).save(large, format="PNG")  # 2 KB of file, 490,000 pixels
     response = client.post("/predict", files={"file": ("large.png", large.getvalue(), "image/png")})
     assert_error(response, 413, "large.png", "700 x 700 = 490,000", "360,000")
-    bomb = client.post("/predict", content=png_header_only(100_000, 100_000), headers={"content-type": "image/png"})
+    bomb = client.post(
+        "/predict", content=png_header_only(100_000, 100_000), headers={"content-type": "image/png"}
+    )
     assert_error(bomb, 413, "request body", "10000000000 pixels")
     assert_still_serving(client, paths[0])
 
@@ -223,7 +237,9 @@ def test_a_truncated_image_gets_400(client, samples, image_format):
 
 def test_an_empty_file_gets_400(client, samples):
     paths, _ = samples
-    assert_error(client.post("/predict", files={"file": ("empty.png", b"", "image/png")}), 400, "empty.png", "empty")
+    assert_error(
+        client.post("/predict", files={"file": ("empty.png", b"", "image/png")}), 400, "empty.png", "empty"
+    )
     assert_still_serving(client, paths[0])
 
 
@@ -232,18 +248,31 @@ def test_malformed_requests_get_400_json(client, samples):
     image = paths[0].read_bytes()
     no_boundary = client.post("/predict", content=b"--x\r\n", headers={"content-type": "multipart/form-data"})
     assert_error(no_boundary, 400, "boundary")
-    broken = client.post("/predict", content=b"garbage without any boundary line",
-                         headers={"content-type": "multipart/form-data; boundary=XYZ"})
+    broken = client.post(
+        "/predict",
+        content=b"garbage without any boundary line",
+        headers={"content-type": "multipart/form-data; boundary=XYZ"},
+    )
     assert broken.status_code == 400 and "error" in broken.json()
-    cut_form = (b"--XYZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n"
-                b"Content-Type: image/png\r\n\r\n" + image[:100])
-    truncated = client.post("/predict", content=cut_form, headers={"content-type": "multipart/form-data; boundary=XYZ"})
+    cut_form = (
+        b'--XYZ\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+        b"Content-Type: image/png\r\n\r\n" + image[:100]
+    )
+    truncated = client.post(
+        "/predict", content=cut_form, headers={"content-type": "multipart/form-data; boundary=XYZ"}
+    )
     assert truncated.status_code == 400 and "error" in truncated.json()
-    assert_error(client.post("/predict", files={"picture": ("a.png", image, "image/png")}), 400, "picture", "'file'")
-    text_part = b"--XYZ\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\na.png\r\n--XYZ--\r\n"
-    text_form = client.post("/predict", content=text_part, headers={"content-type": "multipart/form-data; boundary=XYZ"})
+    assert_error(
+        client.post("/predict", files={"picture": ("a.png", image, "image/png")}), 400, "picture", "'file'"
+    )
+    text_part = b'--XYZ\r\nContent-Disposition: form-data; name="file"\r\n\r\na.png\r\n--XYZ--\r\n'
+    text_form = client.post(
+        "/predict", content=text_part, headers={"content-type": "multipart/form-data; boundary=XYZ"}
+    )
     assert_error(text_form, 400, "text, not a file")
-    empty_form = client.post("/predict", content=b"--XYZ--\r\n", headers={"content-type": "multipart/form-data; boundary=XYZ"})
+    empty_form = client.post(
+        "/predict", content=b"--XYZ--\r\n", headers={"content-type": "multipart/form-data; boundary=XYZ"}
+    )
     assert_error(empty_form, 400, "no image")
     assert_error(client.post("/predict"), 415, "'none'")
     for topk in ("0", "five"):
@@ -265,7 +294,9 @@ def test_openapi_documents_both_answer_shapes_and_both_request_bodies(client):
     predict = schema["paths"]["/predict"]["post"]
     answer = predict["responses"]["200"]["content"]["application/json"]["schema"]
     assert {ref["$ref"].rsplit("/", 1)[1] for ref in answer["anyOf"]} == {"PredictAnswer", "BatchAnswer"}
-    assert {"results", "model", "elapsed_ms"} <= set(schema["components"]["schemas"]["BatchAnswer"]["properties"])
+    assert {"results", "model", "elapsed_ms"} <= set(
+        schema["components"]["schemas"]["BatchAnswer"]["properties"]
+    )
     bodies = predict["requestBody"]["content"]
     assert set(bodies["multipart/form-data"]["schema"]["properties"]) == {"file", "files"}
     assert {"image/png", "image/jpeg", "application/octet-stream"} <= set(bodies)

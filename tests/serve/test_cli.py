@@ -42,17 +42,35 @@ def test_convlab_serve_with_two_workers_predicts_and_limits_uploads(checkpoint, 
     paths, _ = samples
     port = free_port()
     run_folder = checkpoint.parent  # a run folder serves its best.safetensors
-    command = [sys.executable, "-m", "convlab.cli", "serve", str(run_folder), "--port", str(port),
-               "--workers", "2", "--max-upload-mb", "0.25", "--device", "cpu"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+    command = [
+        sys.executable,
+        "-m",
+        "convlab.cli",
+        "serve",
+        str(run_folder),
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+        "--max-upload-mb",
+        "0.25",
+        "--device",
+        "cpu",
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(url, process)
         with httpx.Client(base_url=url, timeout=30) as client:
-            answer = client.post("/predict", files={"file": (paths[0].name, paths[0].read_bytes(), "image/png")})
+            answer = client.post(
+                "/predict", files={"file": (paths[0].name, paths[0].read_bytes(), "image/png")}
+            )
             assert answer.status_code == 200
-            assert answer.json()["predictions"][0]["label"] == "Ankle boot"  # the first Fashion-MNIST test image
+            assert (
+                answer.json()["predictions"][0]["label"] == "Ankle boot"
+            )  # the first Fashion-MNIST test image
             noise = np.random.default_rng(0).integers(0, 256, (800, 800), dtype=np.uint8)
             big = tmp_path / "noise.png"
             Image.fromarray(noise).save(big)  # noise does not compress: 0.6 MB of PNG
@@ -72,11 +90,14 @@ def test_a_missing_source_is_one_line_and_status_2(tmp_path, capsys):
     assert error.startswith("convlab: error: No checkpoint at") and error.count("\n") == 1
 
 
-@pytest.mark.parametrize(("option", "value", "words"), [
-    ("--max-upload-mb", "0", "--max-upload-mb must be a positive number"),
-    ("--workers", "0", "--workers must be at least 1"),
-    ("--port", "70000", "--port must be 0..65535"),
-])
+@pytest.mark.parametrize(
+    ("option", "value", "words"),
+    [
+        ("--max-upload-mb", "0", "--max-upload-mb must be a positive number"),
+        ("--workers", "0", "--workers must be at least 1"),
+        ("--port", "70000", "--port must be 0..65535"),
+    ],
+)
 def test_bad_options_are_one_line_errors(checkpoint, capsys, option, value, words):
     assert main(["serve", str(checkpoint), option, value]) == 2
     assert words in capsys.readouterr().err

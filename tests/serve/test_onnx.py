@@ -16,15 +16,20 @@ def test_onnx_predictions_equal_the_checkpoints(server, onnx_server, samples):
     from_onnx = httpx.post(onnx_server.url + "/predict", files=files).json()["results"]
     from_torch = httpx.post(server.url + "/predict", files=files).json()["results"]
     for onnx_result, torch_result in zip(from_onnx, from_torch, strict=True):
-        assert [p["label"] for p in onnx_result["predictions"]] == [p["label"] for p in torch_result["predictions"]]
+        assert [p["label"] for p in onnx_result["predictions"]] == [
+            p["label"] for p in torch_result["predictions"]
+        ]
         assert [p["probability"] for p in onnx_result["predictions"]] == pytest.approx(
-            [p["probability"] for p in torch_result["predictions"]], abs=1e-5)
+            [p["probability"] for p in torch_result["predictions"]], abs=1e-5
+        )
 
 
 def test_onnx_model_card_is_rebuilt_from_the_stored_record(onnx_server, onnx_file):
     card = httpx.get(onnx_server.url + "/model").json()
     assert card["name"] == "lenet5" and card["format"] == "onnx" and card["source"] == str(onnx_file)
-    assert card["parameters"] == 61_706  # counted on the architecture the record names, built on the meta device
+    assert (
+        card["parameters"] == 61_706
+    )  # counted on the architecture the record names, built on the meta device
     assert card["input"]["size"] == [32, 32] and card["classes"][9] == "Ankle boot"
     assert card["metrics"]["val_top1"] > 0.6
     assert card["gradcam"] is False and card["export"]["format"] == "onnx"

@@ -39,11 +39,15 @@ def test_the_page_shows_the_api_top5_and_a_gradcam_overlay(browser, server, samp
 
     paths, _ = samples
     assert choose_image(browser, server.url, paths[0]) == "done", texts(browser, "#error")
-    api = httpx.post(server.url + "/predict", files={"file": (paths[0].name, paths[0].read_bytes(), "image/png")})
+    api = httpx.post(
+        server.url + "/predict", files={"file": (paths[0].name, paths[0].read_bytes(), "image/png")}
+    )
     expected = api.json()["predictions"]
     assert len(expected) == 5
     assert texts(browser, "#predictions .prediction .label") == [p["label"] for p in expected]
-    assert texts(browser, "#predictions .prediction .percent") == [f"{100 * p['probability']:.1f}%" for p in expected]
+    assert texts(browser, "#predictions .prediction .percent") == [
+        f"{100 * p['probability']:.1f}%" for p in expected
+    ]
     assert "lenet5" in browser.find_element(By.ID, "model-line").text
     assert "61,706 parameters" in browser.find_element(By.ID, "model-line").text
 
@@ -54,7 +58,9 @@ def test_the_page_shows_the_api_top5_and_a_gradcam_overlay(browser, server, samp
     assert expected[0]["label"] in texts(browser, "#gradcam-caption")[0]
 
     # Everything the page loaded came from this server (or is the upload / overlay itself).
-    loaded = browser.execute_script("return performance.getEntriesByType('resource').map(entry => entry.name)")
+    loaded = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(entry => entry.name)"
+    )
     assert loaded and all(name.startswith((server.url, "data:", "blob:")) for name in loaded), loaded
     assert [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"] == []
 
@@ -62,8 +68,10 @@ def test_the_page_shows_the_api_top5_and_a_gradcam_overlay(browser, server, samp
     if screenshot:
         # The whole page at 1000 px wide, whatever the headless window's own chrome takes off its height.
         height = browser.execute_script("return document.documentElement.scrollHeight")
-        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                                {"width": 1000, "height": height, "deviceScaleFactor": 1, "mobile": False})
+        browser.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": 1000, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
         Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
         assert browser.save_screenshot(screenshot)
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
@@ -85,9 +93,14 @@ def test_an_onnx_model_shows_predictions_and_says_gradcam_is_not_available(brows
 
     paths, _ = samples
     assert choose_image(browser, onnx_server.url, paths[0]) == "done", texts(browser, "#error")
-    api = httpx.post(onnx_server.url + "/predict", files={"file": (paths[0].name, paths[0].read_bytes(), "image/png")})
-    assert texts(browser, "#predictions .prediction .label") == [p["label"] for p in api.json()["predictions"]]
+    api = httpx.post(
+        onnx_server.url + "/predict", files={"file": (paths[0].name, paths[0].read_bytes(), "image/png")}
+    )
+    assert texts(browser, "#predictions .prediction .label") == [
+        p["label"] for p in api.json()["predictions"]
+    ]
     assert "ONNX" in browser.find_element(By.ID, "model-line").text
     assert not browser.find_element(By.ID, "gradcam").is_displayed()
     assert texts(browser, "#gradcam-caption") == [
-        "Grad-CAM is not available for an ONNX model: it needs the PyTorch weights' gradients."]
+        "Grad-CAM is not available for an ONNX model: it needs the PyTorch weights' gradients."
+    ]

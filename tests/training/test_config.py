@@ -28,7 +28,12 @@ def test_flags_override_the_file_which_overrides_the_defaults(tmp_path):
     path.write_text(FILE)
     config = resolve_config(path, epochs=5, options={"hidden": [64]})
     assert config.epochs == 5  # the override
-    assert (config.batch_size, config.lr, config.optimizer, config.limit) == (50, 0.001, "adam", 1000)  # the file
+    assert (config.batch_size, config.lr, config.optimizer, config.limit) == (
+        50,
+        0.001,
+        "adam",
+        1000,
+    )  # the file
     assert config.schedule == TrainConfig.schedule and config.seed == 0  # the defaults
     assert config.options == {"dropout": 0.1, "hidden": [64]}  # model options merge key by key
     assert config.image_size == [28, 28]
@@ -37,7 +42,9 @@ def test_flags_override_the_file_which_overrides_the_defaults(tmp_path):
 def test_bad_settings_name_the_setting_and_what_is_accepted(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("epochz: 3\n")
-    with pytest.raises(ConvlabError, match="In '.*bad.yaml': Unknown training setting 'epochz'; did you mean epochs"):
+    with pytest.raises(
+        ConvlabError, match="In '.*bad.yaml': Unknown training setting 'epochz'; did you mean epochs"
+    ):
         resolve_config(path)
     with pytest.raises(ConvlabError, match="epochs must be at least 1, got 0"):
         resolve_config(epochs=0)
@@ -49,10 +56,15 @@ def test_bad_settings_name_the_setting_and_what_is_accepted(tmp_path):
         resolve_config(augment="flipp,crop")
     with pytest.raises(ConvlabError, match="Unknown --amp mode 'fp8'.*Accepted: bf16, off"):
         resolve_config(amp="fp8")
-    with pytest.raises(ConvlabError, match="test_tta: Unknown test-time augmentation 'mirror'; accepted: none, flip, "
-                                           "shift, tencrop"):
+    with pytest.raises(
+        ConvlabError,
+        match="test_tta: Unknown test-time augmentation 'mirror'; accepted: none, flip, shift, tencrop",
+    ):
         resolve_config(test_tta="mirror")
-    assert resolve_config(test_tta="none").test_tta is None and resolve_config(test_tta="shift").test_tta == "shift"
+    assert (
+        resolve_config(test_tta="none").test_tta is None
+        and resolve_config(test_tta="shift").test_tta == "shift"
+    )
     assert resolve_config(image_size="28x32").image_size == [28, 32]
     assert resolve_config(augment="flip, crop").augment == ["flip", "crop"]
 
@@ -73,7 +85,9 @@ def test_convlab_train_command_saves_the_resolved_configuration(tmp_path, capsys
     path = tmp_path / "run.yaml"
     path.write_text(FILE)
     out = tmp_path / "run"
-    code = main(["train", "--config", str(path), "--epochs", "1", "--option", "hidden=[64]", "--out", str(out)])
+    code = main(
+        ["train", "--config", str(path), "--epochs", "1", "--option", "hidden=[64]", "--out", str(out)]
+    )
     assert code == 0
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["epochs"] == 1 and saved["batch_size"] == 50 and saved["lr"] == 0.001

@@ -19,7 +19,9 @@ from convlab.training import Schedule, TrainConfig, build_optimizer, train, trai
 
 HEADER = "epoch,train_loss,train_top1,val_loss,val_top1,val_top5,lr,seconds,images_per_s"
 # An MLP on 1,000 Fashion-MNIST images (900 train, 100 val): a second per epoch, yet far above chance.
-QUICK = dict(model="mlp", data="fashion-mnist", limit=1000, batch_size=50, optimizer="adam", options={"hidden": [64]})
+QUICK = dict(
+    model="mlp", data="fashion-mnist", limit=1000, batch_size=50, optimizer="adam", options={"hidden": [64]}
+)
 
 
 def metrics_rows(run_dir) -> list[dict[str, str]]:
@@ -35,8 +37,20 @@ def without_timings(rows):
 def lenet_run(tmp_path_factory):
     """LeNet-5 (ReLU, max pooling) trained for 2 epochs on 2,000 Fashion-MNIST images (1,800 train, 200 val)."""
     out = tmp_path_factory.mktemp("runs") / "lenet5"
-    result = train(model="lenet5", data="fashion-mnist", limit=2000, epochs=2, batch_size=32, optimizer="adam",
-                   lr=0.002, schedule="cosine", activation="relu", options={"pool": "max"}, augment="flip", out=out)
+    result = train(
+        model="lenet5",
+        data="fashion-mnist",
+        limit=2000,
+        epochs=2,
+        batch_size=32,
+        optimizer="adam",
+        lr=0.002,
+        schedule="cosine",
+        activation="relu",
+        options={"pool": "max"},
+        augment="flip",
+        out=out,
+    )
     return result
 
 
@@ -44,8 +58,19 @@ def test_lenet5_learns_fashion_mnist_and_fills_the_run_folder(lenet_run):
     run_dir = lenet_run.run_dir
     assert lenet_run.epochs_completed == 2 and lenet_run.best_val_top1 > 0.6  # chance is 0.1
     assert lenet_run.test.n == 10000 and lenet_run.test.top1 > 0.6  # the official test split, best weights
-    for name in ("config.yaml", "metrics.csv", "last.safetensors", "best.safetensors", "state.pt", "train.log",
-                 "report.md", "curves.png", "confusion.png", "filters.png", "gradcam.png"):
+    for name in (
+        "config.yaml",
+        "metrics.csv",
+        "last.safetensors",
+        "best.safetensors",
+        "state.pt",
+        "train.log",
+        "report.md",
+        "curves.png",
+        "confusion.png",
+        "filters.png",
+        "gradcam.png",
+    ):
         assert (run_dir / name).is_file(), name
     report = (run_dir / "report.md").read_text()
     assert "![filters](filters.png)" in report and "![gradcam](gradcam.png)" in report
@@ -58,12 +83,18 @@ def test_lenet5_learns_fashion_mnist_and_fills_the_run_folder(lenet_run):
     log = (run_dir / "train.log").read_text()
     # Fashion-MNIST is 28x28; LeNet-5 takes exactly 32x32, so the data was resized and the log says so
     assert "resizing fashion-mnist to 32x32" in log
-    assert re.search(r"^epoch 2/2  train loss \d\.\d{3} top1 \d+\.\d%  val loss \d\.\d{3} top1 \d+\.\d% "
-                     r"top5 \d+\.\d%  lr [\d.e-]+  \d+\.\d s  \d+ img/s$", log, re.MULTILINE)
+    assert re.search(
+        r"^epoch 2/2  train loss \d\.\d{3} top1 \d+\.\d%  val loss \d\.\d{3} top1 \d+\.\d% "
+        r"top5 \d+\.\d%  lr [\d.e-]+  \d+\.\d s  \d+ img/s$",
+        log,
+        re.MULTILINE,
+    )
     assert f"test top-1 {lenet_run.test.top1:.2%}" in log
 
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    assert saved["model"] == "lenet5" and saved["activation"] == "relu" and saved["options"] == {"pool": "max"}
+    assert (
+        saved["model"] == "lenet5" and saved["activation"] == "relu" and saved["options"] == {"pool": "max"}
+    )
     assert set(saved) == set(TrainConfig().to_dict())
 
 
@@ -121,12 +152,18 @@ class SabotagedLoader:
 
 def sabotage(monkeypatch, epoch: int, failure: str) -> None:
     load_data = convlab.data.load_data
-    monkeypatch.setattr(convlab.data, "load_data", lambda *a, **k: Sabotaged(load_data(*a, **k), epoch, failure))
+    monkeypatch.setattr(
+        convlab.data, "load_data", lambda *a, **k: Sabotaged(load_data(*a, **k), epoch, failure)
+    )
 
 
-def test_resume_after_ctrl_c_continues_exactly_and_same_seed_gives_same_numbers(tmp_path, monkeypatch, capsys):
+def test_resume_after_ctrl_c_continues_exactly_and_same_seed_gives_same_numbers(
+    tmp_path, monkeypatch, capsys
+):
     # dropout (torch RNG), flip (the loader's seeded stream) and onecycle (scheduler state) all have to resume
-    settings = dict(QUICK, epochs=2, schedule="onecycle", augment="flip", options={"hidden": [64], "dropout": 0.2})
+    settings = dict(
+        QUICK, epochs=2, schedule="onecycle", augment="flip", options={"hidden": [64], "dropout": 0.2}
+    )
     straight = train(**settings, out=tmp_path / "straight")
 
     sabotage(monkeypatch, epoch=2, failure="interrupt")
@@ -148,7 +185,9 @@ def test_resume_after_ctrl_c_continues_exactly_and_same_seed_gives_same_numbers(
     assert weights.keys() == reference.keys() and all(torch.equal(weights[k], reference[k]) for k in weights)
 
     other_seed = train(**dict(settings, epochs=1, seed=1), out=tmp_path / "seed1")
-    assert metrics_rows(other_seed.run_dir)[0]["train_loss"] != metrics_rows(straight.run_dir)[0]["train_loss"]
+    assert (
+        metrics_rows(other_seed.run_dir)[0]["train_loss"] != metrics_rows(straight.run_dir)[0]["train_loss"]
+    )
 
 
 def test_resume_with_more_epochs_extends_the_run(tmp_path):
@@ -164,7 +203,9 @@ def test_resume_with_more_epochs_extends_the_run(tmp_path):
 
 
 def test_nan_loss_stops_with_advice_and_keeps_the_last_good_epoch(tmp_path, monkeypatch):
-    with pytest.raises(ConvlabError, match=r"loss became (nan|inf) at epoch 1, step \d+.*lower --lr.*1e\+06.*--clip-norm"):
+    with pytest.raises(
+        ConvlabError, match=r"loss became (nan|inf) at epoch 1, step \d+.*lower --lr.*1e\+06.*--clip-norm"
+    ):
         train(**dict(QUICK, optimizer="sgd", lr=1e6, epochs=2), out=tmp_path / "absurd")
     assert not (tmp_path / "absurd" / "last.safetensors").exists()
 
@@ -203,9 +244,13 @@ def test_bf16_autocast_trains(tmp_path):
 
 
 def test_settings_that_do_not_fit_the_data_are_refused(tmp_path):
-    with pytest.raises(ConvlabError, match="--num-classes 5 does not match data 'fashion-mnist', which has 10"):
+    with pytest.raises(
+        ConvlabError, match="--num-classes 5 does not match data 'fashion-mnist', which has 10"
+    ):
         train(**QUICK, num_classes=5, out=tmp_path / "five")
-    with pytest.raises(ConvlabError, match="Unknown optimizer 'adamm'.*Accepted: adadelta, adagrad, adam, adamw"):
+    with pytest.raises(
+        ConvlabError, match="Unknown optimizer 'adamm'.*Accepted: adadelta, adagrad, adam, adamw"
+    ):
         train(model="mlp", optimizer="adamm", out=tmp_path / "x")
     with pytest.raises(ConvlabError, match="Unknown schedule 'cosin'; did you mean cosine"):
         train(model="mlp", schedule="cosin", out=tmp_path / "x")
@@ -222,13 +267,18 @@ def test_googlenet_loss_adds_0_3_of_each_auxiliary_head():
     torch.manual_seed(1)  # the same dropout masks in both forward passes
     logits, aux1, aux2 = twin.train()(images)
     main = nn.functional.cross_entropy(logits, labels)
-    expected = main + 0.3 * nn.functional.cross_entropy(aux1, labels) + 0.3 * nn.functional.cross_entropy(aux2, labels)
+    expected = (
+        main
+        + 0.3 * nn.functional.cross_entropy(aux1, labels)
+        + 0.3 * nn.functional.cross_entropy(aux2, labels)
+    )
 
     optimizer = build_optimizer(model, "momentum")
     schedule = Schedule(optimizer, "constant", epochs=1, steps_per_epoch=1)
     torch.manual_seed(1)
-    loss, returned_logits = train_step(model.train(), images, labels, optimizer, schedule, nn.CrossEntropyLoss(),
-                                       TrainConfig())
+    loss, returned_logits = train_step(
+        model.train(), images, labels, optimizer, schedule, nn.CrossEntropyLoss(), TrainConfig()
+    )
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     assert loss.item() > main.item() + 0.1  # the auxiliary terms are really in it
     assert torch.allclose(returned_logits, logits.detach())

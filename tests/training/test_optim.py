@@ -11,10 +11,14 @@ from convlab.training import OPTIMIZERS, SCHEDULES, Schedule, TrainConfig, build
 
 
 def small_net() -> nn.Module:
-    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)
+    )
 
 
-def lr_curve(name: str, epochs: int = 6, steps: int = 10, warmup: float = 0.0, val_losses=None) -> list[float]:
+def lr_curve(
+    name: str, epochs: int = 6, steps: int = 10, warmup: float = 0.0, val_losses=None
+) -> list[float]:
     """The lr at every step of a run with ``name`` (base lr 0.1), stepping an SGD optimizer on a tiny net."""
     optimizer = build_optimizer(small_net(), "momentum", lr=0.1)
     schedule = Schedule(optimizer, name, epochs=epochs, steps_per_epoch=steps, warmup_epochs=warmup)
@@ -64,7 +68,9 @@ def test_weight_decay_skips_biases_and_norm_parameters():
 
 
 def test_unknown_names_list_the_accepted_ones():
-    with pytest.raises(ConvlabError, match="Unknown optimizer 'adamm'; did you mean adam.*Accepted: adadelta"):
+    with pytest.raises(
+        ConvlabError, match="Unknown optimizer 'adamm'; did you mean adam.*Accepted: adadelta"
+    ):
         build_optimizer(small_net(), "adamm")
     optimizer = build_optimizer(small_net(), "sgd")
     with pytest.raises(ConvlabError, match="Unknown schedule 'cosin'.*Accepted: .*onecycle, plateau, step"):
@@ -82,14 +88,18 @@ def test_every_schedule_builds_steps_and_starts_at_its_documented_lr(name):
 
 def test_step_schedule_drops_tenfold_every_third_of_the_run():
     lrs = lr_curve("step", epochs=6, steps=10)  # step_size = 6 // 3 = 2 epochs = 20 steps
-    assert lrs[19] == pytest.approx(0.1) and lrs[20] == pytest.approx(0.01) and lrs[40] == pytest.approx(0.001)
+    assert (
+        lrs[19] == pytest.approx(0.1) and lrs[20] == pytest.approx(0.01) and lrs[40] == pytest.approx(0.001)
+    )
 
 
 def test_exponential_schedule_falls_100x_over_the_run_and_cosine_reaches_zero():
     exponential = lr_curve("exponential")
     assert exponential[-1] == pytest.approx(0.1 * 0.01 ** (59 / 60))
     cosine = lr_curve("cosine")
-    assert cosine[30] == pytest.approx(0.05) and cosine[-1] == pytest.approx(0.1 * (1 + math.cos(math.pi * 59 / 60)) / 2)
+    assert cosine[30] == pytest.approx(0.05) and cosine[-1] == pytest.approx(
+        0.1 * (1 + math.cos(math.pi * 59 / 60)) / 2
+    )
 
 
 def test_onecycle_peaks_at_the_given_lr_after_30_percent():

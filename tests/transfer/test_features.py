@@ -54,7 +54,12 @@ def test_linear_probe_saves_a_normal_model_that_predicts_what_sklearn_predicts(
     # what the bundle cannot say about itself, for `convlab eval` to rebuild the same val split
     split_options = {"data": {"val_split": 0.1, "seed": 0}, "config": {"limit": FASHION_LIMIT}}
     model, record = linear_probe(
-        cifar_checkpoint, fashion, C=1.0, max_iter=500, out=tmp_path / "probe.safetensors", extra_record=split_options
+        cifar_checkpoint,
+        fashion,
+        C=1.0,
+        max_iter=500,
+        out=tmp_path / "probe.safetensors",
+        extra_record=split_options,
     )
     assert record["transfer"]["notes"] == [
         "first layer conv1: 3 -> 1 input channels (summed over the input channels)",

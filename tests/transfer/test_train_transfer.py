@@ -19,11 +19,20 @@ from convlab.training import Schedule, build_optimizer, train
 from convlab.transfer import apply_transfer
 
 # Small enough to keep every run about a second: 16x16 images, 100 training images per class.
-SOURCE = dict(model="resnet20", data="fashion-mnist", classes=[0, 1, 2, 3, 4], limit_per_class=100, image_size=16,
-              epochs=2, batch_size=32, optimizer="adam")
+SOURCE = dict(
+    model="resnet20",
+    data="fashion-mnist",
+    classes=[0, 1, 2, 3, 4],
+    limit_per_class=100,
+    image_size=16,
+    epochs=2,
+    batch_size=32,
+    optimizer="adam",
+)
 # The new task: the other five classes, 50 labelled images each (45 train, 5 val), tested on all 5,000.
-TARGET = dict(data="fashion-mnist", classes="5,6,7,8,9", limit_per_class=50, batch_size=15, optimizer="adam",
-              lr=0.01)
+TARGET = dict(
+    data="fashion-mnist", classes="5,6,7,8,9", limit_per_class=50, batch_size=15, optimizer="adam", lr=0.01
+)
 HEAD = ("fc.bias", "fc.weight")  # sorted
 CHANCE = 0.2  # five classes
 
@@ -38,8 +47,13 @@ def weights(path):
 
 
 def test_feature_extract_trains_the_head_alone_and_keeps_batchnorm_statistics(source_run, tmp_path):
-    result = train(**TARGET, pretrained=source_run.run_dir, transfer="feature-extract", epochs=3, out=tmp_path / "fe")
-    before, after = weights(source_run.run_dir / "best.safetensors"), weights(result.run_dir / "last.safetensors")
+    result = train(
+        **TARGET, pretrained=source_run.run_dir, transfer="feature-extract", epochs=3, out=tmp_path / "fe"
+    )
+    before, after = (
+        weights(source_run.run_dir / "best.safetensors"),
+        weights(result.run_dir / "last.safetensors"),
+    )
     changed = sorted(key for key in after if key not in before or not torch.equal(after[key], before[key]))
     assert changed == list(HEAD)  # every convolution, BN scale/shift and BN running mean/var as trained
     assert before["bn1.running_mean"].abs().sum() > 0 and before["layer3.2.bn2.running_var"].ne(1).any()
@@ -47,7 +61,13 @@ def test_feature_extract_trains_the_head_alone_and_keeps_batchnorm_statistics(so
     # the model and the data came from the source: ResNet-20 at 16x16, a new 5-class head for other classes
     config = yaml.safe_load((result.run_dir / "config.yaml").read_text())
     assert config["model"] == "resnet20" and config["image_size"] == [16, 16]
-    assert result.test.n == 5000 and result.test.classes == ["Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    assert result.test.n == 5000 and result.test.classes == [
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ]
     assert result.test.top1 > 2 * CHANCE
 
     log = (result.run_dir / "train.log").read_text()
@@ -67,8 +87,11 @@ def test_backbone_lr_scale_gives_two_groups_whose_ratio_every_schedule_keeps():
         optimizer = build_optimizer(model, "momentum", lr=0.05, weight_decay=5e-4, groups=groups)
         # backbone kernels, backbone biases/BN (undecayed), head weight, head bias
         assert [(g["name"], g["lr"], g["weight_decay"]) for g in optimizer.param_groups] == [
-            ("backbone", pytest.approx(0.005), 5e-4), ("backbone", pytest.approx(0.005), 0.0),
-            ("head", 0.05, 5e-4), ("head", 0.05, 0.0)]
+            ("backbone", pytest.approx(0.005), 5e-4),
+            ("backbone", pytest.approx(0.005), 0.0),
+            ("head", 0.05, 5e-4),
+            ("head", 0.05, 0.0),
+        ]
         assert sum(p.numel() for g in optimizer.param_groups[2:] for p in g["params"]) == 325
         plan = Schedule(optimizer, schedule, epochs=3, steps_per_epoch=10)
         for _ in range(17):
@@ -80,15 +103,24 @@ def test_backbone_lr_scale_gives_two_groups_whose_ratio_every_schedule_keeps():
 
 
 def test_finetune_with_a_backbone_lr_scale_trains_everything_slower_below_the_head(source_run, tmp_path):
-    result = train(**TARGET, pretrained=source_run.run_dir, backbone_lr_scale=0.1, schedule="onecycle", epochs=2,
-                   out=tmp_path / "ft")
+    result = train(
+        **TARGET,
+        pretrained=source_run.run_dir,
+        backbone_lr_scale=0.1,
+        schedule="onecycle",
+        epochs=2,
+        out=tmp_path / "ft",
+    )
     state = torch.load(result.run_dir / "state.pt", weights_only=True)
     groups = state["optimizer"]["param_groups"]
     assert [g["name"] for g in groups] == ["backbone", "head"]  # no weight decay: one group each
     assert groups[0]["lr"] == pytest.approx(0.1 * groups[1]["lr"]) and groups[1]["lr"] < 0.01 / 25
     rows = list(csv.DictReader(open(result.run_dir / "metrics.csv")))
     assert float(rows[0]["lr"]) == pytest.approx(0.01 / 25)  # onecycle starts the head at lr / 25
-    before, after = weights(source_run.run_dir / "best.safetensors"), weights(result.run_dir / "last.safetensors")
+    before, after = (
+        weights(source_run.run_dir / "best.safetensors"),
+        weights(result.run_dir / "last.safetensors"),
+    )
     assert not torch.equal(before["conv1.weight"], after["conv1.weight"])  # the backbone trained too
     config = yaml.safe_load((result.run_dir / "config.yaml").read_text())
     assert config["transfer"] == "finetune"  # --pretrained alone means fine-tune everything
@@ -97,7 +129,9 @@ def test_finetune_with_a_backbone_lr_scale_trains_everything_slower_below_the_he
 
 
 def test_head_epochs_freeze_then_unfreeze_and_resume_across_the_switch(source_run, tmp_path, monkeypatch):
-    settings = dict(TARGET, pretrained=str(source_run.run_dir), head_epochs=2, backbone_lr_scale=0.1, epochs=3)
+    settings = dict(
+        TARGET, pretrained=str(source_run.run_dir), head_epochs=2, backbone_lr_scale=0.1, epochs=3
+    )
     straight = train(**settings, out=tmp_path / "straight")
     log = (straight.run_dir / "train.log").read_text()
     assert "epochs 1-2: the new head trains alone (backbone frozen)" in log
@@ -116,21 +150,36 @@ def test_head_epochs_freeze_then_unfreeze_and_resume_across_the_switch(source_ru
     with pytest.raises(KeyboardInterrupt):
         train(**settings, out=tmp_path / "resumed")
     monkeypatch.undo()
-    source, epoch_1 = weights(source_run.run_dir / "best.safetensors"), weights(tmp_path / "resumed/last.safetensors")
+    source, epoch_1 = (
+        weights(source_run.run_dir / "best.safetensors"),
+        weights(tmp_path / "resumed/last.safetensors"),
+    )
     assert sorted(k for k in epoch_1 if not torch.equal(epoch_1[k], source[k])) == list(HEAD)
 
     resumed = train(resume=tmp_path / "resumed")
     assert resumed.epochs_completed == 3
-    final, reference = weights(resumed.run_dir / "last.safetensors"), weights(straight.run_dir / "last.safetensors")
+    final, reference = (
+        weights(resumed.run_dir / "last.safetensors"),
+        weights(straight.run_dir / "last.safetensors"),
+    )
     assert all(torch.equal(final[k], reference[k]) for k in reference)  # the same run as without the stop
-    assert not torch.equal(final["layer3.2.conv2.weight"], source["layer3.2.conv2.weight"])  # unfrozen at epoch 3
+    assert not torch.equal(
+        final["layer3.2.conv2.weight"], source["layer3.2.conv2.weight"]
+    )  # unfrozen at epoch 3
     assert straight.test.top1 > 2 * CHANCE
 
 
 def test_linear_probe_is_a_run_folder_that_eval_predict_and_export_accept(source_run, tmp_path):
     result = train(**TARGET, pretrained=source_run.run_dir, transfer="linear-probe", out=tmp_path / "lp")
     run_dir = result.run_dir
-    for name in ("config.yaml", "metrics.csv", "best.safetensors", "last.safetensors", "report.md", "train.log"):
+    for name in (
+        "config.yaml",
+        "metrics.csv",
+        "best.safetensors",
+        "last.safetensors",
+        "report.md",
+        "train.log",
+    ):
         assert (run_dir / name).is_file(), name
     assert not (run_dir / "state.pt").exists()  # one fit: nothing to resume
     rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
@@ -163,8 +212,13 @@ def test_transfer_settings_are_checked_before_anything_runs(source_run, tmp_path
     with pytest.raises(ConvlabError, match="--transfer, --head-epochs need --pretrained"):
         train(**TARGET, transfer="finetune", head_epochs=1, out=tmp_path / "a")
     with pytest.raises(ConvlabError, match="--trainable apply to --transfer finetune"):
-        train(**TARGET, pretrained=source_run.run_dir, transfer="feature-extract", trainable="last:1",
-              out=tmp_path / "b")
+        train(
+            **TARGET,
+            pretrained=source_run.run_dir,
+            transfer="feature-extract",
+            trainable="last:1",
+            out=tmp_path / "b",
+        )
     with pytest.raises(ConvlabError, match="--head-epochs 2 leaves none of the 2 epochs"):
         train(**TARGET, pretrained=source_run.run_dir, head_epochs=2, epochs=2, out=tmp_path / "c")
     with pytest.raises(ConvlabError, match="Unknown transfer mode 'freeze'"):
@@ -187,17 +241,33 @@ def test_torchvision_imagenet_weights_from_the_hub_cache_on_a_folder_of_photos(t
         (tmp_path / "photos" / name).mkdir(parents=True)
         for k in range(6):
             noise = rng.integers(0, 40, (40, 48, 3))
-            Image.fromarray((np.array(tint) + noise).astype(np.uint8)).save(tmp_path / "photos" / name / f"{k}.jpg")
+            Image.fromarray((np.array(tint) + noise).astype(np.uint8)).save(
+                tmp_path / "photos" / name / f"{k}.jpg"
+            )
 
-    result = train(data=str(tmp_path / "photos"), pretrained="torchvision:resnet18.IMAGENET1K_V1",
-                   transfer="feature-extract", image_size=32, epochs=1, batch_size=4, val_split=0.34,
-                   out=tmp_path / "run")  # --image-size 32 keeps the test fast; the default is the weights' 224
+    result = train(
+        data=str(tmp_path / "photos"),
+        pretrained="torchvision:resnet18.IMAGENET1K_V1",
+        transfer="feature-extract",
+        image_size=32,
+        epochs=1,
+        batch_size=4,
+        val_split=0.34,
+        out=tmp_path / "run",
+    )  # --image-size 32 keeps the test fast; the default is the weights' 224
     config = yaml.safe_load((result.run_dir / "config.yaml").read_text())
     assert config["model"] == "resnet18" and config["image_size"] == [32, 32]
     log = (result.run_dir / "train.log").read_text()
-    assert "torchvision weights (resnet18) from torchvision:resnet18.IMAGENET1K_V1 -> resnet18: 120 of 122 tensors loaded" in log
+    assert (
+        "torchvision weights (resnet18) from torchvision:resnet18.IMAGENET1K_V1 -> resnet18: 120 of 122 tensors loaded"
+        in log
+    )
     assert "head fc: 1000 -> 2 classes, newly initialised" in log
     assert "parameters: 1,026 trainable, 11,176,512 frozen" in log  # fc: 512 x 2 + 2
     record = read_record(result.run_dir / "best.safetensors")
-    assert record["input"]["mean"] == [0.485, 0.456, 0.406] and record["input"]["std"] == [0.229, 0.224, 0.225]
+    assert record["input"]["mean"] == [0.485, 0.456, 0.406] and record["input"]["std"] == [
+        0.229,
+        0.224,
+        0.225,
+    ]
     assert record["classes"] == ["cats", "mugs"]

@@ -13,8 +13,12 @@ import convlab
 import convlab.checkpoint
 
 CLASSES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-RECORD = {"classes": CLASSES, "input": {"channels": 1, "size": [32, 32], "mean": [0.5], "std": [0.5]},
-          "epoch": 1, "metrics": {"val_top1": 0.1}}
+RECORD = {
+    "classes": CLASSES,
+    "input": {"channels": 1, "size": [32, 32], "mean": [0.5], "std": [0.5]},
+    "epoch": 1,
+    "metrics": {"val_top1": 0.1},
+}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 

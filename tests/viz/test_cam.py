@@ -51,8 +51,9 @@ def test_saliency_is_zero_where_the_model_ignores_the_input():
 
 
 def test_saliency_is_the_largest_input_gradient_over_channels():
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1),
-                                torch.nn.Flatten())
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+    )
     image = torch.randn(3, 8, 8)
     result = saliency(model, image, target=2)
     x = image.unsqueeze(0).requires_grad_(True)
@@ -81,7 +82,9 @@ def test_lenet5_grad_cam_and_saliency_depend_on_the_image(lenet_checkpoint, digi
         assert_png(result.png)
     # Saliency and Grad-CAM PNGs go to RUN/viz, named after the image and the class.
     assert {p.name for p in (lenet_checkpoint.parent / "viz").iterdir()} == {
-        "gradcam-image-three.png", "saliency-image-three.png"}
+        "gradcam-image-three.png",
+        "saliency-image-three.png",
+    }
 
 
 def test_target_by_name_or_index_and_unknown_target(lenet_checkpoint, digit_images):
@@ -91,12 +94,18 @@ def test_target_by_name_or_index_and_unknown_target(lenet_checkpoint, digit_imag
     assert np.array_equal(by_name.array, by_index.array)
     with pytest.raises(ConvlabError) as error:
         saliency(lenet_checkpoint, bar, target="ten")
-    assert str(error.value) == (f"Unknown target class 'ten'; give a class name or an index 0..9: {', '.join(CLASSES)}.")
+    assert str(error.value) == (
+        f"Unknown target class 'ten'; give a class name or an index 0..9: {', '.join(CLASSES)}."
+    )
 
 
 def test_grad_cam_runs_in_eval_mode_and_restores_the_mode(bright_left_dark_right):
-    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Dropout(0.5),
-                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1),
+        torch.nn.Dropout(0.5),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+    )
     model.train()
     first = grad_cam(model, bright_left_dark_right, layer="1", target=0)
     second = grad_cam(model, bright_left_dark_right, layer="1", target=0)
@@ -128,8 +137,14 @@ def test_models_with_auxiliary_heads_explain_the_main_logits():
 
 def test_default_layer_skips_head_pooling_that_copies_a_1x1_map():
     # VGG on a small image: the features end at 1x1 and AdaptiveAvgPool2d(7) copies it into 49 equal cells.
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(8),
-                                torch.nn.AdaptiveAvgPool2d(7), torch.nn.Flatten(), torch.nn.Linear(8 * 49, 5))
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(8),
+        torch.nn.AdaptiveAvgPool2d(7),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8 * 49, 5),
+    )
     result = grad_cam(model, torch.rand(3, 8, 8))
     assert result.layer == "1"  # the ReLU's 8 x 8 maps, not the pool's copies
     assert result.extra["raw"].shape == (8, 8)

@@ -7,12 +7,15 @@ from convlab.cli import main
 from .conftest import assert_png
 
 
-@pytest.mark.parametrize("what, expected", [
-    ("filters", "filters-features.c1.png"),
-    ("feature-maps", "feature-maps-features.c3-square.png"),
-    ("gradcam", "gradcam-square-four.png"),
-    ("saliency", "saliency-square-four.png"),
-])
+@pytest.mark.parametrize(
+    "what, expected",
+    [
+        ("filters", "filters-features.c1.png"),
+        ("feature-maps", "feature-maps-features.c3-square.png"),
+        ("gradcam", "gradcam-square-four.png"),
+        ("saliency", "saliency-square-four.png"),
+    ],
+)
 def test_each_visualisation_writes_its_png(lenet_checkpoint, image_file, tmp_path, capsys, what, expected):
     args = ["viz", str(lenet_checkpoint.parent), "--what", what, "--out", str(tmp_path / "out")]
     if what != "filters":
@@ -32,12 +35,15 @@ def test_default_folder_is_the_runs_viz(lenet_checkpoint, capsys):
     assert capsys.readouterr().out.startswith("lenet5 features.c1: 6 filters of 1x5x5")
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--what", "gradcam"], "--what gradcam needs an image; give one with --image IMG."),
-    (["--what", "gradcam", "--image", "IMAGE", "--layer", "features.c7"], "Unknown layer 'features.c7'"),
-    (["--what", "saliency", "--image", "IMAGE", "--target", "eleven"], "Unknown target class 'eleven'"),
-    (["--what", "saliency", "--image", "NOTES"], "Cannot read image '"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--what", "gradcam"], "--what gradcam needs an image; give one with --image IMG."),
+        (["--what", "gradcam", "--image", "IMAGE", "--layer", "features.c7"], "Unknown layer 'features.c7'"),
+        (["--what", "saliency", "--image", "IMAGE", "--target", "eleven"], "Unknown target class 'eleven'"),
+        (["--what", "saliency", "--image", "NOTES"], "Cannot read image '"),
+    ],
+)
 def test_mistakes_are_one_line(lenet_checkpoint, image_file, tmp_path, capsys, extra, message):
     notes = tmp_path / "notes.jpg"
     notes.write_text("not a picture")

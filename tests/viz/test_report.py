@@ -31,8 +31,10 @@ def trained(digits):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    record = {"classes": digits.classes, "input": {"channels": 1, "size": [32, 32], "mean": list(digits.mean),
-                                                   "std": list(digits.std)}}
+    record = {
+        "classes": digits.classes,
+        "input": {"channels": 1, "size": [32, 32], "mean": list(digits.mean), "std": list(digits.std)},
+    }
     return model, record
 
 

@@ -12,7 +12,18 @@ from convlab.analysis.summary import CONVENTIONS, LayerRow, Summary, Totals, sum
 from convlab.analysis.zoo import zoo_table
 
 __all__ = [
-    "CONVENTIONS", "ConvArithmetic", "DoesNotFitError", "LayerRow", "ReceptiveField", "Summary", "Totals",
-    "check_input_size", "conv_arithmetic", "kernel_span", "parse_input_size", "stacked_receptive_field",
-    "summary", "zoo_table",
+    "CONVENTIONS",
+    "ConvArithmetic",
+    "DoesNotFitError",
+    "LayerRow",
+    "ReceptiveField",
+    "Summary",
+    "Totals",
+    "check_input_size",
+    "conv_arithmetic",
+    "kernel_span",
+    "parse_input_size",
+    "stacked_receptive_field",
+    "summary",
+    "zoo_table",
 ]

@@ -110,8 +110,13 @@ def conv_arithmetic(
     (``(7 - 3 + 2*0)/3 + 1 = 2.33: does not fit``) listing the nearest paddings and strides that
     fit; with ``exact=False`` the size is floored as PyTorch does and ``fits`` says so.
     """
-    for name, value, least in (("size", size, 1), ("kernel", kernel, 1), ("stride", stride, 1),
-                               ("padding", padding, 0), ("dilation", dilation, 1)):
+    for name, value, least in (
+        ("size", size, 1),
+        ("kernel", kernel, 1),
+        ("stride", stride, 1),
+        ("padding", padding, 0),
+        ("dilation", dilation, 1),
+    ):
         if not isinstance(value, int) or value < least:
             raise ConvlabError(f"{name} must be an integer >= {least}, got {value!r}.")
     for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
@@ -126,9 +131,16 @@ def conv_arithmetic(
     numerator = size - span + 2 * padding
     exact_output = Fraction(numerator, stride) + 1
     result = ConvArithmetic(
-        size=size, kernel=kernel, stride=stride, padding=padding, dilation=dilation,
-        output_size=numerator // stride + 1, fits=numerator % stride == 0, exact_output=exact_output,
-        in_channels=in_channels, out_channels=out_channels,
+        size=size,
+        kernel=kernel,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        output_size=numerator // stride + 1,
+        fits=numerator % stride == 0,
+        exact_output=exact_output,
+        in_channels=in_channels,
+        out_channels=out_channels,
     )
     if exact and not result.fits:
         raise DoesNotFitError(result, _fitting_alternatives(size, span, padding, stride))
@@ -138,8 +150,11 @@ def conv_arithmetic(
 def _fitting_alternatives(size: int, span: int, padding: int, stride: int) -> list[str]:
     """The nearest padding (above, and below if any) and strides (below and above) that fit."""
     suggestions = []
-    fitting_paddings = [p for p in range(0, padding + stride + 1) if (size - span + 2 * p) % stride == 0
-                        and size + 2 * p >= span]
+    fitting_paddings = [
+        p
+        for p in range(0, padding + stride + 1)
+        if (size - span + 2 * p) % stride == 0 and size + 2 * p >= span
+    ]
     below = [p for p in fitting_paddings if p < padding]
     above = [p for p in fitting_paddings if p > padding]
     for p in ([below[-1]] if below else []) + ([above[0]] if above else []):

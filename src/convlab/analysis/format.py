@@ -118,8 +118,11 @@ def render_summary(summary: Summary, width: int = 160) -> str:
 def print_zoo_table(rows: list[dict], console: Console | None = None) -> None:
     """``convlab models``: one line per registered model."""
     console = console or _console()
-    table = Table(box=box.SIMPLE_HEAD, caption="MACs: multiply-adds per image at the default input size.",
-                  caption_justify="left")
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        caption="MACs: multiply-adds per image at the default input size.",
+        caption_justify="left",
+    )
     table.add_column("Model", no_wrap=True)
     table.add_column("Family")
     table.add_column("Year", justify="right")

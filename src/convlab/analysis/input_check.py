@@ -39,7 +39,9 @@ def parse_input_size(value, channels: int | None) -> tuple[int, int, int]:
     if len(parts) == 3:
         return parts
     if channels is None:
-        raise ConvlabError(f"Input size '{_text(parts)}' needs the channels for this model; write {INPUT_FORM}.")
+        raise ConvlabError(
+            f"Input size '{_text(parts)}' needs the channels for this model; write {INPUT_FORM}."
+        )
     if len(parts) == 1:
         return (channels, parts[0], parts[0])
     return (channels, *parts)
@@ -91,7 +93,9 @@ def _probe(model: nn.Module, channels: int, device):
             except LayerFailure as failure:
                 results[side] = failure
             except Exception as error:  # any other failure: the search cannot go on through it
-                results[side] = LayerFailure("error", getattr(error, "convlab_layer", ""), "", None, detail=str(error))
+                results[side] = LayerFailure(
+                    "error", getattr(error, "convlab_layer", ""), "", None, detail=str(error)
+                )
         return results[side]
 
     return probe
@@ -130,7 +134,9 @@ def working_sizes(model: nn.Module, channels: int, start: int, device=None) -> t
     return smallest, low
 
 
-def explain_failure(model: nn.Module, label: str, size: tuple[int, ...], failure, device=None) -> ConvlabError:
+def explain_failure(
+    model: nn.Module, label: str, size: tuple[int, ...], failure, device=None
+) -> ConvlabError:
     """The one-sentence error for an input that does not go through ``model``."""
     channels, spatial = size[0], size[1:]
     at = _text(spatial)
@@ -141,19 +147,25 @@ def explain_failure(model: nn.Module, label: str, size: tuple[int, ...], failure
             f"(input {_text(size)}); use --input {failure.expected}x{at}."
         )
     if failure.kind == "error":
-        return ConvlabError(f"{label} cannot run on a {_text(size)} input in layer '{failure.layer}': {failure.detail}")
+        return ConvlabError(
+            f"{label} cannot run on a {_text(size)} input in layer '{failure.layer}': {failure.detail}"
+        )
     smallest, largest = working_sizes(model, channels, max(spatial), device)
     if failure.kind == "vanish":
         problem = f"at {at} the feature map vanishes in {layer} which receives {_text(failure.received)}"
     else:
         problem = f"at {at} {layer} receives {failure.received} features but takes {failure.expected}"
     if smallest is None:
-        return ConvlabError(f"{label} cannot run on a {_text(size)} input: {problem}, and no square input size works.")
+        return ConvlabError(
+            f"{label} cannot run on a {_text(size)} input: {problem}, and no square input size works."
+        )
     if failure.kind == "vanish":
         if largest is None:
             limit = "or larger."
         else:
-            limit = f"(up to {largest}x{largest}: beyond that its classifier gets more features than it takes)."
+            limit = (
+                f"(up to {largest}x{largest}: beyond that its classifier gets more features than it takes)."
+            )
         return ConvlabError(
             f"{label} needs inputs of at least {smallest}x{smallest}: {problem}. "
             f"Use --input {channels}x{smallest}x{smallest} {limit}"

@@ -70,7 +70,9 @@ def through_window(
     d = len(kernel)
     if source.is_global or source.dims != tuple(range(-d, 0)):
         return widest([source], out_shape)
-    field = tuple(f + (kernel_span(k, dl) - 1) * j for f, k, dl, j in zip(source.field, kernel, dilation, source.jump))
+    field = tuple(
+        f + (kernel_span(k, dl) - 1) * j for f, k, dl, j in zip(source.field, kernel, dilation, source.jump)
+    )
     jump = tuple(j * s for j, s in zip(source.jump, stride))
     return ReceptiveField(field, jump, source.dims, tuple(out_shape[-d:]))
 
@@ -98,7 +100,9 @@ def through_adaptive_pool(source: ReceptiveField, out_shape: tuple[int, ...], d:
     return through_window(source, kernel, stride, (1,) * d, out_shape)
 
 
-def through_permute(source: ReceptiveField, order: tuple[int, ...], out_shape: tuple[int, ...]) -> ReceptiveField:
+def through_permute(
+    source: ReceptiveField, order: tuple[int, ...], out_shape: tuple[int, ...]
+) -> ReceptiveField:
     """Follow the spatial dims through ``permute``/``transpose`` (ConvNeXt's NCHW <-> NHWC)."""
     if source.is_global:
         return source

@@ -52,7 +52,9 @@ ATOMIC_MODULES: tuple[type[nn.Module], ...] = (nn.MultiheadAttention,)
 # Normalisations keep their input's shape. On the meta device torch runs them through Python
 # decompositions (about 2 ms per batch norm), which made batch norm half the time of a zoo listing;
 # their result there is just an empty tensor of the same shape, so the trace makes it directly.
-SHAPE_PRESERVING_ON_META = frozenset({"batch_norm", "layer_norm", "group_norm", "instance_norm", "local_response_norm"})
+SHAPE_PRESERVING_ON_META = frozenset(
+    {"batch_norm", "layer_norm", "group_norm", "instance_norm", "local_response_norm"}
+)
 
 
 @dataclass
@@ -182,13 +184,19 @@ def _op_kind(name: str) -> str | None:
         return "pool"
     return {
         "linear": "linear",
-        "matmul": "matmul", "rmatmul": "matmul", "mm": "matmul", "bmm": "matmul",
-        "addmm": "addmm", "baddbmm": "addmm",
+        "matmul": "matmul",
+        "rmatmul": "matmul",
+        "mm": "matmul",
+        "bmm": "matmul",
+        "addmm": "addmm",
+        "baddbmm": "addmm",
         "scaled_dot_product_attention": "attention",
         "multi_head_attention_forward": "multihead_attention",
         "permute": "permute",
         "pad": "pad",
-        "transpose": "transpose", "swapaxes": "transpose", "swapdims": "transpose",
+        "transpose": "transpose",
+        "swapaxes": "transpose",
+        "swapdims": "transpose",
     }.get(base)
 
 
@@ -288,8 +296,12 @@ class _Trace(TorchFunctionMode):
         self.called.add(id(module))
         row = None
         if id(module) in self.row_modules:
-            row = LayerRow(name=self._unique(self.names[id(module)] or type(module).__name__), type=type(module).__name__)
-            if getattr(module, "padding_mode", "zeros") != "zeros":  # it pads with F.pad, then convolves with 0
+            row = LayerRow(
+                name=self._unique(self.names[id(module)] or type(module).__name__), type=type(module).__name__
+            )
+            if (
+                getattr(module, "padding_mode", "zeros") != "zeros"
+            ):  # it pads with F.pad, then convolves with 0
                 row.padding = module.padding
             self.rows.append(row)
             self.row_owner.append(module)
@@ -393,7 +405,9 @@ class _Trace(TorchFunctionMode):
         try:
             output = func(*args, **kwargs)
         except RuntimeError as error:
-            raise LayerFailure("vanish", layer, description, received, detail=str(error).splitlines()[0]) from None
+            raise LayerFailure(
+                "vanish", layer, description, received, detail=str(error).splitlines()[0]
+            ) from None
         result = _first_tensor(output)
         if result is not None and 0 in result.shape[-d:]:
             raise LayerFailure("vanish", layer, description, received, detail="output size 0")
@@ -416,13 +430,20 @@ class _Trace(TorchFunctionMode):
             stride = _as_tuple(_arg(args, kwargs, 3, "stride", 1), d)
             padding = _arg(args, kwargs, 4, "padding", 0)
             kernel = tuple(weight.shape[2:])
-            meta = dict(kernel=kernel, stride=stride, dilation=dilation, groups=groups,
-                        padding=padding if isinstance(padding, str) else _as_tuple(padding, d))
+            meta = dict(
+                kernel=kernel,
+                stride=stride,
+                dilation=dilation,
+                groups=groups,
+                padding=padding if isinstance(padding, str) else _as_tuple(padding, d),
+            )
             description = f"{self._layer_type(op_name)} {'x'.join(map(str, kernel))}"
             in_channels = weight.shape[0] if transposed else weight.shape[1] * groups
             if x.ndim > d and x.shape[-d - 1] != in_channels:
                 if x is self.input:
-                    raise LayerFailure("channels", self.where(), description, int(x.shape[-d - 1]), in_channels)
+                    raise LayerFailure(
+                        "channels", self.where(), description, int(x.shape[-d - 1]), in_channels
+                    )
                 return func(*args, **kwargs)  # a mismatch inside the model is its own bug: torch says so
             output = self._call_window(func, args, kwargs, x, d, description)
             if transposed:  # each input value is spread over out_channels/groups x kernel outputs
@@ -430,7 +451,9 @@ class _Trace(TorchFunctionMode):
                 field_out = widest([source], tuple(output.shape)) if source else None
             else:
                 macs = output.numel() * math.prod(weight.shape[1:])
-                field_out = through_window(source, kernel, stride, dilation, tuple(output.shape)) if source else None
+                field_out = (
+                    through_window(source, kernel, stride, dilation, tuple(output.shape)) if source else None
+                )
 
         elif kind == "pool":
             d = int(op_name[-2])
@@ -449,7 +472,9 @@ class _Trace(TorchFunctionMode):
                 func, args, kwargs, x, d, f"{self._layer_type(op_name)} {'x'.join(map(str, kernel))}"
             )
             result = _first_tensor(output)
-            field_out = through_window(source, kernel, stride, dilation, tuple(result.shape)) if source else None
+            field_out = (
+                through_window(source, kernel, stride, dilation, tuple(result.shape)) if source else None
+            )
 
         elif kind == "adaptive_pool":
             d = int(op_name[-2])
@@ -477,8 +502,15 @@ class _Trace(TorchFunctionMode):
             elif kind == "addmm":
                 macs = result.numel() * args[1].shape[-1]
             elif kind == "attention":
-                query, key, value = (_arg(args, kwargs, i, n) for i, n in enumerate(("query", "key", "value")))
-                macs = math.prod(query.shape[:-2]) * query.shape[-2] * key.shape[-2] * (query.shape[-1] + value.shape[-1])
+                query, key, value = (
+                    _arg(args, kwargs, i, n) for i, n in enumerate(("query", "key", "value"))
+                )
+                macs = (
+                    math.prod(query.shape[:-2])
+                    * query.shape[-2]
+                    * key.shape[-2]
+                    * (query.shape[-1] + value.shape[-1])
+                )
             elif kind == "multihead_attention":
                 macs = _multihead_attention_macs(*args[:3])
             field_out = None
@@ -570,13 +602,35 @@ class _SkipInitOnMeta(TorchFunctionMode):
     listing the zoo. This mode hands such in-place calls their tensor back unchanged.
     """
 
-    IN_PLACE_FILLS = frozenset({
-        "normal_", "uniform_", "trunc_normal_", "fill_", "zero_", "erfinv_", "clamp_", "mul_", "add_", "sub_",
-        "div_", "copy_", "exponential_", "bernoulli_", "random_", "log_normal_", "cauchy_", "geometric_",
-    })
+    IN_PLACE_FILLS = frozenset(
+        {
+            "normal_",
+            "uniform_",
+            "trunc_normal_",
+            "fill_",
+            "zero_",
+            "erfinv_",
+            "clamp_",
+            "mul_",
+            "add_",
+            "sub_",
+            "div_",
+            "copy_",
+            "exponential_",
+            "bernoulli_",
+            "random_",
+            "log_normal_",
+            "cauchy_",
+            "geometric_",
+        }
+    )
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if getattr(func, "__name__", "") in self.IN_PLACE_FILLS and args and getattr(args[0], "is_meta", False):
+        if (
+            getattr(func, "__name__", "") in self.IN_PLACE_FILLS
+            and args
+            and getattr(args[0], "is_meta", False)
+        ):
             return args[0]
         return func(*args, **(kwargs or {}))
 
@@ -610,7 +664,7 @@ def resolve_model(
         size = parse_input_size(input_size, info.input_size[0]) if input_size is not None else info.input_size
         build_device = torch.device("meta" if device is None else device)
         try:
-            with build_device, (_SkipInitOnMeta() if build_device.type == "meta" else contextlib.nullcontext()):
+            with build_device, _SkipInitOnMeta() if build_device.type == "meta" else contextlib.nullcontext():
                 model = create_model(model_or_name, num_classes=num_classes, in_chans=size[0], **options)
         except ConvlabError:
             raise
@@ -624,7 +678,11 @@ def resolve_model(
     if num_classes is not None or options:
         raise ConvlabError("num_classes and model options apply only when the model is given by name.")
     spec = getattr(model_or_name, "convlab_spec", None)
-    if spec is None and isinstance(input_size, (tuple, list)) and all(isinstance(n, int) and n > 0 for n in input_size):
+    if (
+        spec is None
+        and isinstance(input_size, (tuple, list))
+        and all(isinstance(n, int) and n > 0 for n in input_size)
+    ):
         return model_or_name, tuple(input_size)  # a plain module: the exact per-sample shape, any rank
     if input_size is None:
         if spec is None:

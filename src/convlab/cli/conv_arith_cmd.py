@@ -18,10 +18,15 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--stride", type=int, default=1, metavar="S")
     parser.add_argument("--padding", type=int, default=0, metavar="P")
     parser.add_argument("--dilation", type=int, default=1, metavar="D")
-    parser.add_argument("--in-channels", type=int, default=None, metavar="C", help="input depth (for parameters)")
-    parser.add_argument("--out-channels", type=int, default=None, metavar="F", help="number of filters (for parameters)")
     parser.add_argument(
-        "--floor", action="store_true",
+        "--in-channels", type=int, default=None, metavar="C", help="input depth (for parameters)"
+    )
+    parser.add_argument(
+        "--out-channels", type=int, default=None, metavar="F", help="number of filters (for parameters)"
+    )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
         help="accept a stride that does not fit and floor the size, as PyTorch does",
     )
     parser.set_defaults(func=run)
@@ -32,12 +37,20 @@ def run(args) -> int:
 
     try:
         result = conv_arithmetic(
-            args.size, args.kernel, stride=args.stride, padding=args.padding, dilation=args.dilation,
-            in_channels=args.in_channels, out_channels=args.out_channels, exact=not args.floor,
+            args.size,
+            args.kernel,
+            stride=args.stride,
+            padding=args.padding,
+            dilation=args.dilation,
+            in_channels=args.in_channels,
+            out_channels=args.out_channels,
+            exact=not args.floor,
         )
     except DoesNotFitError as error:
-        print(f"{error.result.formula}: does not fit: a {args.kernel}x{args.kernel} window with stride "
-              f"{args.stride} cannot tile a {args.size}x{args.size} input padded by {args.padding}.")
+        print(
+            f"{error.result.formula}: does not fit: a {args.kernel}x{args.kernel} window with stride "
+            f"{args.stride} cannot tile a {args.size}x{args.size} input padded by {args.padding}."
+        )
         for suggestion in error.suggestions:
             print(f"  {suggestion}")
         print("  (--floor accepts it and floors the size, as PyTorch does)")

@@ -21,9 +21,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument("source", metavar="RUN_OR_CHECKPOINT", help="run folder or .safetensors checkpoint")
     parser.add_argument("--data", default=None, help="data to evaluate on (default: the checkpoint's own)")
     parser.add_argument("--split", default="test", choices=("test", "val", "train"), help="default: test")
-    parser.add_argument("--tta", default=None, choices=("none", *TTA_MODES),
-                        help="test-time augmentation: flip = image and mirror, shift = both at rest and moved 1 px "
-                        "up/down/left/right, tencrop = 5 crops and mirrors")
+    parser.add_argument(
+        "--tta",
+        default=None,
+        choices=("none", *TTA_MODES),
+        help="test-time augmentation: flip = image and mirror, shift = both at rest and moved 1 px "
+        "up/down/left/right, tencrop = 5 crops and mirrors",
+    )
     parser.add_argument("--batch-size", type=int, default=512, help="default: 512")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present)")
     parser.add_argument("--data-root", default=None, help="where named data sets are found or downloaded")
@@ -35,8 +39,14 @@ def run(args) -> int:
     from convlab.evaluation import evaluate
 
     result = evaluate(
-        args.source, data=args.data, split=args.split, tta=args.tta, batch_size=args.batch_size,
-        device=args.device, data_root=args.data_root, json_out=args.json,
+        args.source,
+        data=args.data,
+        split=args.split,
+        tta=args.tta,
+        batch_size=args.batch_size,
+        device=args.device,
+        data_root=args.data_root,
+        json_out=args.json,
     )
     if not args.json:
         print_result(result)
@@ -53,8 +63,13 @@ def print_result(result) -> None:
     summary = Table(title=f"{result.checkpoint}: {result.data} {result.split} ({result.n:,} images{tta})")
     for column in ("loss", "top-1 acc", f"top-{k} acc", "top-1 error", f"top-{k} error"):
         summary.add_column(column, justify="right")
-    summary.add_row(f"{result.loss:.4f}", f"{result.top1:.2%}", f"{result.top5:.2%}",
-                    f"{1 - result.top1:.2%}", f"{1 - result.top5:.2%}")
+    summary.add_row(
+        f"{result.loss:.4f}",
+        f"{result.top1:.2%}",
+        f"{result.top5:.2%}",
+        f"{1 - result.top1:.2%}",
+        f"{1 - result.top5:.2%}",
+    )
     console.print(summary)
 
     per_class = Table(title="Per class")
@@ -62,8 +77,13 @@ def print_result(result) -> None:
     for column in ("precision", "recall", "F1", "support"):
         per_class.add_column(column, justify="right")
     for row in result.per_class:
-        per_class.add_row(str(row["class"]), f"{row['precision']:.3f}", f"{row['recall']:.3f}",
-                          f"{row['f1']:.3f}", str(row["support"]))
+        per_class.add_row(
+            str(row["class"]),
+            f"{row['precision']:.3f}",
+            f"{row['recall']:.3f}",
+            f"{row['f1']:.3f}",
+            str(row["support"]),
+        )
     console.print(per_class)
 
     if len(result.classes) <= CONFUSION_PRINTED_UP_TO:
@@ -72,7 +92,9 @@ def print_result(result) -> None:
         for index, _ in enumerate(result.classes):
             matrix.add_column(str(index), justify="right")
         for index, (name, counts) in enumerate(zip(result.classes, result.confusion, strict=True)):
-            cells = [f"[bold]{c}[/bold]" if j == index else (str(c) if c else "[dim]0[/dim]")
-                     for j, c in enumerate(counts)]
+            cells = [
+                f"[bold]{c}[/bold]" if j == index else (str(c) if c else "[dim]0[/dim]")
+                for j, c in enumerate(counts)
+            ]
             matrix.add_row(f"{index} {name}", *cells)
         console.print(matrix)

@@ -16,16 +16,30 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("source", metavar="RUN_OR_CHECKPOINT", help="run folder or .safetensors checkpoint")
     parser.add_argument("--format", default="onnx", help="onnx or torchscript (default: onnx)")
-    parser.add_argument("--out", default=None, metavar="FILE",
-                        help="output file, .onnx or .pt (default: model.onnx / model.torchscript.pt next to the "
-                        "checkpoint)")
-    parser.add_argument("--opset", type=int, default=None, metavar="N",
-                        help="ONNX opset (default: the one torch recommends)")
-    parser.add_argument("--check-samples", type=int, default=16, metavar="N",
-                        help="images compared between PyTorch and the exported file (default: 16, at least 2)")
-    parser.add_argument("--allow-untrained", action="store_true",
-                        help="export a checkpoint that records no training (epoch and metrics)")
-    parser.add_argument("--data-root", default=None, help="where named data sets are found (never downloaded here)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE",
+        help="output file, .onnx or .pt (default: model.onnx / model.torchscript.pt next to the checkpoint)",
+    )
+    parser.add_argument(
+        "--opset", type=int, default=None, metavar="N", help="ONNX opset (default: the one torch recommends)"
+    )
+    parser.add_argument(
+        "--check-samples",
+        type=int,
+        default=16,
+        metavar="N",
+        help="images compared between PyTorch and the exported file (default: 16, at least 2)",
+    )
+    parser.add_argument(
+        "--allow-untrained",
+        action="store_true",
+        help="export a checkpoint that records no training (epoch and metrics)",
+    )
+    parser.add_argument(
+        "--data-root", default=None, help="where named data sets are found (never downloaded here)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -33,8 +47,13 @@ def run(args) -> int:
     from convlab.exporting import export
 
     result = export(
-        args.source, format=args.format, out=args.out, opset=args.opset, check_samples=args.check_samples,
-        allow_untrained=args.allow_untrained, data_root=args.data_root,
+        args.source,
+        format=args.format,
+        out=args.out,
+        opset=args.opset,
+        check_samples=args.check_samples,
+        allow_untrained=args.allow_untrained,
+        data_root=args.data_root,
     )
     print(result.describe())
     return 0

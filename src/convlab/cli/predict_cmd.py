@@ -18,24 +18,40 @@ def add_parser(subparsers) -> None:
     parser.add_argument("source", metavar="RUN_OR_CHECKPOINT", help="run folder or .safetensors checkpoint")
     parser.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
     parser.add_argument("--topk", type=int, default=5, help="classes shown per image (default: 5)")
-    parser.add_argument("--json", action="store_true",
-                        help='print [{"image", "predictions": [{"label", "index", "probability"}]}] '
-                        '(an unreadable file has "error" instead of "predictions")')
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help='print [{"image", "predictions": [{"label", "index", "probability"}]}] '
+        '(an unreadable file has "error" instead of "predictions")',
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present)")
-    parser.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off",
-                        help="mixed precision for the forward pass; with --channels-last, bf16 is the fastest "
-                        "CPU path on cores with AVX-512 BF16/AMX (checkpoints only; default: off)")
-    parser.add_argument("--channels-last", action="store_true",
-                        help="NHWC weights and batches, the layout oneDNN's convolutions run fastest in "
-                        "(checkpoints only)")
+    parser.add_argument(
+        "--amp",
+        choices=("off", "bf16", "fp16"),
+        default="off",
+        help="mixed precision for the forward pass; with --channels-last, bf16 is the fastest "
+        "CPU path on cores with AVX-512 BF16/AMX (checkpoints only; default: off)",
+    )
+    parser.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="NHWC weights and batches, the layout oneDNN's convolutions run fastest in (checkpoints only)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     from convlab.prediction import predict
 
-    results = predict(args.source, args.images, topk=args.topk, device=args.device, skip_unreadable=True,
-                      amp=args.amp, channels_last=args.channels_last)
+    results = predict(
+        args.source,
+        args.images,
+        topk=args.topk,
+        device=args.device,
+        skip_unreadable=True,
+        amp=args.amp,
+        channels_last=args.channels_last,
+    )
     failed = [r for r in results if "error" in r]
     for result in failed:
         print(f"convlab: error: {result['error']}", file=sys.stderr)
@@ -52,4 +68,6 @@ def print_predictions(results: list[dict]) -> None:
         print(result["image"])
         width = max(len(guess["label"]) for guess in result["predictions"])
         for rank, guess in enumerate(result["predictions"], start=1):
-            print(f"  {rank}. {guess['label']:<{width}}  {guess['probability']:7.2%}  (class {guess['index']})")
+            print(
+                f"  {rank}. {guess['label']:<{width}}  {guess['probability']:7.2%}  (class {guess['index']})"
+            )

@@ -13,35 +13,72 @@ def add_parser(subparsers) -> None:
         "or 'files', or raw image bytes; ?topk=5) answers the top classes as JSON; POST /gradcam the Grad-CAM "
         "overlay; GET /model the model card; GET /health; GET / a page to try images; GET /docs the API.",
     )
-    parser.add_argument("source", metavar="RUN_OR_CHECKPOINT_OR_ONNX",
-                        help="run folder, .safetensors checkpoint or .onnx file (ONNX: predictions only)")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 for all)")
+    parser.add_argument(
+        "source",
+        metavar="RUN_OR_CHECKPOINT_OR_ONNX",
+        help="run folder, .safetensors checkpoint or .onnx file (ONNX: predictions only)",
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 for all)",
+    )
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="worker processes, each with its own copy of the model (default: 1)")
-    parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
-                        help=f"largest request body in MB, all images together; larger ones get 413 "
-                        f"(default: {DEFAULT_MAX_UPLOAD_MB:g})")
-    parser.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_PIXELS / 1e6,
-                        help="largest image in megapixels, checked from its header before decoding "
-                        f"(decompression-bomb guard; default: {DEFAULT_MAX_PIXELS / 1e6:.1f}, PIL's own limit)")
-    parser.add_argument("--max-files", type=int, default=DEFAULT_MAX_FILES,
-                        help=f"most images in one batch request (default: {DEFAULT_MAX_FILES})")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes, each with its own copy of the model (default: 1)",
+    )
+    parser.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=DEFAULT_MAX_UPLOAD_MB,
+        help=f"largest request body in MB, all images together; larger ones get 413 "
+        f"(default: {DEFAULT_MAX_UPLOAD_MB:g})",
+    )
+    parser.add_argument(
+        "--max-megapixels",
+        type=float,
+        default=DEFAULT_MAX_PIXELS / 1e6,
+        help="largest image in megapixels, checked from its header before decoding "
+        f"(decompression-bomb guard; default: {DEFAULT_MAX_PIXELS / 1e6:.1f}, PIL's own limit)",
+    )
+    parser.add_argument(
+        "--max-files",
+        type=int,
+        default=DEFAULT_MAX_FILES,
+        help=f"most images in one batch request (default: {DEFAULT_MAX_FILES})",
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present)")
-    parser.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off",
-                        help="mixed precision for the forward pass; with --channels-last, bf16 is the fastest "
-                        "CPU path on cores with AVX-512 BF16/AMX (checkpoints only; default: off)")
-    parser.add_argument("--channels-last", action="store_true",
-                        help="NHWC weights and batches, the layout oneDNN's convolutions run fastest in "
-                        "(checkpoints only)")
+    parser.add_argument(
+        "--amp",
+        choices=("off", "bf16", "fp16"),
+        default="off",
+        help="mixed precision for the forward pass; with --channels-last, bf16 is the fastest "
+        "CPU path on cores with AVX-512 BF16/AMX (checkpoints only; default: off)",
+    )
+    parser.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="NHWC weights and batches, the layout oneDNN's convolutions run fastest in (checkpoints only)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     from convlab.serve import serve
 
-    serve(args.source, host=args.host, port=args.port, workers=args.workers, device=args.device,
-          max_upload_mb=args.max_upload_mb, max_pixels=round(args.max_megapixels * 1e6), max_files=args.max_files,
-          amp=args.amp, channels_last=args.channels_last)
+    serve(
+        args.source,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        device=args.device,
+        max_upload_mb=args.max_upload_mb,
+        max_pixels=round(args.max_megapixels * 1e6),
+        max_files=args.max_files,
+        amp=args.amp,
+        channels_last=args.channels_last,
+    )
     return 0

@@ -18,12 +18,17 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("model", metavar="NAME", help="a model name from `convlab models`")
     parser.add_argument(
-        "--input", metavar="CxHxW", default=None,
+        "--input",
+        metavar="CxHxW",
+        default=None,
         help="input size, e.g. 3x224x224 (or HxW, or S for the model's channels); default: the model's own",
     )
     parser.add_argument("--num-classes", type=int, default=None, metavar="N", help="classifier outputs")
     parser.add_argument(
-        "--option", action="append", default=[], metavar="KEY=VALUE",
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="a builder option, repeatable, e.g. --option stride_in=1x1 (values read as YAML: 0.5, true, [300, 100])",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")

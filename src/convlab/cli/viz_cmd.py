@@ -17,13 +17,21 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("source", metavar="RUN_OR_CHECKPOINT", help="run folder or .safetensors checkpoint")
     parser.add_argument("--what", choices=WHAT, default="filters", help="what to draw (default: filters)")
-    parser.add_argument("--image", metavar="IMG", help="image file (needed by feature-maps, gradcam, saliency)")
-    parser.add_argument("--layer", metavar="NAME",
-                        help="module name, e.g. features.c3 or layer4 (default: the first convolution for "
-                        "filters and feature maps, the last layer with spatial feature maps for gradcam)")
-    parser.add_argument("--target", metavar="CLASS",
-                        help="class name or index to explain (default: the predicted class)")
-    parser.add_argument("--out", metavar="DIR", help="folder for the PNG (default: RUN/viz, or viz/ beside the file)")
+    parser.add_argument(
+        "--image", metavar="IMG", help="image file (needed by feature-maps, gradcam, saliency)"
+    )
+    parser.add_argument(
+        "--layer",
+        metavar="NAME",
+        help="module name, e.g. features.c3 or layer4 (default: the first convolution for "
+        "filters and feature maps, the last layer with spatial feature maps for gradcam)",
+    )
+    parser.add_argument(
+        "--target", metavar="CLASS", help="class name or index to explain (default: the predicted class)"
+    )
+    parser.add_argument(
+        "--out", metavar="DIR", help="folder for the PNG (default: RUN/viz, or viz/ beside the file)"
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present)")
     parser.set_defaults(func=run)
 
@@ -36,17 +44,22 @@ def run(args) -> int:
         raise ConvlabError(f"--what {args.what} needs an image; give one with --image IMG.")
     if args.what == "filters":
         if args.image or args.target:
-            raise ConvlabError("--what filters draws weights only; --image and --target are for feature-maps, "
-                               "gradcam and saliency.")
+            raise ConvlabError(
+                "--what filters draws weights only; --image and --target are for feature-maps, "
+                "gradcam and saliency."
+            )
         result = viz.filters(args.source, layer=args.layer, out=args.out)
     elif args.what == "feature-maps":
         result = viz.feature_maps(args.source, args.image, layer=args.layer, out=args.out, device=args.device)
     elif args.what == "gradcam":
-        result = viz.grad_cam(args.source, args.image, layer=args.layer, target=args.target, out=args.out,
-                              device=args.device)
+        result = viz.grad_cam(
+            args.source, args.image, layer=args.layer, target=args.target, out=args.out, device=args.device
+        )
     else:
         if args.layer:
-            raise ConvlabError("--what saliency is taken with respect to the input image; --layer does not apply.")
+            raise ConvlabError(
+                "--what saliency is taken with respect to the input image; --layer does not apply."
+            )
         result = viz.saliency(args.source, args.image, target=args.target, out=args.out, device=args.device)
     print(result.title)
     print(f"wrote {result.png}")

@@ -28,12 +28,22 @@ DESCRIPTIONS = {
     "color-jitter": "brightness, contrast and saturation each scaled by a factor in [0.6, 1.4]",
 }
 ORDER = ("random-resized-crop", "crop", "translate", "flip", "color-jitter", "pca-lighting", "erase")
-ALIASES = {"hflip": "flip", "cutout": "erase", "lighting": "pca-lighting", "rrc": "random-resized-crop",
-           "jitter": "color-jitter", "colour-jitter": "color-jitter", "shift": "translate"}
+ALIASES = {
+    "hflip": "flip",
+    "cutout": "erase",
+    "lighting": "pca-lighting",
+    "rrc": "random-resized-crop",
+    "jitter": "color-jitter",
+    "colour-jitter": "color-jitter",
+    "shift": "translate",
+}
 
 TRANSLATE_FRACTION = 0.1
 ERASE_PROBABILITY = 0.5  # Zhong et al. 2017, Random Erasing, p = 0.5
-ERASE_SCALE = (0.02, 0.33)  # fraction of the image area (Zhong et al.: s_l = 0.02, s_h = 0.4; torchvision 0.33)
+ERASE_SCALE = (
+    0.02,
+    0.33,
+)  # fraction of the image area (Zhong et al.: s_l = 0.02, s_h = 0.4; torchvision 0.33)
 ERASE_RATIO = (0.3, 1 / 0.3)  # aspect ratio r_1 = 0.3, r_2 = 1 / r_1 (Zhong et al.)
 LIGHTING_STD = 0.1  # Krizhevsky et al. 2012, section 4.1: alpha ~ N(0, 0.1)
 RESIZED_CROP_SCALE = (0.08, 1.0)  # Szegedy et al. 2014 (GoogLeNet): 8%-100% of the area
@@ -72,7 +82,9 @@ def _uniform(low: float, high: float, count: int, generator: torch.Generator) ->
     return low + (high - low) * torch.rand(count, generator=generator)
 
 
-def windows(padded: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def windows(
+    padded: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: int, width: int
+) -> torch.Tensor:
     """out[b] = padded[b, :, top[b]:top[b] + height, left[b]:left[b] + width] for every b at once.
 
     Every output row is a run of ``width`` consecutive bytes of the padded batch, so the whole
@@ -83,7 +95,11 @@ def windows(padded: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height:
     device = padded.device
     plane = padded_h * padded_w
     starts = (
-        (torch.arange(batch, device=device) * (channels * plane) + top.to(device) * padded_w + left.to(device)).view(-1, 1, 1)
+        (
+            torch.arange(batch, device=device) * (channels * plane)
+            + top.to(device) * padded_w
+            + left.to(device)
+        ).view(-1, 1, 1)
         + (torch.arange(channels, device=device) * plane).view(1, -1, 1)
         + (torch.arange(height, device=device) * padded_w).view(1, 1, -1)
     )
@@ -91,8 +107,9 @@ def windows(padded: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height:
     return rows.index_select(0, starts.view(-1)).view(batch, channels, height, width)
 
 
-def shift_batch(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, limit: int,
-                fill_edges: bool = False) -> torch.Tensor:
+def shift_batch(
+    images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, limit: int, fill_edges: bool = False
+) -> torch.Tensor:
     """out[b, :, i, j] = images[b, :, i + dy[b], j + dx[b]] (|dy|, |dx| <= limit); outside the image
     0, or the nearest edge pixel with ``fill_edges``."""
     height, width = images.shape[-2:]
@@ -129,7 +146,9 @@ def random_resized_crop_batch(images: torch.Tensor, generator: torch.Generator) 
     """
     batch, _, height, width = images.shape
     area = _uniform(*RESIZED_CROP_SCALE, batch, generator)
-    aspect = torch.exp(_uniform(math.log(RESIZED_CROP_RATIO[0]), math.log(RESIZED_CROP_RATIO[1]), batch, generator))
+    aspect = torch.exp(
+        _uniform(math.log(RESIZED_CROP_RATIO[0]), math.log(RESIZED_CROP_RATIO[1]), batch, generator)
+    )
     box_w = torch.sqrt(area * aspect).clamp(max=1.0)  # fractions of the width / height
     box_h = torch.sqrt(area / aspect).clamp(max=1.0)
     centre_x = (1 - box_w) * (2 * torch.rand(batch, generator=generator) - 1)  # in [-1, 1] grid units
@@ -148,12 +167,16 @@ def _gray(images: torch.Tensor) -> torch.Tensor:
     return (images * weights.view(1, 3, 1, 1)).sum(1, keepdim=True)
 
 
-def color_jitter_batch(images: torch.Tensor, generator: torch.Generator, strength: float = JITTER) -> torch.Tensor:
+def color_jitter_batch(
+    images: torch.Tensor, generator: torch.Generator, strength: float = JITTER
+) -> torch.Tensor:
     """float 0-1 (B, C, H, W): brightness, contrast, then saturation (RGB only), each by a factor in
     [1 - strength, 1 + strength] per image, clamped to 0-1 after each step as torchvision does."""
     batch = images.shape[0]
     brightness, contrast, saturation = (
-        _uniform(1 - strength, 1 + strength, batch, generator).to(images.device, images.dtype).view(-1, 1, 1, 1)
+        _uniform(1 - strength, 1 + strength, batch, generator)
+        .to(images.device, images.dtype)
+        .view(-1, 1, 1, 1)
         for _ in range(3)
     )
     images = (images * brightness).clamp(0, 1)
@@ -165,8 +188,13 @@ def color_jitter_batch(images: torch.Tensor, generator: torch.Generator, strengt
     return images
 
 
-def pca_lighting_batch(images: torch.Tensor, eigenvalues: torch.Tensor, eigenvectors: torch.Tensor,
-                       generator: torch.Generator, std: float = LIGHTING_STD) -> torch.Tensor:
+def pca_lighting_batch(
+    images: torch.Tensor,
+    eigenvalues: torch.Tensor,
+    eigenvectors: torch.Tensor,
+    generator: torch.Generator,
+    std: float = LIGHTING_STD,
+) -> torch.Tensor:
     """float 0-1 RGB (B, 3, H, W) plus [p1 p2 p3][a1 l1, a2 l2, a3 l3]^T per image (Krizhevsky et al. 2012).
 
     p_i are the eigenvectors of the training set's RGB covariance; l_i is taken as the square
@@ -180,8 +208,12 @@ def pca_lighting_batch(images: torch.Tensor, eigenvalues: torch.Tensor, eigenvec
     return images + shift.to(images.device, images.dtype).view(-1, 3, 1, 1)
 
 
-def erase_batch(images: torch.Tensor, generator: torch.Generator, probability: float = ERASE_PROBABILITY,
-                value: float = 0.0) -> torch.Tensor:
+def erase_batch(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    probability: float = ERASE_PROBABILITY,
+    value: float = 0.0,
+) -> torch.Tensor:
     """Random erasing / cutout (Zhong et al. 2017; DeVries & Taylor 2017): one rectangle per image set
     to ``value`` (0 = the mean after normalisation), with probability ``probability``."""
     batch, _, height, width = images.shape
@@ -197,7 +229,9 @@ def erase_batch(images: torch.Tensor, generator: torch.Generator, probability: f
     cols = torch.arange(width, device=images.device).view(1, width)
     in_rows = (rows >= top.view(-1, 1)) & (rows < (top + box_h).view(-1, 1))
     in_cols = (cols >= left.view(-1, 1)) & (cols < (left + box_w).view(-1, 1))
-    mask = (in_rows.view(batch, 1, height, 1) & in_cols.view(batch, 1, 1, width)) & chosen.view(batch, 1, 1, 1)
+    mask = (in_rows.view(batch, 1, height, 1) & in_cols.view(batch, 1, 1, width)) & chosen.view(
+        batch, 1, 1, 1
+    )
     return images.masked_fill(mask, value)
 
 
@@ -208,11 +242,20 @@ class BatchAugment:
     called only when pca-lighting is asked for (it may be computed lazily).
     """
 
-    def __init__(self, names: Sequence[str], mean: Sequence[float], std: Sequence[float],
-                 image_size: Sequence[int], in_chans: int, lighting=None) -> None:
+    def __init__(
+        self,
+        names: Sequence[str],
+        mean: Sequence[float],
+        std: Sequence[float],
+        image_size: Sequence[int],
+        in_chans: int,
+        lighting=None,
+    ) -> None:
         self.names = [name for name in ORDER if name in parse_augment(list(names))]
         if "pca-lighting" in self.names and in_chans != 3:
-            raise ConvlabError(f"pca-lighting needs RGB images; this data has {in_chans} channel(s) (use in_chans=3).")
+            raise ConvlabError(
+                f"pca-lighting needs RGB images; this data has {in_chans} channel(s) (use in_chans=3)."
+            )
         self.padding = crop_padding(image_size)
         self.translate = translate_limit(image_size)
         self.mean, self.std = list(mean), list(std)
@@ -268,7 +311,9 @@ def folder_transform(names: Sequence[str], image_size: Sequence[int]):
     names = parse_augment(list(names))
     steps = []
     if "random-resized-crop" in names:
-        steps.append(v2.RandomResizedCrop(size, scale=RESIZED_CROP_SCALE, ratio=RESIZED_CROP_RATIO, antialias=True))
+        steps.append(
+            v2.RandomResizedCrop(size, scale=RESIZED_CROP_SCALE, ratio=RESIZED_CROP_RATIO, antialias=True)
+        )
     else:
         steps.append(v2.Resize(size, antialias=True))
     if "crop" in names:

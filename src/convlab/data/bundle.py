@@ -30,9 +30,18 @@ class DataBundle(ABC):
     source: str
     skipped: list[tuple[str, str]]
 
-    def __init__(self, *, name: str, classes: Sequence[str], in_chans: int, image_size: Sequence[int],
-                 mean: Sequence[float], std: Sequence[float], source: str,
-                 skipped: Iterable[tuple[str, str]] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        classes: Sequence[str],
+        in_chans: int,
+        image_size: Sequence[int],
+        mean: Sequence[float],
+        std: Sequence[float],
+        source: str,
+        skipped: Iterable[tuple[str, str]] = (),
+    ) -> None:
         self.name = name
         self.classes = list(classes)
         self.in_chans = int(in_chans)
@@ -57,9 +66,18 @@ class DataBundle(ABC):
         """Implemented by MemoryBundle and FolderBundle."""
 
     @abstractmethod
-    def loader(self, split: str, batch_size: int, *, shuffle: bool = False, augment: Sequence[str] | str = (),
-               epoch: int = 0, seed: int = 0, device: str | torch.device = "cpu",
-               drop_last: bool = False) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    def loader(
+        self,
+        split: str,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        augment: Sequence[str] | str = (),
+        epoch: int = 0,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        drop_last: bool = False,
+    ) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
         """Implemented by MemoryBundle and FolderBundle."""
 
     @abstractmethod
@@ -97,8 +115,10 @@ class DataBundle(ABC):
     def __repr__(self) -> str:
         sizes = ", ".join(f"{split} {self.size(split)}" for split in self.splits())
         height, width = self.image_size
-        return (f"{type(self).__name__}({self.name!r}: {self.num_classes} classes, {sizes}, "
-                f"{height}x{width}x{self.in_chans})")
+        return (
+            f"{type(self).__name__}({self.name!r}: {self.num_classes} classes, {sizes}, "
+            f"{height}x{width}x{self.in_chans})"
+        )
 
 
 def check_loader_arguments(batch_size: int, augment: Sequence[str] | str) -> list[str]:
@@ -115,8 +135,9 @@ def seeded_generator(*keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state))
 
 
-def stratified_split(labels: torch.Tensor, fraction: float, seed: int, classes: Sequence[str],
-                     held_name: str = "validation") -> tuple[torch.Tensor, torch.Tensor]:
+def stratified_split(
+    labels: torch.Tensor, fraction: float, seed: int, classes: Sequence[str], held_name: str = "validation"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (kept, held out), each sorted, holding out ``fraction`` of every class (seeded).
 
     Each class with images gives round(n * fraction) of them, at least one and never all, so
@@ -132,7 +153,7 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int, classes: 
     counts = torch.bincount(labels, minlength=len(classes)).tolist()
     kept, held, start = [], [], 0
     for label, count in enumerate(counts):
-        members = order[start:start + count]
+        members = order[start : start + count]
         start += count
         if count == 0:
             continue
@@ -158,7 +179,9 @@ def resolve_classes(wanted: Sequence[int | str] | str, classes: Sequence[str], d
     items = [part.strip() for part in wanted.split(",")] if isinstance(wanted, str) else list(wanted)
     items = [item for item in items if str(item).strip() != ""]
     if not items:
-        raise ConvlabError(f"No classes were chosen from {data_name}; give class numbers or names, e.g. 5,6,7.")
+        raise ConvlabError(
+            f"No classes were chosen from {data_name}; give class numbers or names, e.g. 5,6,7."
+        )
     chosen = []
     for item in items:
         text = str(item).strip()
@@ -177,7 +200,9 @@ def resolve_classes(wanted: Sequence[int | str] | str, classes: Sequence[str], d
     return chosen
 
 
-def select_classes(labels: torch.Tensor, chosen: Sequence[int], num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def select_classes(
+    labels: torch.Tensor, chosen: Sequence[int], num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(indices, new labels)`` of the images whose class is ``chosen``, relabelled 0..k-1 in that order."""
     new_label = torch.full((num_classes,), -1, dtype=torch.int64)
     new_label[torch.as_tensor(list(chosen), dtype=torch.int64)] = torch.arange(len(chosen))
@@ -190,14 +215,16 @@ def per_class_subset(labels: torch.Tensor, per_class: int, seed: int, num_classe
     """Sorted indices of ``per_class`` images of every class (all of a class that has fewer), seeded."""
     if int(per_class) < 1:
         raise ConvlabError(f"limit_per_class must be a positive number of images, got {per_class}.")
-    generator = seeded_generator(seed, 0x11A)  # the stream stratified_subset uses: one seed, one draw per class
+    generator = seeded_generator(
+        seed, 0x11A
+    )  # the stream stratified_subset uses: one seed, one draw per class
     order = torch.argsort(labels, stable=True)
     counts = torch.bincount(labels, minlength=num_classes).tolist()
     chosen, start = [], 0
     for count in counts:
-        members = order[start:start + count]
+        members = order[start : start + count]
         start += count
-        chosen.append(members[torch.randperm(count, generator=generator)[:int(per_class)]])
+        chosen.append(members[torch.randperm(count, generator=generator)[: int(per_class)]])
     return torch.sort(torch.cat(chosen)).values
 
 
@@ -220,7 +247,7 @@ def stratified_subset(labels: torch.Tensor, limit: int, seed: int, num_classes: 
     order = torch.argsort(labels, stable=True)
     chosen, start = [], 0
     for count, wanted in zip(counts.to(torch.int64).tolist(), take.tolist()):
-        members = order[start:start + count]
+        members = order[start : start + count]
         start += count
         chosen.append(members[torch.randperm(count, generator=generator)[:wanted]])
     return torch.sort(torch.cat(chosen)).values

@@ -39,7 +39,9 @@ CACHE_FORMAT = 1  # bumped when the layout of manifest.json or images.npy change
 
 def cache_home() -> Path:
     """``$CONVLAB_FOLDER_CACHE`` if set, else ``~/.cache/convlab/folders``."""
-    return Path(os.environ.get("CONVLAB_FOLDER_CACHE") or Path.home() / ".cache" / "convlab" / "folders").expanduser()
+    return Path(
+        os.environ.get("CONVLAB_FOLDER_CACHE") or Path.home() / ".cache" / "convlab" / "folders"
+    ).expanduser()
 
 
 def cache_dir(root: str | Path, in_chans: int, image_size: Sequence[int]) -> Path:
@@ -71,10 +73,12 @@ class CacheInfo:
     seconds: float
 
     def describe(self, root: str | Path) -> str:
-        return (f"Cached {self.images:,} images of {root} at {self.in_chans}x{self.image_size[0]}x{self.image_size[1]} "
-                f"in {self.path} ({self.bytes / 1e6:.1f} MB, {self.seconds:.1f} s"
-                f"{f'; {self.skipped} unreadable files skipped' if self.skipped else ''}); load_data and "
-                f"`convlab train --data {root}` read it from now on, until a file in the folder changes.")
+        return (
+            f"Cached {self.images:,} images of {root} at {self.in_chans}x{self.image_size[0]}x{self.image_size[1]} "
+            f"in {self.path} ({self.bytes / 1e6:.1f} MB, {self.seconds:.1f} s"
+            f"{f'; {self.skipped} unreadable files skipped' if self.skipped else ''}); load_data and "
+            f"`convlab train --data {root}` read it from now on, until a file in the folder changes."
+        )
 
 
 class _DecodeFiles(torch.utils.data.Dataset):
@@ -118,8 +122,14 @@ def native_target(files: Sequence[Path]) -> tuple[int, tuple[int, int]]:
     return (3 if 3 in channels else 1), max(sizes, key=lambda s: (sizes[s], s))
 
 
-def cache_folder(root: str | Path, *, image_size: Sequence[int] | None = None, in_chans: int | None = None,
-                 max_bad_fraction: float = 0.05, num_workers: int | None = None) -> CacheInfo:
+def cache_folder(
+    root: str | Path,
+    *,
+    image_size: Sequence[int] | None = None,
+    in_chans: int | None = None,
+    max_bad_fraction: float = 0.05,
+    num_workers: int | None = None,
+) -> CacheInfo:
     """Decode every image of folder data set ``root`` once, at ``in_chans`` x ``image_size`` (default: what
     load_data would choose), into a memory-mappable array with a manifest; replaces an older cache."""
     from convlab.data.folder import (
@@ -145,13 +155,15 @@ def cache_folder(root: str | Path, *, image_size: Sequence[int] | None = None, i
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir()
     try:
-        images = np.lib.format.open_memmap(building / "images.npy", mode="w+", dtype=np.uint8,
-                                           shape=(len(files), target_chans, *target_size))
+        images = np.lib.format.open_memmap(
+            building / "images.npy", mode="w+", dtype=np.uint8, shape=(len(files), target_chans, *target_size)
+        )
         moments = np.zeros((len(files), 13), dtype=np.float64)
         skipped: list[tuple[str, str]] = []
         workers = default_num_workers() if num_workers is None else int(num_workers)
-        loader = torch.utils.data.DataLoader(_DecodeFiles(files, target_chans, target_size), batch_size=None,
-                                             num_workers=workers)
+        loader = torch.utils.data.DataLoader(
+            _DecodeFiles(files, target_chans, target_size), batch_size=None, num_workers=workers
+        )
         for index, pixels, row, reason in loader:
             if reason is not None:
                 skipped.append((str(files[index]), reason))
@@ -163,9 +175,15 @@ def cache_folder(root: str | Path, *, image_size: Sequence[int] | None = None, i
         images.flush()
         del images
         np.save(building / "moments.npy", moments)
-        manifest = {"format": CACHE_FORMAT, "root": str(root.resolve()), "in_chans": target_chans,
-                    "image_size": list(target_size), "native": {"in_chans": native_chans, "image_size": list(native_size)},
-                    "files": states, "skipped": skipped}
+        manifest = {
+            "format": CACHE_FORMAT,
+            "root": str(root.resolve()),
+            "in_chans": target_chans,
+            "image_size": list(target_size),
+            "native": {"in_chans": native_chans, "image_size": list(native_size)},
+            "files": states,
+            "skipped": skipped,
+        }
         (building / "manifest.json").write_text(json.dumps(manifest))
         if final.exists():
             old = final.parent / f".old-{final.name}-{os.getpid()}"
@@ -175,11 +193,20 @@ def cache_folder(root: str | Path, *, image_size: Sequence[int] | None = None, i
     finally:
         shutil.rmtree(building, ignore_errors=True)
     size = sum(f.stat().st_size for f in final.iterdir())
-    return CacheInfo(path=final, images=len(files) - len(skipped), skipped=len(skipped), in_chans=target_chans,
-                     image_size=target_size, bytes=size, seconds=time.perf_counter() - start)
+    return CacheInfo(
+        path=final,
+        images=len(files) - len(skipped),
+        skipped=len(skipped),
+        in_chans=target_chans,
+        image_size=target_size,
+        bytes=size,
+        seconds=time.perf_counter() - start,
+    )
 
 
-def find_cache(root: Path, image_size: Sequence[int] | None, in_chans: int | None) -> tuple[Path, dict] | None:
+def find_cache(
+    root: Path, image_size: Sequence[int] | None, in_chans: int | None
+) -> tuple[Path, dict] | None:
     """The cache of ``root`` for the asked channels and size (None: the native ones), with its manifest."""
     base = cache_dir(root, 1, (1, 1)).parent
     if not base.is_dir():
@@ -235,10 +262,18 @@ class CachedFolderBundle(MemoryBundle):
         return [self._files[row] for row in self._split_indices[self.check_split(split)].tolist()]
 
 
-def load_cached_folder(root: str | Path, *, image_size: Sequence[int] | None = None, in_chans: int | None = None,
-                       val_split: float = 0.1, seed: int = 0, max_bad_fraction: float = 0.05,
-                       limit: int | None = None, keep_classes: Sequence[int | str] | str | None = None,
-                       limit_per_class: int | None = None) -> tuple[CachedFolderBundle | None, str]:
+def load_cached_folder(
+    root: str | Path,
+    *,
+    image_size: Sequence[int] | None = None,
+    in_chans: int | None = None,
+    val_split: float = 0.1,
+    seed: int = 0,
+    max_bad_fraction: float = 0.05,
+    limit: int | None = None,
+    keep_classes: Sequence[int | str] | str | None = None,
+    limit_per_class: int | None = None,
+) -> tuple[CachedFolderBundle | None, str]:
     """The folder's bundle from its cache, or (None, why not) when it has none or the files changed.
 
     Splits follow load_folder exactly (chosen classes, limit, the seeded stratified validation split).
@@ -259,8 +294,10 @@ def load_cached_folder(root: str | Path, *, image_size: Sequence[int] | None = N
     if current != manifest["files"]:
         now, then = ({path: state for path, *state in states} for states in (current, manifest["files"]))
         changed = sum(now.get(path) != then.get(path) for path in now.keys() | then.keys())
-        return None, (f"decode-once cache out of date ({changed} file(s) added, removed or changed since it "
-                      f"was made); refresh it with `convlab data cache {root}`")
+        return None, (
+            f"decode-once cache out of date ({changed} file(s) added, removed or changed since it "
+            f"was made); refresh it with `convlab data cache {root}`"
+        )
     skipped = [tuple(item) for item in manifest["skipped"]]
     if len(skipped) > max_bad_fraction * len(files):
         raise _bad_fraction_error(root, [list(s) for s in skipped], len(files), max_bad_fraction)
@@ -271,16 +308,23 @@ def load_cached_folder(root: str | Path, *, image_size: Sequence[int] | None = N
     if keep_classes is not None:
         chosen = resolve_classes(keep_classes, classes, str(root))
         new_label = {old: new for new, old in enumerate(chosen)}
-        layout = {split: [(path, new_label[label]) for path, label in pairs if label in new_label]
-                  for split, pairs in layout.items()}
+        layout = {
+            split: [(path, new_label[label]) for path, label in pairs if label in new_label]
+            for split, pairs in layout.items()
+        }
         classes = [classes[label] for label in chosen]
-    pairs = {split: [(row_of[str(path)], label) for path, label in entries if str(path) not in bad]
-             for split, entries in layout.items()}
+    pairs = {
+        split: [(row_of[str(path)], label) for path, label in entries if str(path) not in bad]
+        for split, entries in layout.items()
+    }
     train = pairs["train"]
     train_labels = torch.tensor([label for _, label in train], dtype=torch.int64)
     if limit is not None or limit_per_class is not None:
-        kept = (stratified_subset(train_labels, int(limit), seed, len(classes)) if limit is not None
-                else per_class_subset(train_labels, int(limit_per_class), seed, len(classes))).tolist()
+        kept = (
+            stratified_subset(train_labels, int(limit), seed, len(classes))
+            if limit is not None
+            else per_class_subset(train_labels, int(limit_per_class), seed, len(classes))
+        ).tolist()
         train, train_labels = [train[i] for i in kept], train_labels[kept]
     if "val" in pairs:
         splits = {"train": train, "val": pairs["val"]}
@@ -299,12 +343,22 @@ def load_cached_folder(root: str | Path, *, image_size: Sequence[int] | None = N
     # Copy-on-write mapping: a writable array without reading the file; pages load as batches touch them.
     images = torch.from_numpy(np.load(folder / "images.npy", mmap_mode="c"))
     height, width = manifest["image_size"]
-    source = (f"image folder {root} ({'train/val/test folders' if len(layout) > 1 else 'class folders'}; "
-              f"{len(files)} files, from the decode-once cache {folder})")
+    source = (
+        f"image folder {root} ({'train/val/test folders' if len(layout) > 1 else 'class folders'}; "
+        f"{len(files)} files, from the decode-once cache {folder})"
+    )
     bundle = CachedFolderBundle(
-        rows_moments=np.load(folder / "moments.npy"), files=[str(path) for path in files],
-        name=str(root), classes=classes, images=images, labels=labels, split_indices=split_indices,
-        source=source, skipped=skipped, in_chans=manifest["in_chans"], image_size=(height, width),
+        rows_moments=np.load(folder / "moments.npy"),
+        files=[str(path) for path in files],
+        name=str(root),
+        classes=classes,
+        images=images,
+        labels=labels,
+        split_indices=split_indices,
+        source=source,
+        skipped=skipped,
+        in_chans=manifest["in_chans"],
+        image_size=(height, width),
     )
     return bundle, "cache"
 

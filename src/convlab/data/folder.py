@@ -69,8 +69,11 @@ def _image_files(folder: Path) -> list[Path]:
     found = []
     for directory, subdirs, names in os.walk(folder, followlinks=True):
         subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-        found += [Path(directory) / n for n in sorted(names)
-                  if not n.startswith(".") and os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
+        found += [
+            Path(directory) / n
+            for n in sorted(names)
+            if not n.startswith(".") and os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS
+        ]
     return found
 
 
@@ -176,22 +179,44 @@ def _bad_fraction_error(root: Path, skipped: list[tuple[str, str]], total: int, 
 class FolderBundle(DataBundle):
     """Image files decoded per epoch by DataLoader workers; splits are lists of (file, label)."""
 
-    def __init__(self, *, name: str, classes: Sequence[str], split_files: dict[str, list[tuple[str, int]]],
-                 moments: Moments, in_chans: int, image_size: Sequence[int], source: str, skipped=()) -> None:
-        self._split_files = {split: files for split, files in split_files.items() if files or split == "train"}
+    def __init__(
+        self,
+        *,
+        name: str,
+        classes: Sequence[str],
+        split_files: dict[str, list[tuple[str, int]]],
+        moments: Moments,
+        in_chans: int,
+        image_size: Sequence[int],
+        source: str,
+        skipped=(),
+    ) -> None:
+        self._split_files = {
+            split: files for split, files in split_files.items() if files or split == "train"
+        }
         self._moments = moments
         mean, std, covariance = moments.statistics(in_chans)
         self._covariance = covariance
         self._loaders: dict[tuple, tuple[DataLoader, EpochBatchSampler]] = {}
         self.num_workers = default_num_workers()
-        super().__init__(name=name, classes=classes, in_chans=in_chans, image_size=image_size,
-                         mean=mean, std=std, source=source, skipped=skipped)
+        super().__init__(
+            name=name,
+            classes=classes,
+            in_chans=in_chans,
+            image_size=image_size,
+            mean=mean,
+            std=std,
+            source=source,
+            skipped=skipped,
+        )
 
     def _has_split(self, split: str) -> bool:
         return split in self._split_files
 
     def labels(self, split: str) -> torch.Tensor:
-        return torch.tensor([label for _, label in self._split_files[self.check_split(split)]], dtype=torch.int64)
+        return torch.tensor(
+            [label for _, label in self._split_files[self.check_split(split)]], dtype=torch.int64
+        )
 
     def files(self, split: str) -> list[str]:
         return [path for path, _ in self._split_files[self.check_split(split)]]
@@ -200,23 +225,52 @@ class FolderBundle(DataBundle):
         eigenvalues, eigenvectors = torch.linalg.eigh(self._covariance)
         return eigenvalues.float(), eigenvectors.float()
 
-    def loader(self, split: str, batch_size: int, *, shuffle: bool = False, augment: Sequence[str] | str = (),
-               epoch: int = 0, seed: int = 0, device: str | torch.device = "cpu",
-               drop_last: bool = False) -> FolderLoader:
+    def loader(
+        self,
+        split: str,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        augment: Sequence[str] | str = (),
+        epoch: int = 0,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        drop_last: bool = False,
+    ) -> FolderLoader:
         names = check_loader_arguments(batch_size, augment)
         self.check_split(split)
         device = torch.device(device)
         batch_level = [name for name in names if name in BATCH_LEVEL]
-        augmenter = BatchAugment(batch_level, self.mean, self.std, self.image_size, self.in_chans, self.lighting)
-        key = (split, int(batch_size), bool(shuffle), tuple(names), bool(drop_last), device.type, self.num_workers)
+        augmenter = BatchAugment(
+            batch_level, self.mean, self.std, self.image_size, self.in_chans, self.lighting
+        )
+        key = (
+            split,
+            int(batch_size),
+            bool(shuffle),
+            tuple(names),
+            bool(drop_last),
+            device.type,
+            self.num_workers,
+        )
         if key not in self._loaders:  # kept, so that persistent workers live across epochs
             files = self._split_files[split]
-            dataset = FolderDataset([str(path) for path, _ in files], [label for _, label in files], self.in_chans,
-                                    folder_transform([n for n in names if n not in BATCH_LEVEL], self.image_size))
+            dataset = FolderDataset(
+                [str(path) for path, _ in files],
+                [label for _, label in files],
+                self.in_chans,
+                folder_transform([n for n in names if n not in BATCH_LEVEL], self.image_size),
+            )
             sampler = EpochBatchSampler(len(files), int(batch_size), bool(shuffle), bool(drop_last))
             workers = self.num_workers
-            dataloader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate_skipping_bad,
-                                    persistent_workers=workers > 0, pin_memory=device.type == "cuda")
+            dataloader = DataLoader(
+                dataset,
+                batch_sampler=sampler,
+                num_workers=workers,
+                collate_fn=collate_skipping_bad,
+                persistent_workers=workers > 0,
+                pin_memory=device.type == "cuda",
+            )
             self._loaders[key] = (dataloader, sampler)
         dataloader, sampler = self._loaders[key]
         return FolderLoader(self, dataloader, sampler, augmenter, int(epoch), int(seed), device)
@@ -230,8 +284,16 @@ class FolderBundle(DataBundle):
 
     def _converted(self, in_chans: int, image_size: Sequence[int]) -> FolderBundle:
         _check_target(in_chans, image_size)
-        return FolderBundle(name=self.name, classes=self.classes, split_files=self._split_files, moments=self._moments,
-                            in_chans=in_chans, image_size=image_size, source=self.source, skipped=self.skipped)
+        return FolderBundle(
+            name=self.name,
+            classes=self.classes,
+            split_files=self._split_files,
+            moments=self._moments,
+            in_chans=in_chans,
+            image_size=image_size,
+            source=self.source,
+            skipped=self.skipped,
+        )
 
     def _record_bad(self, bad: list[tuple[str, str]]) -> None:
         known = {path for path, _ in self.skipped}
@@ -276,7 +338,12 @@ class EpochBatchSampler:
     """Batches of (index, per-image seed) in an order fixed by (seed, epoch), which are set before each pass."""
 
     def __init__(self, num_images: int, batch_size: int, shuffle: bool, drop_last: bool) -> None:
-        self.num_images, self.batch_size, self.shuffle, self.drop_last = num_images, batch_size, shuffle, drop_last
+        self.num_images, self.batch_size, self.shuffle, self.drop_last = (
+            num_images,
+            batch_size,
+            shuffle,
+            drop_last,
+        )
         self.seed, self.epoch = 0, 0
 
     def __len__(self) -> int:
@@ -289,17 +356,27 @@ class EpochBatchSampler:
             order = torch.randperm(self.num_images, generator=seeded_generator(self.seed, self.epoch, 1))
         else:
             order = torch.arange(self.num_images)
-        image_seeds = torch.randint(0, 2**62, (self.num_images,), generator=seeded_generator(self.seed, self.epoch, 3))
+        image_seeds = torch.randint(
+            0, 2**62, (self.num_images,), generator=seeded_generator(self.seed, self.epoch, 3)
+        )
         for batch in range(len(self)):
-            indices = order[batch * self.batch_size:(batch + 1) * self.batch_size].tolist()
+            indices = order[batch * self.batch_size : (batch + 1) * self.batch_size].tolist()
             yield [(index, int(image_seeds[index])) for index in indices]
 
 
 class FolderLoader:
     """Batches of one split, normalised on ``device``; unreadable files found on the way go to ``skipped``."""
 
-    def __init__(self, bundle: FolderBundle, dataloader: DataLoader, sampler: EpochBatchSampler,
-                 augmenter: BatchAugment, epoch: int, seed: int, device: torch.device) -> None:
+    def __init__(
+        self,
+        bundle: FolderBundle,
+        dataloader: DataLoader,
+        sampler: EpochBatchSampler,
+        augmenter: BatchAugment,
+        epoch: int,
+        seed: int,
+        device: torch.device,
+    ) -> None:
         self.bundle, self.dataloader, self.sampler, self.augmenter = bundle, dataloader, sampler, augmenter
         self.epoch, self.seed, self.device = epoch, seed, device
 
@@ -325,18 +402,28 @@ def _check_target(in_chans: int, image_size: Sequence[int]) -> None:
         raise ConvlabError(f"image_size must be two positive integers (H, W), got {tuple(image_size)}.")
 
 
-def load_folder(root: str | Path, *, image_size: Sequence[int] | None = None, in_chans: int | None = None,
-                val_split: float = 0.1, seed: int = 0, max_bad_fraction: float = 0.05,
-                limit: int | None = None, keep_classes: Sequence[int | str] | str | None = None,
-                limit_per_class: int | None = None) -> FolderBundle:
+def load_folder(
+    root: str | Path,
+    *,
+    image_size: Sequence[int] | None = None,
+    in_chans: int | None = None,
+    val_split: float = 0.1,
+    seed: int = 0,
+    max_bad_fraction: float = 0.05,
+    limit: int | None = None,
+    keep_classes: Sequence[int | str] | str | None = None,
+    limit_per_class: int | None = None,
+) -> FolderBundle:
     """Scan a folder data set, check its files, split it and measure it (see the module docstring)."""
     root = Path(root).expanduser()
     classes, layout = find_folder_layout(root)
     if keep_classes is not None:  # only the chosen class folders are read at all, relabelled 0..k-1
         chosen = resolve_classes(keep_classes, classes, str(root))
         new_label = {old: new for new, old in enumerate(chosen)}
-        layout = {split: [(path, new_label[label]) for path, label in pairs if label in new_label]
-                  for split, pairs in layout.items()}
+        layout = {
+            split: [(path, new_label[label]) for path, label in pairs if label in new_label]
+            for split, pairs in layout.items()
+        }
         classes = [classes[label] for label in chosen]
     all_files = [path for pairs in layout.values() for path, _ in pairs]
     full_decode = len(all_files) <= FULL_DECODE_LIMIT
@@ -385,8 +472,11 @@ def load_folder(root: str | Path, *, image_size: Sequence[int] | None = None, in
     train = [(path, label) for path, label in layout["train"] if path not in bad]
     train_labels = torch.tensor([label for _, label in train], dtype=torch.int64)
     if limit is not None or limit_per_class is not None:
-        kept = (stratified_subset(train_labels, int(limit), seed, len(classes)) if limit is not None
-                else per_class_subset(train_labels, int(limit_per_class), seed, len(classes))).tolist()
+        kept = (
+            stratified_subset(train_labels, int(limit), seed, len(classes))
+            if limit is not None
+            else per_class_subset(train_labels, int(limit_per_class), seed, len(classes))
+        ).tolist()
         train, train_labels = [train[i] for i in kept], train_labels[kept]
     split_files = {}
     if "val" in layout:
@@ -408,7 +498,9 @@ def load_folder(root: str | Path, *, image_size: Sequence[int] | None = None, in
             total.products += part.products
             total.count += part.count
     else:
-        pick = torch.randperm(len(split_files["train"]), generator=seeded_generator(seed, 0x57A7))[:SAMPLE_SIZE]
+        pick = torch.randperm(len(split_files["train"]), generator=seeded_generator(seed, 0x57A7))[
+            :SAMPLE_SIZE
+        ]
         for index in sorted(pick.tolist()):
             path = split_files["train"][index][0]
             try:
@@ -416,14 +508,25 @@ def load_folder(root: str | Path, *, image_size: Sequence[int] | None = None, in
             except UnreadableImageError as error:
                 skipped.append((str(path), error.reason))
                 bad.add(path)
-        split_files = {split: [(p, label) for p, label in files if p not in bad] for split, files in split_files.items()}
+        split_files = {
+            split: [(p, label) for p, label in files if p not in bad] for split, files in split_files.items()
+        }
 
     layout_name = "train/val/test folders" if "val" in layout or "test" in layout else "class folders"
     sampled = min(SAMPLE_SIZE, len(split_files["train"]))
-    check = "all decoded once to check them" if full_decode else f"{sampled} sampled, the rest checked when read"
+    check = (
+        "all decoded once to check them" if full_decode else f"{sampled} sampled, the rest checked when read"
+    )
     source = f"image folder {root} ({layout_name}; {len(all_files)} files, {check})"
     return FolderBundle(
-        name=str(root), classes=classes,
-        split_files={split: [(str(path), label) for path, label in files] for split, files in split_files.items()},
-        moments=total, in_chans=target_chans, image_size=target_size, source=source, skipped=skipped,
+        name=str(root),
+        classes=classes,
+        split_files={
+            split: [(str(path), label) for path, label in files] for split, files in split_files.items()
+        },
+        moments=total,
+        in_chans=target_chans,
+        image_size=target_size,
+        source=source,
+        skipped=skipped,
     )

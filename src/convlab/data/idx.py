@@ -88,8 +88,12 @@ def write_idx(path: str | Path, array: np.ndarray, compress: bool | None = None)
     codes = {dtype.newbyteorder("="): code for code, dtype in IDX_TYPES.items()}
     native = array.dtype.newbyteorder("=")
     if native not in codes:
-        raise ConvlabError(f"IDX cannot store {array.dtype} values; accepted: uint8, int8, int16, int32, float32, float64.")
-    header = struct.pack(">BBBB", 0, 0, codes[native], array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+        raise ConvlabError(
+            f"IDX cannot store {array.dtype} values; accepted: uint8, int8, int16, int32, float32, float64."
+        )
+    header = struct.pack(">BBBB", 0, 0, codes[native], array.ndim) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
     data = header + array.astype(IDX_TYPES[codes[native]], copy=False).tobytes()
     if compress or (compress is None and path.suffix == ".gz"):
         data = gzip.compress(data, compresslevel=6, mtime=0)

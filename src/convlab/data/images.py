@@ -50,7 +50,9 @@ def to_channels(image: torch.Tensor, in_chans: int) -> torch.Tensor:
         red, green, blue = image.to(torch.int32).unbind(-3)
         luma = (LUMA_601[0] * red + LUMA_601[1] * green + LUMA_601[2] * blue + 500) // 1000
         return luma.unsqueeze(-3).to(torch.uint8)
-    raise ConvlabError(f"Cannot convert {channels}-channel images to {in_chans} channels; channels must be 1 or 3.")
+    raise ConvlabError(
+        f"Cannot convert {channels}-channel images to {in_chans} channels; channels must be 1 or 3."
+    )
 
 
 def resize(images: torch.Tensor, image_size: Sequence[int]) -> torch.Tensor:
@@ -120,12 +122,16 @@ def _decode_with_torchvision(path: Path) -> torch.Tensor:
     with warnings.catch_warnings():
         # torchvision 0.29 announces that TorchCodec will take over image decoding; until then its
         # decoder is the fast one here, and PIL takes over if it ever goes (ImportError below).
-        warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities", category=DeprecationWarning)
+        warnings.filterwarnings(
+            "ignore", message="The image decoding and encoding capabilities", category=DeprecationWarning
+        )
         data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
         # Decoded as RGB always: ImageReadMode.UNCHANGED returns palette indices for "P" PNGs
         # and raw CMYK for CMYK JPEGs, and GRAY uses libpng's Rec. 709 weights, not 601.
         image = decode_image(data, mode=ImageReadMode.RGB)
-    if image.ndim == 4:  # an animated GIF decodes to frames x C x H x W: classify its first frame, as PIL does
+    if (
+        image.ndim == 4
+    ):  # an animated GIF decodes to frames x C x H x W: classify its first frame, as PIL does
         image = image[0]
     if image.dtype == torch.uint16:  # 16-bit PNG
         image = ((image.to(torch.int32) + 128) // 257).to(torch.uint8)

@@ -10,15 +10,26 @@ from convlab.data.bundle import DataBundle
 from convlab.data.registry import NAMED_SETS, is_named_set, load_named
 from convlab.errors import ConvlabError
 
-FORMS = "a folder of class sub-folders (root/<class>/*.png or root/train|val|test/<class>/*.png), " \
-        "or idx:TRAIN_IMAGES,TRAIN_LABELS[,TEST_IMAGES,TEST_LABELS]"
+FORMS = (
+    "a folder of class sub-folders (root/<class>/*.png or root/train|val|test/<class>/*.png), "
+    "or idx:TRAIN_IMAGES,TRAIN_LABELS[,TEST_IMAGES,TEST_LABELS]"
+)
 
 
-def load_data(source: str = "fashion-mnist", *, data_root: str | Path | None = None,
-              image_size: tuple[int, int] | None = None, in_chans: int | None = None,
-              val_split: float = 0.1, seed: int = 0, download: bool = True,
-              max_bad_fraction: float = 0.05, limit: int | None = None,
-              classes: Sequence[int | str] | str | None = None, limit_per_class: int | None = None) -> DataBundle:
+def load_data(
+    source: str = "fashion-mnist",
+    *,
+    data_root: str | Path | None = None,
+    image_size: tuple[int, int] | None = None,
+    in_chans: int | None = None,
+    val_split: float = 0.1,
+    seed: int = 0,
+    download: bool = True,
+    max_bad_fraction: float = 0.05,
+    limit: int | None = None,
+    classes: Sequence[int | str] | str | None = None,
+    limit_per_class: int | None = None,
+) -> DataBundle:
     """A data set ready to train on.
 
     ``source``: a named set (fashion-mnist, mnist, cifar10, cifar100, svhn, stl10, digits), a
@@ -39,11 +50,19 @@ def load_data(source: str = "fashion-mnist", *, data_root: str | Path | None = N
     if not 0 <= float(max_bad_fraction) <= 1:
         raise ConvlabError(f"max_bad_fraction must be between 0 and 1, got {max_bad_fraction}.")
     if limit is not None and limit_per_class is not None:
-        raise ConvlabError(f"Give limit ({limit} images in all) or limit_per_class ({limit_per_class} of each "
-                           f"class), not both.")
-    options = dict(image_size=image_size, in_chans=None if in_chans is None else int(in_chans),
-                   val_split=float(val_split), seed=int(seed), limit=limit, keep_classes=classes,
-                   limit_per_class=limit_per_class)
+        raise ConvlabError(
+            f"Give limit ({limit} images in all) or limit_per_class ({limit_per_class} of each "
+            f"class), not both."
+        )
+    options = dict(
+        image_size=image_size,
+        in_chans=None if in_chans is None else int(in_chans),
+        val_split=float(val_split),
+        seed=int(seed),
+        limit=limit,
+        keep_classes=classes,
+        limit_per_class=limit_per_class,
+    )
     if source.startswith("idx:"):
         return load_idx_source(source, **options)
     if is_named_set(source) and "/" not in source and os.sep not in source:  # a folder named so: ./mnist
@@ -64,7 +83,7 @@ def load_idx_source(source: str, **options) -> DataBundle:
     from convlab.data.memory import build_memory_bundle
     from convlab.data.readers import read_idx_pair
 
-    paths = [p.strip() for p in source[len("idx:"):].split(",") if p.strip()]
+    paths = [p.strip() for p in source[len("idx:") :].split(",") if p.strip()]
     if len(paths) not in (2, 4):
         raise ConvlabError(
             f"IDX source '{source}' names {len(paths)} files; give idx:TRAIN_IMAGES,TRAIN_LABELS or "
@@ -75,18 +94,32 @@ def load_idx_source(source: str, **options) -> DataBundle:
     if len(paths) == 4:
         test_images, test_labels = read_idx_pair(*paths[2:])
         if test_images.shape[1:] != train_images.shape[1:]:
-            raise ConvlabError(f"IDX test images are {tuple(test_images.shape[2:])}, training images "
-                               f"{tuple(train_images.shape[2:])}; both files must hold images of one size.")
+            raise ConvlabError(
+                f"IDX test images are {tuple(test_images.shape[2:])}, training images "
+                f"{tuple(train_images.shape[2:])}; both files must hold images of one size."
+            )
     highest = int(train_labels.max()) if train_labels.numel() else 0
     if test_labels is not None and test_labels.numel():
         highest = max(highest, int(test_labels.max()))
     classes = [str(label) for label in range(highest + 1)]
-    return build_memory_bundle(source, classes, train_images, train_labels, test_images, test_labels,
-                               source=f"IDX files {', '.join(paths)}", **options)
+    return build_memory_bundle(
+        source,
+        classes,
+        train_images,
+        train_labels,
+        test_images,
+        test_labels,
+        source=f"IDX files {', '.join(paths)}",
+        **options,
+    )
 
 
 def _size_pair(image_size) -> tuple[int, int]:
-    size = (int(image_size), int(image_size)) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
+    size = (
+        (int(image_size), int(image_size))
+        if isinstance(image_size, int)
+        else tuple(int(s) for s in image_size)
+    )
     if len(size) != 2 or min(size) < 1:
         raise ConvlabError(f"image_size must be two positive integers (H, W), got {image_size!r}.")
     return size

@@ -36,17 +36,31 @@ STATISTICS_SAMPLE = 5000  # images resized to measure mean/std when the set is r
 class MemoryBundle(DataBundle):
     """A data set held as one uint8 tensor; splits are index tensors into it."""
 
-    def __init__(self, *, name: str, classes: Sequence[str], images: torch.Tensor, labels: torch.Tensor,
-                 split_indices: dict[str, torch.Tensor], source: str, skipped=(),
-                 in_chans: int | None = None, image_size: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        classes: Sequence[str],
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        split_indices: dict[str, torch.Tensor],
+        source: str,
+        skipped=(),
+        in_chans: int | None = None,
+        image_size: Sequence[int] | None = None,
+    ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
-            raise TypeError(f"MemoryBundle takes uint8 (N, C, H, W) images, got {images.dtype} {tuple(images.shape)}")
+            raise TypeError(
+                f"MemoryBundle takes uint8 (N, C, H, W) images, got {images.dtype} {tuple(images.shape)}"
+            )
         in_chans = int(in_chans or images.shape[1])
         image_size = tuple(int(s) for s in (image_size or images.shape[-2:]))
         _check_target(in_chans, image_size)
         self._original = images  # kept so that resized()/with_channels() always start from the file's pixels
         self._labels = labels.to(torch.int64)
-        self._split_indices = {split: idx for split, idx in split_indices.items() if idx.numel() > 0 or split == "train"}
+        self._split_indices = {
+            split: idx for split, idx in split_indices.items() if idx.numel() > 0 or split == "train"
+        }
         stored = images
         if stored.shape[1] == 3 and in_chans == 1:
             stored = _convert_in_chunks(stored, lambda x: to_channels(x, 1))
@@ -64,8 +78,16 @@ class MemoryBundle(DataBundle):
         self._on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         self._lighting: tuple[torch.Tensor, torch.Tensor] | None = None
         mean, std = self._channel_statistics()
-        super().__init__(name=name, classes=classes, in_chans=in_chans, image_size=image_size,
-                         mean=mean, std=std, source=source, skipped=skipped)
+        super().__init__(
+            name=name,
+            classes=classes,
+            in_chans=in_chans,
+            image_size=image_size,
+            mean=mean,
+            std=std,
+            source=source,
+            skipped=skipped,
+        )
 
     # -- the contract -------------------------------------------------------------------------------
     def _has_split(self, split: str) -> bool:
@@ -74,14 +96,34 @@ class MemoryBundle(DataBundle):
     def labels(self, split: str) -> torch.Tensor:
         return self._labels[self._split_indices[self.check_split(split)]]
 
-    def loader(self, split: str, batch_size: int, *, shuffle: bool = False, augment: Sequence[str] | str = (),
-               epoch: int = 0, seed: int = 0, device: str | torch.device = "cpu",
-               drop_last: bool = False) -> MemoryLoader:
+    def loader(
+        self,
+        split: str,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        augment: Sequence[str] | str = (),
+        epoch: int = 0,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        drop_last: bool = False,
+    ) -> MemoryLoader:
         names = check_loader_arguments(batch_size, augment)
         self.check_split(split)
-        augmenter = BatchAugment(names, self.mean, self.std, self.image_size, self.in_chans, lighting=self.lighting)
-        return MemoryLoader(self, split, int(batch_size), shuffle, augmenter, int(epoch), int(seed),
-                            torch.device(device), drop_last)
+        augmenter = BatchAugment(
+            names, self.mean, self.std, self.image_size, self.in_chans, lighting=self.lighting
+        )
+        return MemoryLoader(
+            self,
+            split,
+            int(batch_size),
+            shuffle,
+            augmenter,
+            int(epoch),
+            int(seed),
+            torch.device(device),
+            drop_last,
+        )
 
     def resized(self, image_size: tuple[int, int]) -> MemoryBundle:
         return self._converted(self.in_chans, image_size)
@@ -91,9 +133,17 @@ class MemoryBundle(DataBundle):
 
     # -- internals ----------------------------------------------------------------------------------
     def _converted(self, in_chans: int, image_size: Sequence[int]) -> MemoryBundle:
-        return MemoryBundle(name=self.name, classes=self.classes, images=self._original, labels=self._labels,
-                            split_indices=self._split_indices, source=self.source, skipped=self.skipped,
-                            in_chans=in_chans, image_size=image_size)
+        return MemoryBundle(
+            name=self.name,
+            classes=self.classes,
+            images=self._original,
+            labels=self._labels,
+            split_indices=self._split_indices,
+            source=self.source,
+            skipped=self.skipped,
+            in_chans=in_chans,
+            image_size=image_size,
+        )
 
     def _tensors_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Images and labels on ``device``, copied there once and kept (the whole set fits: it is small)."""
@@ -151,8 +201,18 @@ class MemoryBundle(DataBundle):
 class MemoryLoader:
     """Batches of one split: a fresh iterator each time; order and augmentation fixed by (seed, epoch)."""
 
-    def __init__(self, bundle: MemoryBundle, split: str, batch_size: int, shuffle: bool, augmenter: BatchAugment,
-                 epoch: int, seed: int, device: torch.device, drop_last: bool) -> None:
+    def __init__(
+        self,
+        bundle: MemoryBundle,
+        split: str,
+        batch_size: int,
+        shuffle: bool,
+        augmenter: BatchAugment,
+        epoch: int,
+        seed: int,
+        device: torch.device,
+        drop_last: bool,
+    ) -> None:
         self.bundle, self.split, self.batch_size = bundle, split, batch_size
         self.shuffle, self.augmenter, self.epoch, self.seed = shuffle, augmenter, epoch, seed
         self.device, self.drop_last = device, drop_last
@@ -172,7 +232,7 @@ class MemoryLoader:
         order = order.to(self.device)
         generator = seeded_generator(self.seed, self.epoch, 2)
         for batch in range(len(self)):
-            indices = order[batch * self.batch_size:(batch + 1) * self.batch_size]
+            indices = order[batch * self.batch_size : (batch + 1) * self.batch_size]
             batch_images = images.index_select(0, indices)  # 10x faster than images[indices] on the CPU
             if bundle._expand_channels:
                 batch_images = batch_images.expand(-1, 3, -1, -1)
@@ -192,12 +252,24 @@ def _check_target(in_chans: int, image_size: Sequence[int]) -> None:
         raise ConvlabError(f"image_size must be two positive integers (H, W), got {tuple(image_size)}.")
 
 
-def build_memory_bundle(name: str, classes: Sequence[str], train_images: torch.Tensor, train_labels: torch.Tensor,
-                        test_images: torch.Tensor | None = None, test_labels: torch.Tensor | None = None, *,
-                        val_split: float = 0.1, seed: int = 0, limit: int | None = None,
-                        in_chans: int | None = None, image_size: Sequence[int] | None = None,
-                        source: str = "", skipped=(), keep_classes: Sequence[int | str] | str | None = None,
-                        limit_per_class: int | None = None) -> MemoryBundle:
+def build_memory_bundle(
+    name: str,
+    classes: Sequence[str],
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_images: torch.Tensor | None = None,
+    test_labels: torch.Tensor | None = None,
+    *,
+    val_split: float = 0.1,
+    seed: int = 0,
+    limit: int | None = None,
+    in_chans: int | None = None,
+    image_size: Sequence[int] | None = None,
+    source: str = "",
+    skipped=(),
+    keep_classes: Sequence[int | str] | str | None = None,
+    limit_per_class: int | None = None,
+) -> MemoryBundle:
     """A MemoryBundle from a training pool and an optional test split: only the ``keep_classes``
     (relabelled 0..k-1) in every split, ``limit`` images (stratified) or ``limit_per_class`` of each
     class kept from the pool (seeded), then a stratified ``val_split`` of them held out as validation."""
@@ -237,9 +309,17 @@ def build_memory_bundle(name: str, classes: Sequence[str], train_images: torch.T
         parts.append(test_images)
         pool_labels.append(test_labels)
     images = torch.cat(parts) if len(parts) > 1 else train_images
-    return MemoryBundle(name=name, classes=classes, images=images.contiguous(), labels=torch.cat(pool_labels),
-                        split_indices=split_indices, source=source, skipped=skipped,
-                        in_chans=in_chans, image_size=image_size)
+    return MemoryBundle(
+        name=name,
+        classes=classes,
+        images=images.contiguous(),
+        labels=torch.cat(pool_labels),
+        split_indices=split_indices,
+        source=source,
+        skipped=skipped,
+        in_chans=in_chans,
+        image_size=image_size,
+    )
 
 
 def _check_labels(name: str, classes: Sequence[str], labels: torch.Tensor) -> None:

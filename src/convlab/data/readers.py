@@ -72,7 +72,11 @@ def read_idx_folder(folder: Path) -> Arrays:
 
 
 # -- CIFAR-10 / CIFAR-100: python pickles ------------------------------------------------------------------
-CIFAR10_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"], "meta": "batches.meta"}
+CIFAR10_FILES = {
+    "train": [f"data_batch_{i}" for i in range(1, 6)],
+    "test": ["test_batch"],
+    "meta": "batches.meta",
+}
 CIFAR100_FILES = {"train": ["train"], "test": ["test"], "meta": "meta"}
 
 
@@ -85,7 +89,9 @@ def _unpickle(path: Path) -> dict:
     except (OSError, pickle.UnpicklingError, EOFError, ValueError) as error:
         raise ConvlabError(f"Cannot read CIFAR file '{path}' ({error}).") from None
     if not isinstance(entry, dict):
-        raise ConvlabError(f"CIFAR file '{path}' holds a {type(entry).__name__}, not the dict of the CIFAR format.")
+        raise ConvlabError(
+            f"CIFAR file '{path}' holds a {type(entry).__name__}, not the dict of the CIFAR format."
+        )
     return {key.decode() if isinstance(key, bytes) else key: value for key, value in entry.items()}
 
 
@@ -102,7 +108,9 @@ def _cifar_split(folder: Path, names: list[str], label_key: str) -> tuple[torch.
             raise ConvlabError(f"CIFAR file '{folder / name}' lacks the 'data' or '{label_key}' entry.")
         data = np.asarray(entry["data"], dtype=np.uint8)
         if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-            raise ConvlabError(f"CIFAR file '{folder / name}' has data of shape {data.shape}; expected (N, 3072).")
+            raise ConvlabError(
+                f"CIFAR file '{folder / name}' has data of shape {data.shape}; expected (N, 3072)."
+            )
         images.append(data.reshape(-1, 3, 32, 32))  # rows hold the R plane, then G, then B, each 32x32
         labels.append(np.asarray(entry[label_key], dtype=np.int64))
     return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
@@ -119,7 +127,9 @@ def read_cifar(folder: Path, fine: bool = False) -> Arrays:
     if (folder / files["meta"]).is_file():
         meta = _unpickle(folder / files["meta"])
         names = meta.get("fine_label_names" if fine else "label_names")
-        classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names] if names is not None else None
+        classes = (
+            [n.decode() if isinstance(n, bytes) else str(n) for n in names] if names is not None else None
+        )
     used = [folder / name for name in files["train"] + files["test"]]
     return Arrays(train_images, train_labels, test_images, test_labels, classes, used)
 
@@ -154,8 +164,13 @@ def read_svhn(folder: Path) -> Arrays:
     """``train_32x32.mat`` and ``test_32x32.mat`` (the cropped-digits format; 'extra' is not used)."""
     train_images, train_labels = _svhn_split(folder / SVHN_FILES["train"])
     test_images, test_labels = _svhn_split(folder / SVHN_FILES["test"])
-    return Arrays(train_images, train_labels, test_images, test_labels,
-                  files=[folder / name for name in SVHN_FILES.values()])
+    return Arrays(
+        train_images,
+        train_labels,
+        test_images,
+        test_labels,
+        files=[folder / name for name in SVHN_FILES.values()],
+    )
 
 
 # -- STL-10: raw binary ------------------------------------------------------------------------------------
@@ -187,9 +202,17 @@ def read_stl10(folder: Path) -> Arrays:
     test_images, test_labels = _stl10_split(folder, *STL10_FILES["test"])
     classes = None
     if (folder / "class_names.txt").is_file():
-        classes = [line.strip() for line in (folder / "class_names.txt").read_text().splitlines() if line.strip()]
-    return Arrays(train_images, train_labels, test_images, test_labels, classes,
-                  [folder / name for pair in STL10_FILES.values() for name in pair])
+        classes = [
+            line.strip() for line in (folder / "class_names.txt").read_text().splitlines() if line.strip()
+        ]
+    return Arrays(
+        train_images,
+        train_labels,
+        test_images,
+        test_labels,
+        classes,
+        [folder / name for pair in STL10_FILES.values() for name in pair],
+    )
 
 
 # -- digits: scikit-learn's bundled 8x8 set ----------------------------------------------------------------
@@ -206,4 +229,6 @@ def read_digits() -> Arrays:
     digits = load_digits()
     # 0..16 -> 0..255, rounded: 16 is full ink.
     images = np.rint(digits.images * (255 / 16)).astype(np.uint8)[:, None]
-    return Arrays(torch.from_numpy(images), torch.from_numpy(digits.target.astype(np.int64)), files=[digits_file()])
+    return Arrays(
+        torch.from_numpy(images), torch.from_numpy(digits.target.astype(np.int64)), files=[digits_file()]
+    )

@@ -28,19 +28,119 @@ DOWNLOAD_SOCKET_TIMEOUT = 30  # seconds without a byte before a download counts 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # CIFAR-100's fine labels in label order (the release's meta file; it overrides this list when present).
 CIFAR100_CLASSES = (
-    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle",
-    "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle",
-    "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur",
-    "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster", "house", "kangaroo", "keyboard",
-    "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain",
-    "mouse", "mushroom", "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree",
-    "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon", "ray", "road", "rocket",
-    "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider",
-    "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank", "telephone", "television", "tiger", "tractor",
-    "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
+    "apple",
+    "aquarium_fish",
+    "baby",
+    "bear",
+    "beaver",
+    "bed",
+    "bee",
+    "beetle",
+    "bicycle",
+    "bottle",
+    "bowl",
+    "boy",
+    "bridge",
+    "bus",
+    "butterfly",
+    "camel",
+    "can",
+    "castle",
+    "caterpillar",
+    "cattle",
+    "chair",
+    "chimpanzee",
+    "clock",
+    "cloud",
+    "cockroach",
+    "couch",
+    "crab",
+    "crocodile",
+    "cup",
+    "dinosaur",
+    "dolphin",
+    "elephant",
+    "flatfish",
+    "forest",
+    "fox",
+    "girl",
+    "hamster",
+    "house",
+    "kangaroo",
+    "keyboard",
+    "lamp",
+    "lawn_mower",
+    "leopard",
+    "lion",
+    "lizard",
+    "lobster",
+    "man",
+    "maple_tree",
+    "motorcycle",
+    "mountain",
+    "mouse",
+    "mushroom",
+    "oak_tree",
+    "orange",
+    "orchid",
+    "otter",
+    "palm_tree",
+    "pear",
+    "pickup_truck",
+    "pine_tree",
+    "plain",
+    "plate",
+    "poppy",
+    "porcupine",
+    "possum",
+    "rabbit",
+    "raccoon",
+    "ray",
+    "road",
+    "rocket",
+    "rose",
+    "sea",
+    "seal",
+    "shark",
+    "shrew",
+    "skunk",
+    "skyscraper",
+    "snail",
+    "snake",
+    "spider",
+    "squirrel",
+    "streetcar",
+    "sunflower",
+    "sweet_pepper",
+    "table",
+    "tank",
+    "telephone",
+    "television",
+    "tiger",
+    "tractor",
+    "train",
+    "trout",
+    "tulip",
+    "turtle",
+    "wardrobe",
+    "whale",
+    "willow_tree",
+    "wolf",
+    "woman",
+    "worm",
 )
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")  # Xiao et al. 2017, Table 1
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)  # Xiao et al. 2017, Table 1
 STL10_CLASSES = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")
 DIGITS = tuple(str(d) for d in range(10))
 DIGITS_TEST_FRACTION = 0.2
@@ -70,34 +170,126 @@ class NamedSet:
 
 _IDX_FILES = "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz"
 
-NAMED_SETS: dict[str, NamedSet] = {s.name: s for s in (
-    NamedSet("mnist", "MNIST", DIGITS, 60000, 10000, (28, 28), 1, "LeCun et al. 1998",
-             ("mnist", "MNIST/raw"), _IDX_FILES, readers.has_idx_set, readers.read_idx_folder,
-             url="http://yann.lecun.com/exdb/mnist/"),
-    NamedSet("fashion-mnist", "Fashion-MNIST", FASHION_MNIST_CLASSES, 60000, 10000, (28, 28), 1, "Xiao et al. 2017",
-             ("fashion-mnist", "FashionMNIST/raw"), _IDX_FILES, readers.has_idx_set, readers.read_idx_folder,
-             system_folders=("/usr/share/datasets/fashion-mnist",), system_package="dataset-fashion-mnist",
-             url="https://github.com/zalandoresearch/fashion-mnist"),
-    NamedSet("cifar10", "CIFAR-10", CIFAR10_CLASSES, 50000, 10000, (32, 32), 3, "Krizhevsky 2009",
-             ("cifar-10-batches-py",), "data_batch_1 ... data_batch_5, test_batch and batches.meta (the python version)",
-             lambda folder: readers.has_cifar(folder, fine=False), lambda folder: readers.read_cifar(folder, fine=False),
-             url="https://www.cs.toronto.edu/~kriz/cifar.html"),
-    NamedSet("cifar100", "CIFAR-100", CIFAR100_CLASSES, 50000, 10000, (32, 32), 3, "Krizhevsky 2009",
-             ("cifar-100-python",), "train, test and meta (the python version)",
-             lambda folder: readers.has_cifar(folder, fine=True), lambda folder: readers.read_cifar(folder, fine=True),
-             url="https://www.cs.toronto.edu/~kriz/cifar.html"),
-    NamedSet("svhn", "SVHN", DIGITS, 73257, 26032, (32, 32), 3, "Netzer et al. 2011",
-             ("svhn",), "train_32x32.mat and test_32x32.mat (format 2, cropped digits)",
-             readers.has_svhn, readers.read_svhn, url="http://ufldl.stanford.edu/housenumbers/"),
-    NamedSet("stl10", "STL-10", STL10_CLASSES, 5000, 8000, (96, 96), 3, "Coates et al. 2011",
-             ("stl10_binary",), "train_X.bin, train_y.bin, test_X.bin, test_y.bin and class_names.txt",
-             readers.has_stl10, readers.read_stl10, url="https://cs.stanford.edu/~acoates/stl10/"),
-    NamedSet("digits", "digits (UCI, scikit-learn)", DIGITS, 1438, 359, (8, 8), 1, "Alpaydin & Kaynak 1998",
-             (), "nothing: scikit-learn includes it", lambda folder: True, lambda folder: readers.read_digits(),
-             url="https://archive.ics.uci.edu/dataset/80"),
-)}
-ALIASES = {"fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist", "fmnist": "fashion-mnist",
-           "cifar-10": "cifar10", "cifar-100": "cifar100", "stl-10": "stl10"}
+NAMED_SETS: dict[str, NamedSet] = {
+    s.name: s
+    for s in (
+        NamedSet(
+            "mnist",
+            "MNIST",
+            DIGITS,
+            60000,
+            10000,
+            (28, 28),
+            1,
+            "LeCun et al. 1998",
+            ("mnist", "MNIST/raw"),
+            _IDX_FILES,
+            readers.has_idx_set,
+            readers.read_idx_folder,
+            url="http://yann.lecun.com/exdb/mnist/",
+        ),
+        NamedSet(
+            "fashion-mnist",
+            "Fashion-MNIST",
+            FASHION_MNIST_CLASSES,
+            60000,
+            10000,
+            (28, 28),
+            1,
+            "Xiao et al. 2017",
+            ("fashion-mnist", "FashionMNIST/raw"),
+            _IDX_FILES,
+            readers.has_idx_set,
+            readers.read_idx_folder,
+            system_folders=("/usr/share/datasets/fashion-mnist",),
+            system_package="dataset-fashion-mnist",
+            url="https://github.com/zalandoresearch/fashion-mnist",
+        ),
+        NamedSet(
+            "cifar10",
+            "CIFAR-10",
+            CIFAR10_CLASSES,
+            50000,
+            10000,
+            (32, 32),
+            3,
+            "Krizhevsky 2009",
+            ("cifar-10-batches-py",),
+            "data_batch_1 ... data_batch_5, test_batch and batches.meta (the python version)",
+            lambda folder: readers.has_cifar(folder, fine=False),
+            lambda folder: readers.read_cifar(folder, fine=False),
+            url="https://www.cs.toronto.edu/~kriz/cifar.html",
+        ),
+        NamedSet(
+            "cifar100",
+            "CIFAR-100",
+            CIFAR100_CLASSES,
+            50000,
+            10000,
+            (32, 32),
+            3,
+            "Krizhevsky 2009",
+            ("cifar-100-python",),
+            "train, test and meta (the python version)",
+            lambda folder: readers.has_cifar(folder, fine=True),
+            lambda folder: readers.read_cifar(folder, fine=True),
+            url="https://www.cs.toronto.edu/~kriz/cifar.html",
+        ),
+        NamedSet(
+            "svhn",
+            "SVHN",
+            DIGITS,
+            73257,
+            26032,
+            (32, 32),
+            3,
+            "Netzer et al. 2011",
+            ("svhn",),
+            "train_32x32.mat and test_32x32.mat (format 2, cropped digits)",
+            readers.has_svhn,
+            readers.read_svhn,
+            url="http://ufldl.stanford.edu/housenumbers/",
+        ),
+        NamedSet(
+            "stl10",
+            "STL-10",
+            STL10_CLASSES,
+            5000,
+            8000,
+            (96, 96),
+            3,
+            "Coates et al. 2011",
+            ("stl10_binary",),
+            "train_X.bin, train_y.bin, test_X.bin, test_y.bin and class_names.txt",
+            readers.has_stl10,
+            readers.read_stl10,
+            url="https://cs.stanford.edu/~acoates/stl10/",
+        ),
+        NamedSet(
+            "digits",
+            "digits (UCI, scikit-learn)",
+            DIGITS,
+            1438,
+            359,
+            (8, 8),
+            1,
+            "Alpaydin & Kaynak 1998",
+            (),
+            "nothing: scikit-learn includes it",
+            lambda folder: True,
+            lambda folder: readers.read_digits(),
+            url="https://archive.ics.uci.edu/dataset/80",
+        ),
+    )
+}
+ALIASES = {
+    "fashion_mnist": "fashion-mnist",
+    "fashionmnist": "fashion-mnist",
+    "fmnist": "fashion-mnist",
+    "cifar-10": "cifar10",
+    "cifar-100": "cifar100",
+    "stl-10": "stl10",
+}
 
 
 def default_data_root() -> Path:
@@ -194,7 +386,11 @@ def download(name: str, data_root: str | Path | None = None) -> Path:
     try:
         with _download_timeout(DOWNLOAD_SOCKET_TIMEOUT), contextlib.redirect_stdout(sys.stderr):
             _torchvision_download(spec, root)
-    except (OSError, RuntimeError, ValueError) as error:  # URLError is an OSError; MNIST wraps it in RuntimeError
+    except (
+        OSError,
+        RuntimeError,
+        ValueError,
+    ) as error:  # URLError is an OSError; MNIST wraps it in RuntimeError
         reason = " ".join(str(error).split())
         # torchvision's MNIST lists every mirror it tried; the first network error says enough.
         match = re.search(r"<urlopen error [^>]*>", reason)
@@ -209,7 +405,9 @@ def download(name: str, data_root: str | Path | None = None) -> Path:
 def _folder_signature(folder: Path) -> tuple:
     """Names, sizes and modification times of the files: a changed file misses the cache."""
     folder = folder if folder.is_dir() else folder.parent
-    return tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()))
+    return tuple(
+        sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file())
+    )
 
 
 @functools.lru_cache(maxsize=2)
@@ -219,10 +417,19 @@ def _read(name: str, folder: str, signature: tuple) -> readers.Arrays:
     return NAMED_SETS[name].read(Path(folder))
 
 
-def load_named(name: str, *, data_root: str | Path | None = None, image_size: Sequence[int] | None = None,
-               in_chans: int | None = None, val_split: float = 0.1, seed: int = 0, download_missing: bool = True,
-               limit: int | None = None, keep_classes: Sequence[int | str] | str | None = None,
-               limit_per_class: int | None = None) -> MemoryBundle:
+def load_named(
+    name: str,
+    *,
+    data_root: str | Path | None = None,
+    image_size: Sequence[int] | None = None,
+    in_chans: int | None = None,
+    val_split: float = 0.1,
+    seed: int = 0,
+    download_missing: bool = True,
+    limit: int | None = None,
+    keep_classes: Sequence[int | str] | str | None = None,
+    limit_per_class: int | None = None,
+) -> MemoryBundle:
     """A named set as a MemoryBundle: found (or downloaded), decoded once, split and converted."""
     spec = named_set(name)
     folder = locate(spec.name, data_root)
@@ -233,14 +440,28 @@ def load_named(name: str, *, data_root: str | Path | None = None, image_size: Se
     arrays = _read(spec.name, str(folder), _folder_signature(folder))
     classes = list(arrays.classes or spec.classes)
     arrays = dataclasses.replace(arrays)  # the cached tensors are shared, never written to
-    if spec.name == "digits":  # no official test split: a fixed stratified 20% (Alpaydin & Kaynak's is not bundled)
-        keep, test = stratified_split(arrays.train_labels, DIGITS_TEST_FRACTION, DIGITS_TEST_SEED, classes, "test")
+    if (
+        spec.name == "digits"
+    ):  # no official test split: a fixed stratified 20% (Alpaydin & Kaynak's is not bundled)
+        keep, test = stratified_split(
+            arrays.train_labels, DIGITS_TEST_FRACTION, DIGITS_TEST_SEED, classes, "test"
+        )
         arrays.test_images, arrays.test_labels = arrays.train_images[test], arrays.train_labels[test]
         arrays.train_images, arrays.train_labels = arrays.train_images[keep], arrays.train_labels[keep]
     return build_memory_bundle(
-        spec.name, classes, arrays.train_images, arrays.train_labels, arrays.test_images, arrays.test_labels,
-        val_split=val_split, seed=seed, limit=limit, in_chans=in_chans, image_size=image_size,
-        keep_classes=keep_classes, limit_per_class=limit_per_class,
+        spec.name,
+        classes,
+        arrays.train_images,
+        arrays.train_labels,
+        arrays.test_images,
+        arrays.test_labels,
+        val_split=val_split,
+        seed=seed,
+        limit=limit,
+        in_chans=in_chans,
+        image_size=image_size,
+        keep_classes=keep_classes,
+        limit_per_class=limit_per_class,
         source=f"{spec.title} from {describe_location(spec, folder)}",
     )
 
@@ -250,17 +471,19 @@ def list_datasets(data_root: str | Path | None = None) -> list[dict]:
     rows = []
     for spec in NAMED_SETS.values():
         folder = locate(spec.name, data_root)
-        rows.append({
-            "name": spec.name,
-            "title": spec.title,
-            "classes": len(spec.classes),
-            "train": spec.train_size,
-            "test": spec.test_size,
-            "image_size": list(spec.image_size),
-            "in_chans": spec.in_chans,
-            "reference": spec.reference,
-            "available": folder is not None,
-            "location": describe_location(spec, folder) if folder is not None else None,
-            "looked_in": [str(p) for p in candidate_folders(spec, data_root)],
-        })
+        rows.append(
+            {
+                "name": spec.name,
+                "title": spec.title,
+                "classes": len(spec.classes),
+                "train": spec.train_size,
+                "test": spec.test_size,
+                "image_size": list(spec.image_size),
+                "in_chans": spec.in_chans,
+                "reference": spec.reference,
+                "available": folder is not None,
+                "location": describe_location(spec, folder) if folder is not None else None,
+                "looked_in": [str(p) for p in candidate_folders(spec, data_root)],
+            }
+        )
     return rows

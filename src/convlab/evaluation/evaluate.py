@@ -66,7 +66,9 @@ def check_device(device: str | torch.device | None) -> torch.device:
     except (RuntimeError, TypeError):
         raise ConvlabError(f"Unknown device '{device}'; accepted: cpu, cuda, cuda:N, mps.") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConvlabError(f"Device '{device}' was asked for but CUDA is not available here; use --device cpu.")
+        raise ConvlabError(
+            f"Device '{device}' was asked for but CUDA is not available here; use --device cpu."
+        )
     return resolved
 
 
@@ -103,12 +105,16 @@ def evaluate_model(
     tta = check_tta(tta)
     device = torch.device(device)
     if split not in bundle.splits():
-        raise ConvlabError(f"Data '{bundle.name}' has no '{split}' split; it has: {', '.join(bundle.splits())}.")
+        raise ConvlabError(
+            f"Data '{bundle.name}' has no '{split}' split; it has: {', '.join(bundle.splits())}."
+        )
     classes = list(bundle.classes)
     num_classes = len(classes)
     ks = (1, 5)
     # float64 keeps a 1M-image sum exact to ~1e-10; MPS has no float64
-    total_loss = torch.zeros((), dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
+    total_loss = torch.zeros(
+        (), dtype=torch.float32 if device.type == "mps" else torch.float64, device=device
+    )
     hits = torch.zeros(len(ks), dtype=torch.int64, device=device)
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
     n = 0
@@ -197,13 +203,17 @@ def load_data_for(record: dict, data: str | None = None, data_root: str | Path |
     from convlab.data import load_data
 
     if "input" not in record:
-        raise ConvlabError("The checkpoint records no input preprocessing (channels, size, mean, std); "
-                           "it was not written by convlab's training.")
+        raise ConvlabError(
+            "The checkpoint records no input preprocessing (channels, size, mean, std); "
+            "it was not written by convlab's training."
+        )
     stored = record.get("data", {})
     config = record.get("config", {}) or {}
     name = data if data is not None else stored.get("name") or config.get("data")
     if not name:
-        raise ConvlabError("The checkpoint records no data set; pass one with --data (e.g. --data fashion-mnist).")
+        raise ConvlabError(
+            "The checkpoint records no data set; pass one with --data (e.g. --data fashion-mnist)."
+        )
     image_size = tuple(record["input"]["size"])
     same_data = data is None or data == stored.get("name")
     options = {}
@@ -261,7 +271,12 @@ def evaluate(
             f"predicts {model_classes}; evaluate it on data with {model_classes} classes."
         )
     result = evaluate_model(
-        model, bundle, split, batch_size=batch_size, device=device, tta=tta,
+        model,
+        bundle,
+        split,
+        batch_size=batch_size,
+        device=device,
+        tta=tta,
         input_correction=input_correction_for(bundle, record),
     )
     result.checkpoint = str(checkpoint)

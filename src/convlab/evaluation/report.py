@@ -17,8 +17,17 @@ from convlab.errors import ConvlabError
 from convlab.evaluation.evaluate import EvalResult
 from convlab.viz.render import new_figure, save_figure
 
-METRIC_COLUMNS = ("epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr", "seconds",
-                  "images_per_s")
+METRIC_COLUMNS = (
+    "epoch",
+    "train_loss",
+    "train_top1",
+    "val_loss",
+    "val_top1",
+    "val_top5",
+    "lr",
+    "seconds",
+    "images_per_s",
+)
 # How each metrics.csv column reads best in the report's table.
 METRIC_FORMATS = {"epoch": "{:.0f}", "lr": "{:.3g}", "seconds": "{:.1f}", "images_per_s": "{:,.0f}"}
 SKIPPED_LISTED = 50  # a report lists this many unreadable files; skipped.txt keeps them all
@@ -35,7 +44,9 @@ def read_metrics(metrics_csv: Path) -> list[dict[str, float]]:
     """metrics.csv as a list of rows, numbers as floats (an empty cell is NaN)."""
     metrics_csv = Path(metrics_csv)
     if not metrics_csv.is_file():
-        raise ConvlabError(f"No metrics file at '{metrics_csv}'; a run folder written by `convlab train` has one.")
+        raise ConvlabError(
+            f"No metrics file at '{metrics_csv}'; a run folder written by `convlab train` has one."
+        )
     with metrics_csv.open(newline="") as handle:
         return [{key: _number(value) for key, value in row.items() if key} for row in csv.DictReader(handle)]
 
@@ -55,7 +66,10 @@ def plot_curves(metrics_csv: Path, out_png: Path) -> Path:
     for axes in (loss_axes, top1_axes, lr_axes):
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     marker = "o" if len(rows) <= 30 else None  # a few epochs read better as dots
-    for axes, metric, title in ((loss_axes, "loss", "Cross-entropy loss"), (top1_axes, "top1", "Top-1 accuracy")):
+    for axes, metric, title in (
+        (loss_axes, "loss", "Cross-entropy loss"),
+        (top1_axes, "top1", "Top-1 accuracy"),
+    ):
         for split in ("train", "val"):
             values = column(f"{split}_{metric}")
             if any(not math.isnan(v) for v in values):
@@ -75,7 +89,9 @@ def plot_curves(metrics_csv: Path, out_png: Path) -> Path:
     return save_figure(figure, out_png)
 
 
-def plot_confusion(confusion: Sequence[Sequence[int]] | torch.Tensor, classes: Sequence[str], out_png: Path) -> Path:
+def plot_confusion(
+    confusion: Sequence[Sequence[int]] | torch.Tensor, classes: Sequence[str], out_png: Path
+) -> Path:
     """The confusion matrix (rows true, columns predicted) with counts, coloured by the row-normalised value."""
     matrix = torch.as_tensor(confusion, dtype=torch.float64)
     num_classes = matrix.shape[0]
@@ -132,7 +148,10 @@ def _model_from_record(record: dict) -> nn.Module | None:
         return None
     with torch.device("meta"):
         return create_model(
-            spec["name"], num_classes=spec["num_classes"], in_chans=spec["in_chans"], **spec.get("options", {})
+            spec["name"],
+            num_classes=spec["num_classes"],
+            in_chans=spec["in_chans"],
+            **spec.get("options", {}),
         )
 
 
@@ -180,8 +199,9 @@ def _best_epoch(rows: list[dict[str, float]], record: dict) -> int | None:
     return int(max(scored, key=lambda row: row["val_top1"])["epoch"])
 
 
-def write_report(run_dir: Path, test_result: EvalResult | None = None, *, model: nn.Module | None = None,
-                 bundle=None) -> Path:
+def write_report(
+    run_dir: Path, test_result: EvalResult | None = None, *, model: nn.Module | None = None, bundle=None
+) -> Path:
     """Write ``curves.png``, ``confusion.png`` and ``report.md`` into ``run_dir``; returns report.md's path.
 
     ``test_result`` is the final evaluation (of the best weights, on the test split); without
@@ -203,22 +223,38 @@ def write_report(run_dir: Path, test_result: EvalResult | None = None, *, model:
 
     model_name = record.get("model", {}).get("name") or config.get("model", "model")
     data_name = record.get("data", {}).get("name") or config.get("data", "data")
-    lines = [f"# {model_name} on {data_name}, {datetime.now():%Y-%m-%d}", "",
-             f"Run folder `{run_dir}`; report written {datetime.now():%Y-%m-%d %H:%M}.", ""]
+    lines = [
+        f"# {model_name} on {data_name}, {datetime.now():%Y-%m-%d}",
+        "",
+        f"Run folder `{run_dir}`; report written {datetime.now():%Y-%m-%d %H:%M}.",
+        "",
+    ]
 
     if model is None:
         model = _model_from_record(record)
     if model is not None:
         counts = parameter_counts(model)
-        lines += ["## Model", "", *_table(["parameters", "count"], [
-            ["total", f"{counts['total']:,}"], ["trainable", f"{counts['trainable']:,}"],
-            ["frozen", f"{counts['frozen']:,}"],
-        ]), ""]
+        lines += [
+            "## Model",
+            "",
+            *_table(
+                ["parameters", "count"],
+                [
+                    ["total", f"{counts['total']:,}"],
+                    ["trainable", f"{counts['trainable']:,}"],
+                    ["frozen", f"{counts['frozen']:,}"],
+                ],
+            ),
+            "",
+        ]
 
     if config:
-        lines += ["## Configuration", "", *_table(["setting", "value"], [
-            [key, _config_value(value)] for key, value in config.items()
-        ]), ""]
+        lines += [
+            "## Configuration",
+            "",
+            *_table(["setting", "value"], [[key, _config_value(value)] for key, value in config.items()]),
+            "",
+        ]
 
     if rows:
         plot_curves(metrics_csv, run_dir / "curves.png")
@@ -242,16 +278,23 @@ def write_report(run_dir: Path, test_result: EvalResult | None = None, *, model:
         k = result.top5_k
         tta = f", test-time augmentation {result.tta}" if result.tta else ""
         lines += [f"## Final evaluation ({result.split}, {result.n:,} images{tta})", ""]
-        lines += _table(["metric", "value"], [
-            ["top-1 accuracy", result.top1], [f"top-{k} accuracy", result.top5],
-            ["top-1 error", 1 - result.top1], [f"top-{k} error", 1 - result.top5], ["loss", result.loss],
-        ])
+        lines += _table(
+            ["metric", "value"],
+            [
+                ["top-1 accuracy", result.top1],
+                [f"top-{k} accuracy", result.top5],
+                ["top-1 error", 1 - result.top1],
+                [f"top-{k} error", 1 - result.top5],
+                ["loss", result.loss],
+            ],
+        )
         if k < 5:
             lines += ["", f"Top-5 is top-{k} here: the data has only {k} classes."]
         lines += ["", "![Confusion matrix](confusion.png)", "", "### Per class", ""]
-        lines += _table(["class", "precision", "recall", "F1", "support"], [
-            [c["class"], c["precision"], c["recall"], c["f1"], c["support"]] for c in result.per_class
-        ]) + [""]
+        lines += _table(
+            ["class", "precision", "recall", "F1", "support"],
+            [[c["class"], c["precision"], c["recall"], c["f1"], c["support"]] for c in result.per_class],
+        ) + [""]
 
     if model is not None and bundle is not None and any(isinstance(m, nn.Conv2d) for m in model.modules()):
         from convlab.viz import report_figures

@@ -65,7 +65,9 @@ def shift_views(images: Tensor) -> Iterator[Tensor]:
     height, width = images.shape[-2:]
     padded = F.pad(images, (1, 1, 1, 1), mode="replicate")
     for dy, dx in SHIFTS:
-        view = images if (dy, dx) == (0, 0) else padded[..., 1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width]
+        view = (
+            images if (dy, dx) == (0, 0) else padded[..., 1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width]
+        )
         yield view
         yield view.flip(-1)
 

@@ -20,8 +20,17 @@ from convlab.exporting.onnx import check_opset, write_onnx
 from convlab.exporting.runtime import OnnxClassifier, OnnxLogits, load_exported
 from convlab.exporting.torchscript import load_torchscript, write_torchscript
 
-__all__ = ["DEFAULT_CHECK_SAMPLES", "FORMATS", "ExportResult", "OnnxClassifier", "OnnxLogits", "export",
-           "export_model", "load_exported", "load_torchscript"]
+__all__ = [
+    "DEFAULT_CHECK_SAMPLES",
+    "FORMATS",
+    "ExportResult",
+    "OnnxClassifier",
+    "OnnxLogits",
+    "export",
+    "export_model",
+    "load_exported",
+    "load_torchscript",
+]
 
 # format -> (file name in a run folder, suffixes accepted for --out); predict and serve pick the runtime by suffix
 FORMATS = {
@@ -91,8 +100,16 @@ def export(
     check_record(record, checkpoint)
     model, record = load_checkpoint(checkpoint, map_location="cpu")
     out = Path(out) if out is not None else default_output(source, checkpoint, fmt)
-    return export_model(model, record, fmt, out, opset=opset, check_samples=check_samples,
-                        data_root=data_root, source=str(checkpoint))
+    return export_model(
+        model,
+        record,
+        fmt,
+        out,
+        opset=opset,
+        check_samples=check_samples,
+        data_root=data_root,
+        source=str(checkpoint),
+    )
 
 
 def export_model(
@@ -117,17 +134,25 @@ def export_model(
         raise ConvlabError(f"--opset applies to ONNX only; the format asked for is {fmt}.")
     opset = check_opset(opset)
     if not isinstance(check_samples, int) or isinstance(check_samples, bool) or check_samples < EXAMPLE_BATCH:
-        raise ConvlabError(f"--check-samples must be an integer of at least {EXAMPLE_BATCH} (a single image and a "
-                           f"larger batch test the dynamic batch axis), got {check_samples!r}.")
+        raise ConvlabError(
+            f"--check-samples must be an integer of at least {EXAMPLE_BATCH} (a single image and a "
+            f"larger batch test the dynamic batch axis), got {check_samples!r}."
+        )
     out = check_output(Path(out), fmt)
-    name = record.get("model", {}).get("name") or getattr(model, "convlab_spec", {}).get("name", type(model).__name__)
+    name = record.get("model", {}).get("name") or getattr(model, "convlab_spec", {}).get(
+        "name", type(model).__name__
+    )
     stored = {**record, "export": {"format": fmt, "source": source, "convlab_version": __version__}}
 
     images, inputs = check_images(record, check_samples, data_root)
     was_training = model.training
-    ready = all(t.device.type == "cpu" and (t.dtype == torch.float32 or not t.is_floating_point())
-                for t in (*model.parameters(), *model.buffers()))
-    cpu_model = model if ready else _cpu_copy(model)  # a float32 CPU copy; the caller's model stays where it is
+    ready = all(
+        t.device.type == "cpu" and (t.dtype == torch.float32 or not t.is_floating_point())
+        for t in (*model.parameters(), *model.buffers())
+    )
+    cpu_model = (
+        model if ready else _cpu_copy(model)
+    )  # a float32 CPU copy; the caller's model stays where it is
     cpu_model.eval()  # the zoo's convention: eval-mode forward returns the main logits only (no auxiliary heads)
     outcome: dict = {}
 
@@ -158,9 +183,17 @@ def export_model(
         model.train(was_training)
     check: CheckResult = outcome["check"]
     return ExportResult(
-        path=out, format=fmt, max_abs_diff=check.max_abs_diff, mean_abs_diff=check.mean_abs_diff,
-        samples=check.samples, batch_sizes=check.batch_sizes, inputs=check.inputs, model=name,
-        largest_logit=check.largest_logit, tolerance=check.tolerance, opset=stored["export"].get("opset"),
+        path=out,
+        format=fmt,
+        max_abs_diff=check.max_abs_diff,
+        mean_abs_diff=check.mean_abs_diff,
+        samples=check.samples,
+        batch_sizes=check.batch_sizes,
+        inputs=check.inputs,
+        model=name,
+        largest_logit=check.largest_logit,
+        tolerance=check.tolerance,
+        opset=stored["export"].get("opset"),
         source=source,
     )
 
@@ -203,7 +236,9 @@ def check_record(record: dict, source: str | Path | None) -> None:
         )
     expected = record.get("model", {}).get("num_classes")
     if expected is not None and len(record["classes"]) != int(expected):
-        raise ConvlabError(f"{subject} names {len(record['classes'])} classes but its model predicts {expected}.")
+        raise ConvlabError(
+            f"{subject} names {len(record['classes'])} classes but its model predicts {expected}."
+        )
 
 
 def default_output(source: str | Path, checkpoint: Path, fmt: str) -> Path:
@@ -214,7 +249,7 @@ def default_output(source: str | Path, checkpoint: Path, fmt: str) -> Path:
     run_dir = run_folder_of(source)
     if run_dir is not None:
         return run_dir / name
-    return checkpoint.with_name(checkpoint.stem + name[len("model"):])
+    return checkpoint.with_name(checkpoint.stem + name[len("model") :])
 
 
 def check_output(out: Path, fmt: str) -> Path:

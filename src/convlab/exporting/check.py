@@ -48,13 +48,17 @@ def check_images(record: dict, samples: int, data_root: str | Path | None = None
         bundle = _local_data(record, data_root)
     except ConvlabError as error:
         reason = str(error).split(";")[0].rstrip(".")
-        return random_images(record, samples), f"{samples} seeded random images normalised like the data ({reason})"
+        return random_images(
+            record, samples
+        ), f"{samples} seeded random images normalised like the data ({reason})"
     from convlab.evaluation.evaluate import input_correction_for
 
     split = next(s for s in ("test", "val", "train") if s in bundle.splits())
     images, _ = next(iter(bundle.loader(split, batch_size=samples, shuffle=False)))
     correction = input_correction_for(bundle, record)
-    if correction is not None:  # the loader normalises with the bundle's statistics, the model expects its own
+    if (
+        correction is not None
+    ):  # the loader normalises with the bundle's statistics, the model expects its own
         scale, shift = (t.view(1, -1, 1, 1) for t in correction)
         images = images * scale + shift
     return images.float().cpu(), f"{len(images)} {split} images of {bundle.name}"
@@ -96,7 +100,9 @@ def batch_sizes_for(samples: int) -> list[int]:
 
 
 def compare(
-    model: nn.Module, exported: Callable[[torch.Tensor], np.ndarray | torch.Tensor], images: torch.Tensor,
+    model: nn.Module,
+    exported: Callable[[torch.Tensor], np.ndarray | torch.Tensor],
+    images: torch.Tensor,
     inputs: str,
 ) -> CheckResult:
     """Run ``images`` through ``model`` (eval mode, CPU) and ``exported`` batch by batch; logit differences."""
@@ -118,6 +124,11 @@ def compare(
             largest = max(largest, float(reference.abs().max()))
     every = torch.cat(differences)
     return CheckResult(
-        max_abs_diff=float(every.max()), mean_abs_diff=float(every.mean()), samples=len(images),
-        batch_sizes=sizes, inputs=inputs, largest_logit=largest, tolerance=TOLERANCE * max(1.0, largest),
+        max_abs_diff=float(every.max()),
+        mean_abs_diff=float(every.mean()),
+        samples=len(images),
+        batch_sizes=sizes,
+        inputs=inputs,
+        largest_logit=largest,
+        tolerance=TOLERANCE * max(1.0, largest),
     )

@@ -55,7 +55,9 @@ def metadata_props(record: dict) -> dict[str, str]:
         "std": json.dumps([float(s) for s in stored["std"]]),
         "model": str(spec.get("name", "")),
         "model_options": json.dumps(spec.get("options", {})),
-        "convlab_version": str(record.get("export", {}).get("convlab_version", record.get("convlab_version", ""))),
+        "convlab_version": str(
+            record.get("export", {}).get("convlab_version", record.get("convlab_version", ""))
+        ),
     }
 
 
@@ -69,22 +71,31 @@ def doc_string(record: dict) -> str:
     )
 
 
-def write_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, record: dict, opset: int | None) -> int:
+def write_onnx(
+    model: nn.Module, example: torch.Tensor, path: str | Path, record: dict, opset: int | None
+) -> int:
     """Export ``model`` (eval mode, on the example's device) to ``path`` with a dynamic batch axis; returns the opset."""
     name = record.get("model", {}).get("name", type(model).__name__)
     batch = torch.export.Dim(BATCH_AXIS)
     try:
         program = torch.onnx.export(
-            model, (example,), dynamo=True, verbose=False, opset_version=opset,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            model,
+            (example,),
+            dynamo=True,
+            verbose=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
             dynamic_shapes=({0: batch},),  # by position: the zoo's forwards name their argument differently
         )
     except Exception as error:  # the exporter raises many internal types; each becomes one sentence
         raise export_error(error, name, opset) from None
     written = int(program.model.opset_imports.get("", 0))
     if opset is not None and written != opset:
-        raise ConvlabError(f"torch's ONNX exporter could not write opset {opset} for model '{name}' (it wrote "
-                           f"{written}); choose an opset from {MIN_OPSET} to {max_opset()}.")
+        raise ConvlabError(
+            f"torch's ONNX exporter could not write opset {opset} for model '{name}' (it wrote "
+            f"{written}); choose an opset from {MIN_OPSET} to {max_opset()}."
+        )
     if "export" in record:
         record = {**record, "export": {**record["export"], "opset": written}}
     program.model.metadata_props.update(metadata_props(record))
@@ -102,7 +113,9 @@ def export_error(error: BaseException, model_name: str, opset: int | None) -> Co
         chain.append(error)
         error = error.__cause__ or error.__context__
     text = "\n".join(str(e) for e in chain)
-    match = re.search(r"OpOverload\(op='([\w.]+)'", text) or re.search(r"target=torch\.ops\.([\w.]+?)\.\w+\b", text)
+    match = re.search(r"OpOverload\(op='([\w.]+)'", text) or re.search(
+        r"target=torch\.ops\.([\w.]+?)\.\w+\b", text
+    )
     reason = _first_line(chain[-1])
     opset_words = f"opset {opset}" if opset is not None else "the default opset"
     if match:

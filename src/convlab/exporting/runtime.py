@@ -28,7 +28,9 @@ class OnnxClassifier:
     normalised with ``mean``/``std`` and returns float32 N x classes logits as numpy.
     """
 
-    def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self, path: str | Path, providers: list[str] | None = None, threads: int | None = None
+    ) -> None:
         """``threads``: onnxruntime's intra-op threads (default: its own choice, one per core); a server
         with several worker processes gives each its share so that they do not oversubscribe the cores."""
         import onnxruntime
@@ -45,15 +47,20 @@ class OnnxClassifier:
                 raise ConvlabError(f"threads must be at least 1, got {threads}.")
             options.intra_op_num_threads = int(threads)
         try:
-            self.session = onnxruntime.InferenceSession(str(self.path), sess_options=options,
-                                                        providers=list(providers))
+            self.session = onnxruntime.InferenceSession(
+                str(self.path), sess_options=options, providers=list(providers)
+            )
         except Exception as error:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ConvlabError(f"'{self.path}' is not an ONNX model onnxruntime can load ({first}).") from None
+            raise ConvlabError(
+                f"'{self.path}' is not an ONNX model onnxruntime can load ({first})."
+            ) from None
         metadata = self.session.get_modelmeta().custom_metadata_map
         if "convlab" not in metadata:
-            raise ConvlabError(f"'{self.path}' is an ONNX model but not one exported by convlab (no 'convlab' "
-                               "metadata); export a checkpoint with `convlab export`.")
+            raise ConvlabError(
+                f"'{self.path}' is an ONNX model but not one exported by convlab (no 'convlab' "
+                "metadata); export a checkpoint with `convlab export`."
+            )
         self.record: dict = json.loads(metadata["convlab"])
         stored = self.record["input"]
         self.classes: list[str] = list(self.record["classes"])
@@ -85,8 +92,10 @@ class OnnxClassifier:
 
     def __repr__(self) -> str:
         name = self.record.get("model", {}).get("name", "model")
-        return (f"OnnxClassifier('{self.path}', model={name}, classes={len(self.classes)}, "
-                f"input={self.channels}x{self.size[0]}x{self.size[1]}, providers={self.providers})")
+        return (
+            f"OnnxClassifier('{self.path}', model={name}, classes={len(self.classes)}, "
+            f"input={self.channels}x{self.size[0]}x{self.size[1]}, providers={self.providers})"
+        )
 
 
 class OnnxLogits(nn.Module):
@@ -113,5 +122,7 @@ def load_exported(path: str | Path, map_location: str | torch.device = "cpu") ->
         return OnnxLogits(classifier).eval(), classifier.record
     if suffix in (".pt", ".pth"):
         return load_torchscript(path, map_location=map_location)
-    raise ConvlabError(f"'{path}' is not an exported model; accepted: .onnx (ONNX) or .pt/.pth (TorchScript) "
-                       "files written by `convlab export`.")
+    raise ConvlabError(
+        f"'{path}' is not an exported model; accepted: .onnx (ONNX) or .pt/.pth (TorchScript) "
+        "files written by `convlab export`."
+    )

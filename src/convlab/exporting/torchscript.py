@@ -37,7 +37,9 @@ def write_torchscript(model: nn.Module, example: torch.Tensor, path: str | Path,
         torch.jit.save(traced, str(path), _extra_files={EXTRA_FILE: json.dumps(record)})
 
 
-def load_torchscript(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[torch.jit.ScriptModule, dict]:
+def load_torchscript(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[torch.jit.ScriptModule, dict]:
     """``(module, record)`` from a file written by convlab export; the module is in eval mode."""
     path = Path(path)
     if not path.is_file():
@@ -51,5 +53,7 @@ def load_torchscript(path: str | Path, map_location: str | torch.device = "cpu")
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ConvlabError(f"'{path}' is not a readable TorchScript file ({first}).") from None
     if not files[EXTRA_FILE]:
-        raise ConvlabError(f"'{path}' is a TorchScript file but not one exported by convlab (no {EXTRA_FILE} inside).")
+        raise ConvlabError(
+            f"'{path}' is a TorchScript file but not one exported by convlab (no {EXTRA_FILE} inside)."
+        )
     return module.eval(), json.loads(files[EXTRA_FILE])

@@ -26,9 +26,14 @@ class CoveringConv2d(nn.Conv2d):
     """
 
     def covers(self, x: Tensor) -> bool:
-        return (x.dim() == 4 and tuple(x.shape[-2:]) == tuple(self.weight.shape[-2:])
-                and self.padding in ((0, 0), "valid") and self.dilation == (1, 1) and self.groups == 1
-                and x.device.type != "meta")  # the inspector traces the convolution, as the paper draws it
+        return (
+            x.dim() == 4
+            and tuple(x.shape[-2:]) == tuple(self.weight.shape[-2:])
+            and self.padding in ((0, 0), "valid")
+            and self.dilation == (1, 1)
+            and self.groups == 1
+            and x.device.type != "meta"
+        )  # the inspector traces the convolution, as the paper draws it
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.covers(x):
@@ -115,10 +120,19 @@ class DepthwiseSeparableConv(nn.Module):
     ) -> None:
         super().__init__()
         self.depthwise = ConvNormAct(
-            in_channels, in_channels, kernel_size, stride, dilation=dilation, groups=in_channels,
-            bias=bias, norm=norm, activation=activation,
+            in_channels,
+            in_channels,
+            kernel_size,
+            stride,
+            dilation=dilation,
+            groups=in_channels,
+            bias=bias,
+            norm=norm,
+            activation=activation,
         )
-        self.pointwise = ConvNormAct(in_channels, out_channels, 1, bias=bias, norm=norm, activation=activation)
+        self.pointwise = ConvNormAct(
+            in_channels, out_channels, 1, bias=bias, norm=norm, activation=activation
+        )
 
     def forward(self, x):
         return self.pointwise(self.depthwise(x))

@@ -19,7 +19,12 @@ class DenseLayer(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, growth_rate: int, bn_size: int = 4, dropout: float = 0.0, activation: str = "relu"
+        self,
+        in_channels: int,
+        growth_rate: int,
+        bn_size: int = 4,
+        dropout: float = 0.0,
+        activation: str = "relu",
     ) -> None:
         super().__init__()
         width = bn_size * growth_rate

@@ -14,8 +14,16 @@ from convlab.layers.activations import make_activation
 from convlab.layers.conv import ConvNormAct
 
 __all__ = [
-    "InceptionA", "InceptionAux", "InceptionB", "InceptionC", "InceptionD", "InceptionE", "InceptionModule",
-    "InceptionV3Aux", "basic_conv", "imagenet_to_inception_input",
+    "InceptionA",
+    "InceptionAux",
+    "InceptionB",
+    "InceptionC",
+    "InceptionD",
+    "InceptionE",
+    "InceptionModule",
+    "InceptionV3Aux",
+    "basic_conv",
+    "imagenet_to_inception_input",
 ]
 
 
@@ -33,8 +41,14 @@ def basic_conv(
     size ("same"); Inception v3's valid convolutions pass ``padding=0``.
     """
     return ConvNormAct(
-        in_channels, out_channels, kernel_size, stride, padding,
-        activation=activation, bn_eps=0.001, names=("conv", "bn", "relu"),
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride,
+        padding,
+        activation=activation,
+        bn_eps=0.001,
+        names=("conv", "bn", "relu"),
     )
 
 
@@ -90,7 +104,9 @@ class InceptionAux(nn.Module):
     connected layer, 70% dropout and the classifier.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, activation: str = "relu", dropout: float = 0.7) -> None:
+    def __init__(
+        self, in_channels: int, num_classes: int, activation: str = "relu", dropout: float = 0.7
+    ) -> None:
         super().__init__()
         self.pool = nn.AdaptiveAvgPool2d((4, 4))
         self.conv = basic_conv(in_channels, 128, 1, activation=activation)
@@ -233,7 +249,9 @@ class InceptionE(nn.Module):
         branch3x3 = self.branch3x3_1(x)
         branch3x3 = torch.cat([self.branch3x3_2a(branch3x3), self.branch3x3_2b(branch3x3)], dim=1)
         branch3x3dbl = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
-        branch3x3dbl = torch.cat([self.branch3x3dbl_3a(branch3x3dbl), self.branch3x3dbl_3b(branch3x3dbl)], dim=1)
+        branch3x3dbl = torch.cat(
+            [self.branch3x3dbl_3a(branch3x3dbl), self.branch3x3dbl_3b(branch3x3dbl)], dim=1
+        )
         branch_pool = self.branch_pool(_avg_pool_3x3_same(x))
         return torch.cat([self.branch1x1(x), branch3x3, branch3x3dbl, branch_pool], dim=1)
 

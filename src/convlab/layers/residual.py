@@ -30,7 +30,9 @@ class PadChannelsShortcut(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
         super().__init__()
         if out_channels < in_channels:
-            raise ValueError(f"zero padding can only add channels, not go from {in_channels} to {out_channels}")
+            raise ValueError(
+                f"zero padding can only add channels, not go from {in_channels} to {out_channels}"
+            )
         self.extra_channels = out_channels - in_channels
         self.stride = stride
 
@@ -42,7 +44,9 @@ class PadChannelsShortcut(nn.Module):
 def make_shortcut(kind: str, in_channels: int, out_channels: int, stride: int) -> nn.Module:
     """The identity where shapes agree, else option ``kind``: "A" zero padding or "B" 1x1 projection + BN."""
     if kind not in SHORTCUTS:
-        raise ConvlabError(f"Unknown shortcut '{kind}'; accepted: A (zero-padding identity), B (1x1 projection).")
+        raise ConvlabError(
+            f"Unknown shortcut '{kind}'; accepted: A (zero-padding identity), B (1x1 projection)."
+        )
     if stride == 1 and in_channels == out_channels:
         return nn.Identity()
     if kind == "A":

@@ -33,7 +33,11 @@ class ModelInfo:
     def options(self) -> list[str]:
         """Keyword options the builder accepts besides num_classes and in_chans."""
         params = inspect.signature(self.builder).parameters
-        return [p for p in params if p not in ("num_classes", "in_chans") and params[p].kind != params[p].VAR_KEYWORD]
+        return [
+            p
+            for p in params
+            if p not in ("num_classes", "in_chans") and params[p].kind != params[p].VAR_KEYWORD
+        ]
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -56,8 +60,14 @@ def register_model(
             raise RuntimeError(f"model {name!r} registered twice")
         doc = (builder.__doc__ or "").strip().splitlines()
         _REGISTRY[name] = ModelInfo(
-            name=name, family=family, year=year, paper=paper, input_size=tuple(input_size),
-            num_classes=num_classes, builder=builder, torchvision=torchvision,
+            name=name,
+            family=family,
+            year=year,
+            paper=paper,
+            input_size=tuple(input_size),
+            num_classes=num_classes,
+            builder=builder,
+            torchvision=torchvision,
             description=doc[0] if doc else "",
         )
         return builder

@@ -122,15 +122,19 @@ def _named_features(
 
 def _named_classifier(num_classes: int, activation: str, dropout: float) -> nn.Sequential:
     """FC6 4096 -> FC7 4096 -> FC8, dropout on FC6's and FC7's outputs (Krizhevsky et al. 2012, Sec. 4.2)."""
-    return nn.Sequential(OrderedDict([
-        ("fc6", nn.Linear(256 * 6 * 6, 4096)),
-        ("act6", make_activation(activation)),
-        ("drop6", nn.Dropout(dropout)),
-        ("fc7", nn.Linear(4096, 4096)),
-        ("act7", make_activation(activation)),
-        ("drop7", nn.Dropout(dropout)),
-        ("fc8", nn.Linear(4096, num_classes)),
-    ]))
+    return nn.Sequential(
+        OrderedDict(
+            [
+                ("fc6", nn.Linear(256 * 6 * 6, 4096)),
+                ("act6", make_activation(activation)),
+                ("drop6", nn.Dropout(dropout)),
+                ("fc7", nn.Linear(4096, 4096)),
+                ("act7", make_activation(activation)),
+                ("drop7", nn.Dropout(dropout)),
+                ("fc8", nn.Linear(4096, num_classes)),
+            ]
+        )
+    )
 
 
 def _gaussian_init(model: nn.Module, ones: set[str]) -> None:

@@ -87,6 +87,11 @@ def convnext_tiny(
     The total stride is 32, so inputs must be at least 32x32.
     """
     return ConvNeXt(
-        CONVNEXT_TINY["depths"], CONVNEXT_TINY["dims"], num_classes, in_chans,
-        activation=activation, drop_path=drop_path, layer_scale=layer_scale,
+        CONVNEXT_TINY["depths"],
+        CONVNEXT_TINY["dims"],
+        num_classes,
+        in_chans,
+        activation=activation,
+        drop_path=drop_path,
+        layer_scale=layer_scale,
     )

@@ -46,13 +46,22 @@ class DenseNet(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        stem_channels = 2 * growth_rate  # "the initial convolution layer comprises 2k convolutions" (section 3)
-        self.features = nn.Sequential(OrderedDict([
-            ("conv0", nn.Conv2d(in_chans, stem_channels, kernel_size=7, stride=2, padding=3, bias=False)),
-            ("norm0", nn.BatchNorm2d(stem_channels)),
-            ("relu0", make_activation(activation)),
-            ("pool0", nn.MaxPool2d(kernel_size=3, stride=2, padding=1)),
-        ]))
+        stem_channels = (
+            2 * growth_rate
+        )  # "the initial convolution layer comprises 2k convolutions" (section 3)
+        self.features = nn.Sequential(
+            OrderedDict(
+                [
+                    (
+                        "conv0",
+                        nn.Conv2d(in_chans, stem_channels, kernel_size=7, stride=2, padding=3, bias=False),
+                    ),
+                    ("norm0", nn.BatchNorm2d(stem_channels)),
+                    ("relu0", make_activation(activation)),
+                    ("pool0", nn.MaxPool2d(kernel_size=3, stride=2, padding=1)),
+                ]
+            )
+        )
         channels = stem_channels
         for i, num_layers in enumerate(block_config, start=1):
             block = DenseBlock(num_layers, channels, growth_rate, bn_size, dropout, activation)
@@ -82,7 +91,13 @@ class DenseNet(nn.Module):
 
 
 def _densenet(
-    name: str, num_classes: int, in_chans: int, activation: str, growth_rate: int, compression: float, dropout: float
+    name: str,
+    num_classes: int,
+    in_chans: int,
+    activation: str,
+    growth_rate: int,
+    compression: float,
+    dropout: float,
 ) -> DenseNet:
     if growth_rate < 1:
         raise ConvlabError(f"growth_rate must be a positive number of channels, got {growth_rate!r}.")

@@ -136,21 +136,28 @@ def lenet5(
     pools = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
     if pool not in pools:
         raise ConvlabError(f"pool must be 'avg' or 'max', got {pool!r}.")
-    features = OrderedDict([
-        ("c1", nn.Conv2d(in_chans, 6, 5)),  # 5*5*1*6 + 6 = 156 parameters, 28x28x6 at 32x32
-        ("c1_act", _activation(activation)),
-        ("s2", pools[pool](2, 2)),
-        ("c3", nn.Conv2d(6, 16, 5)),  # every C3 map reads all six S2 maps: 2,416 parameters
-        ("c3_act", _activation(activation)),
-        ("s4", pools[pool](2, 2)),
-        ("c5", CoveringConv2d(16, 120, 5)),  # 5*5*16*120 + 120 = 48,120 parameters; at 32x32 one matrix product
-        ("c5_act", _activation(activation)),
-    ])
-    classifier = OrderedDict([
-        ("f6", nn.Linear(120, 84)),  # 84 = a 7x12 bitmap per character in the paper's RBF output
-        ("f6_act", _activation(activation)),
-        ("output", nn.Linear(84, num_classes)),
-    ])
+    features = OrderedDict(
+        [
+            ("c1", nn.Conv2d(in_chans, 6, 5)),  # 5*5*1*6 + 6 = 156 parameters, 28x28x6 at 32x32
+            ("c1_act", _activation(activation)),
+            ("s2", pools[pool](2, 2)),
+            ("c3", nn.Conv2d(6, 16, 5)),  # every C3 map reads all six S2 maps: 2,416 parameters
+            ("c3_act", _activation(activation)),
+            ("s4", pools[pool](2, 2)),
+            (
+                "c5",
+                CoveringConv2d(16, 120, 5),
+            ),  # 5*5*16*120 + 120 = 48,120 parameters; at 32x32 one matrix product
+            ("c5_act", _activation(activation)),
+        ]
+    )
+    classifier = OrderedDict(
+        [
+            ("f6", nn.Linear(120, 84)),  # 84 = a 7x12 bitmap per character in the paper's RBF output
+            ("f6_act", _activation(activation)),
+            ("output", nn.Linear(84, num_classes)),
+        ]
+    )
     return LeNet5(features, classifier)
 
 
@@ -165,23 +172,27 @@ def lenet5_1998(num_classes: int = 10, in_chans: int = 1, *, activation: str = "
     cross-entropy like every other model here.
     """
     _activation(activation)  # fail early on an unknown name
-    features = OrderedDict([
-        ("c1", nn.Conv2d(in_chans, 6, 5)),  # 156 parameters
-        ("c1_act", _activation(activation)),
-        ("s2", Subsampling(6)),  # 6 coefficients + 6 biases = 12 parameters
-        ("s2_act", _activation(activation)),
-        ("c3", SparseConv2d(connection_table(C3_CONNECTIONS), 5)),  # 6*76 + 9*101 + 151 = 1,516
-        ("c3_act", _activation(activation)),
-        ("s4", Subsampling(16)),  # 32 parameters
-        ("s4_act", _activation(activation)),
-        ("c5", CoveringConv2d(16, 120, 5)),  # 48,120 parameters
-        ("c5_act", _activation(activation)),
-    ])
-    classifier = OrderedDict([
-        ("f6", nn.Linear(120, 84)),  # 10,164 parameters
-        ("f6_act", _activation(activation)),
-        ("output", nn.Linear(84, num_classes)),
-    ])
+    features = OrderedDict(
+        [
+            ("c1", nn.Conv2d(in_chans, 6, 5)),  # 156 parameters
+            ("c1_act", _activation(activation)),
+            ("s2", Subsampling(6)),  # 6 coefficients + 6 biases = 12 parameters
+            ("s2_act", _activation(activation)),
+            ("c3", SparseConv2d(connection_table(C3_CONNECTIONS), 5)),  # 6*76 + 9*101 + 151 = 1,516
+            ("c3_act", _activation(activation)),
+            ("s4", Subsampling(16)),  # 32 parameters
+            ("s4_act", _activation(activation)),
+            ("c5", CoveringConv2d(16, 120, 5)),  # 48,120 parameters
+            ("c5_act", _activation(activation)),
+        ]
+    )
+    classifier = OrderedDict(
+        [
+            ("f6", nn.Linear(120, 84)),  # 10,164 parameters
+            ("f6_act", _activation(activation)),
+            ("output", nn.Linear(84, num_classes)),
+        ]
+    )
     model = LeNet5(features, classifier)
     _lecun_1998_init(model)
     return model

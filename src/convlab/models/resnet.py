@@ -50,7 +50,9 @@ def init_resnet_weights(model: nn.Module, zero_init_residual: bool) -> None:
         elif isinstance(module, nn.BatchNorm2d):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
-    if zero_init_residual:  # every block starts as act(shortcut(x)); helps large-batch training (Goyal et al.)
+    if (
+        zero_init_residual
+    ):  # every block starts as act(shortcut(x)); helps large-batch training (Goyal et al.)
         for module in model.modules():
             if isinstance(module, (BasicBlock, Bottleneck)):
                 module.zero_init_last_bn()
@@ -82,7 +84,9 @@ class ResNet(nn.Module):
         for index, (width, num_blocks, stride) in enumerate(
             zip(IMAGENET_WIDTHS, blocks_per_stage, IMAGENET_STRIDES), start=1
         ):
-            stage = make_stage(block, channels, width, num_blocks, stride, activation=activation, **block_options)
+            stage = make_stage(
+                block, channels, width, num_blocks, stride, activation=activation, **block_options
+            )
             setattr(self, f"layer{index}", stage)  # layer1 .. layer4, torchvision's names
             channels = width * block.expansion
         self.avgpool = nn.AdaptiveAvgPool2d(1)  # any input size from 32x32 up ends in one vector
@@ -115,7 +119,13 @@ class CifarResNet(nn.Module):
         channels = CIFAR_WIDTHS[0]
         for index, (width, stride) in enumerate(zip(CIFAR_WIDTHS, CIFAR_STRIDES), start=1):
             stage = make_stage(
-                BasicBlock, channels, width, blocks_per_stage, stride, activation=activation, shortcut=shortcut
+                BasicBlock,
+                channels,
+                width,
+                blocks_per_stage,
+                stride,
+                activation=activation,
+                shortcut=shortcut,
             )
             setattr(self, f"layer{index}", stage)
             channels = width
@@ -165,7 +175,11 @@ def resnet50(
 ) -> nn.Module:
     """ResNet-50: bottlenecks [3, 4, 6, 3], 25.6M parameters, 4.1 G multiply-adds at 224 (3.8 G as v1)."""
     return imagenet_resnet(
-        50, num_classes, in_chans, activation=activation, stride_in=stride_in,
+        50,
+        num_classes,
+        in_chans,
+        activation=activation,
+        stride_in=stride_in,
         zero_init_residual=zero_init_residual,
     )
 
@@ -181,7 +195,11 @@ def resnet101(
 ) -> nn.Module:
     """ResNet-101: bottlenecks [3, 4, 23, 3], 44.5M parameters, 7.8 G multiply-adds at 224 (7.6 G as v1)."""
     return imagenet_resnet(
-        101, num_classes, in_chans, activation=activation, stride_in=stride_in,
+        101,
+        num_classes,
+        in_chans,
+        activation=activation,
+        stride_in=stride_in,
         zero_init_residual=zero_init_residual,
     )
 
@@ -197,14 +215,17 @@ def resnet152(
 ) -> nn.Module:
     """ResNet-152: bottlenecks [3, 8, 36, 3], 60.2M parameters, 11.5 G multiply-adds at 224 (11.3 G as v1)."""
     return imagenet_resnet(
-        152, num_classes, in_chans, activation=activation, stride_in=stride_in,
+        152,
+        num_classes,
+        in_chans,
+        activation=activation,
+        stride_in=stride_in,
         zero_init_residual=zero_init_residual,
     )
 
 
 def cifar_resnet(depth: int, num_classes: int, in_chans: int, **options) -> CifarResNet:
     return CifarResNet(CIFAR_BLOCKS_PER_STAGE[depth], num_classes, in_chans, **options)
-
 
 
 @register_model(family="resnet", year=2015, paper=PAPER, input_size=CIFAR_INPUT, num_classes=10)
@@ -218,7 +239,11 @@ def resnet20(
 ) -> nn.Module:
     """CIFAR ResNet-20: 3 basic blocks per stage at widths 16/32/64, 0.27M parameters."""
     return cifar_resnet(
-        20, num_classes, in_chans, activation=activation, shortcut=shortcut,
+        20,
+        num_classes,
+        in_chans,
+        activation=activation,
+        shortcut=shortcut,
         zero_init_residual=zero_init_residual,
     )
 
@@ -234,7 +259,11 @@ def resnet32(
 ) -> nn.Module:
     """CIFAR ResNet-32: 5 basic blocks per stage at widths 16/32/64, 0.46M parameters."""
     return cifar_resnet(
-        32, num_classes, in_chans, activation=activation, shortcut=shortcut,
+        32,
+        num_classes,
+        in_chans,
+        activation=activation,
+        shortcut=shortcut,
         zero_init_residual=zero_init_residual,
     )
 
@@ -250,7 +279,11 @@ def resnet44(
 ) -> nn.Module:
     """CIFAR ResNet-44: 7 basic blocks per stage at widths 16/32/64, 0.66M parameters."""
     return cifar_resnet(
-        44, num_classes, in_chans, activation=activation, shortcut=shortcut,
+        44,
+        num_classes,
+        in_chans,
+        activation=activation,
+        shortcut=shortcut,
         zero_init_residual=zero_init_residual,
     )
 
@@ -266,7 +299,11 @@ def resnet56(
 ) -> nn.Module:
     """CIFAR ResNet-56: 9 basic blocks per stage at widths 16/32/64, 0.85M parameters."""
     return cifar_resnet(
-        56, num_classes, in_chans, activation=activation, shortcut=shortcut,
+        56,
+        num_classes,
+        in_chans,
+        activation=activation,
+        shortcut=shortcut,
         zero_init_residual=zero_init_residual,
     )
 
@@ -282,6 +319,10 @@ def resnet110(
 ) -> nn.Module:
     """CIFAR ResNet-110: 18 basic blocks per stage at widths 16/32/64, 1.7M parameters."""
     return cifar_resnet(
-        110, num_classes, in_chans, activation=activation, shortcut=shortcut,
+        110,
+        num_classes,
+        in_chans,
+        activation=activation,
+        shortcut=shortcut,
         zero_init_residual=zero_init_residual,
     )

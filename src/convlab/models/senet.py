@@ -12,7 +12,10 @@ from convlab.models.resnet import imagenet_resnet
 
 
 @register_model(
-    family="senet", year=2018, paper="Hu, Shen, Sun, Squeeze-and-Excitation Networks (CVPR 2018)", torchvision=None
+    family="senet",
+    year=2018,
+    paper="Hu, Shen, Sun, Squeeze-and-Excitation Networks (CVPR 2018)",
+    torchvision=None,
 )
 def se_resnet50(
     num_classes: int = 1000,
@@ -30,6 +33,11 @@ def se_resnet50(
     The authors' released Caffe models stride in the first 1x1 of a downsampling block: ``stride_in="1x1"``.
     """
     return imagenet_resnet(
-        50, num_classes, in_chans, activation=activation, stride_in=stride_in, se_reduction=se_reduction,
+        50,
+        num_classes,
+        in_chans,
+        activation=activation,
+        stride_in=stride_in,
+        se_reduction=se_reduction,
         zero_init_residual=zero_init_residual,
     )

@@ -18,17 +18,37 @@ SQUEEZENET_CONFIGS: dict[str, dict] = {
     # Iandola et al. 2016, Table 1: conv1 96 x 7x7/2, fire2..fire9, pools after conv1, fire4 and fire8.
     "squeezenet1_0": {
         "stem": (96, 7),
-        "layers": ["M", (16, 64, 64), (16, 64, 64), (32, 128, 128), "M",
-                   (32, 128, 128), (48, 192, 192), (48, 192, 192), (64, 256, 256), "M",
-                   (64, 256, 256)],
+        "layers": [
+            "M",
+            (16, 64, 64),
+            (16, 64, 64),
+            (32, 128, 128),
+            "M",
+            (32, 128, 128),
+            (48, 192, 192),
+            (48, 192, 192),
+            (64, 256, 256),
+            "M",
+            (64, 256, 256),
+        ],
     },
     # SqueezeNet v1.1 (the authors' repository): 64 x 3x3/2 stem and earlier pools, 2.4x less computation
     # than v1.0 at the same accuracy.
     "squeezenet1_1": {
         "stem": (64, 3),
-        "layers": ["M", (16, 64, 64), (16, 64, 64), "M",
-                   (32, 128, 128), (32, 128, 128), "M",
-                   (48, 192, 192), (48, 192, 192), (64, 256, 256), (64, 256, 256)],
+        "layers": [
+            "M",
+            (16, 64, 64),
+            (16, 64, 64),
+            "M",
+            (32, 128, 128),
+            (32, 128, 128),
+            "M",
+            (48, 192, 192),
+            (48, 192, 192),
+            (64, 256, 256),
+            (64, 256, 256),
+        ],
     },
 }
 
@@ -39,12 +59,18 @@ class SqueezeNet(nn.Module):
     """
 
     def __init__(
-        self, config: dict, num_classes: int = 1000, in_chans: int = 3, activation: str = "relu", dropout: float = 0.5
+        self,
+        config: dict,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        activation: str = "relu",
+        dropout: float = 0.5,
     ) -> None:
         super().__init__()
         stem_channels, stem_kernel = config["stem"]
         layers: list[nn.Module] = [
-            nn.Conv2d(in_chans, stem_channels, kernel_size=stem_kernel, stride=2), make_activation(activation)
+            nn.Conv2d(in_chans, stem_channels, kernel_size=stem_kernel, stride=2),
+            make_activation(activation),
         ]
         channels = stem_channels
         for spec in config["layers"]:

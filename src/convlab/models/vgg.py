@@ -273,7 +273,12 @@ class MiniVGG(nn.Module):
 
 @register_model(family="vgg", year=2014, paper=PAPER, input_size=(1, 28, 28), num_classes=10)
 def vgg_mini(
-    num_classes: int = 10, in_chans: int = 1, *, width: int = 1, activation: str = "relu", dropout: float = 0.0
+    num_classes: int = 10,
+    in_chans: int = 1,
+    *,
+    width: int = 1,
+    activation: str = "relu",
+    dropout: float = 0.0,
 ) -> MiniVGG:
     """A VGG for 28x28 images: 3x3 conv-BN-ReLU stages of 16-128 maps, global pooling, 145K parameters.
 
@@ -283,7 +288,9 @@ def vgg_mini(
         raise ConvlabError(f"width must be a whole number of at least 1, got {width!r}.")
     if not 0.0 <= dropout < 1.0:
         raise ConvlabError(f"dropout must be a probability in [0, 1), got {dropout!r}.")
-    config = [entry if entry == "maxpool" else f"{entry.rsplit('-', 1)[0]}-{int(entry.rsplit('-', 1)[1]) * width}"
-              for entry in MINI_CONFIG]
+    config = [
+        entry if entry == "maxpool" else f"{entry.rsplit('-', 1)[0]}-{int(entry.rsplit('-', 1)[1]) * width}"
+        for entry in MINI_CONFIG
+    ]
     features = make_features(config, in_chans, activation, batch_norm=True)
     return MiniVGG(features, 128 * width, num_classes, dropout)

@@ -33,8 +33,14 @@ class VisionTransformer(nn.Module):
         # A learned "[class]" token whose final state represents the image (Eq. 1, as BERT's)
         self.class_token = nn.Parameter(torch.zeros(1, 1, width))
         self.encoder = TransformerEncoder(
-            self.conv_proj.num_patches + 1, depth, width, heads, mlp_dim,
-            dropout=dropout, attention_dropout=attention_dropout, activation=activation,
+            self.conv_proj.num_patches + 1,
+            depth,
+            width,
+            heads,
+            mlp_dim,
+            dropout=dropout,
+            attention_dropout=attention_dropout,
+            activation=activation,
         )
         self.heads = nn.Sequential()
         self.heads.add_module("head", nn.Linear(width, num_classes))
@@ -85,6 +91,15 @@ def vit_b_16(
     width=256, heads=8, mlp_dim=512`` for CIFAR-10. The input must be image_size x image_size.
     """
     return VisionTransformer(
-        image_size, patch_size, depth, width, heads, mlp_dim, num_classes, in_chans,
-        dropout=dropout, attention_dropout=attention_dropout, activation=activation,
+        image_size,
+        patch_size,
+        depth,
+        width,
+        heads,
+        mlp_dim,
+        num_classes,
+        in_chans,
+        dropout=dropout,
+        attention_dropout=attention_dropout,
+        activation=activation,
     )

@@ -40,8 +40,10 @@ SETTINGS_VARIABLE = "CONVLAB_SERVE_SETTINGS"  # how `serve` hands its arguments 
 STATIC = files("convlab.serve") / "static"
 # The page loads nothing from elsewhere: scripts, styles and requests stay on this server; images may be
 # the uploaded file (blob:) or the Grad-CAM overlay (data:).
-PAGE_POLICY = ("default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
-               "frame-ancestors 'none'; form-action 'none'")
+PAGE_POLICY = (
+    "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'; form-action 'none'"
+)
 UPLOAD_FIELDS = ("file", "files")
 
 
@@ -97,15 +99,23 @@ def _image_request_body(several: bool) -> dict:
     if several:
         fields["files"] = {"type": "array", "items": binary}
     raw = {"schema": binary}
-    return {"requestBody": {"required": True, "content": {
-        "multipart/form-data": {"schema": {"type": "object", "properties": fields}},
-        **{media: raw for media in accepted_types()},
-        "application/octet-stream": raw,
-    }}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {"schema": {"type": "object", "properties": fields}},
+                **{media: raw for media in accepted_types()},
+                "application/octet-stream": raw,
+            },
+        }
+    }
 
 
 ERROR_RESPONSES = {
-    400: {"model": ErrorAnswer, "description": "Malformed request, unreadable or truncated image, bad parameter"},
+    400: {
+        "model": ErrorAnswer,
+        "description": "Malformed request, unreadable or truncated image, bad parameter",
+    },
     413: {"model": ErrorAnswer, "description": "Body over --max-upload-mb, or an image with too many pixels"},
     415: {"model": ErrorAnswer, "description": "Not an image of an accepted type"},
 }
@@ -147,20 +157,25 @@ async def read_uploads(request: Request, max_files: int) -> tuple[list[tuple[str
         try:
             unknown = [key for key in form.keys() if key not in UPLOAD_FIELDS]
             if unknown:
-                raise UploadRejected(400, f"Unknown form field '{unknown[0]}'; send one image in 'file' "
-                                          "or several in 'files'.")
+                raise UploadRejected(
+                    400, f"Unknown form field '{unknown[0]}'; send one image in 'file' or several in 'files'."
+                )
             uploads = []
             for field in UPLOAD_FIELDS:
                 for part in form.getlist(field):
                     if not isinstance(part, UploadFile):
-                        raise UploadRejected(400, f"Form field '{field}' holds text, not a file; "
-                                                  "send the image as a file upload.")
+                        raise UploadRejected(
+                            400,
+                            f"Form field '{field}' holds text, not a file; send the image as a file upload.",
+                        )
                     uploads.append((part.filename or f"{field} #{len(uploads) + 1}", await part.read()))
             batch = len(uploads) > 1 or bool(form.getlist("files"))
         finally:
             await form.close()
         if not uploads:
-            raise UploadRejected(400, "The form holds no image; send one in the field 'file' or several in 'files'.")
+            raise UploadRejected(
+                400, "The form holds no image; send one in the field 'file' or several in 'files'."
+            )
         return uploads, batch
     if media.startswith(RAW_BODY_TYPES):
         return [("request body", await request.body())], False
@@ -204,8 +219,10 @@ def create_app(
     if not max_upload_mb > 0:
         raise ConvlabError(f"--max-upload-mb must be a positive number, got {max_upload_mb}.")
     if int(max_pixels) < 1 or int(max_files) < 1:
-        raise ConvlabError(f"--max-megapixels and --max-files must be positive, got {int(max_pixels) / 1e6:g} MP "
-                           f"and {max_files} files.")
+        raise ConvlabError(
+            f"--max-megapixels and --max-files must be positive, got {int(max_pixels) / 1e6:g} MP "
+            f"and {max_files} files."
+        )
     served = ServedModel(source, device, amp=amp, channels_last=channels_last)
     page = (STATIC / "index.html").read_text(encoding="utf-8")
 
@@ -219,7 +236,9 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=int(max_upload_mb * MEGABYTE))
 
     def decode_all(uploads: list[tuple[str, bytes]]):
-        return [decode_upload(data, name, served.channels, served.size, int(max_pixels)) for name, data in uploads]
+        return [
+            decode_upload(data, name, served.channels, served.size, int(max_pixels)) for name, data in uploads
+        ]
 
     @app.exception_handler(ConvlabError)
     async def convlab_error(request: Request, error: ConvlabError):
@@ -238,30 +257,46 @@ def create_app(
         # A bug, not the client's fault: say so in JSON; uvicorn logs the traceback and keeps serving.
         return _error(500, f"Internal error ({type(error).__name__}); the server keeps serving.")
 
-    @app.post("/predict", response_model=PredictAnswer | BatchAnswer, responses=ERROR_RESPONSES,
-              openapi_extra=_image_request_body(several=True), summary="Top-k classes of one image or a batch",
-              description=PREDICT_DESCRIPTION)
-    async def predict(request: Request, topk: int = Query(5, ge=1, description="classes per image (capped at the "
-                                                                               "number of classes)")):
+    @app.post(
+        "/predict",
+        response_model=PredictAnswer | BatchAnswer,
+        responses=ERROR_RESPONSES,
+        openapi_extra=_image_request_body(several=True),
+        summary="Top-k classes of one image or a batch",
+        description=PREDICT_DESCRIPTION,
+    )
+    async def predict(
+        request: Request,
+        topk: int = Query(5, ge=1, description="classes per image (capped at the number of classes)"),
+    ):
         started = time.perf_counter()
         uploads, batch = await read_uploads(request, int(max_files))
         pixels = await run_in_threadpool(decode_all, uploads)
         predictions = await run_in_threadpool(served.predict, pixels, topk)
         if batch:
-            results = [{"filename": name, "predictions": found}
-                       for (name, _), found in zip(uploads, predictions, strict=True)]
+            results = [
+                {"filename": name, "predictions": found}
+                for (name, _), found in zip(uploads, predictions, strict=True)
+            ]
             return {"results": results, "model": served.name, "elapsed_ms": _milliseconds(started)}
         return {"predictions": predictions[0], "model": served.name, "elapsed_ms": _milliseconds(started)}
 
-    @app.post("/gradcam", response_model=GradCamAnswer, responses=ERROR_RESPONSES,
-              openapi_extra=_image_request_body(several=False), summary="Grad-CAM overlay of one image",
-              description=GRADCAM_DESCRIPTION)
+    @app.post(
+        "/gradcam",
+        response_model=GradCamAnswer,
+        responses=ERROR_RESPONSES,
+        openapi_extra=_image_request_body(several=False),
+        summary="Grad-CAM overlay of one image",
+        description=GRADCAM_DESCRIPTION,
+    )
     async def gradcam(request: Request, target: str | None = Query(None, description="class name or index")):
         started = time.perf_counter()
         served.require_gradcam()  # an ONNX server says why before reading the body
         uploads, _ = await read_uploads(request, 1)
         if len(uploads) != 1:
-            raise UploadRejected(400, f"Grad-CAM explains one image at a time; the request holds {len(uploads)}.")
+            raise UploadRejected(
+                400, f"Grad-CAM explains one image at a time; the request holds {len(uploads)}."
+            )
         (pixels,) = await run_in_threadpool(decode_all, uploads)
         answer = await run_in_threadpool(served.gradcam, pixels, target)
         return {**answer, "model": served.name, "elapsed_ms": _milliseconds(started)}
@@ -313,9 +348,14 @@ def serve(
         raise ConvlabError(f"--port must be 0..65535, got {port}.")
     if int(workers) < 1:
         raise ConvlabError(f"--workers must be at least 1, got {workers}.")
-    settings = {"device": None if device is None else str(device), "max_upload_mb": float(max_upload_mb),
-                "max_pixels": int(max_pixels), "max_files": int(max_files), "amp": str(amp),
-                "channels_last": bool(channels_last)}
+    settings = {
+        "device": None if device is None else str(device),
+        "max_upload_mb": float(max_upload_mb),
+        "max_pixels": int(max_pixels),
+        "max_files": int(max_files),
+        "amp": str(amp),
+        "channels_last": bool(channels_last),
+    }
     if int(workers) == 1:
         uvicorn.run(create_app(source, **settings), host=host, port=int(port))
         return
@@ -329,5 +369,10 @@ def serve(
     threads = max(1, (os.cpu_count() or 1) // int(workers))
     source = source if Path(str(source)).is_absolute() else str(Path(source).resolve())
     os.environ[SETTINGS_VARIABLE] = json.dumps({"source": str(source), "threads": threads, **settings})
-    uvicorn.run("convlab.serve.app:app_from_environment", factory=True, host=host, port=int(port),
-                workers=int(workers))
+    uvicorn.run(
+        "convlab.serve.app:app_from_environment",
+        factory=True,
+        host=host,
+        port=int(port),
+        workers=int(workers),
+    )

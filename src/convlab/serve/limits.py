@@ -23,7 +23,9 @@ DEFAULT_MAX_UPLOAD_MB = 10.0
 # PIL's own decompression-bomb threshold (Image.MAX_IMAGE_PIXELS, about 89.5 megapixels): one such
 # image decodes to 256 MiB of RGB, the most a server should spend on one upload.
 DEFAULT_MAX_PIXELS = 89_478_485
-DEFAULT_MAX_FILES = 32  # images in one batch request: 32 decoded images stay within a few GiB at the limit above
+DEFAULT_MAX_FILES = (
+    32  # images in one batch request: 32 decoded images stay within a few GiB at the limit above
+)
 # A raw body must declare an image type; octet-stream is what curl --data-binary and many clients send.
 RAW_BODY_TYPES = ("image/", "application/octet-stream")
 
@@ -67,8 +69,10 @@ def accepted_types() -> tuple[str, ...]:
 
 def too_large_message(max_bytes: int, size: int | None = None) -> str:
     said = f" ({size / MEGABYTE:.1f} MB)" if size is not None else ""
-    return (f"The request body{said} is larger than the {max_bytes / MEGABYTE:g} MB this server accepts "
-            "(--max-upload-mb); send a smaller image or fewer images at once.")
+    return (
+        f"The request body{said} is larger than the {max_bytes / MEGABYTE:g} MB this server accepts "
+        "(--max-upload-mb); send a smaller image or fewer images at once."
+    )
 
 
 class BodySizeLimit:
@@ -116,7 +120,9 @@ class BodySizeLimit:
     async def _refuse(self, scope, receive, send, size: int | None):
         from starlette.responses import JSONResponse
 
-        await JSONResponse({"error": too_large_message(self.max_bytes, size)}, status_code=413)(scope, receive, send)
+        await JSONResponse({"error": too_large_message(self.max_bytes, size)}, status_code=413)(
+            scope, receive, send
+        )
 
 
 def sniff_image(data: bytes, name: str, max_pixels: int) -> str:
@@ -133,10 +139,13 @@ def sniff_image(data: bytes, name: str, max_pixels: int) -> str:
             with Image.open(io.BytesIO(data), formats=list(formats)) as image:
                 image_format, (width, height) = image.format, image.size
     except Image.DecompressionBombError as error:
-        raise UploadRejected(413, f"The image '{name}' has too many pixels for this server: {error}") from None
+        raise UploadRejected(
+            413, f"The image '{name}' has too many pixels for this server: {error}"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise UploadRejected(
-            415, f"The upload '{name}' is not an image this server reads; accepted types: {', '.join(accepted_types())}."
+            415,
+            f"The upload '{name}' is not an image this server reads; accepted types: {', '.join(accepted_types())}.",
         ) from None
     if width * height > max_pixels:
         raise UploadRejected(

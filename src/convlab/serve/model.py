@@ -34,16 +34,21 @@ def parameter_count(spec: dict) -> int:
     from convlab.models import create_model
 
     with torch.device("meta"):
-        model = create_model(spec["name"], num_classes=spec["num_classes"], in_chans=spec["in_chans"],
-                             **spec.get("options", {}))
+        model = create_model(
+            spec["name"],
+            num_classes=spec["num_classes"],
+            in_chans=spec["in_chans"],
+            **spec.get("options", {}),
+        )
     return sum(p.numel() for p in model.parameters())
 
 
 class ServedModel:
     """``source``: a run folder, a .safetensors checkpoint, an .onnx file or a loaded ``(model, record)`` pair."""
 
-    def __init__(self, source, device: str | torch.device | None = None, amp: str = "off",
-                 channels_last: bool = False):
+    def __init__(
+        self, source, device: str | torch.device | None = None, amp: str = "off", channels_last: bool = False
+    ):
         from convlab.evaluation.evaluate import check_device
         from convlab.prediction import fast_path
 
@@ -55,7 +60,9 @@ class ServedModel:
             from convlab.exporting.runtime import OnnxClassifier, OnnxLogits
 
             # torch's thread setting is the process's share of the cores (serve divides them among workers)
-            runtime = OnnxClassifier(Path(source), providers=onnx_providers(device), threads=torch.get_num_threads())
+            runtime = OnnxClassifier(
+                Path(source), providers=onnx_providers(device), threads=torch.get_num_threads()
+            )
             model, record = OnnxLogits(runtime), runtime.record
             self.format, self.source = "onnx", str(source)
         else:
@@ -64,24 +71,32 @@ class ServedModel:
             model, record = load_checkpoint(source)
             self.format, self.source = "checkpoint", str(resolve_checkpoint(source))
         if "input" not in record or "classes" not in record:
-            raise ConvlabError(f"'{self.source}' records no classes or input preprocessing (channels, size, mean, "
-                               "std); serve a checkpoint written by convlab's training or export.")
+            raise ConvlabError(
+                f"'{self.source}' records no classes or input preprocessing (channels, size, mean, "
+                "std); serve a checkpoint written by convlab's training or export."
+            )
         self.amp, self.channels_last = amp, bool(channels_last)
         if self.format == "checkpoint":
             self.device = check_device(device)
             model.to(self.device)
             self.parameters = sum(p.numel() for p in model.parameters())
         else:
-            self.device = torch.device("cpu")  # where batches are made; onnxruntime copies them to its provider
+            self.device = torch.device(
+                "cpu"
+            )  # where batches are made; onnxruntime copies them to its provider
             self.parameters = parameter_count(record["model"])
         model = fast_path(model, amp, channels_last)
-        self.runtime = "torch" if self.format == "checkpoint" else f"onnxruntime {model.classifier.providers[0]}"
+        self.runtime = (
+            "torch" if self.format == "checkpoint" else f"onnxruntime {model.classifier.providers[0]}"
+        )
         self.model, self.record = model.eval(), record
         stored = record["input"]
         self.channels, self.size = int(stored["channels"]), [int(s) for s in stored["size"]]
         self.mean, self.std = [float(m) for m in stored["mean"]], [float(s) for s in stored["std"]]
         self.classes = list(record["classes"])
-        self.name = record.get("model", {}).get("name") or getattr(model, "convlab_spec", {}).get("name", "model")
+        self.name = record.get("model", {}).get("name") or getattr(model, "convlab_spec", {}).get(
+            "name", "model"
+        )
 
     @property
     def gradcam_available(self) -> bool:
@@ -89,8 +104,10 @@ class ServedModel:
 
     def require_gradcam(self) -> None:
         if not self.gradcam_available:
-            raise ConvlabError("Grad-CAM needs the PyTorch checkpoint's gradients; this server runs an ONNX file, "
-                               "so only /predict is available. Serve the .safetensors checkpoint for Grad-CAM.")
+            raise ConvlabError(
+                "Grad-CAM needs the PyTorch checkpoint's gradients; this server runs an ONNX file, "
+                "so only /predict is available. Serve the .safetensors checkpoint for Grad-CAM."
+            )
 
     def card(self) -> dict:
         """Architecture (name, options), classes, input spec, parameter count and the run's metrics."""
@@ -126,8 +143,9 @@ class ServedModel:
 
         batch = self._batch(pixels)
         with self.lock:
-            return predict_tensors(self.model, batch, self.classes, topk, amp=self.amp,
-                                   channels_last=self.channels_last)
+            return predict_tensors(
+                self.model, batch, self.classes, topk, amp=self.amp, channels_last=self.channels_last
+            )
 
     def gradcam(self, pixels: torch.Tensor, target: int | str | None = None) -> dict:
         """Grad-CAM of one uint8 (C, H, W) image for ``target`` (default: the predicted class) as a PNG overlay."""
@@ -145,6 +163,9 @@ class ServedModel:
             "image": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"),
             "layer": result.layer,
             "target": {"label": result.target_name, "index": result.target},
-            "predicted": {"label": result.predicted_name, "index": result.predicted,
-                          "probability": result.probability},
+            "predicted": {
+                "label": result.predicted_name,
+                "index": result.predicted,
+                "probability": result.probability,
+            },
         }

@@ -47,7 +47,9 @@ class TrainConfig:
     # (beyond float rounding), so a resumed run may change them.
     channels_last: bool = False  # NHWC activations: oneDNN's fast convolution layout, above all with bf16
     compile: bool = False  # torch.compile the model for training (pays only when steps are long enough)
-    threads: int | str | None = "auto"  # torch intra-op threads: N, "auto" (the idle cores), None (as the process has)
+    threads: int | str | None = (
+        "auto"  # torch intra-op threads: N, "auto" (the idle cores), None (as the process has)
+    )
     seed: int = 0
     out: str | None = None  # None: runs/<model>-<data>-<YYYYmmdd-HHMMSS>
     resume: str | None = None
@@ -55,7 +57,9 @@ class TrainConfig:
     device: str = "auto"
     data_root: str | None = None
     val_split: float = 0.1
-    image_size: list[int] | None = None  # [H, W]; None: the data's native size (or the smallest the model takes)
+    image_size: list[int] | None = (
+        None  # [H, W]; None: the data's native size (or the smallest the model takes)
+    )
     in_chans: int | None = None  # None: the data's native channels
     num_classes: int | None = None  # None: the number of classes in the data
     limit: int | None = None  # keep only the first N training images (quick runs, tests)
@@ -84,7 +88,9 @@ def parse_image_size(value: Any) -> list[int] | None:
     if isinstance(value, str):
         match = re.fullmatch(r"\s*(\d+)\s*(?:[xX,]\s*(\d+)\s*)?", value)
         if match is None:
-            raise ConvlabError(f"Image size '{value}' is not understood; give N (square) or HxW, e.g. 32 or 28x32.")
+            raise ConvlabError(
+                f"Image size '{value}' is not understood; give N (square) or HxW, e.g. 32 or 28x32."
+            )
         height = int(match.group(1))
         size = [height, int(match.group(2)) if match.group(2) else height]
     elif isinstance(value, int):
@@ -120,7 +126,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        raise ConvlabError(f"Configuration file '{path}' must hold a mapping of settings such as 'epochs: 5'.")
+        raise ConvlabError(
+            f"Configuration file '{path}' must hold a mapping of settings such as 'epochs: 5'."
+        )
     try:
         return _normalise_keys(loaded)
     except ConvlabError as error:
@@ -168,8 +176,15 @@ def resolve_config(config: TrainConfig | dict | str | Path | None = None, **over
     return check_config(TrainConfig(**merged))
 
 
-def _number(config: TrainConfig, name: str, kind: type, minimum: float | None = None, optional: bool = False,
-            above: bool = False, below: float | None = None) -> None:
+def _number(
+    config: TrainConfig,
+    name: str,
+    kind: type,
+    minimum: float | None = None,
+    optional: bool = False,
+    above: bool = False,
+    below: float | None = None,
+) -> None:
     """Coerce field ``name`` to ``kind`` (YAML reads 1e-3 as a string) and check its range."""
     value = getattr(config, name)
     if value is None and optional:
@@ -179,9 +194,13 @@ def _number(config: TrainConfig, name: str, kind: type, minimum: float | None = 
             raise ValueError
         value = kind(value)
     except (TypeError, ValueError):
-        raise ConvlabError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}.") from None
+        raise ConvlabError(
+            f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}."
+        ) from None
     if minimum is not None and (value <= minimum if above else value < minimum):
-        raise ConvlabError(f"{name} must be {'greater than' if above else 'at least'} {minimum}, got {value}.")
+        raise ConvlabError(
+            f"{name} must be {'greater than' if above else 'at least'} {minimum}, got {value}."
+        )
     if below is not None and value >= below:
         raise ConvlabError(f"{name} must be less than {below}, got {value}.")
     setattr(config, name, value)
@@ -233,8 +252,10 @@ def check_config(config: TrainConfig) -> TrainConfig:
     config.test_tta = check_test_tta(config.test_tta)
     config.classes = parse_classes(config.classes)
     if config.limit is not None and config.limit_per_class is not None:
-        raise ConvlabError(f"Give --limit ({config.limit} images in all) or --limit-per-class "
-                           f"({config.limit_per_class} of each class), not both.")
+        raise ConvlabError(
+            f"Give --limit ({config.limit} images in all) or --limit-per-class "
+            f"({config.limit_per_class} of each class), not both."
+        )
     check_transfer(config)
     for name in ("model", "data", "out", "resume", "data_root", "pretrained"):
         value = getattr(config, name)
@@ -267,22 +288,37 @@ def check_transfer(config: TrainConfig) -> None:
     if not isinstance(config.allow_partial, bool):
         raise ConvlabError(f"allow_partial must be true or false, got {config.allow_partial!r}.")
     if config.pretrained is None:
-        given = [f"--{name.replace('_', '-')}" for name, unset in (
-            ("transfer", None), ("trainable", None), ("backbone_lr_scale", 1.0), ("head_epochs", 0),
-            ("allow_partial", False)) if getattr(config, name) != unset]
+        given = [
+            f"--{name.replace('_', '-')}"
+            for name, unset in (
+                ("transfer", None),
+                ("trainable", None),
+                ("backbone_lr_scale", 1.0),
+                ("head_epochs", 0),
+                ("allow_partial", False),
+            )
+            if getattr(config, name) != unset
+        ]
         if given:
-            raise ConvlabError(f"{', '.join(given)} need --pretrained SOURCE (the trained network to start from).")
+            raise ConvlabError(
+                f"{', '.join(given)} need --pretrained SOURCE (the trained network to start from)."
+            )
         return
     if config.transfer is None:  # --pretrained alone: start from the weights and train everything
         config.transfer = "finetune"
     if config.transfer not in TRANSFER_MODES:
         raise unknown_name_error("transfer mode", str(config.transfer), TRANSFER_MODES)
     if config.transfer != "finetune":
-        extra = [f"--{name.replace('_', '-')}" for name, unset in (
-            ("trainable", None), ("backbone_lr_scale", 1.0), ("head_epochs", 0)) if getattr(config, name) != unset]
+        extra = [
+            f"--{name.replace('_', '-')}"
+            for name, unset in (("trainable", None), ("backbone_lr_scale", 1.0), ("head_epochs", 0))
+            if getattr(config, name) != unset
+        ]
         if extra:
-            raise ConvlabError(f"{', '.join(extra)} apply to --transfer finetune; --transfer {config.transfer} "
-                               f"trains the new head alone.")
+            raise ConvlabError(
+                f"{', '.join(extra)} apply to --transfer finetune; --transfer {config.transfer} "
+                f"trains the new head alone."
+            )
     if config.trainable is not None:
         config.trainable = str(config.trainable)
         if not re.fullmatch(r"all|head|last:\d+|from:\S+", config.trainable):
@@ -290,11 +326,15 @@ def check_transfer(config: TrainConfig) -> None:
 
             raise ConvlabError(f"Unknown --trainable '{config.trainable}'; accepted: {TRAINABLE_FORMS}.")
     if config.head_epochs and config.trainable == "head":
-        raise ConvlabError("--head-epochs trains the head alone before unfreezing --trainable; with "
-                           "--trainable head there is nothing to unfreeze (leave --head-epochs out).")
+        raise ConvlabError(
+            "--head-epochs trains the head alone before unfreezing --trainable; with "
+            "--trainable head there is nothing to unfreeze (leave --head-epochs out)."
+        )
     if config.head_epochs >= config.epochs:
-        raise ConvlabError(f"--head-epochs {config.head_epochs} leaves none of the {config.epochs} epochs to "
-                           f"fine-tune the backbone; give fewer head epochs or more --epochs.")
+        raise ConvlabError(
+            f"--head-epochs {config.head_epochs} leaves none of the {config.epochs} epochs to "
+            f"fine-tune the backbone; give fewer head epochs or more --epochs."
+        )
 
 
 def parse_threads(value: Any) -> int | str | None:

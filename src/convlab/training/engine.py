@@ -39,11 +39,29 @@ from convlab.transfer.run import (
 # Szegedy et al. 2014, section 5: the auxiliary classifiers' losses are "added to the total loss of the
 # network with a discount weight (... weighted by 0.3)" during training; inference discards them.
 AUX_LOSS_WEIGHT = 0.3
-METRIC_COLUMNS = ("epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr", "seconds",
-                  "images_per_s")
+METRIC_COLUMNS = (
+    "epoch",
+    "train_loss",
+    "train_top1",
+    "val_loss",
+    "val_top1",
+    "val_top5",
+    "lr",
+    "seconds",
+    "images_per_s",
+)
 # everything else would change the run; the speed levers (threads, channels_last, compile) change its pace only
-RESUME_MAY_CHANGE = ("epochs", "early_stop", "device", "out", "resume", "threads", "channels_last", "compile",
-                     "test_tta")  # the last: how the finished run is tested, not how it trains
+RESUME_MAY_CHANGE = (
+    "epochs",
+    "early_stop",
+    "device",
+    "out",
+    "resume",
+    "threads",
+    "channels_last",
+    "compile",
+    "test_tta",
+)  # the last: how the finished run is tested, not how it trains
 RUN_FILES = ("config.yaml", "state.pt", "last.safetensors", "best.safetensors", "metrics.csv")
 
 
@@ -56,7 +74,9 @@ class TrainResult:
     epochs_completed: int
     best_epoch: int
     best_val_top1: float | None
-    test: Any = None  # convlab.evaluation.EvalResult of the best weights on the test split, if the data has one
+    test: Any = (
+        None  # convlab.evaluation.EvalResult of the best weights on the test split, if the data has one
+    )
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped_early: bool = False
 
@@ -87,7 +107,9 @@ def train_step(
     loss.backward()
     if config.clip_value is not None:  # each gradient element into [-v, v] (notes 000, "clip by value")
         nn.utils.clip_grad_value_(model.parameters(), config.clip_value)
-    if config.clip_norm is not None:  # g * v / ||g|| when ||g|| > v, over all parameters (notes 000, "clip by norm")
+    if (
+        config.clip_norm is not None
+    ):  # g * v / ||g|| when ||g|| > v, over all parameters (notes 000, "clip by norm")
         nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
     optimizer.step()
     schedule.after_step()
@@ -100,8 +122,15 @@ class NonFiniteLoss(Exception):
         self.step, self.value = step, value
 
 
-def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, schedule: Schedule,
-                    criterion: nn.Module, config: TrainConfig, progress: TrainProgress) -> dict[str, float]:
+def train_one_epoch(
+    model: nn.Module,
+    loader,
+    optimizer: torch.optim.Optimizer,
+    schedule: Schedule,
+    criterion: nn.Module,
+    config: TrainConfig,
+    progress: TrainProgress,
+) -> dict[str, float]:
     """Train over ``loader`` once. Sums stay on the device and are read only when the bar refreshes."""
     model.train()
     # Transfer: a frozen backbone's BatchNorm keeps its statistics (torch.compile's wrapper holds the model
@@ -110,7 +139,9 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     device = next(model.parameters()).device
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
-    first_bad_step = torch.full((), -1, dtype=torch.int64, device=device)  # the first step whose loss was not finite
+    first_bad_step = torch.full(
+        (), -1, dtype=torch.int64, device=device
+    )  # the first step whose loss was not finite
     first_bad_loss = torch.zeros((), device=device)
     seen = 0
     start = time.perf_counter()
@@ -120,7 +151,9 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         if bad >= 0:
             raise NonFiniteLoss(bad, float(first_bad_loss))
         elapsed = max(time.perf_counter() - start, 1e-9)
-        progress.update(steps_done, float(loss_sum) / max(seen, 1), int(correct) / max(seen, 1), seen / elapsed)
+        progress.update(
+            steps_done, float(loss_sum) / max(seen, 1), int(correct) / max(seen, 1), seen / elapsed
+        )
 
     for step, (images, labels) in enumerate(loader, start=1):
         loss, logits = train_step(model, images, labels, optimizer, schedule, criterion, config)
@@ -135,8 +168,12 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
             check_and_report(step)
     check_and_report(len(loader))
     seconds = time.perf_counter() - start
-    return {"train_loss": float(loss_sum) / seen, "train_top1": int(correct) / seen, "images": seen,
-            "train_seconds": seconds}
+    return {
+        "train_loss": float(loss_sum) / seen,
+        "train_top1": int(correct) / seen,
+        "images": seen,
+        "train_seconds": seconds,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -218,8 +255,11 @@ def _resume_config(run_dir: Path, given: dict[str, Any]) -> TrainConfig:
     saved = resolve_config(run_dir / "config.yaml")
     changes = {k: v for k, v in given.items() if k != "resume"}
     config = resolve_config(saved, **changes)
-    changed = [name for name in FIELDS if name not in RESUME_MAY_CHANGE
-               and getattr(config, name) != getattr(saved, name)]
+    changed = [
+        name
+        for name in FIELDS
+        if name not in RESUME_MAY_CHANGE and getattr(config, name) != getattr(saved, name)
+    ]
     if changed:
         raise ConvlabError(
             f"A resumed run continues with its saved configuration; it cannot change {', '.join(changed)} "
@@ -231,7 +271,9 @@ def _resume_config(run_dir: Path, given: dict[str, Any]) -> TrainConfig:
 
 def default_run_dir(config: TrainConfig) -> Path:
     """``runs/<model>-<data>-<YYYYmmdd-HHMMSS>``, with a numbered suffix if that folder exists already."""
-    data = config.data.split(":", 1)[0] if config.data.startswith("idx:") else Path(config.data.rstrip("/")).name
+    data = (
+        config.data.split(":", 1)[0] if config.data.startswith("idx:") else Path(config.data.rstrip("/")).name
+    )
     data = re.sub(r"[^A-Za-z0-9._-]+", "-", data).strip("-.") or "data"
     base = Path("runs") / f"{config.model}-{data}-{datetime.now():%Y%m%d-%H%M%S}"
     path, number = base, 2
@@ -257,10 +299,15 @@ def build_model(config: TrainConfig, bundle) -> nn.Module:
     if config.activation is not None:
         options["activation"] = config.activation
     height, width = bundle.image_size
-    if "input_size" in get_model_info(config.model).options and "input_size" not in options and height == width:
+    if (
+        "input_size" in get_model_info(config.model).options
+        and "input_size" not in options
+        and height == width
+    ):
         options["input_size"] = height  # models sized by an option (the MLP's input layer) follow the data
-    return create_model(config.model, num_classes=len(bundle.classes), in_chans=bundle.in_chans,
-                        init=config.init, **options)
+    return create_model(
+        config.model, num_classes=len(bundle.classes), in_chans=bundle.in_chans, init=config.init, **options
+    )
 
 
 def fit_input_size(model: nn.Module, bundle, config: TrainConfig, progress: TrainProgress):
@@ -282,17 +329,28 @@ def fit_input_size(model: nn.Module, bundle, config: TrainConfig, progress: Trai
             side = largest
         else:
             raise
-    progress.note(f"{config.model} cannot take {height}x{width} images; resizing {bundle.name} to {side}x{side}, "
-                  f"the nearest size it takes (choose one with --image-size)")
+    progress.note(
+        f"{config.model} cannot take {height}x{width} images; resizing {bundle.name} to {side}x{side}, "
+        f"the nearest size it takes (choose one with --image-size)"
+    )
     return bundle.resized((side, side))
 
 
 def checkpoint_record(config: TrainConfig, bundle, epoch: int, row: dict[str, Any]) -> dict[str, Any]:
     return {
         "classes": list(bundle.classes),
-        "input": {"channels": bundle.in_chans, "size": list(bundle.image_size),
-                  "mean": list(bundle.mean), "std": list(bundle.std)},
-        "data": {"name": bundle.name, "source": bundle.source, "val_split": config.val_split, "seed": config.seed},
+        "input": {
+            "channels": bundle.in_chans,
+            "size": list(bundle.image_size),
+            "mean": list(bundle.mean),
+            "std": list(bundle.std),
+        },
+        "data": {
+            "name": bundle.name,
+            "source": bundle.source,
+            "val_split": config.val_split,
+            "seed": config.seed,
+        },
         "epoch": epoch,
         "metrics": {key: row.get(key) for key in ("val_top1", "val_top5", "val_loss", "train_loss")},
         "config": config.to_dict(),
@@ -301,7 +359,10 @@ def checkpoint_record(config: TrainConfig, bundle, epoch: int, row: dict[str, An
 
 def _format_row(row: dict[str, Any]) -> dict[str, str]:
     formats = {"epoch": "d", "lr": ".6g", "seconds": ".2f", "images_per_s": ".1f"}
-    return {key: "" if row.get(key) is None else format(row[key], formats.get(key, ".6f")) for key in METRIC_COLUMNS}
+    return {
+        key: "" if row.get(key) is None else format(row[key], formats.get(key, ".6f"))
+        for key in METRIC_COLUMNS
+    }
 
 
 def write_metrics(path: Path, rows: list[dict[str, str]]) -> None:
@@ -358,7 +419,9 @@ def _prepare(config: Any, overrides: dict[str, Any]) -> tuple[TrainConfig, Path,
     return config, run_dir, False
 
 
-def _restore(run_dir: Path, config: TrainConfig, model, optimizer, schedule: Schedule, steps_per_epoch: int) -> Standing:
+def _restore(
+    run_dir: Path, config: TrainConfig, model, optimizer, schedule: Schedule, steps_per_epoch: int
+) -> Standing:
     """Put model, optimizer, schedule and RNGs back as they were after the run's last completed epoch."""
     state = load_state(run_dir / "state.pt")
     if state["steps_per_epoch"] != steps_per_epoch:
@@ -367,7 +430,9 @@ def _restore(run_dir: Path, config: TrainConfig, model, optimizer, schedule: Sch
             f"now {steps_per_epoch}; the data set changed since the run started."
         )
     if config.epochs < state["epoch"]:
-        raise ConvlabError(f"--epochs {config.epochs} is fewer than the {state['epoch']} epochs already done.")
+        raise ConvlabError(
+            f"--epochs {config.epochs} is fewer than the {state['epoch']} epochs already done."
+        )
     model.load_state_dict(state["model"])
     if config.epochs != state["epochs"] and schedule.depends_on_length:
         # More epochs: the schedule is redrawn over the new length and continues from the step reached.
@@ -412,10 +477,17 @@ def _run(config: TrainConfig, run_dir: Path, resuming: bool) -> TrainResult:
 
     device = check_device(None if config.device == "auto" else config.device)
     seed_everything(config.seed)
-    bundle = load_data(config.data, data_root=config.data_root,
-                       image_size=tuple(config.image_size) if config.image_size else None,
-                       in_chans=config.in_chans, val_split=config.val_split, seed=config.seed, limit=config.limit,
-                       classes=config.classes, limit_per_class=config.limit_per_class)
+    bundle = load_data(
+        config.data,
+        data_root=config.data_root,
+        image_size=tuple(config.image_size) if config.image_size else None,
+        in_chans=config.in_chans,
+        val_split=config.val_split,
+        seed=config.seed,
+        limit=config.limit,
+        classes=config.classes,
+        limit_per_class=config.limit_per_class,
+    )
     if config.num_classes is not None and config.num_classes != len(bundle.classes):
         raise ConvlabError(
             f"--num-classes {config.num_classes} does not match data '{bundle.name}', which has "
@@ -441,12 +513,26 @@ def _run(config: TrainConfig, run_dir: Path, resuming: bool) -> TrainResult:
     drop_last = bundle.size("train") > config.batch_size
 
     def train_loader(epoch: int):
-        return bundle.loader("train", config.batch_size, shuffle=True, augment=config.augment, epoch=epoch,
-                             seed=config.seed, device=device, drop_last=drop_last)
+        return bundle.loader(
+            "train",
+            config.batch_size,
+            shuffle=True,
+            augment=config.augment,
+            epoch=epoch,
+            seed=config.seed,
+            device=device,
+            drop_last=drop_last,
+        )
 
     steps_per_epoch = len(train_loader(1))
-    optimizer = build_optimizer(model, config.optimizer, config.lr, config.momentum, config.weight_decay,
-                                groups=transfer.groups if transfer else None)
+    optimizer = build_optimizer(
+        model,
+        config.optimizer,
+        config.lr,
+        config.momentum,
+        config.weight_decay,
+        groups=transfer.groups if transfer else None,
+    )
     schedule = Schedule(optimizer, config.schedule, config.epochs, steps_per_epoch, config.warmup_epochs)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     if resuming:
@@ -454,10 +540,12 @@ def _run(config: TrainConfig, run_dir: Path, resuming: bool) -> TrainResult:
         progress.note(f"resuming {run_dir} after epoch {standing.epoch} of {config.epochs}")
     else:
         standing = Standing()
-        progress.note(f"training {config.model} on {bundle.name} ({bundle.size('train')} images, "
-                      f"{bundle.in_chans}x{bundle.image_size[0]}x{bundle.image_size[1]}) on {device}"
-                      f"{f' ({_threads_text()})' if device.type == 'cpu' else ''}; "
-                      f"run folder {run_dir}")
+        progress.note(
+            f"training {config.model} on {bundle.name} ({bundle.size('train')} images, "
+            f"{bundle.in_chans}x{bundle.image_size[0]}x{bundle.image_size[1]}) on {device}"
+            f"{f' ({_threads_text()})' if device.type == 'cpu' else ''}; "
+            f"run folder {run_dir}"
+        )
     if transfer is not None:
         transfer.start_epoch(model, standing.epoch + 1, progress)
         for line in [*transfer.notes, *trainable_lines(model)]:
@@ -489,7 +577,9 @@ def _run(config: TrainConfig, run_dir: Path, resuming: bool) -> TrainResult:
                 val = evaluate_model(model, bundle, "val", device=device, amp=config.amp)
                 row.update(val_loss=val.loss, val_top1=val.top1, val_top5=val.top5)
             schedule.after_epoch(row.get("val_loss", row["train_loss"]))
-            row.update(seconds=time.perf_counter() - start, images_per_s=stats["images"] / stats["train_seconds"])
+            row.update(
+                seconds=time.perf_counter() - start, images_per_s=stats["images"] / stats["train_seconds"]
+            )
             # Without a validation split the latest weights are the best we know of.
             improved = standing.after_epoch(epoch, row.get("val_top1", epoch))
 
@@ -503,26 +593,39 @@ def _run(config: TrainConfig, run_dir: Path, resuming: bool) -> TrainResult:
                 save_checkpoint(run_dir / "best.safetensors", model, record)
             rows.append(_format_row(row))
             write_metrics(run_dir / "metrics.csv", rows)
-            save_state(run_dir / "state.pt", model=model, optimizer=optimizer, schedule=schedule,
-                       epoch=epoch, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-                       standing=asdict(standing))
+            save_state(
+                run_dir / "state.pt",
+                model=model,
+                optimizer=optimizer,
+                schedule=schedule,
+                epoch=epoch,
+                epochs=config.epochs,
+                steps_per_epoch=steps_per_epoch,
+                standing=asdict(standing),
+            )
             saved_epoch = epoch
             history.append(row)
             progress.note(epoch_line(epoch, config.epochs, row))
             _log_scalars(writer, row)
             if config.early_stop is not None and standing.stale_epochs >= config.early_stop:
-                progress.note(f"early stop: val top-1 has not improved for {standing.stale_epochs} epochs "
-                              f"(best {standing.best_top1:.1%} at epoch {standing.best_epoch})")
+                progress.note(
+                    f"early stop: val top-1 has not improved for {standing.stale_epochs} epochs "
+                    f"(best {standing.best_top1:.1%} at epoch {standing.best_epoch})"
+                )
                 break
     except NonFiniteLoss as bad:
         kept = f"the run folder keeps epoch {saved_epoch}" if saved_epoch else "no epoch was completed"
-        message = (f"The training loss became {bad.value} at epoch {epoch}, step {bad.step}; {kept}. "
-                   f"Try a lower --lr (this run used {optimizer.defaults['lr']:g}) or --clip-norm 1.0.")
+        message = (
+            f"The training loss became {bad.value} at epoch {epoch}, step {bad.step}; {kept}. "
+            f"Try a lower --lr (this run used {optimizer.defaults['lr']:g}) or --clip-norm 1.0."
+        )
         progress.note(message, echo=False)  # the error itself is what the caller sees
         raise ConvlabError(message) from None
     except KeyboardInterrupt:
-        progress.note(f"interrupted in epoch {epoch}; the run folder keeps epoch {saved_epoch}. "
-                      f"Continue with: convlab train --resume {run_dir}")
+        progress.note(
+            f"interrupted in epoch {epoch}; the run folder keeps epoch {saved_epoch}. "
+            f"Continue with: convlab train --resume {run_dir}"
+        )
         raise
     finally:
         writer.close()
@@ -530,14 +633,17 @@ def _run(config: TrainConfig, run_dir: Path, resuming: bool) -> TrainResult:
     return _finish(run_dir, config, model, bundle, device, standing, history, progress)
 
 
-def _linear_probe_run(config: TrainConfig, run_dir: Path, model, bundle, device, transfer: TransferRun,
-                      progress: TrainProgress) -> TrainResult:
+def _linear_probe_run(
+    config: TrainConfig, run_dir: Path, model, bundle, device, transfer: TransferRun, progress: TrainProgress
+) -> TrainResult:
     """--transfer linear-probe: one fit instead of epochs, saved as a run folder of one epoch (no state.pt:
     there is nothing to resume), which eval, predict and export read like any other."""
     from torch.utils.tensorboard import SummaryWriter
 
-    progress.note(f"linear probe of {config.model} on {bundle.name} ({bundle.size('train')} images, "
-                  f"{bundle.in_chans}x{bundle.image_size[0]}x{bundle.image_size[1]}) on {device}; run folder {run_dir}")
+    progress.note(
+        f"linear probe of {config.model} on {bundle.name} ({bundle.size('train')} images, "
+        f"{bundle.in_chans}x{bundle.image_size[0]}x{bundle.image_size[1]}) on {device}; run folder {run_dir}"
+    )
     for line in transfer.notes:
         progress.note(line)
     save_config(config, run_dir / "config.yaml")
@@ -554,13 +660,23 @@ def _linear_probe_run(config: TrainConfig, run_dir: Path, model, bundle, device,
     standing = Standing()
     standing.after_epoch(1, row.get("val_top1", 1))
     val = f"  val loss {row['val_loss']:.3f} top1 {row['val_top1']:.1%}" if "val_loss" in row else ""
-    progress.note(f"linear probe  train loss {row['train_loss']:.3f} top1 {row['train_top1']:.1%}{val}  "
-                  f"{row['seconds']:.1f} s")
+    progress.note(
+        f"linear probe  train loss {row['train_loss']:.3f} top1 {row['train_top1']:.1%}{val}  "
+        f"{row['seconds']:.1f} s"
+    )
     return _finish(run_dir, config, model, bundle, device, standing, [row], progress)
 
 
-def _finish(run_dir: Path, config: TrainConfig, model, bundle, device, standing: Standing,
-            history: list[dict[str, Any]], progress: TrainProgress) -> TrainResult:
+def _finish(
+    run_dir: Path,
+    config: TrainConfig,
+    model,
+    bundle,
+    device,
+    standing: Standing,
+    history: list[dict[str, Any]],
+    progress: TrainProgress,
+) -> TrainResult:
     """Test the best weights (when the data has a test split), write the report and say where it all is."""
     from safetensors.torch import load_file
 
@@ -585,6 +701,13 @@ def _finish(run_dir: Path, config: TrainConfig, model, bundle, device, standing:
     summary.append(f"run folder {run_dir}")
     progress.note("; ".join(summary))
     stopped_early = config.early_stop is not None and standing.stale_epochs >= config.early_stop
-    return TrainResult(run_dir=run_dir, config=config, epochs_completed=standing.epoch, best_epoch=standing.best_epoch,
-                       best_val_top1=standing.best_top1 if has_val and standing.best_epoch > 0 else None,
-                       test=test, history=history, stopped_early=stopped_early)
+    return TrainResult(
+        run_dir=run_dir,
+        config=config,
+        epochs_completed=standing.epoch,
+        best_epoch=standing.best_epoch,
+        best_val_top1=standing.best_top1 if has_val and standing.best_epoch > 0 else None,
+        test=test,
+        history=history,
+        stopped_early=stopped_early,
+    )

@@ -159,8 +159,11 @@ def _can_fuse(factory: type[torch.optim.Optimizer], groups: list[dict[str, Any]]
     if "fused" not in inspect.signature(factory).parameters:
         return False
     params = [p for group in groups for p in group["params"]]
-    return all(p.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-               and p.device.type in ("cpu", "cuda") for p in params)
+    return all(
+        p.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+        and p.device.type in ("cpu", "cuda")
+        for p in params
+    )
 
 
 class Schedule:
@@ -216,7 +219,9 @@ class Schedule:
         else:  # cosine
             main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=main_steps)
         if self.warmup_steps:
-            main = lr_scheduler.SequentialLR(optimizer, [self._warmup(), main], milestones=[self.warmup_steps])
+            main = lr_scheduler.SequentialLR(
+                optimizer, [self._warmup(), main], milestones=[self.warmup_steps]
+            )
         self.per_step = main
 
     def _warmup(self) -> lr_scheduler.LinearLR:

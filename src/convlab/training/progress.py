@@ -14,7 +14,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-REFRESH_SECONDS = 0.5  # how often the engine reads its on-device sums for the bar (each read is a device sync)
+REFRESH_SECONDS = (
+    0.5  # how often the engine reads its on-device sums for the bar (each read is a device sync)
+)
 
 
 def epoch_line(epoch: int, epochs: int, row: dict) -> str:
@@ -56,7 +58,9 @@ class TrainProgress:
             TextColumn(f"epoch {epoch}/{epochs}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.3f}  top1 {task.fields[top1]:.1%}  {task.fields[speed]:.0f} img/s"),
+            TextColumn(
+                "loss {task.fields[loss]:.3f}  top1 {task.fields[top1]:.1%}  {task.fields[speed]:.0f} img/s"
+            ),
             TimeRemainingColumn(),
             console=self.console,
             transient=True,

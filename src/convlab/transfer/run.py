@@ -46,12 +46,16 @@ def source_defaults(source: str) -> SourceDefaults:
         arch, weights = resolve_torchvision_weights(text)
         zoo = zoo_torchvision_names()
         if arch not in zoo:
-            raise ConvlabError(f"convlab's zoo has no model with torchvision's {arch} keys; it has "
-                               f"{', '.join(sorted(zoo))}.")
+            raise ConvlabError(
+                f"convlab's zoo has no model with torchvision's {arch} keys; it has {', '.join(sorted(zoo))}."
+            )
         transform = weights.transforms()
         crop = transform.crop_size[0]
-        return SourceDefaults(zoo[arch], dict(TORCHVISION_BUILD_OPTIONS.get(arch, {})), {
-            "channels": 3, "size": [crop, crop], "mean": list(transform.mean), "std": list(transform.std)})
+        return SourceDefaults(
+            zoo[arch],
+            dict(TORCHVISION_BUILD_OPTIONS.get(arch, {})),
+            {"channels": 3, "size": [crop, crop], "mean": list(transform.mean), "std": list(transform.std)},
+        )
     path = Path(text).expanduser()
     if not (path.is_dir() or path.suffix == ".safetensors"):
         return SourceDefaults()
@@ -71,8 +75,10 @@ def apply_source_defaults(config, given: dict[str, Any]) -> None:
     defaults = source_defaults(config.pretrained)
     if "model" not in given:
         if defaults.model is None:
-            raise ConvlabError(f"--pretrained '{config.pretrained}' does not say which architecture it holds; "
-                               f"name the zoo model with --model (e.g. --model resnet18).")
+            raise ConvlabError(
+                f"--pretrained '{config.pretrained}' does not say which architecture it holds; "
+                f"name the zoo model with --model (e.g. --model resnet18)."
+            )
         config.model = defaults.model
     if config.model != defaults.model:
         return  # another architecture: load_pretrained says what fits (with allow_partial, what it loaded)
@@ -94,8 +100,10 @@ def trainable_lines(model: nn.Module) -> list[str]:
     frozen = sum(row["frozen"] for row in rows)
     width = max(len(row["module"]) for row in rows)
     lines = [f"parameters: {trainable:,} trainable, {frozen:,} frozen"]
-    lines += [f"  {row['module']:<{width}}  {row['trainable']:>12,} trainable  {row['frozen']:>12,} frozen"
-              for row in rows]
+    lines += [
+        f"  {row['module']:<{width}}  {row['trainable']:>12,} trainable  {row['frozen']:>12,} frozen"
+        for row in rows
+    ]
     return lines
 
 
@@ -144,8 +152,10 @@ class TransferRun:
             progress.note(f"epochs 1-{self.head_epochs}: the new head trains alone (backbone frozen)")
         else:
             apply_transfer(model, "finetune", self.trainable, backbone_lr_scale=self.backbone_lr_scale)
-            progress.note(f"epoch {epoch}: unfreezing the backbone (trainable {self.trainable or 'all'}, "
-                          f"backbone lr x{self.backbone_lr_scale:g})")
+            progress.note(
+                f"epoch {epoch}: unfreezing the backbone (trainable {self.trainable or 'all'}, "
+                f"backbone lr x{self.backbone_lr_scale:g})"
+            )
         switching, self.phase = self.phase is not None, phase
         if switching:  # the run's start prints the table anyway
             for line in trainable_lines(model):
@@ -153,7 +163,9 @@ class TransferRun:
 
     def describe(self) -> str:
         if self.method == "feature-extract":
-            return "feature-extract: the backbone is frozen (its BatchNorm statistics too), the new head trains"
+            return (
+                "feature-extract: the backbone is frozen (its BatchNorm statistics too), the new head trains"
+            )
         if self.method == "linear-probe":
             return "linear-probe: logistic regression on the frozen backbone's penultimate features"
         words = f"finetune: trainable {self.trainable or 'all'}, backbone lr x{self.backbone_lr_scale:g}"
@@ -165,10 +177,17 @@ class TransferRun:
         """What the checkpoint record keeps under ``transfer`` (the report reads it)."""
         from convlab.transfer import describe_trainable
 
-        return {"method": self.method, "source": self.source, "trainable": self.trainable,
-                "backbone_lr_scale": self.backbone_lr_scale, "head_epochs": self.head_epochs,
-                "description": self.describe(), "loaded": list(self.loaded),
-                "parameters": describe_trainable(model), **extra}
+        return {
+            "method": self.method,
+            "source": self.source,
+            "trainable": self.trainable,
+            "backbone_lr_scale": self.backbone_lr_scale,
+            "head_epochs": self.head_epochs,
+            "description": self.describe(),
+            "loaded": list(self.loaded),
+            "parameters": describe_trainable(model),
+            **extra,
+        }
 
 
 def start_transfer(model: nn.Module, bundle, config, run_dir: Path, resuming: bool) -> TransferRun:
@@ -190,19 +209,32 @@ def start_transfer(model: nn.Module, bundle, config, run_dir: Path, resuming: bo
         report = load_pretrained(model, config.pretrained, allow_partial=config.allow_partial)
         new_head = any(line.startswith("head ") for line in report.head)
         if not new_head and report.classes is not None and list(report.classes) != list(bundle.classes):
-            report.head = [f"{line} (the source's classes are {', '.join(report.classes[:5])}"
-                           f"{', ...' if len(report.classes) > 5 else ''})" for line in
-                           replace_head(model, len(bundle.classes))]
+            report.head = [
+                f"{line} (the source's classes are {', '.join(report.classes[:5])}"
+                f"{', ...' if len(report.classes) > 5 else ''})"
+                for line in replace_head(model, len(bundle.classes))
+            ]
         elif not new_head and report.classes is None:
-            report.notes.append(f"note: the source's head {find_classifier(model)[0]} was kept (same number "
-                                f"of classes, and the source does not name its classes)")
+            report.notes.append(
+                f"note: the source's head {find_classifier(model)[0]} was kept (same number "
+                f"of classes, and the source does not name its classes)"
+            )
         loaded = shown = report.lines() + use_normalisation(bundle, report.preprocessing)
-    run = TransferRun(config.transfer, str(config.pretrained), config.trainable, config.backbone_lr_scale,
-                      config.head_epochs, loaded, notes=list(shown))
+    run = TransferRun(
+        config.transfer,
+        str(config.pretrained),
+        config.trainable,
+        config.backbone_lr_scale,
+        config.head_epochs,
+        loaded,
+        notes=list(shown),
+    )
     if config.transfer == "feature-extract":
         run.groups = apply_transfer(model, "feature-extract")
     elif config.transfer == "finetune":
-        run.groups = apply_transfer(model, "finetune", config.trainable, backbone_lr_scale=config.backbone_lr_scale)
+        run.groups = apply_transfer(
+            model, "finetune", config.trainable, backbone_lr_scale=config.backbone_lr_scale
+        )
     run.notes.append(f"transfer: {run.describe()}")
     return run
 
@@ -225,8 +257,10 @@ def fit_linear_probe(model: nn.Module, bundle, config, device, progress) -> tupl
     row.update(seconds=time.perf_counter() - start, images_per_s=bundle.size("train") / seconds)
     details = record["transfer"]
     state = "converged" if details["converged"] else "did NOT converge"
-    progress.note(f"linear probe on {details['features']} features of {details['train_images']} images: "
-                  f"lbfgs {state} in {details['iterations']} iterations, train top-1 {train.top1:.2%}")
+    progress.note(
+        f"linear probe on {details['features']} features of {details['train_images']} images: "
+        f"lbfgs {state} in {details['iterations']} iterations, train top-1 {train.top1:.2%}"
+    )
     return probe, row, {key: details[key] for key in ("C", "max_iter", "iterations", "converged", "features")}
 
 
@@ -236,12 +270,19 @@ def report_section(transfer: dict[str, Any]) -> list[str]:
     lines += [f"- {line}" for line in transfer.get("loaded", [])]
     if "iterations" in transfer:
         state = "converged" if transfer["converged"] else "did not converge"
-        lines += [f"- logistic regression (C={transfer['C']:g}) on {transfer['features']} features: lbfgs "
-                  f"{state} in {transfer['iterations']} iterations"]
+        lines += [
+            f"- logistic regression (C={transfer['C']:g}) on {transfer['features']} features: lbfgs "
+            f"{state} in {transfer['iterations']} iterations"
+        ]
     lines += ["", "| module | trainable | frozen |", "|---|---|---|"]
-    lines += [f"| {row['module']} | {row['trainable']:,} | {row['frozen']:,} |" for row in transfer["parameters"]]
+    lines += [
+        f"| {row['module']} | {row['trainable']:,} | {row['frozen']:,} |" for row in transfer["parameters"]
+    ]
     if transfer.get("head_epochs"):
-        lines += ["", f"Counts at the end of the run; during epochs 1-{transfer['head_epochs']} only the head trained."]
+        lines += [
+            "",
+            f"Counts at the end of the run; during epochs 1-{transfer['head_epochs']} only the head trained.",
+        ]
     return lines + [""]
 
 
@@ -252,5 +293,7 @@ def add_report_section(report_path: Path, transfer: dict[str, Any]) -> None:
     text = report_path.read_text()
     section = "\n".join(report_section(transfer)) + "\n"
     marker = "## Configuration"
-    text = text.replace(marker, section + marker, 1) if marker in text else text.rstrip("\n") + "\n\n" + section
+    text = (
+        text.replace(marker, section + marker, 1) if marker in text else text.rstrip("\n") + "\n\n" + section
+    )
     atomic_write(report_path, lambda tmp: Path(tmp).write_text(text))

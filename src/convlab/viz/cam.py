@@ -36,11 +36,16 @@ def default_cam_layer(model: nn.Module, shapes: dict[str, tuple[int, ...]]) -> s
     """The last module to finish whose output is 4-D with more than one position: the deepest feature maps
     that still say *where* (Selvaraju et al. 2017, sec. 3: the last convolutional layer)."""
     modules = dict(model.named_modules())
-    spatial = [name for name, shape in shapes.items()
-               if shape[-1] * shape[-2] > 1 and not isinstance(modules[name], RESAMPLING_POOLS)]
+    spatial = [
+        name
+        for name, shape in shapes.items()
+        if shape[-1] * shape[-2] > 1 and not isinstance(modules[name], RESAMPLING_POOLS)
+    ]
     if not spatial:
-        raise ConvlabError("The model has no layer with spatial feature maps (N x C x H x W with H x W > 1), "
-                           "so Grad-CAM has nothing to localise with; use saliency, which needs no layer.")
+        raise ConvlabError(
+            "The model has no layer with spatial feature maps (N x C x H x W with H x W > 1), "
+            "so Grad-CAM has nothing to localise with; use saliency, which needs no layer."
+        )
     return spatial[-1]
 
 
@@ -48,8 +53,9 @@ def _scores(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return logits.gather(1, targets.view(-1, 1)).sum()
 
 
-def grad_cam_maps(model: nn.Module, inputs: torch.Tensor, layer: str,
-                  targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def grad_cam_maps(
+    model: nn.Module, inputs: torch.Tensor, layer: str, targets: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Grad-CAM of ``targets`` (default: each image's predicted class) at ``layer`` for a batch.
 
     Returns ``(heat maps N x H x W at the input size, each scaled to max 1; raw maps N x h x w at the
@@ -71,8 +77,9 @@ def grad_cam_maps(model: nn.Module, inputs: torch.Tensor, layer: str,
     return heat, raw, logits.detach()
 
 
-def saliency_maps(model: nn.Module, inputs: torch.Tensor,
-                  targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def saliency_maps(
+    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(|d score / d input| max over channels, N x H x W; logits)`` (Simonyan et al. 2013, sec. 3.1)."""
     from convlab.evaluation.tta import logits_of
 
@@ -98,8 +105,15 @@ def _prepare(source, image, device) -> tuple[Subject, PreparedImage]:
     return subject, prepare_image(image, subject, device)
 
 
-def grad_cam(source, image, *, layer: str | None = None, target: int | str | None = None,
-             out: str | Path | None = None, device: str | torch.device | None = None) -> Visualisation:
+def grad_cam(
+    source,
+    image,
+    *,
+    layer: str | None = None,
+    target: int | str | None = None,
+    out: str | Path | None = None,
+    device: str | torch.device | None = None,
+) -> Visualisation:
     """Grad-CAM heat map of one image for ``target`` (class name or index; default: the predicted class).
 
     ``layer`` defaults to the last layer with spatial feature maps (``default_cam_layer``). Returns
@@ -118,17 +132,38 @@ def grad_cam(source, image, *, layer: str | None = None, target: int | str | Non
     heat, raw, _ = grad_cam_maps(model, prepared.input, layer, targets)
     heat_map = heat[0].cpu().numpy()
     picture = overlay(prepared.display, heat_map)
-    title = (f"{subject.name} Grad-CAM at {layer} for '{names[target_index]}' "
-             f"(predicted '{names[predicted]}', p={probability:.2f})")
-    png = output_path(out, subject, f"gradcam-{safe_name(prepared.name)}-{safe_name(names[target_index])}.png")
+    title = (
+        f"{subject.name} Grad-CAM at {layer} for '{names[target_index]}' "
+        f"(predicted '{names[predicted]}', p={probability:.2f})"
+    )
+    png = output_path(
+        out, subject, f"gradcam-{safe_name(prepared.name)}-{safe_name(names[target_index])}.png"
+    )
     if png is not None:
         save_panels([(prepared.display, "input"), (picture, f"Grad-CAM: {names[target_index]}")], title, png)
-    return Visualisation("gradcam", heat_map, layer, title, png, target_index, names[target_index], predicted,
-                         names[predicted], probability, extra={"raw": raw[0].cpu().numpy(), "overlay": picture})
+    return Visualisation(
+        "gradcam",
+        heat_map,
+        layer,
+        title,
+        png,
+        target_index,
+        names[target_index],
+        predicted,
+        names[predicted],
+        probability,
+        extra={"raw": raw[0].cpu().numpy(), "overlay": picture},
+    )
 
 
-def saliency(source, image, *, target: int | str | None = None, out: str | Path | None = None,
-             device: str | torch.device | None = None) -> Visualisation:
+def saliency(
+    source,
+    image,
+    *,
+    target: int | str | None = None,
+    out: str | Path | None = None,
+    device: str | torch.device | None = None,
+) -> Visualisation:
     """Gradient saliency of one image for ``target`` (default: the predicted class).
 
     Returns ``array`` = |d score / d input|, the maximum over channels, H x W, unscaled (zero where the
@@ -146,13 +181,29 @@ def saliency(source, image, *, target: int | str | None = None, out: str | Path 
     maps, _ = saliency_maps(model, prepared.input, targets)
     saliency_map = maps[0].float().cpu().numpy()
     scaled = saliency_map / saliency_map.max() if saliency_map.max() > 0 else np.zeros_like(saliency_map)
-    title = (f"{subject.name} saliency for '{names[target_index]}' "
-             f"(predicted '{names[predicted]}', p={probability:.2f})")
-    png = output_path(out, subject, f"saliency-{safe_name(prepared.name)}-{safe_name(names[target_index])}.png")
+    title = (
+        f"{subject.name} saliency for '{names[target_index]}' "
+        f"(predicted '{names[predicted]}', p={probability:.2f})"
+    )
+    png = output_path(
+        out, subject, f"saliency-{safe_name(prepared.name)}-{safe_name(names[target_index])}.png"
+    )
     if png is not None:
-        save_panels([(prepared.display, "input"), (scaled, "|d score / d pixel|")], title, png, colormap="hot")
-    return Visualisation("saliency", saliency_map, None, title, png, target_index, names[target_index], predicted,
-                         names[predicted], probability)
+        save_panels(
+            [(prepared.display, "input"), (scaled, "|d score / d pixel|")], title, png, colormap="hot"
+        )
+    return Visualisation(
+        "saliency",
+        saliency_map,
+        None,
+        title,
+        png,
+        target_index,
+        names[target_index],
+        predicted,
+        names[predicted],
+        probability,
+    )
 
 
 __all__ = ["default_cam_layer", "grad_cam", "grad_cam_maps", "saliency", "saliency_maps"]

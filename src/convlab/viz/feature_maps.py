@@ -35,7 +35,8 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 def forward_hooks(modules: dict[str, nn.Module], hook) -> Iterator[None]:
     """``hook(name, module, inputs, output)`` on each module for the duration of the block; removed after."""
     handles = [
-        module.register_forward_hook(lambda m, i, o, name=name: hook(name, m, i, o)) for name, module in modules.items()
+        module.register_forward_hook(lambda m, i, o, name=name: hook(name, m, i, o))
+        for name, module in modules.items()
     ]
     try:
         yield
@@ -99,8 +100,10 @@ def first_conv_name(model: nn.Module) -> str:
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d):
             return name
-    raise ConvlabError(f"Model {type(model).__name__} has no Conv2d layer, so it has no filters or feature maps "
-                       "to show; give a convolutional model.")
+    raise ConvlabError(
+        f"Model {type(model).__name__} has no Conv2d layer, so it has no filters or feature maps "
+        "to show; give a convolutional model."
+    )
 
 
 def capture_output(model: nn.Module, layer: str, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,8 +123,15 @@ def capture_output(model: nn.Module, layer: str, inputs: torch.Tensor) -> tuple[
     return output, captured[0]
 
 
-def feature_maps(source, image, *, layer: str | None = None, out: str | Path | None = None,
-                 device: str | torch.device | None = None, max_channels: int = MAX_CHANNELS) -> Visualisation:
+def feature_maps(
+    source,
+    image,
+    *,
+    layer: str | None = None,
+    out: str | Path | None = None,
+    device: str | torch.device | None = None,
+    max_channels: int = MAX_CHANNELS,
+) -> Visualisation:
     """The output of ``layer`` (default: the first convolution) for one image, as a grid of channels.
 
     ``source``: run folder, checkpoint, ``(model, record)`` or model; ``image``: a file, uint8 pixels or

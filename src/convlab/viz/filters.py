@@ -27,8 +27,10 @@ def conv_layers(model: nn.Module) -> dict[str, nn.Conv2d]:
 def _conv_layer(model: nn.Module, layer: str | None) -> tuple[str, nn.Conv2d]:
     convs = conv_layers(model)
     if not convs:
-        raise ConvlabError(f"Model {type(model).__name__} has no Conv2d layer, so it has no filters to show; "
-                           "give a convolutional model.")
+        raise ConvlabError(
+            f"Model {type(model).__name__} has no Conv2d layer, so it has no filters to show; "
+            "give a convolutional model."
+        )
     if layer is None:
         return next(iter(convs.items()))
     if layer not in convs:
@@ -36,12 +38,16 @@ def _conv_layer(model: nn.Module, layer: str | None) -> tuple[str, nn.Conv2d]:
         hint = f"; did you mean {', '.join(close)}?" if close else "."
         names = list(convs)
         more = f", and {len(names) - LISTED_LAYERS} more" if len(names) > LISTED_LAYERS else ""
-        raise ConvlabError(f"Unknown convolution layer '{layer}'{hint} Conv2d layers: "
-                           f"{', '.join(names[:LISTED_LAYERS])}{more}.")
+        raise ConvlabError(
+            f"Unknown convolution layer '{layer}'{hint} Conv2d layers: "
+            f"{', '.join(names[:LISTED_LAYERS])}{more}."
+        )
     return layer, convs[layer]
 
 
-def filter_tiles(weight: torch.Tensor, first_layer: bool, max_tiles: int = MAX_TILES) -> tuple[np.ndarray, int]:
+def filter_tiles(
+    weight: torch.Tensor, first_layer: bool, max_tiles: int = MAX_TILES
+) -> tuple[np.ndarray, int]:
     """The filters to draw, each normalised to 0..1 over all its values, and the grid's column count.
 
     Returns (out, in, kh, kw) weights of the filters shown. Colour (in = 3, first layer) and gray (in = 1)
@@ -61,8 +67,9 @@ def filter_tiles(weight: torch.Tensor, first_layer: bool, max_tiles: int = MAX_T
     return unit_range(weight[:rows], axes=(1, 2, 3))[:, :columns], columns
 
 
-def filters(source, *, layer: str | None = None, out: str | Path | None = None,
-            max_tiles: int = MAX_TILES) -> Visualisation:
+def filters(
+    source, *, layer: str | None = None, out: str | Path | None = None, max_tiles: int = MAX_TILES
+) -> Visualisation:
     """The filters of the first Conv2d (or of ``layer``) as a grid of tiles.
 
     ``source``: run folder, checkpoint, ``(model, record)`` or model. Returns ``array`` = the shown
@@ -88,7 +95,9 @@ def filters(source, *, layer: str | None = None, out: str | Path | None = None,
         grid = tile_grid(tiles.reshape(-1, kernel_h, kernel_w), columns)
         layout = "; a row per filter, a column per input channel"
     if len(tiles) < out_channels or (not colour and tiles.shape[1] < in_channels):
-        layout += f"; first {len(tiles)} filters" + (f" x {tiles.shape[1]} inputs" if not colour and in_channels > 1 else "")
+        layout += f"; first {len(tiles)} filters" + (
+            f" x {tiles.shape[1]} inputs" if not colour and in_channels > 1 else ""
+        )
     title = f"{subject.name} {name}: {out_channels} filters of {in_channels}x{kernel_h}x{kernel_w}{layout}"
     png = output_path(out, subject, f"filters-{safe_name(name)}.png")
     if png is not None:

@@ -132,14 +132,18 @@ def prepare_image(image, subject: Subject, device: torch.device) -> PreparedImag
         pixels, name = read_image(image, channels, size), Path(image).stem
     elif isinstance(image, torch.Tensor) and image.dtype == torch.uint8:
         if image.dim() != 3:
-            raise ConvlabError(f"An image tensor of pixels must be uint8 C x H x W, got shape {tuple(image.shape)}.")
+            raise ConvlabError(
+                f"An image tensor of pixels must be uint8 C x H x W, got shape {tuple(image.shape)}."
+            )
         pixels, name = image, "image"
         if channels is not None:
             pixels = resize(to_channels(pixels, channels), size)
     elif isinstance(image, torch.Tensor) and image.is_floating_point():
         batch = image.unsqueeze(0) if image.dim() == 3 else image
         if batch.dim() != 4 or batch.shape[0] != 1:
-            raise ConvlabError(f"A model-input image must be C x H x W or 1 x C x H x W, got {tuple(image.shape)}.")
+            raise ConvlabError(
+                f"A model-input image must be C x H x W or 1 x C x H x W, got {tuple(image.shape)}."
+            )
         batch = batch.to(device=device, dtype=torch.float32)
         return PreparedImage(batch, denormalise(batch[0], mean, std), "image")
     else:

@@ -39,8 +39,11 @@ def tile_grid(tiles: np.ndarray, columns: int, background: float = math.nan) -> 
     count, height, width = tiles.shape[:3]
     rows = math.ceil(count / columns)
     step_y, step_x = height + TILE_GAP, width + TILE_GAP
-    grid = np.full((rows * step_y - TILE_GAP, columns * step_x - TILE_GAP, *tiles.shape[3:]), background,
-                   dtype=np.float32)
+    grid = np.full(
+        (rows * step_y - TILE_GAP, columns * step_x - TILE_GAP, *tiles.shape[3:]),
+        background,
+        dtype=np.float32,
+    )
     for index, tile in enumerate(tiles):
         row, column = divmod(index, columns)
         grid[row * step_y : row * step_y + height, column * step_x : column * step_x + width] = tile
@@ -111,8 +114,13 @@ def save_grid(grid: np.ndarray, title: str, out_png: Path, colormap: str | None 
     return save_figure(figure, out_png)
 
 
-def save_panels(panels: Sequence[tuple[np.ndarray, str]], title: str, out_png: Path,
-                columns: int | None = None, colormap: str | None = None) -> Path:
+def save_panels(
+    panels: Sequence[tuple[np.ndarray, str]],
+    title: str,
+    out_png: Path,
+    columns: int | None = None,
+    colormap: str | None = None,
+) -> Path:
     """Pictures side by side (``columns`` per row), each with its own caption, under one title."""
     columns = columns or len(panels)
     rows = math.ceil(len(panels) / columns)
@@ -120,7 +128,7 @@ def save_panels(panels: Sequence[tuple[np.ndarray, str]], title: str, out_png: P
     axes_grid = np.atleast_1d(figure.subplots(rows, columns, squeeze=False).ravel())
     for axes, (picture, caption) in zip(axes_grid, panels):
         _draw(axes, picture, colormap, caption)
-    for axes in axes_grid[len(panels):]:
+    for axes in axes_grid[len(panels) :]:
         axes.set_axis_off()
     figure.suptitle(title, fontsize=10)
     return save_figure(figure, out_png)

@@ -72,8 +72,10 @@ def report_figures(model: nn.Module, record: dict, bundle, run_dir: str | Path, 
         picture = overlay(denormalise(image, bundle.mean, bundle.std), heat_map)
         panels.append((picture, f"true: {classes[label]}\npredicted: {classes[guess]}"))
     wrong = sum(label != guess for _, label, guess in examples)
-    title = (f"Grad-CAM at {layer} for the predicted class: {len(examples) - wrong} right and {wrong} wrong "
-             f"{split} images")
+    title = (
+        f"Grad-CAM at {layer} for the predicted class: {len(examples) - wrong} right and {wrong} wrong "
+        f"{split} images"
+    )
     paths.append(save_panels(panels, title, run_dir / GRADCAM_PNG, columns=min(len(panels), 4)))
     return paths
 
