@@ -9,8 +9,7 @@ import torch
 
 from convlab.checkpoint import load_checkpoint as load
 from convlab.errors import ConvlabError
-from convlab.evaluation.evaluate import autocast, check_device
-from convlab.evaluation.tta import logits_of
+from convlab.runtime import autocast, check_device, logits_of
 
 __all__ = ["fast_path", "inference_logits", "load", "load_any", "predict", "predict_tensors"]
 

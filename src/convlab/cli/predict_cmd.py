@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+from convlab.cli.options import add_inference_options
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -24,19 +26,7 @@ def add_parser(subparsers) -> None:
         help='print [{"image", "predictions": [{"label", "index", "probability"}]}] '
         '(an unreadable file has "error" instead of "predictions")',
     )
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present)")
-    parser.add_argument(
-        "--amp",
-        choices=("off", "bf16", "fp16"),
-        default="off",
-        help="mixed precision for the forward pass; with --channels-last, bf16 is the fastest "
-        "CPU path on cores with AVX-512 BF16/AMX (checkpoints only; default: off)",
-    )
-    parser.add_argument(
-        "--channels-last",
-        action="store_true",
-        help="NHWC weights and batches, the layout oneDNN's convolutions run fastest in (checkpoints only)",
-    )
+    add_inference_options(parser)
     parser.set_defaults(func=run)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from convlab.cli.options import add_inference_options
 from convlab.serve.limits import DEFAULT_MAX_FILES, DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_MB
 
 
@@ -50,19 +51,7 @@ def add_parser(subparsers) -> None:
         default=DEFAULT_MAX_FILES,
         help=f"most images in one batch request (default: {DEFAULT_MAX_FILES})",
     )
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present)")
-    parser.add_argument(
-        "--amp",
-        choices=("off", "bf16", "fp16"),
-        default="off",
-        help="mixed precision for the forward pass; with --channels-last, bf16 is the fastest "
-        "CPU path on cores with AVX-512 BF16/AMX (checkpoints only; default: off)",
-    )
-    parser.add_argument(
-        "--channels-last",
-        action="store_true",
-        help="NHWC weights and batches, the layout oneDNN's convolutions run fastest in (checkpoints only)",
-    )
+    add_inference_options(parser)
     parser.set_defaults(func=run)
 
 

@@ -19,10 +19,11 @@ def _option(text: str) -> tuple[str, object]:
 
 
 def add_parser(subparsers) -> None:
+    from convlab.choices import TRAINING_PRECISIONS
     from convlab.data import AUGMENTATIONS, NAMED_SETS
     from convlab.layers.activations import ACTIVATIONS
     from convlab.layers.init import INIT_SCHEMES
-    from convlab.training.config import AMP_MODES, TrainConfig
+    from convlab.training.config import TrainConfig
     from convlab.training.optim import OPTIMIZERS, SCHEDULES
     from convlab.training.recipes import RECIPES
 
@@ -219,7 +220,9 @@ def add_parser(subparsers) -> None:
         help=f"cross-entropy label smoothing (default {defaults.label_smoothing:g})",
     )
     group.add_argument(
-        "--amp", choices=AMP_MODES, help=f"bf16 autocast for forward and loss (default {defaults.amp})"
+        "--amp",
+        choices=TRAINING_PRECISIONS,
+        help=f"bf16 autocast for forward and loss (default {defaults.amp})",
     )
     group.add_argument(
         "--test-tta",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,9 +12,8 @@ from torch import nn
 
 from convlab.errors import ConvlabError
 from convlab.evaluation.metrics import confusion_matrix, per_class_scores, top_k_hits
-from convlab.evaluation.tta import check_tta, logits_of, tta_probabilities
-
-AMP_MODES = ("off", "bf16", "fp16")
+from convlab.evaluation.tta import check_tta, tta_probabilities
+from convlab.runtime import autocast, check_device, logits_of, run_folder_of
 
 
 @dataclass
@@ -51,37 +49,6 @@ class EvalResult:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def check_device(device: str | torch.device | None) -> torch.device:
-    """``None`` -> CUDA when present, else CPU; an unknown or absent device -> ConvlabError."""
-    if device is None:
-        return torch.device(default_device())
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConvlabError(f"Unknown device '{device}'; accepted: cpu, cuda, cuda:N, mps.") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConvlabError(
-            f"Device '{device}' was asked for but CUDA is not available here; use --device cpu."
-        )
-    return resolved
-
-
-def autocast(amp: str | bool | None, device: torch.device):
-    """Mixed precision for the forward pass: ``off``, ``bf16`` or ``fp16`` (``True``/``on`` = the device's best)."""
-    if amp in (None, False, "off", "none", ""):
-        return contextlib.nullcontext()
-    if amp in (True, "on", "auto"):
-        amp = "fp16" if device.type == "cuda" else "bf16"
-    if amp not in AMP_MODES:
-        raise ConvlabError(f"Unknown amp mode '{amp}'; accepted: {', '.join(AMP_MODES)}.")
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def evaluate_model(
@@ -184,16 +151,6 @@ def input_correction_for(bundle, record: dict) -> tuple[torch.Tensor, torch.Tens
     return std_b / std_c, (mean_b - mean_c) / std_c
 
 
-def run_folder_of(source: str | Path) -> Path | None:
-    """The run folder a source belongs to: itself if a folder, else the checkpoint's folder if it is a run."""
-    path = Path(source)
-    if path.is_dir():
-        return path
-    if (path.parent / "config.yaml").is_file() or (path.parent / "metrics.csv").is_file():
-        return path.parent
-    return None
-
-
 def load_data_for(record: dict, data: str | None = None, data_root: str | Path | None = None):
     """Rebuild the data a checkpoint was trained on (same size, channels, validation split and seed).
 
@@ -283,7 +240,7 @@ def evaluate(
     run_dir = run_folder_of(source)
     if write and run_dir is not None:
         from convlab.checkpoint import atomic_write
-        from convlab.evaluation.report import plot_confusion
+        from convlab.viz.confusion import plot_confusion
 
         document = result.to_json()
         atomic_write(run_dir / f"eval-{split}.json", lambda tmp: Path(tmp).write_text(document + "\n"))

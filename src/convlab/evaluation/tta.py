@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from convlab.errors import ConvlabError
+from convlab.runtime import logits_of
 
 TTA_MODES = ("flip", "shift", "tencrop")
 
@@ -31,12 +32,6 @@ def check_tta(tta: str | None) -> str | None:
     if tta not in TTA_MODES:
         raise ConvlabError(f"Unknown test-time augmentation '{tta}'; accepted: none, {', '.join(TTA_MODES)}.")
     return tta
-
-
-def logits_of(model: nn.Module, images: Tensor) -> Tensor:
-    """The main logits of ``model`` (models with auxiliary heads return a tuple; the first is the main one)."""
-    output = model(images)
-    return output[0] if isinstance(output, (tuple, list)) else output
 
 
 def ten_crop_views(images: Tensor) -> Iterator[Tensor]:

@@ -243,7 +243,7 @@ def check_record(record: dict, source: str | Path | None) -> None:
 
 def default_output(source: str | Path, checkpoint: Path, fmt: str) -> Path:
     """``model.onnx`` (``model.torchscript.pt``) in a run folder; ``<checkpoint name>.onnx`` next to a loose file."""
-    from convlab.evaluation.evaluate import run_folder_of
+    from convlab.runtime import run_folder_of
 
     name, suffixes = FORMATS[fmt]
     run_dir = run_folder_of(source)

@@ -106,7 +106,7 @@ def compare(
     inputs: str,
 ) -> CheckResult:
     """Run ``images`` through ``model`` (eval mode, CPU) and ``exported`` batch by batch; logit differences."""
-    from convlab.evaluation.tta import logits_of
+    from convlab.runtime import logits_of
 
     differences, largest, sizes, start = [], 0.0, batch_sizes_for(len(images)), 0
     with torch.inference_mode():

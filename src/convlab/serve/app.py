@@ -360,7 +360,7 @@ def serve(
         uvicorn.run(create_app(source, **settings), host=host, port=int(port))
         return
     # Load once here so that a bad source or device fails with one line instead of in every worker.
-    from convlab.evaluation.evaluate import check_device
+    from convlab.runtime import check_device
 
     check_device(device)
     create_app(source, **{**settings, "device": "cpu"})

@@ -20,7 +20,7 @@ from convlab.errors import ConvlabError
 
 def onnx_providers(device) -> list[str] | None:
     """onnxruntime providers for a ``--device``: None lets the runtime prefer CUDA when it has it."""
-    from convlab.evaluation.evaluate import check_device
+    from convlab.runtime import check_device
 
     if device is None:
         return None
@@ -49,8 +49,8 @@ class ServedModel:
     def __init__(
         self, source, device: str | torch.device | None = None, amp: str = "off", channels_last: bool = False
     ):
-        from convlab.evaluation.evaluate import check_device
         from convlab.prediction import fast_path
+        from convlab.runtime import check_device
 
         self.lock = threading.Lock()
         if isinstance(source, tuple) and len(source) == 2 and isinstance(source[0], nn.Module):

@@ -14,9 +14,9 @@ from typing import Any
 
 import yaml
 
+from convlab.choices import TRAINING_PRECISIONS
 from convlab.errors import ConvlabError, unknown_name_error
 
-AMP_MODES = ("off", "bf16")
 DEVICES = ("auto", "cpu", "cuda")  # and "cuda:N"
 
 
@@ -233,8 +233,8 @@ def check_config(config: TrainConfig) -> TrainConfig:
         raise unknown_name_error("optimizer", str(config.optimizer), OPTIMIZERS)
     if config.schedule not in SCHEDULES:
         raise unknown_name_error("schedule", str(config.schedule), SCHEDULES)
-    if config.amp not in AMP_MODES:
-        raise unknown_name_error("--amp mode", str(config.amp), AMP_MODES)
+    if config.amp not in TRAINING_PRECISIONS:
+        raise unknown_name_error("--amp mode", str(config.amp), TRAINING_PRECISIONS)
     if config.init not in INIT_SCHEMES:
         raise unknown_name_error("init scheme", str(config.init), INIT_SCHEMES)
     if not (config.device in DEVICES or re.fullmatch(r"cuda:\d+", str(config.device))):

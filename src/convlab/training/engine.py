@@ -22,6 +22,7 @@ from torch import nn
 
 from convlab.checkpoint import atomic_write, read_record, save_checkpoint
 from convlab.errors import ConvlabError
+from convlab.report import METRIC_COLUMNS, write_report
 from convlab.training.config import FIELDS, TrainConfig, load_config_file, resolve_config, save_config
 from convlab.training.optim import Schedule, build_optimizer
 from convlab.training.progress import TrainProgress, epoch_line
@@ -39,17 +40,6 @@ from convlab.transfer.run import (
 # Szegedy et al. 2014, section 5: the auxiliary classifiers' losses are "added to the total loss of the
 # network with a discount weight (... weighted by 0.3)" during training; inference discards them.
 AUX_LOSS_WEIGHT = 0.3
-METRIC_COLUMNS = (
-    "epoch",
-    "train_loss",
-    "train_top1",
-    "val_loss",
-    "val_top1",
-    "val_top5",
-    "lr",
-    "seconds",
-    "images_per_s",
-)
 # everything else would change the run; the speed levers (threads, channels_last, compile) change its pace only
 RESUME_MAY_CHANGE = (
     "epochs",
@@ -473,7 +463,7 @@ def _run(config: TrainConfig, run_dir: Path, resuming: bool) -> TrainResult:
 
     from convlab.data import load_data
     from convlab.evaluation import evaluate_model
-    from convlab.evaluation.evaluate import check_device
+    from convlab.runtime import check_device
 
     device = check_device(None if config.device == "auto" else config.device)
     seed_everything(config.seed)
@@ -680,7 +670,7 @@ def _finish(
     """Test the best weights (when the data has a test split), write the report and say where it all is."""
     from safetensors.torch import load_file
 
-    from convlab.evaluation import evaluate_model, write_report
+    from convlab.evaluation import evaluate_model
 
     has_val = "val" in bundle.splits()
     test = None

@@ -1,14 +1,14 @@
 """Look inside a trained network: first-layer filters, feature maps, Grad-CAM and gradient saliency.
 
-Each function returns a Visualisation (the arrays) and draws a PNG; ``report_figures`` makes the run
-report's pictures.
+Each function returns a Visualisation (the arrays) and draws a PNG; ``plot_confusion`` draws a
+confusion matrix.
 """
 
 from convlab.viz.cam import grad_cam, grad_cam_maps, saliency, saliency_maps
+from convlab.viz.confusion import plot_confusion
 from convlab.viz.feature_maps import feature_maps, trace_layers
 from convlab.viz.filters import filters
 from convlab.viz.inputs import Visualisation
-from convlab.viz.report import report_figures
 
 __all__ = [
     "Visualisation",
@@ -16,7 +16,7 @@ __all__ = [
     "filters",
     "grad_cam",
     "grad_cam_maps",
-    "report_figures",
+    "plot_confusion",
     "saliency",
     "saliency_maps",
     "trace_layers",

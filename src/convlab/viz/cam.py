@@ -81,7 +81,7 @@ def saliency_maps(
     model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(|d score / d input| max over channels, N x H x W; logits)`` (Simonyan et al. 2013, sec. 3.1)."""
-    from convlab.evaluation.tta import logits_of
+    from convlab.runtime import logits_of
 
     inputs = inputs.detach().clone().requires_grad_(True)
     with eval_mode(model), torch.enable_grad():
@@ -169,7 +169,7 @@ def saliency(
     Returns ``array`` = |d score / d input|, the maximum over channels, H x W, unscaled (zero where the
     score does not depend on the pixel); the PNG shows the image and the map scaled to its maximum.
     """
-    from convlab.evaluation.tta import logits_of
+    from convlab.runtime import logits_of
     from convlab.viz.render import save_panels
 
     subject, prepared = _prepare(source, image, device)

@@ -52,7 +52,7 @@ def trace_layers(model: nn.Module, inputs: torch.Tensor) -> tuple[dict[str, tupl
     A module run twice (a ReLU shared inside a block) keeps its last position: containers finish after
     their children, so a stage comes after its last block.
     """
-    from convlab.evaluation.tta import logits_of
+    from convlab.runtime import logits_of
 
     shapes: dict[str, tuple[int, ...]] = {}
 

@@ -66,7 +66,7 @@ def load_subject(source, device: str | torch.device | None = None) -> tuple[Subj
     beside it; an in-memory model has no default folder.
     """
     from convlab.checkpoint import load_checkpoint, resolve_checkpoint
-    from convlab.evaluation.evaluate import check_device
+    from convlab.runtime import check_device
 
     if isinstance(source, nn.Module):
         subject = Subject(source, None, None)

@@ -5,7 +5,9 @@ import yaml
 
 import convlab
 from convlab.checkpoint import save_checkpoint
-from convlab.evaluation import EvalResult, per_class_scores, plot_confusion, write_report
+from convlab.evaluation import EvalResult, per_class_scores
+from convlab.report import write_report
+from convlab.viz import plot_confusion
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 METRICS = """epoch,train_loss,train_top1,val_loss,val_top1,val_top5,lr,seconds,images_per_s

@@ -23,7 +23,7 @@ def _report_split(bundle) -> str:
 def _examples(model: nn.Module, bundle, split: str, n: int, device: torch.device) -> list[tuple]:
     """Up to ``n`` (image, true, predicted) from ``split``: half wrong, half right when there are enough of
     each, the other kind filling in otherwise; right ones first."""
-    from convlab.evaluation.tta import logits_of
+    from convlab.runtime import logits_of
 
     wanted_wrong = n // 2
     right, wrong, seen = [], [], 0

@@ -5,12 +5,10 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.viz.conftest import assert_png
 
 import convlab
-from convlab.viz import report_figures
-from convlab.viz.report import _examples
-
-from .conftest import assert_png
+from convlab.report.figures import _examples, report_figures
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,8 @@
-"""The run report: curves.png, confusion.png and report.md in a run folder (matplotlib, Agg, no display)."""
+"""The run report: report.md, curves.png and confusion.png in a run folder, and its pictures of the network.
+
+It sits above evaluation (the figures it reports) and viz (the pictures it draws); training writes it
+at the end of a run.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +19,11 @@ from torch import nn
 
 from convlab.errors import ConvlabError
 from convlab.evaluation.evaluate import EvalResult
+from convlab.report.figures import report_figures
+from convlab.viz.confusion import plot_confusion
 from convlab.viz.render import new_figure, save_figure
 
+# The columns of a run folder's metrics.csv, in order: training writes them, the report reads them.
 METRIC_COLUMNS = (
     "epoch",
     "train_loss",
@@ -86,40 +93,6 @@ def plot_curves(metrics_csv: Path, out_png: Path) -> Path:
     lr_axes.grid(alpha=0.3)
     if all(v > 0 for v in lr if not math.isnan(v)) and len({v for v in lr if not math.isnan(v)}) > 1:
         lr_axes.set_yscale("log")  # step and exponential decays are straight lines on a log scale
-    return save_figure(figure, out_png)
-
-
-def plot_confusion(
-    confusion: Sequence[Sequence[int]] | torch.Tensor, classes: Sequence[str], out_png: Path
-) -> Path:
-    """The confusion matrix (rows true, columns predicted) with counts, coloured by the row-normalised value."""
-    matrix = torch.as_tensor(confusion, dtype=torch.float64)
-    num_classes = matrix.shape[0]
-    if matrix.shape != (num_classes, num_classes) or len(classes) != num_classes:
-        raise ConvlabError(
-            f"A confusion matrix must be square with one row per class; got {tuple(matrix.shape)} "
-            f"for {len(classes)} classes."
-        )
-    row_totals = matrix.sum(dim=1, keepdim=True)
-    normalised = torch.where(row_totals > 0, matrix / row_totals.clamp_min(1), 0.0).numpy()
-    side = min(max(4.5, 0.45 * num_classes + 2), 30)
-    figure = new_figure(side + 1.2, side)
-    axes = figure.subplots()
-    image = axes.imshow(normalised, cmap="Blues", vmin=0.0, vmax=1.0)
-    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="fraction of the true class")
-    if num_classes <= 30:  # beyond that the counts overlap; the colours still tell the story
-        size = 9 if num_classes <= 12 else 6
-        for true in range(num_classes):
-            for predicted in range(num_classes):
-                count = int(matrix[true, predicted])
-                colour = "white" if normalised[true, predicted] > 0.5 else "black"
-                axes.text(predicted, true, str(count), ha="center", va="center", fontsize=size, color=colour)
-    if num_classes <= 50:
-        axes.set_xticks(range(num_classes), [str(c) for c in classes], rotation=90)
-        axes.set_yticks(range(num_classes), [str(c) for c in classes])
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    axes.set_title(f"Confusion matrix ({int(matrix.sum())} images)")
     return save_figure(figure, out_png)
 
 
@@ -297,8 +270,6 @@ def write_report(
         ) + [""]
 
     if model is not None and bundle is not None and any(isinstance(m, nn.Conv2d) for m in model.modules()):
-        from convlab.viz import report_figures
-
         figures = report_figures(model, record, bundle, run_dir)
         lines += ["## What the network looks at", ""]
         lines += [f"![{path.stem}]({path.name})" for path in figures] + [""]
