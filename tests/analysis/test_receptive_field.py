@@ -10,6 +10,8 @@ from convlab.analysis import stacked_receptive_field, summary
 
 # CaffeNet effective receptive fields (notes 001): conv1 .. pool5.
 CAFFENET_FIELDS = [11, 19, 51, 67, 99, 131, 163, 195]
+# The same eight layers in torchvision's AlexNet layout (an nn.Sequential numbered in order).
+TORCHVISION_ALEXNET_LAYERS = [f"features.{n}" for n in (0, 2, 3, 5, 6, 8, 10, 12)]
 
 
 def fields(result, names):
@@ -20,17 +22,7 @@ def test_torchvision_alexnet_fields_match_caffenet():
     with torch.device("meta"):
         model = torchvision.models.alexnet()
     result = summary(model, (3, 224, 224))
-    names = [
-        "features.0",
-        "features.2",
-        "features.3",
-        "features.5",
-        "features.6",
-        "features.8",
-        "features.10",
-        "features.12",
-    ]
-    assert fields(result, names) == CAFFENET_FIELDS
+    assert fields(result, TORCHVISION_ALEXNET_LAYERS) == CAFFENET_FIELDS
     assert result.layer("features.12").jump == (32, 32)  # 4 (conv1) x 2 x 2 x 2 (three pools)
 
 
@@ -43,17 +35,7 @@ def test_zoo_alexnets_fields_match_caffenet():
     assert caffenet.layer("features.norm1").receptive_field == (19, 19)  # LRN mixes channels, not positions
 
     torchvision_layout = summary("alexnet")
-    names = [
-        "features.0",
-        "features.2",
-        "features.3",
-        "features.5",
-        "features.6",
-        "features.8",
-        "features.10",
-        "features.12",
-    ]
-    assert fields(torchvision_layout, names) == CAFFENET_FIELDS
+    assert fields(torchvision_layout, TORCHVISION_ALEXNET_LAYERS) == CAFFENET_FIELDS
 
 
 @pytest.mark.parametrize("kernel", [3, 5])

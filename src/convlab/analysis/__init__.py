@@ -8,7 +8,8 @@ from convlab.analysis.conv_arith import (
 )
 from convlab.analysis.input_check import check_input_size, parse_input_size
 from convlab.analysis.receptive_field import ReceptiveField, kernel_span
-from convlab.analysis.summary import CONVENTIONS, LayerRow, Summary, Totals, summary
+from convlab.analysis.summary import CONVENTIONS, Summary, Totals, summary
+from convlab.analysis.trace import LayerRow
 from convlab.analysis.zoo import zoo_table
 
 __all__ = [

@@ -1,12 +1,20 @@
-"""Is an input size right for an architecture? Says where the feature map vanishes and what size works."""
+"""Which model, which input, and does it go through: names and sizes resolved, and an input the
+architecture cannot take explained with the layer where it fails and the sizes that work.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import re
+from typing import NamedTuple
 
+import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
+from convlab.analysis.trace import LayerFailure, Trace, run_trace
 from convlab.errors import ConvlabError
+from convlab.models import create_model, get_model_info
 
 INPUT_FORM = "CxHxW, e.g. 3x224x224 (or HxW, or a single size S for CxSxS with the model's channels)"
 
@@ -51,25 +59,140 @@ def _text(size) -> str:
     return "x".join(str(s) for s in size)
 
 
-def check_input_size(model_or_name: nn.Module | str, input_size=None, device=None, **options) -> None:
-    """Raise ConvlabError if ``input_size`` cannot go through the model, naming the layer where the
-    feature map vanishes (or the classifier whose input size is fixed) and the sizes that work; or
-    ``model expects 3 input channels, got 1`` for a wrong channel count."""
-    from convlab.analysis.summary import LayerFailure, model_label, resolve_model, run_error, run_trace
+class _SkipInitOnMeta(TorchFunctionMode):
+    """Builds a model on the meta device without running its weight initialisation.
 
-    model, size = resolve_model(model_or_name, input_size, device=device, **options)
+    A meta tensor has no values, so filling it in place changes nothing, yet torch runs random
+    fills there through Python decompositions (2 ms per ``normal_``): that was half the time of
+    listing the zoo. This mode hands such in-place calls their tensor back unchanged.
+    """
+
+    IN_PLACE_FILLS = frozenset(
+        {
+            "normal_",
+            "uniform_",
+            "trunc_normal_",
+            "fill_",
+            "zero_",
+            "erfinv_",
+            "clamp_",
+            "mul_",
+            "add_",
+            "sub_",
+            "div_",
+            "copy_",
+            "exponential_",
+            "bernoulli_",
+            "random_",
+            "log_normal_",
+            "cauchy_",
+            "geometric_",
+        }
+    )
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if (
+            getattr(func, "__name__", "") in self.IN_PLACE_FILLS
+            and args
+            and getattr(args[0], "is_meta", False)
+        ):
+            return args[0]
+        return func(*args, **(kwargs or {}))
+
+
+def model_label(model: nn.Module) -> str:
+    spec = getattr(model, "convlab_spec", None)
+    return spec["name"] if spec else type(model).__name__
+
+
+def resolve_model(
+    model_or_name: nn.Module | str,
+    input_size=None,
+    num_classes: int | None = None,
+    device=None,
+    **options,
+) -> tuple[nn.Module, tuple[int, ...]]:
+    """The model to inspect and the (C, H, W) to feed it.
+
+    A name is built by ``create_model`` with ``in_chans`` taken from ``input_size`` (so 1x28x28 gives
+    a one-channel network), on the meta device unless ``device`` says otherwise: no weights are
+    allocated, which is what makes a ResNet-152 summary take a fraction of a second.
+    """
+    if isinstance(model_or_name, str):
+        info = get_model_info(model_or_name)
+        size = parse_input_size(input_size, info.input_size[0]) if input_size is not None else info.input_size
+        build_device = torch.device("meta" if device is None else device)
+        try:
+            with build_device, _SkipInitOnMeta() if build_device.type == "meta" else contextlib.nullcontext():
+                model = create_model(model_or_name, num_classes=num_classes, in_chans=size[0], **options)
+        except ConvlabError:
+            raise
+        except Exception:
+            if build_device.type != "meta":
+                raise
+            model = create_model(model_or_name, num_classes=num_classes, in_chans=size[0], **options)
+        return model, tuple(size)
+    if not isinstance(model_or_name, nn.Module):
+        raise ConvlabError(f"summary takes a model name or an nn.Module, got {type(model_or_name).__name__}.")
+    if num_classes is not None or options:
+        raise ConvlabError("num_classes and model options apply only when the model is given by name.")
+    spec = getattr(model_or_name, "convlab_spec", None)
+    if (
+        spec is None
+        and isinstance(input_size, (tuple, list))
+        and all(isinstance(n, int) and n > 0 for n in input_size)
+    ):
+        return model_or_name, tuple(input_size)  # a plain module: the exact per-sample shape, any rank
+    if input_size is None:
+        if spec is None:
+            raise ConvlabError(
+                f"input_size is required for a {type(model_or_name).__name__}, e.g. input_size=(3, 224, 224)."
+            )
+        return model_or_name, tuple(spec["input_size"])
+    channels = spec["in_chans"] if spec else None
+    return model_or_name, parse_input_size(input_size, channels)
+
+
+class TracedModel(NamedTuple):
+    """A model resolved by ``resolve_model``, the name messages give it, its input and its trace."""
+
+    model: nn.Module
+    label: str
+    input_size: tuple[int, ...]
+    trace: Trace
+
+
+def trace_or_explain(
+    model_or_name: nn.Module | str,
+    input_size=None,
+    num_classes: int | None = None,
+    device=None,
+    **options,
+) -> TracedModel:
+    """Resolve the model and trace one forward pass, or raise one ConvlabError that says why it
+    cannot run: the layer where the input is too small or too large and the sizes that work, the
+    wrong channel count, or the first line of any other error with the layer it came from."""
+    model, size = resolve_model(model_or_name, input_size, num_classes, device, **options)
     label = model_or_name if isinstance(model_or_name, str) else model_label(model)
     try:
-        run_trace(model, size, device)
+        trace = run_trace(model, size, device)
     except LayerFailure as failure:
         raise explain_failure(model, label, size, failure, device) from None
     except ConvlabError:
         raise
     except Exception as error:
         raise run_error(label, size, error) from error
+    return TracedModel(model, label, size, trace)
 
 
-def _direction(failure) -> str | None:
+def check_input_size(model_or_name: nn.Module | str, input_size=None, device=None, **options) -> None:
+    """Raise ConvlabError if ``input_size`` cannot go through the model, naming the layer where the
+    feature map vanishes (or the classifier whose input size is fixed) and the sizes that work; or
+    ``model expects 3 input channels, got 1`` for a wrong channel count."""
+    trace_or_explain(model_or_name, input_size, device=device, **options)
+
+
+def _direction(failure: LayerFailure | None) -> str | None:
     """Which way the input size has to move: "up", "down", or None when it works ("stop": unknown)."""
     if failure is None:
         return None
@@ -81,9 +204,7 @@ def _direction(failure) -> str | None:
 
 
 def _probe(model: nn.Module, channels: int, device):
-    from convlab.analysis.summary import LayerFailure, run_trace
-
-    results: dict[int, object] = {}
+    results: dict[int, LayerFailure | None] = {}
 
     def probe(side: int):
         if side not in results:
@@ -135,7 +256,7 @@ def working_sizes(model: nn.Module, channels: int, start: int, device=None) -> t
 
 
 def explain_failure(
-    model: nn.Module, label: str, size: tuple[int, ...], failure, device=None
+    model: nn.Module, label: str, size: tuple[int, ...], failure: LayerFailure, device=None
 ) -> ConvlabError:
     """The one-sentence error for an input that does not go through ``model``."""
     channels, spatial = size[0], size[1:]
@@ -180,3 +301,11 @@ def explain_failure(
         f"{label} takes inputs of {span} (its classifier has a fixed input size): {problem}. "
         f"Use --input {channels}x{smallest}x{smallest}."
     )
+
+
+def run_error(label: str, size: tuple[int, ...], error: Exception) -> ConvlabError:
+    """A forward pass that failed for a reason the trace does not recognise, as one sentence."""
+    layer = getattr(error, "convlab_layer", "")
+    where = f" in layer '{layer}'" if layer else ""
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return ConvlabError(f"{label} cannot run on a {_text(size)} input{where}: {reason}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from convlab.analysis.summary import summary
 from convlab.errors import ConvlabError
+from convlab.models import get_model_info, list_models
 
 
 def zoo_table(names: list[str] | None = None) -> list[dict]:
@@ -13,8 +14,6 @@ def zoo_table(names: list[str] | None = None) -> list[dict]:
     so the whole zoo takes seconds. A model that cannot be summarised is listed with its error
     instead of hiding the rest of the zoo.
     """
-    from convlab.models import get_model_info, list_models
-
     infos = list_models() if names is None else [get_model_info(name) for name in names]
     rows = []
     for info in infos:

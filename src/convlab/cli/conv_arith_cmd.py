@@ -33,6 +33,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    # imported here, not at the top: the parser loads every command module, and this import loads torch
     from convlab.analysis.conv_arith import DoesNotFitError, conv_arithmetic
 
     try:

@@ -17,13 +17,13 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    # imported here, not at the top: the parser loads every command module, and this import loads torch
+    from convlab.analysis.format import print_zoo_table
     from convlab.analysis.zoo import zoo_table
 
     rows = zoo_table()
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    from convlab.analysis.format import print_zoo_table
-
     print_zoo_table(rows)
     return 0

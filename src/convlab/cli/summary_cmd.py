@@ -50,8 +50,8 @@ def parse_options(pairs: list[str]) -> dict:
 
 
 def run(args) -> int:
-    from convlab.analysis import summary
-    from convlab.analysis.format import print_summary
+    # imported here, not at the top: the parser loads every command module, and this import loads torch
+    from convlab.analysis.summary import print_summary, summary
 
     result = summary(args.model, args.input, num_classes=args.num_classes, **parse_options(args.option))
     if args.json:
