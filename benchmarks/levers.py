@@ -8,7 +8,7 @@ Variants:
   plain         NCHW float32, C5 as nn.Conv2d, SGD with a loop over tensors (torch's foreach off)
   +channels-last  NHWC weights and batches
   +fused-sgd    torch's fused SGD kernel (what convlab.training.build_optimizer picks)
-  +covering-c5  C5 as CoveringConv2d: one matrix product at its 5x5 input (what convlab's LeNet-5 has)
+  +covering-c5  C5 as one matrix product at its 5x5 input (convlab.speed.use_fast_layers, as training has it)
   +bf16         bf16 autocast on top of all of the above
 """
 
@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from convlab.models import create_model
+from convlab.speed import use_fast_layers
 
 VARIANTS = ("plain", "+channels-last", "+fused-sgd", "+covering-c5", "+bf16")
 
@@ -30,8 +31,8 @@ def build_step(variant: str, batch_size: int):
     levers = VARIANTS[: VARIANTS.index(variant) + 1]
     torch.manual_seed(0)
     model = create_model("lenet5", num_classes=10, in_chans=1, pool="max", activation="relu")
-    if "+covering-c5" not in levers:
-        model.features.c5.__class__ = nn.Conv2d  # the same parameters, convolved as nn.Conv2d does
+    if "+covering-c5" in levers:
+        use_fast_layers(model, (1, 32, 32))  # C5 as one matrix product, as training runs it
     images, labels = torch.randn(batch_size, 1, 32, 32), torch.randint(0, 10, (batch_size,))
     if "+channels-last" in levers:
         model.to(memory_format=torch.channels_last)

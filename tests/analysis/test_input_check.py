@@ -17,7 +17,7 @@ def test_lenet5_at_28x28_names_c5_and_asks_for_32():
     assert message.startswith(
         "lenet5 needs inputs of at least 32x32: at 28x28 the feature map vanishes in layer"
     )
-    assert "'features.c5' (CoveringConv2d 5x5) which receives 4x4" in message
+    assert "'features.c5' (Conv2d 5x5) which receives 4x4" in message
     assert "Use --input 1x32x32" in message
     # Above 35x35, C5's output is larger than 1x1 and F6 gets more than its 120 inputs.
     assert "up to 35x35" in message

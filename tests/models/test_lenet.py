@@ -38,6 +38,14 @@ def test_c1_output_is_28x28x6_and_c5_is_120_values_at_32x32():
     assert model.features(torch.randn(1, 1, 32, 32)).shape == (1, 120, 1, 1)
 
 
+@pytest.mark.parametrize("name", ["lenet5", "lenet5_1998"])
+def test_c5_is_the_papers_plain_convolution(name):
+    """The zoo builds C5 as the paper draws it; training and prediction run it faster (convlab.speed)."""
+    c5 = create_model(name).features.c5
+    assert type(c5) is nn.Conv2d
+    assert (c5.in_channels, c5.out_channels, c5.kernel_size) == (16, 120, (5, 5))
+
+
 def test_1998_lenet5_layer_parameters():
     model = create_model("lenet5_1998")
     counts = layer_parameters(model)

@@ -1,7 +1,7 @@
 """Shared building blocks from the lectures, reused across the model families."""
 
 from convlab.layers.activations import ACTIVATIONS, make_activation
-from convlab.layers.conv import ConvNormAct, CoveringConv2d, DepthwiseSeparableConv, same_padding
+from convlab.layers.conv import ConvNormAct, DepthwiseSeparableConv, same_padding
 from convlab.layers.convnext_block import ConvNeXtBlock, LayerNorm2d, Permute
 from convlab.layers.dense import DenseBlock, DenseLayer, Transition
 from convlab.layers.fire import Fire
@@ -28,7 +28,6 @@ __all__ = [
     "Bottleneck",
     "ConvNeXtBlock",
     "ConvNormAct",
-    "CoveringConv2d",
     "DenseBlock",
     "DenseLayer",
     "DepthwiseSeparableConv",

@@ -1,52 +1,12 @@
-"""Convolution building blocks: conv-norm-act, the depthwise-separable convolution, and a convolution
-that covers its input (LeNet-5's C5)."""
+"""Convolution building blocks: conv-norm-act and the depthwise-separable convolution."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
 from convlab.layers.activations import make_activation
-
-
-class CoveringConv2d(nn.Conv2d):
-    """A convolution whose kernel may cover its whole input, computed then as one matrix product.
-
-    LeNet-5's C5 has 5x5 kernels on S4's 5x5 maps: "this amounts to a full connection", yet it is
-    a convolution because a larger input would give it larger maps (LeCun et al. 1998, II.B). It
-    is written so here, with nn.Conv2d's parameters and state_dict. When the (unpadded) input is
-    exactly the kernel's size, there is one output position per map, and the layer is
-    ``linear(flatten(x), flatten(weight))``: the same sums (to float rounding), which a matrix
-    product computes 3.6x faster than oneDNN's convolution at a 1x1 output (forward and backward
-    of C5 at batch 64: 0.38 against 1.38 ms on 2 cores, docs/performance.md). Any other input size
-    convolves as usual.
-    """
-
-    def covers(self, x: Tensor) -> bool:
-        return (
-            x.dim() == 4
-            and tuple(x.shape[-2:]) == tuple(self.weight.shape[-2:])
-            and self.padding in ((0, 0), "valid")
-            and self.dilation == (1, 1)
-            and self.groups == 1
-            and x.device.type != "meta"
-        )  # the inspector traces the convolution, as the paper draws it
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.covers(x):
-            return super().forward(x)
-        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-            # NHWC: flatten input and kernel in (row, column, channel) order, which for channels_last
-            # tensors is a view, where (channel, row, column) order copies both every step, forward and
-            # backward, and hands S4 an NCHW gradient (+7-12% on LeNet-5's channels_last training step).
-            flat_x = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)
-            flat_weight = self.weight.permute(0, 2, 3, 1).reshape(self.weight.shape[0], -1)
-        else:
-            flat_x, flat_weight = x.flatten(1), self.weight.flatten(1)
-        return F.linear(flat_x, flat_weight, self.bias).view(x.shape[0], -1, 1, 1)
 
 
 def same_padding(kernel_size: int, dilation: int = 1) -> int:

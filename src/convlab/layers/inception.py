@@ -23,6 +23,7 @@ __all__ = [
     "InceptionModule",
     "InceptionV3Aux",
     "basic_conv",
+    "check_inception_options",
     "imagenet_to_inception_input",
 ]
 
@@ -288,3 +289,11 @@ def imagenet_to_inception_input(x: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor([0.485, 0.456, 0.406], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return x * (std / 0.5) + (mean - 0.5) / 0.5
+
+
+def check_inception_options(in_chans: int, transform_input: bool, dropout: float) -> None:
+    """The options GoogLeNet and Inception v3 share: ``transform_input`` needs RGB input, ``dropout`` a rate."""
+    if transform_input and in_chans != 3:
+        raise ConvlabError(f"transform_input needs 3 input channels (RGB), got in_chans={in_chans}.")
+    if not 0.0 <= dropout < 1.0:
+        raise ConvlabError(f"dropout must be in [0, 1), got {dropout!r}.")

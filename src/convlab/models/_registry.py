@@ -1,20 +1,34 @@
 """The model registry: one ``@register_model`` per architecture and one door, ``create_model``.
 
-Every builder has the same signature, ``builder(num_classes, in_chans, **options)``, and
-every model it returns carries ``model.convlab_spec``: the name, classes, input size and
-options it was built with, which checkpoints store and export/serving read back.
+Each family declares its options once, as a table of ``Option(default, help)`` given to
+``register_model``; ``create_model`` checks the names against it and calls the builder as
+``builder(num_classes, in_chans, **options)`` with every option of the table, defaults filled in.
+Every model it returns carries ``model.convlab_spec``: the name, classes, input size and the
+options it was given, which checkpoints store and export/serving read back.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from torch import nn
 
 from convlab.errors import ConvlabError, unknown_name_error
 from convlab.layers.init import INIT_SCHEMES, init_weights
+
+
+class Option(NamedTuple):
+    """One model option: its value when not given, and what it changes."""
+
+    default: Any
+    help: str
+
+
+def activation_option(default: str) -> Option:
+    """The ``activation`` option every family takes, with the family's own default."""
+    return Option(default, "the nonlinearity in every activation slot (a name in convlab.layers.ACTIVATIONS)")
 
 
 @dataclass(frozen=True)
@@ -28,18 +42,16 @@ class ModelInfo:
     builder: Callable[..., nn.Module] = field(repr=False, compare=False)
     torchvision: str | None = None  # torchvision builder with the same state_dict keys, if any
     description: str = ""
+    option_table: Mapping[str, Option] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def options(self) -> list[str]:
-        """Keyword options the builder accepts besides num_classes and in_chans."""
-        params = inspect.signature(self.builder).parameters
-        return [
-            p
-            for p in params
-            if p not in ("num_classes", "in_chans") and params[p].kind != params[p].VAR_KEYWORD
-        ]
+        """Keyword options the model takes besides num_classes and in_chans, in its table's order."""
+        return list(self.option_table)
 
 
+# Filled by the families' decorators; importing this module imports the package first, and the
+# package's __init__ imports every family, so the registry is complete before anyone reads it.
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
@@ -51,8 +63,10 @@ def register_model(
     input_size: tuple[int, int, int] = (3, 224, 224),
     num_classes: int = 1000,
     torchvision: str | None = None,
+    options: Mapping[str, Option] | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register a builder function under its own name; its docstring's first line describes it."""
+    """Register a builder function under its own name; its docstring's first line describes it and
+    ``options`` is its family's table of keyword options."""
 
     def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         name = builder.__name__
@@ -69,24 +83,19 @@ def register_model(
             builder=builder,
             torchvision=torchvision,
             description=doc[0] if doc else "",
+            option_table=dict(options or {}),
         )
         return builder
 
     return decorate
 
 
-def _ensure_loaded() -> None:
-    import convlab.models  # noqa: F401  (importing the package registers every family)
-
-
 def list_models() -> list[ModelInfo]:
     """Every registered model, in registration order (roughly chronological by family)."""
-    _ensure_loaded()
     return list(_REGISTRY.values())
 
 
 def get_model_info(name: str) -> ModelInfo:
-    _ensure_loaded()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -121,7 +130,8 @@ def create_model(
             f"Model '{name}' does not take option(s) {', '.join(unknown)}; "
             f"it accepts: {', '.join(accepted) or 'no options'}."
         )
-    model = info.builder(num_classes=num_classes, in_chans=in_chans, **options)
+    defaults = {option: entry.default for option, entry in info.option_table.items()}
+    model = info.builder(num_classes, in_chans, **(defaults | options))
     init_weights(model, init)
     # Families whose input side is an option (mlp's input_size, ViT's image_size) record that size.
     side = options.get("input_size", options.get("image_size"))

@@ -13,7 +13,7 @@ from torch import nn
 
 from convlab.errors import ConvlabError
 from convlab.layers import make_activation
-from convlab.models._registry import register_model
+from convlab.models._registry import Option, activation_option, register_model
 
 KRIZHEVSKY = "Krizhevsky et al., ImageNet Classification with Deep Convolutional Neural Networks (NIPS 2012)"
 ZEILER = "Zeiler, Fergus, Visualizing and Understanding Convolutional Networks (ECCV 2014)"
@@ -45,6 +45,8 @@ ALEXNET_LAYERS = [
 ]
 # On two GPUs these layers only read the maps on their own GPU (Krizhevsky et al. 2012, Sec. 3.5).
 TWO_GPU_GROUPED = {"conv2", "conv4", "conv5"}
+# The layers whose biases start at 1 (Krizhevsky et al. 2012, Sec. 5; see _gaussian_init).
+ALEXNET_BIAS_ONES = {"conv2", "conv4", "conv5", "fc6", "fc7"}
 
 # Zeiler & Fergus 2014, Fig. 3. Sizes at 224x224: 110x110x96, 55x55x96, 26x26x256, 13x13x256, 13x13x384,
 # 13x13x384, 13x13x256, 6x6x256. The figure gives no paddings; conv1 padding 1 and Caffe's ceil-mode
@@ -61,6 +63,17 @@ ZFNET_LAYERS = [
     ("conv5", 256, 3, 1, 1),
     "pool5",
 ]
+
+
+ALEXNET_OPTIONS = {
+    "activation": activation_option("relu"),
+    "dropout": Option(0.5, "dropout rate in the classifier (Krizhevsky et al. 2012, Sec. 4.2)"),
+}
+ALEXNET_LRN_OPTIONS = {
+    **ALEXNET_OPTIONS,
+    "groups": Option(1, "groups of conv2, conv4 and conv5: 2 splits them as the two-GPU original"),
+    "norm_first": Option(False, "LRN before pooling, as Krizhevsky et al.'s paper (CaffeNet pools first)"),
+}
 
 
 def local_response_norm() -> nn.LocalResponseNorm:
@@ -149,12 +162,39 @@ def _gaussian_init(model: nn.Module, ones: set[str]) -> None:
             nn.init.constant_(module.bias, 1.0 if name.rsplit(".", 1)[-1] in ones else 0.0)
 
 
+def _named_alexnet(
+    table: list,
+    bias_ones: set[str],
+    num_classes: int,
+    in_chans: int,
+    *,
+    activation: str,
+    dropout: float,
+    groups: int = 1,
+    norm_first: bool = False,
+) -> AlexNet:
+    """An AlexNet from a named layer table, weights N(0, 0.01) and biases 1 in the layers of ``bias_ones``."""
+    _check_dropout(dropout)
+    if not isinstance(groups, int) or groups < 1 or 32 % groups:
+        raise ConvlabError(
+            f"groups must divide the 96, 256 and 384 maps of conv2, conv4 and conv5 (1, 2, 4, 8, 16 or 32; "
+            f"2 is the two-GPU original), got {groups!r}."
+        )
+    features = _named_features(table, in_chans, activation, groups=groups, norm_first=norm_first)
+    model = AlexNet(features, _named_classifier(num_classes, activation, dropout))
+    _gaussian_init(model, ones=bias_ones)
+    return model
+
+
 @register_model(
-    family="alexnet", year=2012, paper=KRIZHEVSKY, input_size=(3, 224, 224), torchvision="alexnet"
+    family="alexnet",
+    year=2012,
+    paper=KRIZHEVSKY,
+    input_size=(3, 224, 224),
+    torchvision="alexnet",
+    options=ALEXNET_OPTIONS,
 )
-def alexnet(
-    num_classes: int = 1000, in_chans: int = 3, *, activation: str = "relu", dropout: float = 0.5
-) -> nn.Module:
+def alexnet(num_classes: int, in_chans: int, *, activation: str, dropout: float) -> AlexNet:
     """AlexNet as a single tower, torchvision's layout (64-192-384-256-256, 61.1M parameters).
 
     The state_dict keys are torchvision's, so ``torchvision.models.alexnet`` weights load as they are.
@@ -179,47 +219,25 @@ def alexnet(
     return AlexNet(nn.Sequential(*layers), classifier)
 
 
-@register_model(family="alexnet", year=2012, paper=KRIZHEVSKY, input_size=(3, 227, 227))
-def alexnet_lrn(
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    *,
-    activation: str = "relu",
-    dropout: float = 0.5,
-    groups: int = 1,
-    norm_first: bool = False,
-) -> nn.Module:
+@register_model(
+    family="alexnet", year=2012, paper=KRIZHEVSKY, input_size=(3, 227, 227), options=ALEXNET_LRN_OPTIONS
+)
+def alexnet_lrn(num_classes: int, in_chans: int, **options) -> AlexNet:
     """AlexNet as in the notes' table: 227x227 input, 96-256-384-384-256 maps with LRN (CaffeNet).
 
-    ``groups=2`` rebuilds the two-GPU original's split convolutions (conv2, conv4, conv5 read
-    only their own half of the maps, halving their weights: 60,965,224 parameters instead of
-    62,378,344). Norm layers come after pooling as in CaffeNet and the notes;
-    ``norm_first=True`` puts them before, as in Krizhevsky et al.'s paper. Weights start as in
-    the paper: N(0, 0.01), biases 1 in conv2, conv4, conv5, fc6, fc7.
+    ``groups=2`` rebuilds the two-GPU original's split convolutions (conv2, conv4, conv5 read only
+    their own half of the maps, halving their weights: 60,965,224 parameters instead of 62,378,344).
+    Norm layers come after pooling as in CaffeNet and the notes (``norm_first=True``: before, as in
+    the paper). Weights start as in the paper: N(0, 0.01), biases 1 in conv2, conv4, conv5, fc6, fc7.
     """
-    _check_dropout(dropout)
-    if not isinstance(groups, int) or groups < 1 or 32 % groups:
-        raise ConvlabError(
-            f"groups must divide the 96, 256 and 384 maps of conv2, conv4 and conv5 (1, 2, 4, 8, 16 or 32; "
-            f"2 is the two-GPU original), got {groups!r}."
-        )
-    features = _named_features(ALEXNET_LAYERS, in_chans, activation, groups=groups, norm_first=norm_first)
-    model = AlexNet(features, _named_classifier(num_classes, activation, dropout))
-    _gaussian_init(model, ones={"conv2", "conv4", "conv5", "fc6", "fc7"})
-    return model
+    return _named_alexnet(ALEXNET_LAYERS, ALEXNET_BIAS_ONES, num_classes, in_chans, **options)
 
 
-@register_model(family="alexnet", year=2013, paper=ZEILER, input_size=(3, 224, 224))
-def zfnet(
-    num_classes: int = 1000, in_chans: int = 3, *, activation: str = "relu", dropout: float = 0.5
-) -> nn.Module:
+@register_model(family="alexnet", year=2013, paper=ZEILER, input_size=(3, 224, 224), options=ALEXNET_OPTIONS)
+def zfnet(num_classes: int, in_chans: int, **options) -> AlexNet:
     """ZFNet: AlexNet with a 7x7 stride-2 first layer and stride-2 conv2, as visualisation suggested.
 
     Single tower with dense connections throughout (Zeiler & Fergus 2014, Fig. 3); weights start
     N(0, 0.01) with zero biases as in the paper.
     """
-    _check_dropout(dropout)
-    features = _named_features(ZFNET_LAYERS, in_chans, activation)
-    model = AlexNet(features, _named_classifier(num_classes, activation, dropout))
-    _gaussian_init(model, ones=set())
-    return model
+    return _named_alexnet(ZFNET_LAYERS, set(), num_classes, in_chans, **options)

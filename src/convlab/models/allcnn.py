@@ -12,7 +12,7 @@ from torch import nn
 
 from convlab.errors import ConvlabError
 from convlab.layers import make_activation
-from convlab.models._registry import register_model
+from convlab.models._registry import Option, activation_option, register_model
 
 PAPER = "Springenberg et al., Striving for Simplicity: The All Convolutional Net (ICLR 2015 workshop)"
 
@@ -45,6 +45,16 @@ ALL_CNN_CONFIGS: dict[str, list[str]] = {
     ],
 }
 # fmt: on
+
+ALL_CNN_OPTIONS = {
+    "activation": activation_option("relu"),
+    "pool": Option(
+        "conv", '"conv" (All-CNN\'s strided 3x3 convolutions) or "max" (the base model\'s max pooling)'
+    ),
+    "dropout": Option(
+        True, "20% dropout on the input and 50% after each (replaced) pooling, as the paper trains"
+    ),
+}
 
 
 class AllCNN(nn.Module):
@@ -98,7 +108,7 @@ def make_all_cnn(
 
 
 def _all_cnn(
-    config: str, num_classes: int, in_chans: int, activation: str, pool: str, dropout: bool
+    config: str, num_classes: int, in_chans: int, *, activation: str, pool: str, dropout: bool
 ) -> AllCNN:
     if pool not in ("conv", "max"):
         raise ConvlabError(
@@ -109,53 +119,32 @@ def _all_cnn(
 
 
 def _register():
-    return register_model(family="allcnn", year=2014, paper=PAPER, input_size=(3, 32, 32), num_classes=10)
+    return register_model(
+        family="allcnn",
+        year=2014,
+        paper=PAPER,
+        input_size=(3, 32, 32),
+        num_classes=10,
+        options=ALL_CNN_OPTIONS,
+    )
 
 
 @_register()
-def allcnn_a(
-    num_classes: int = 10,
-    in_chans: int = 3,
-    *,
-    activation: str = "relu",
-    pool: str = "conv",
-    dropout: bool = True,
-) -> AllCNN:
-    """All-CNN-A: 5x5 convolutions, strided 3x3 convolutions for pooling, global average over 6x6.
-
-    ``pool="max"`` restores model A's max pooling. ``dropout`` puts 20% dropout on the input
-    and 50% after each (replaced) pooling layer, as in the paper's training.
-    """
-    return _all_cnn("A", num_classes, in_chans, activation, pool, dropout)
+def allcnn_a(num_classes: int, in_chans: int, **options) -> AllCNN:
+    """All-CNN-A: 5x5 convolutions, strided 3x3 convolutions for pooling, global average over 6x6."""
+    return _all_cnn("A", num_classes, in_chans, **options)
 
 
 @_register()
-def allcnn_b(
-    num_classes: int = 10,
-    in_chans: int = 3,
-    *,
-    activation: str = "relu",
-    pool: str = "conv",
-    dropout: bool = True,
-) -> AllCNN:
-    """All-CNN-B: model A with a 1x1 convolution after each 5x5 one, pooling as strided convolution.
-
-    ``pool`` and ``dropout`` as for ``allcnn_a``.
-    """
-    return _all_cnn("B", num_classes, in_chans, activation, pool, dropout)
+def allcnn_b(num_classes: int, in_chans: int, **options) -> AllCNN:
+    """All-CNN-B: model A with a 1x1 convolution after each 5x5 one, pooling as strided convolution."""
+    return _all_cnn("B", num_classes, in_chans, **options)
 
 
 @_register()
-def allcnn_c(
-    num_classes: int = 10,
-    in_chans: int = 3,
-    *,
-    activation: str = "relu",
-    pool: str = "conv",
-    dropout: bool = True,
-) -> AllCNN:
+def allcnn_c(num_classes: int, in_chans: int, **options) -> AllCNN:
     """All-CNN-C: pairs of 3x3 convolutions and strided 3x3 convolutions, 1.37M parameters.
 
-    The paper's best model on CIFAR-10. ``pool`` and ``dropout`` as for ``allcnn_a``.
+    The paper's best model on CIFAR-10.
     """
-    return _all_cnn("C", num_classes, in_chans, activation, pool, dropout)
+    return _all_cnn("C", num_classes, in_chans, **options)

@@ -5,10 +5,17 @@ from __future__ import annotations
 from torch import nn
 
 from convlab.layers.convnext_block import ConvNeXtBlock, LayerNorm2d
-from convlab.models._registry import register_model
+from convlab.models._registry import Option, activation_option, register_model
 
 # Liu et al. 2022, Section 3 (model variants): blocks per stage B and channels per stage C of ConvNeXt-T
 CONVNEXT_TINY = {"depths": (3, 3, 9, 3), "dims": (96, 192, 384, 768)}
+
+CONVNEXT_OPTIONS = {
+    "activation": activation_option("gelu"),
+    # 0.1 for ConvNeXt-T on ImageNet-1K (Liu et al. 2022, Appendix A.1), torchvision's default too
+    "drop_path": Option(0.1, "stochastic depth rate of the last block (training only)"),
+    "layer_scale": Option(1e-6, "initial value of the per-channel residual scale"),
+}
 
 
 class ConvNeXt(nn.Module):
@@ -70,28 +77,11 @@ class ConvNeXt(nn.Module):
     input_size=(3, 224, 224),
     num_classes=1000,
     torchvision="convnext_tiny",
+    options=CONVNEXT_OPTIONS,
 )
-def convnext_tiny(
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    *,
-    activation: str = "gelu",
-    drop_path: float = 0.1,
-    layer_scale: float = 1e-6,
-) -> nn.Module:
+def convnext_tiny(num_classes: int, in_chans: int, **options) -> ConvNeXt:
     """ConvNeXt-T: depths (3, 3, 9, 3), widths 96-768, 7x7 depthwise convs and LayerNorm, 28.6M parameters.
 
-    ``drop_path`` is the stochastic depth rate of the last block (0.1 for ConvNeXt-T on
-    ImageNet-1K, Liu et al. 2022, Appendix A.1; torchvision's default too); it only acts in
-    training. ``layer_scale`` is the initial value of the per-channel residual scale.
     The total stride is 32, so inputs must be at least 32x32.
     """
-    return ConvNeXt(
-        CONVNEXT_TINY["depths"],
-        CONVNEXT_TINY["dims"],
-        num_classes,
-        in_chans,
-        activation=activation,
-        drop_path=drop_path,
-        layer_scale=layer_scale,
-    )
+    return ConvNeXt(**CONVNEXT_TINY, num_classes=num_classes, in_chans=in_chans, **options)

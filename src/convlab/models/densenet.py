@@ -14,7 +14,7 @@ from torch import nn
 from convlab.errors import ConvlabError
 from convlab.layers.activations import make_activation
 from convlab.layers.dense import DenseBlock, Transition
-from convlab.models._registry import register_model
+from convlab.models._registry import Option, activation_option, register_model
 
 # Huang et al. 2017, Table 1 (ImageNet, growth rate k = 32): dense layers in each of the four blocks.
 DENSENET_BLOCKS: dict[str, tuple[int, int, int, int]] = {
@@ -25,6 +25,14 @@ DENSENET_BLOCKS: dict[str, tuple[int, int, int, int]] = {
 GROWTH_RATE = 32  # k, Table 1
 BN_SIZE = 4  # bottleneck width 4k (section 3, "Bottleneck layers")
 COMPRESSION = 0.5  # theta of DenseNet-C (section 3, "Compression")
+
+DENSENET_OPTIONS = {
+    "activation": activation_option("relu"),
+    "growth_rate": Option(GROWTH_RATE, "k, the new feature maps each dense layer adds"),
+    "compression": Option(COMPRESSION, "theta, the transitions' channel factor, in (0, 1]"),
+    # Huang et al. 2017, section 4.2: dropout 0.2 only for the data sets without augmentation
+    "dropout": Option(0.0, "dropout rate after each dense layer's convolutions"),
+}
 
 
 class DenseNet(nn.Module):
@@ -94,6 +102,7 @@ def _densenet(
     name: str,
     num_classes: int,
     in_chans: int,
+    *,
     activation: str,
     growth_rate: int,
     compression: float,
@@ -114,55 +123,35 @@ def _densenet(
 _PAPER = "Huang et al., Densely Connected Convolutional Networks (CVPR 2017)"
 
 
-@register_model(family="densenet", year=2017, paper=_PAPER, torchvision="densenet121")
-def densenet121(
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    *,
-    activation: str = "relu",
-    growth_rate: int = GROWTH_RATE,
-    compression: float = COMPRESSION,
-    dropout: float = 0.0,
-) -> nn.Module:
+@register_model(
+    family="densenet", year=2017, paper=_PAPER, torchvision="densenet121", options=DENSENET_OPTIONS
+)
+def densenet121(num_classes: int, in_chans: int, **options) -> DenseNet:
     """DenseNet-121: dense blocks of 6, 12, 24, 16 bottleneck layers, growth rate 32 (8.0M params).
 
-    7,978,856 parameters (1000 classes). ``growth_rate`` is k (new maps per layer), ``compression`` the
-    transitions' channel factor theta, ``dropout`` the rate after each dense layer (the paper uses 0.2 only
-    when training without augmentation). Runs from 29x29 inputs up: 32x32 works, 28x28 pools to nothing
-    at the third transition.
+    7,978,856 parameters (1000 classes). Runs from 29x29 inputs up: 32x32 works, 28x28 pools to
+    nothing at the third transition.
     """
-    return _densenet("densenet121", num_classes, in_chans, activation, growth_rate, compression, dropout)
+    return _densenet("densenet121", num_classes, in_chans, **options)
 
 
-@register_model(family="densenet", year=2017, paper=_PAPER, torchvision="densenet169")
-def densenet169(
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    *,
-    activation: str = "relu",
-    growth_rate: int = GROWTH_RATE,
-    compression: float = COMPRESSION,
-    dropout: float = 0.0,
-) -> nn.Module:
+@register_model(
+    family="densenet", year=2017, paper=_PAPER, torchvision="densenet169", options=DENSENET_OPTIONS
+)
+def densenet169(num_classes: int, in_chans: int, **options) -> DenseNet:
     """DenseNet-169: dense blocks of 6, 12, 32, 32 bottleneck layers, growth rate 32 (14.1M params).
 
-    14,149,480 parameters (1000 classes); options as ``densenet121``.
+    14,149,480 parameters (1000 classes).
     """
-    return _densenet("densenet169", num_classes, in_chans, activation, growth_rate, compression, dropout)
+    return _densenet("densenet169", num_classes, in_chans, **options)
 
 
-@register_model(family="densenet", year=2017, paper=_PAPER, torchvision="densenet201")
-def densenet201(
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    *,
-    activation: str = "relu",
-    growth_rate: int = GROWTH_RATE,
-    compression: float = COMPRESSION,
-    dropout: float = 0.0,
-) -> nn.Module:
+@register_model(
+    family="densenet", year=2017, paper=_PAPER, torchvision="densenet201", options=DENSENET_OPTIONS
+)
+def densenet201(num_classes: int, in_chans: int, **options) -> DenseNet:
     """DenseNet-201: dense blocks of 6, 12, 48, 32 bottleneck layers, growth rate 32 (20.0M params).
 
-    20,013,928 parameters (1000 classes); options as ``densenet121``.
+    20,013,928 parameters (1000 classes).
     """
-    return _densenet("densenet201", num_classes, in_chans, activation, growth_rate, compression, dropout)
+    return _densenet("densenet201", num_classes, in_chans, **options)

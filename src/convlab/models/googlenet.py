@@ -8,10 +8,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from convlab.errors import ConvlabError
-from convlab.layers.activations import make_activation
-from convlab.layers.inception import InceptionAux, InceptionModule, basic_conv, imagenet_to_inception_input
-from convlab.models._registry import register_model
+from convlab.layers.inception import (
+    InceptionAux,
+    InceptionModule,
+    basic_conv,
+    check_inception_options,
+    imagenet_to_inception_input,
+)
+from convlab.models._registry import Option, activation_option, register_model
 
 # Szegedy et al. 2014, Table 1: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj
 INCEPTION_WIDTHS: dict[str, tuple[int, int, int, int, int, int]] = {
@@ -47,6 +51,7 @@ class GoogLeNet(nn.Module):
         dropout: float = 0.4,
     ) -> None:
         super().__init__()
+        check_inception_options(in_chans, transform_input, dropout)
         self.transform_input = transform_input
 
         def inception(in_channels: int, name: str) -> InceptionModule:
@@ -111,6 +116,19 @@ class GoogLeNet(nn.Module):
         return (logits, aux1, aux2) if run_aux else logits
 
 
+GOOGLENET_OPTIONS = {
+    "activation": activation_option("relu"),
+    "aux_logits": Option(True, "keep the two auxiliary classifiers (training returns (logits, aux1, aux2))"),
+    "transform_input": Option(
+        False, "re-normalise ImageNet-normalised input to torchvision's ported weights' [-1, 1] (RGB only)"
+    ),
+    "branch3_kernel": Option(
+        3, "the third branch's kernel: 3 as torchvision (its weights load), 5 as the paper"
+    ),
+    "dropout": Option(0.4, "dropout before the classifier: 0.4 as the paper (section 5; torchvision 0.2)"),
+}
+
+
 @register_model(
     family="googlenet",
     year=2014,
@@ -118,34 +136,14 @@ class GoogLeNet(nn.Module):
     input_size=(3, 224, 224),
     num_classes=1000,
     torchvision="googlenet",
+    options=GOOGLENET_OPTIONS,
 )
-def googlenet(
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    *,
-    activation: str = "relu",
-    aux_logits: bool = True,
-    transform_input: bool = False,
-    branch3_kernel: int = 3,
-    dropout: float = 0.4,
-) -> nn.Module:
+def googlenet(num_classes: int, in_chans: int, **options) -> GoogLeNet:
     """GoogLeNet / Inception v1: 22 layers, 9 inception modules, 2 training-only auxiliary classifiers.
 
-    - ``aux_logits``: keep the two auxiliary classifiers (training returns ``(logits, aux1, aux2)``,
-      shallow head first; the training engine adds 0.3 x each auxiliary loss). False removes them.
-    - ``branch3_kernel``: 3 (default) follows torchvision, whose third branch uses a 3x3 convolution where
-      the paper has 5x5, so torchvision's weights load; 5 builds the paper's 5x5 branch (381K more weights).
-    - ``transform_input``: re-normalise ImageNet-normalised input to the [-1, 1] scale of torchvision's
-      ported weights (needs 3 input channels).
-    - ``dropout``: before the classifier; 0.4 as in the paper (torchvision uses 0.2). The auxiliary heads
-      drop 70%.
-
-    6,624,904 parameters without the auxiliary heads, 13,004,888 with them (1000 classes). Runs from 15x15
-    inputs up (torchvision's minimum), so 28x28 and 32x32 work.
+    Training adds 0.3 x each auxiliary loss; the auxiliary heads drop 70%. The paper's 5x5 third branch
+    (``branch3_kernel=5``) holds 381K more weights than torchvision's 3x3. 6,624,904 parameters without
+    the auxiliary heads, 13,004,888 with them (1000 classes). Runs from 15x15 inputs up (torchvision's
+    minimum), so 28x28 and 32x32 work.
     """
-    if transform_input and in_chans != 3:
-        raise ConvlabError(f"transform_input needs 3 input channels (RGB), got in_chans={in_chans}.")
-    if not 0.0 <= dropout < 1.0:
-        raise ConvlabError(f"dropout must be in [0, 1), got {dropout!r}.")
-    make_activation(activation)  # fail on an unknown name before building anything
-    return GoogLeNet(num_classes, in_chans, activation, aux_logits, transform_input, branch3_kernel, dropout)
+    return GoogLeNet(num_classes, in_chans, **options)

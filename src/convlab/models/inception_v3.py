@@ -8,8 +8,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from convlab.errors import ConvlabError
-from convlab.layers.activations import make_activation
 from convlab.layers.inception import (
     InceptionA,
     InceptionB,
@@ -18,9 +16,10 @@ from convlab.layers.inception import (
     InceptionE,
     InceptionV3Aux,
     basic_conv,
+    check_inception_options,
     imagenet_to_inception_input,
 )
-from convlab.models._registry import register_model
+from convlab.models._registry import Option, activation_option, register_model
 
 # Szegedy et al. 2015, Table 1, as released (and in torchvision): 3 x Figure 5 at 35x35, a grid reduction,
 # 4 x Figure 6 at 17x17 (the table says 5), a grid reduction, 2 x Figure 7 at 8x8.
@@ -59,6 +58,7 @@ class InceptionV3(nn.Module):
         dropout: float = 0.5,
     ) -> None:
         super().__init__()
+        check_inception_options(in_chans, transform_input, dropout)
         self.transform_input = transform_input
         self.Conv2d_1a_3x3 = basic_conv(in_chans, 32, 3, stride=2, padding=0, activation=activation)
         self.Conv2d_2a_3x3 = basic_conv(32, 32, 3, padding=0, activation=activation)
@@ -107,6 +107,16 @@ class InceptionV3(nn.Module):
         return (logits, aux) if run_aux else logits
 
 
+INCEPTION_V3_OPTIONS = {
+    "activation": activation_option("relu"),
+    "aux_logits": Option(True, "keep the auxiliary classifier on the 17x17 grid (training: (logits, aux))"),
+    "transform_input": Option(
+        False, "re-normalise ImageNet-normalised input to torchvision's ported weights' [-1, 1] (RGB only)"
+    ),
+    "dropout": Option(0.5, "dropout before the classifier, 0.5 as torchvision"),
+}
+
+
 @register_model(
     family="inception_v3",
     year=2015,
@@ -114,30 +124,13 @@ class InceptionV3(nn.Module):
     input_size=(3, 299, 299),
     num_classes=1000,
     torchvision="inception_v3",
+    options=INCEPTION_V3_OPTIONS,
 )
-def inception_v3(
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    *,
-    activation: str = "relu",
-    aux_logits: bool = True,
-    transform_input: bool = False,
-    dropout: float = 0.5,
-) -> nn.Module:
+def inception_v3(num_classes: int, in_chans: int, **options) -> InceptionV3:
     """Inception v3: factorised 7x7 and 3x3 convolutions, efficient grid reduction, 299x299 input.
 
-    - ``aux_logits``: keep the auxiliary classifier on the 17x17 grid (training returns
-      ``(logits, aux_logits)``; the training engine adds 0.3 x its loss). False removes it.
-    - ``transform_input``: re-normalise ImageNet-normalised input to the [-1, 1] scale of torchvision's
-      ported weights (needs 3 input channels).
-    - ``dropout``: before the classifier, 0.5 as torchvision.
-
-    27,161,264 parameters with the auxiliary head, 23,834,568 without (1000 classes). The smallest input is
-    75x75 (torchvision's minimum): below it Mixed_7a's valid stride-2 3x3 convolutions find a grid under 3x3.
+    Training adds 0.3 x the auxiliary loss. 27,161,264 parameters with the auxiliary head, 23,834,568
+    without (1000 classes). The smallest input is 75x75 (torchvision's minimum): below it Mixed_7a's
+    valid stride-2 3x3 convolutions find a grid under 3x3.
     """
-    if transform_input and in_chans != 3:
-        raise ConvlabError(f"transform_input needs 3 input channels (RGB), got in_chans={in_chans}.")
-    if not 0.0 <= dropout < 1.0:
-        raise ConvlabError(f"dropout must be in [0, 1), got {dropout!r}.")
-    make_activation(activation)  # fail on an unknown name before building anything
-    return InceptionV3(num_classes, in_chans, activation, aux_logits, transform_input, dropout)
+    return InceptionV3(num_classes, in_chans, **options)

@@ -12,10 +12,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from convlab.errors import ConvlabError, unknown_name_error
-from convlab.layers import ACTIVATIONS, CoveringConv2d, make_activation
-from convlab.models._registry import register_model
+from convlab.layers import ACTIVATIONS, make_activation
+from convlab.models._registry import Option, activation_option, register_model
 
 PAPER = "LeCun et al., Gradient-Based Learning Applied to Document Recognition (Proc. IEEE 1998)"
+
+LENET5_OPTIONS = {
+    "activation": activation_option("tanh"),
+    "pool": Option("avg", '"avg" (the paper\'s averaging, without its trainable coefficient) or "max"'),
+}
+LENET5_1998_OPTIONS = {
+    "activation": Option(
+        "scaled_tanh", 'the paper\'s 1.7159 tanh(2a/3) ("scaled_tanh") or any zoo activation'
+    ),
+}
 
 # LeCun et al. 1998, Table I: which S2 feature maps (rows) each C3 feature map (columns) reads.
 # The first six C3 maps take 3 contiguous S2 maps, the next nine 4, and the last one all six:
@@ -124,13 +134,16 @@ def _lecun_1998_init(model: nn.Module) -> None:
         nn.init.uniform_(module.bias, -bound, bound)
 
 
-@register_model(family="lenet", year=1998, paper=PAPER, input_size=(1, 32, 32), num_classes=10)
-def lenet5(
-    num_classes: int = 10, in_chans: int = 1, *, activation: str = "tanh", pool: str = "avg"
-) -> nn.Module:
+def _register(options: dict[str, Option]):
+    return register_model(
+        family="lenet", year=1998, paper=PAPER, input_size=(1, 32, 32), num_classes=10, options=options
+    )
+
+
+@_register(LENET5_OPTIONS)
+def lenet5(num_classes: int, in_chans: int, *, activation: str, pool: str) -> LeNet5:
     """LeNet-5 as usually built today: full C3, parameter-free 2x2 pooling, 61,706 parameters.
 
-    ``pool`` is "avg" (the paper's averaging, without its trainable coefficient) or "max".
     Needs a 32x32 input: C5's 5x5 kernel exactly covers S4's 5x5 maps.
     """
     pools = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
@@ -144,10 +157,7 @@ def lenet5(
             ("c3", nn.Conv2d(6, 16, 5)),  # every C3 map reads all six S2 maps: 2,416 parameters
             ("c3_act", _activation(activation)),
             ("s4", pools[pool](2, 2)),
-            (
-                "c5",
-                CoveringConv2d(16, 120, 5),
-            ),  # 5*5*16*120 + 120 = 48,120 parameters; at 32x32 one matrix product
+            ("c5", nn.Conv2d(16, 120, 5)),  # 5*5*16*120 + 120 = 48,120 parameters, 1x1x120 at 32x32
             ("c5_act", _activation(activation)),
         ]
     )
@@ -161,12 +171,11 @@ def lenet5(
     return LeNet5(features, classifier)
 
 
-@register_model(family="lenet", year=1998, paper=PAPER, input_size=(1, 32, 32), num_classes=10)
-def lenet5_1998(num_classes: int = 10, in_chans: int = 1, *, activation: str = "scaled_tanh") -> nn.Module:
+@_register(LENET5_1998_OPTIONS)
+def lenet5_1998(num_classes: int, in_chans: int, *, activation: str) -> LeNet5:
     """The original LeNet-5: sparse C3 (Table I), trainable subsampling S2/S4, 60,850 parameters.
 
-    Activation defaults to the paper's scaled tanh 1.7159*tanh(2x/3) ("scaled_tanh"; any zoo
-    activation name also works), and weights start uniform in +-2.4/fan-in as in the paper.
+    Weights start uniform in +-2.4/fan-in as in the paper.
     The output is a plain Linear layer instead of the paper's Euclidean RBF units (its 10
     biases are why this counts 60,850 where the paper says about 60,000), so it trains with
     cross-entropy like every other model here.
@@ -182,7 +191,7 @@ def lenet5_1998(num_classes: int = 10, in_chans: int = 1, *, activation: str = "
             ("c3_act", _activation(activation)),
             ("s4", Subsampling(16)),  # 32 parameters
             ("s4_act", _activation(activation)),
-            ("c5", CoveringConv2d(16, 120, 5)),  # 48,120 parameters
+            ("c5", nn.Conv2d(16, 120, 5)),  # 48,120 parameters
             ("c5_act", _activation(activation)),
         ]
     )

@@ -13,7 +13,14 @@ from torch import nn
 
 from convlab.errors import ConvlabError
 from convlab.layers import make_activation
-from convlab.models._registry import register_model
+from convlab.models._registry import Option, activation_option, register_model
+
+MLP_OPTIONS = {
+    "activation": activation_option("relu"),
+    "hidden": Option((300,), "hidden widths: (1000,), (500, 150), ...; () gives a linear classifier"),
+    "input_size": Option(28, "side of the square input in pixels"),
+    "dropout": Option(0.0, "dropout after each hidden activation"),
+}
 
 
 class MLP(nn.Module):
@@ -66,22 +73,20 @@ def _check_hidden(hidden: Sequence[int]) -> tuple[int, ...]:
     paper="LeCun et al., Gradient-Based Learning Applied to Document Recognition (Proc. IEEE 1998)",
     input_size=(1, 28, 28),
     num_classes=10,
+    options=MLP_OPTIONS,
 )
 def mlp(
-    num_classes: int = 10,
-    in_chans: int = 1,
+    num_classes: int,
+    in_chans: int,
     *,
-    activation: str = "relu",
-    hidden: tuple[int, ...] = (300,),
-    input_size: int = 28,
-    dropout: float = 0.0,
-) -> nn.Module:
+    activation: str,
+    hidden: Sequence[int],
+    input_size: int,
+    dropout: float,
+) -> MLP:
     """Multi-layer perceptron on the flattened image (LeCun's MNIST baselines, e.g. 784-300-10).
 
-    ``hidden`` lists the hidden widths ((1000,), (500, 150), ...; () gives a linear classifier);
-    ``input_size`` is the side of the square input, so the first layer takes
-    in_chans*input_size**2 values. A dropout layer follows each hidden activation when
-    ``dropout`` > 0.
+    The first layer takes in_chans*input_size**2 values.
     """
     widths = _check_hidden(hidden)
     if int(input_size) < 1:

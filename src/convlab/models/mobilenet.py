@@ -8,7 +8,7 @@ from torch import nn
 from convlab.errors import ConvlabError
 from convlab.layers.conv import ConvNormAct, DepthwiseSeparableConv
 from convlab.layers.inverted_residual import InvertedResidual
-from convlab.models._registry import register_model
+from convlab.models._registry import Option, activation_option, register_model
 
 # Howard et al. 2017, Table 1: a 3x3 stride-2 convolution to 32 channels, then 13 depthwise-separable layers
 # (3x3 depthwise + 1x1 pointwise) as (output channels, stride). The table's second-to-last "Conv dw / s2"
@@ -46,6 +46,20 @@ MOBILENET_V2_SETTINGS = [
 ]
 MOBILENET_V2_LAST = 1280
 
+MOBILENET_V1_OPTIONS = {
+    "activation": activation_option("relu"),
+    "width_multiplier": Option(
+        1.0, "the paper's alpha (1.0, 0.75, 0.5, 0.25 in Table 6): scales every layer"
+    ),
+}
+MOBILENET_V2_OPTIONS = {
+    "activation": activation_option("relu6"),
+    "width_mult": Option(
+        1.0, "scales every layer's channels, rounded to multiples of 8 (0.35 to 1.4 in the paper)"
+    ),
+    "dropout": Option(0.2, "dropout before the classifier, as torchvision's"),
+}
+
 
 def _check_width(width: float, option: str) -> None:
     if not width > 0:
@@ -71,6 +85,7 @@ class MobileNetV1(nn.Module):
         self, num_classes: int, in_chans: int = 3, width_multiplier: float = 1.0, activation: str = "relu"
     ) -> None:
         super().__init__()
+        _check_width(width_multiplier, "width_multiplier")
         # Width multiplier alpha thins every layer uniformly (Section 3.3): channels -> int(alpha * channels)
         channels = int(MOBILENET_V1_STEM * width_multiplier)
         layers: list[nn.Module] = [ConvNormAct(in_chans, channels, 3, stride=2, activation=activation)]
@@ -106,6 +121,7 @@ class MobileNetV2(nn.Module):
         dropout: float = 0.2,
     ) -> None:
         super().__init__()
+        _check_width(width_mult, "width_mult")
         channels = round_channels(MOBILENET_V2_STEM * width_mult)
         # Multipliers below one thin every layer except the last convolution (Sandler et al. 2018, Sec. 6.1)
         last_channels = round_channels(MOBILENET_V2_LAST * max(1.0, width_mult))
@@ -142,21 +158,14 @@ class MobileNetV2(nn.Module):
     input_size=(3, 224, 224),
     num_classes=1000,
     torchvision=None,
+    options=MOBILENET_V1_OPTIONS,
 )
-def mobilenet_v1(
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    *,
-    activation: str = "relu",
-    width_multiplier: float = 1.0,
-) -> nn.Module:
+def mobilenet_v1(num_classes: int, in_chans: int, **options) -> MobileNetV1:
     """MobileNet v1: 13 depthwise-separable layers (Table 1), 4.2M parameters at width 1.0.
 
-    ``width_multiplier`` is the paper's alpha (1.0, 0.75, 0.5, 0.25 in Table 6): it scales
-    every layer's channels and cuts parameters and multiply-adds by about alpha squared.
+    The width multiplier alpha cuts parameters and multiply-adds by about alpha squared.
     """
-    _check_width(width_multiplier, "width_multiplier")
-    return MobileNetV1(num_classes, in_chans, width_multiplier, activation)
+    return MobileNetV1(num_classes, in_chans, **options)
 
 
 @register_model(
@@ -166,19 +175,8 @@ def mobilenet_v1(
     input_size=(3, 224, 224),
     num_classes=1000,
     torchvision="mobilenet_v2",
+    options=MOBILENET_V2_OPTIONS,
 )
-def mobilenet_v2(
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    *,
-    activation: str = "relu6",
-    width_mult: float = 1.0,
-    dropout: float = 0.2,
-) -> nn.Module:
-    """MobileNetV2: inverted residuals with linear bottlenecks (Table 2), 3.5M parameters.
-
-    ``width_mult`` scales every layer's channels (rounded to multiples of 8; 0.35 to 1.4 in
-    the paper); ``dropout`` is applied before the classifier, as torchvision's.
-    """
-    _check_width(width_mult, "width_mult")
-    return MobileNetV2(num_classes, in_chans, width_mult, activation, dropout)
+def mobilenet_v2(num_classes: int, in_chans: int, **options) -> MobileNetV2:
+    """MobileNetV2: inverted residuals with linear bottlenecks (Table 2), 3.5M parameters."""
+    return MobileNetV2(num_classes, in_chans, **options)

@@ -12,7 +12,7 @@ from torch import nn
 
 from convlab.errors import ConvlabError
 from convlab.layers import make_activation
-from convlab.models._registry import register_model
+from convlab.models._registry import Option, activation_option, register_model
 
 # Lin et al. 2013, CIFAR-10 model: per mlpconv block, the KxK convolution's kernel and maps, then the
 # widths of its two 1x1 layers ("cccp" in the Caffe files), and the pooling that follows it.
@@ -22,6 +22,11 @@ NIN_CIFAR10 = [
     (5, 192, (192, 192), "avg"),
     (3, 192, (192, "classes"), "global"),
 ]
+
+NIN_OPTIONS = {
+    "activation": activation_option("relu"),
+    "dropout": Option(0.5, "dropout after the first two mlpconv blocks"),
+}
 
 
 class MlpConv(nn.Module):
@@ -61,6 +66,8 @@ class NiN(nn.Module):
 
     def __init__(self, num_classes: int, in_chans: int, activation: str, dropout: float) -> None:
         super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ConvlabError(f"dropout must be a probability in [0, 1), got {dropout!r}.")
         stages: list[nn.Module] = []
         channels = in_chans
         for kernel, conv_maps, widths, pooling in NIN_CIFAR10:
@@ -93,16 +100,13 @@ class NiN(nn.Module):
     paper="Lin, Chen, Yan, Network In Network (ICLR 2014)",
     input_size=(3, 32, 32),
     num_classes=10,
+    options=NIN_OPTIONS,
 )
-def nin(
-    num_classes: int = 10, in_chans: int = 3, *, activation: str = "relu", dropout: float = 0.5
-) -> nn.Module:
+def nin(num_classes: int, in_chans: int, **options) -> NiN:
     """Network in Network for CIFAR-10: three mlpconv blocks and global average pooling, 0.97M parameters.
 
     As in the paper's model, the last 1x1 layer (one map per class) is followed by the
     activation too, so class scores are averages of rectified maps. Dropout follows the first
     two blocks.
     """
-    if not 0.0 <= dropout < 1.0:
-        raise ConvlabError(f"dropout must be a probability in [0, 1), got {dropout!r}.")
-    return NiN(num_classes, in_chans, activation, dropout)
+    return NiN(num_classes, in_chans, **options)

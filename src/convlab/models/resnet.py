@@ -10,7 +10,7 @@ from torch import nn
 
 from convlab.layers.activations import make_activation
 from convlab.layers.residual import BasicBlock, Bottleneck
-from convlab.models._registry import register_model
+from convlab.models._registry import Option, activation_option, register_model
 
 PAPER = "He, Zhang, Ren, Sun, Deep Residual Learning for Image Recognition (CVPR 2016)"
 
@@ -31,15 +31,41 @@ CIFAR_WIDTHS = [16, 32, 64]  # "the numbers of filters are {16, 32, 64} respecti
 CIFAR_STRIDES = [1, 2, 2]  # feature maps 32x32, 16x16, 8x8
 CIFAR_INPUT = (3, 32, 32)  # CIFAR-10 images, 10 classes
 
+# The options every ResNet entry point takes, with their defaults (create_model's table).
+ZERO_INIT_RESIDUAL = Option(False, "start each block's last batch norm at zero (Goyal et al. 2017)")
+BASIC_RESNET_OPTIONS = {"activation": activation_option("relu"), "zero_init_residual": ZERO_INIT_RESIDUAL}
+BOTTLENECK_RESNET_OPTIONS = {
+    "activation": activation_option("relu"),
+    "stride_in": Option(
+        "3x3", 'which conv of a downsampling bottleneck strides: "3x3" (torchvision) or "1x1" (paper)'
+    ),
+    "zero_init_residual": ZERO_INIT_RESIDUAL,
+}
+CIFAR_RESNET_OPTIONS = {
+    "activation": activation_option("relu"),
+    "shortcut": Option(
+        "A", 'shortcut where a stage widens: "A" zero padding (the paper\'s CIFAR choice) or "B" 1x1'
+    ),
+    "zero_init_residual": ZERO_INIT_RESIDUAL,
+}
 
-def make_stage(
-    block: type[nn.Module], in_channels: int, width: int, num_blocks: int, stride: int, **block_options
-) -> nn.Sequential:
-    """``num_blocks`` residual blocks; the first one strides and changes the channel count."""
-    blocks = [block(in_channels, width, stride, **block_options)]
-    out_channels = width * block.expansion
-    blocks += [block(out_channels, width, 1, **block_options) for _ in range(num_blocks - 1)]
-    return nn.Sequential(*blocks)
+
+def make_stages(
+    block: type[nn.Module],
+    in_channels: int,
+    widths: list[int],
+    blocks_per_stage: list[int],
+    strides: list[int],
+    **block_options,
+) -> list[nn.Sequential]:
+    """One stage of residual blocks per width; each stage's first block strides and changes the channels."""
+    stages, channels = [], in_channels
+    for width, num_blocks, stride in zip(widths, blocks_per_stage, strides, strict=True):
+        blocks = [block(channels, width, stride, **block_options)]
+        channels = width * block.expansion
+        blocks += [block(channels, width, 1, **block_options) for _ in range(num_blocks - 1)]
+        stages.append(nn.Sequential(*blocks))
+    return stages
 
 
 def init_resnet_weights(model: nn.Module, zero_init_residual: bool) -> None:
@@ -50,9 +76,7 @@ def init_resnet_weights(model: nn.Module, zero_init_residual: bool) -> None:
         elif isinstance(module, nn.BatchNorm2d):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
-    if (
-        zero_init_residual
-    ):  # every block starts as act(shortcut(x)); helps large-batch training (Goyal et al.)
+    if zero_init_residual:  # every block starts as act(shortcut(x)): helps large batches (Goyal et al.)
         for module in model.modules():
             if isinstance(module, (BasicBlock, Bottleneck)):
                 module.zero_init_last_bn()
@@ -80,17 +104,17 @@ class ResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(64)
         self.act = make_activation(activation)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        channels = 64
-        for index, (width, num_blocks, stride) in enumerate(
-            zip(IMAGENET_WIDTHS, blocks_per_stage, IMAGENET_STRIDES), start=1
-        ):
-            stage = make_stage(
-                block, channels, width, num_blocks, stride, activation=activation, **block_options
-            )
-            setattr(self, f"layer{index}", stage)  # layer1 .. layer4, torchvision's names
-            channels = width * block.expansion
+        self.layer1, self.layer2, self.layer3, self.layer4 = make_stages(  # conv2_x .. conv5_x
+            block,
+            64,
+            IMAGENET_WIDTHS,
+            blocks_per_stage,
+            IMAGENET_STRIDES,
+            activation=activation,
+            **block_options,
+        )
         self.avgpool = nn.AdaptiveAvgPool2d(1)  # any input size from 32x32 up ends in one vector
-        self.fc = nn.Linear(channels, num_classes)
+        self.fc = nn.Linear(IMAGENET_WIDTHS[-1] * block.expansion, num_classes)
         init_resnet_weights(self, zero_init_residual)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -116,21 +140,17 @@ class CifarResNet(nn.Module):
         self.conv1 = nn.Conv2d(in_chans, CIFAR_WIDTHS[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(CIFAR_WIDTHS[0])
         self.act = make_activation(activation)
-        channels = CIFAR_WIDTHS[0]
-        for index, (width, stride) in enumerate(zip(CIFAR_WIDTHS, CIFAR_STRIDES), start=1):
-            stage = make_stage(
-                BasicBlock,
-                channels,
-                width,
-                blocks_per_stage,
-                stride,
-                activation=activation,
-                shortcut=shortcut,
-            )
-            setattr(self, f"layer{index}", stage)
-            channels = width
+        self.layer1, self.layer2, self.layer3 = make_stages(
+            BasicBlock,
+            CIFAR_WIDTHS[0],
+            CIFAR_WIDTHS,
+            [blocks_per_stage] * len(CIFAR_WIDTHS),
+            CIFAR_STRIDES,
+            activation=activation,
+            shortcut=shortcut,
+        )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(channels, num_classes)
+        self.fc = nn.Linear(CIFAR_WIDTHS[-1], num_classes)
         init_resnet_weights(self, zero_init_residual)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -140,189 +160,86 @@ class CifarResNet(nn.Module):
 
 
 def imagenet_resnet(depth: int, num_classes: int, in_chans: int, **options) -> ResNet:
+    """The ImageNet ResNet of ``depth`` layers (Table 1's column)."""
     block, blocks_per_stage = IMAGENET_BLOCKS[depth]
     return ResNet(block, blocks_per_stage, num_classes, in_chans, **options)
 
 
-@register_model(family="resnet", year=2015, paper=PAPER, torchvision="resnet18")
-def resnet18(
-    num_classes: int = 1000, in_chans: int = 3, *, activation: str = "relu", zero_init_residual: bool = False
-) -> nn.Module:
-    """ResNet-18: basic blocks [2, 2, 2, 2], 11.7M parameters, 1.8 G multiply-adds at 224."""
-    return imagenet_resnet(
-        18, num_classes, in_chans, activation=activation, zero_init_residual=zero_init_residual
-    )
-
-
-@register_model(family="resnet", year=2015, paper=PAPER, torchvision="resnet34")
-def resnet34(
-    num_classes: int = 1000, in_chans: int = 3, *, activation: str = "relu", zero_init_residual: bool = False
-) -> nn.Module:
-    """ResNet-34: basic blocks [3, 4, 6, 3], 21.8M parameters, 3.6 G multiply-adds at 224."""
-    return imagenet_resnet(
-        34, num_classes, in_chans, activation=activation, zero_init_residual=zero_init_residual
-    )
-
-
-@register_model(family="resnet", year=2015, paper=PAPER, torchvision="resnet50")
-def resnet50(
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    *,
-    activation: str = "relu",
-    stride_in: str = "3x3",
-    zero_init_residual: bool = False,
-) -> nn.Module:
-    """ResNet-50: bottlenecks [3, 4, 6, 3], 25.6M parameters, 4.1 G multiply-adds at 224 (3.8 G as v1)."""
-    return imagenet_resnet(
-        50,
-        num_classes,
-        in_chans,
-        activation=activation,
-        stride_in=stride_in,
-        zero_init_residual=zero_init_residual,
-    )
-
-
-@register_model(family="resnet", year=2015, paper=PAPER, torchvision="resnet101")
-def resnet101(
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    *,
-    activation: str = "relu",
-    stride_in: str = "3x3",
-    zero_init_residual: bool = False,
-) -> nn.Module:
-    """ResNet-101: bottlenecks [3, 4, 23, 3], 44.5M parameters, 7.8 G multiply-adds at 224 (7.6 G as v1)."""
-    return imagenet_resnet(
-        101,
-        num_classes,
-        in_chans,
-        activation=activation,
-        stride_in=stride_in,
-        zero_init_residual=zero_init_residual,
-    )
-
-
-@register_model(family="resnet", year=2015, paper=PAPER, torchvision="resnet152")
-def resnet152(
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    *,
-    activation: str = "relu",
-    stride_in: str = "3x3",
-    zero_init_residual: bool = False,
-) -> nn.Module:
-    """ResNet-152: bottlenecks [3, 8, 36, 3], 60.2M parameters, 11.5 G multiply-adds at 224 (11.3 G as v1)."""
-    return imagenet_resnet(
-        152,
-        num_classes,
-        in_chans,
-        activation=activation,
-        stride_in=stride_in,
-        zero_init_residual=zero_init_residual,
-    )
-
-
 def cifar_resnet(depth: int, num_classes: int, in_chans: int, **options) -> CifarResNet:
+    """The CIFAR ResNet of ``depth`` = 6n + 2 layers (section 4.2)."""
     return CifarResNet(CIFAR_BLOCKS_PER_STAGE[depth], num_classes, in_chans, **options)
 
 
-@register_model(family="resnet", year=2015, paper=PAPER, input_size=CIFAR_INPUT, num_classes=10)
-def resnet20(
-    num_classes: int = 10,
-    in_chans: int = 3,
-    *,
-    activation: str = "relu",
-    shortcut: str = "A",
-    zero_init_residual: bool = False,
-) -> nn.Module:
+def _imagenet(torchvision: str, options: dict[str, Option]):
+    return register_model(family="resnet", year=2015, paper=PAPER, torchvision=torchvision, options=options)
+
+
+def _cifar():
+    return register_model(
+        family="resnet",
+        year=2015,
+        paper=PAPER,
+        input_size=CIFAR_INPUT,
+        num_classes=10,
+        options=CIFAR_RESNET_OPTIONS,
+    )
+
+
+@_imagenet("resnet18", BASIC_RESNET_OPTIONS)
+def resnet18(num_classes: int, in_chans: int, **options) -> ResNet:
+    """ResNet-18: basic blocks [2, 2, 2, 2], 11.7M parameters, 1.8 G multiply-adds at 224."""
+    return imagenet_resnet(18, num_classes, in_chans, **options)
+
+
+@_imagenet("resnet34", BASIC_RESNET_OPTIONS)
+def resnet34(num_classes: int, in_chans: int, **options) -> ResNet:
+    """ResNet-34: basic blocks [3, 4, 6, 3], 21.8M parameters, 3.6 G multiply-adds at 224."""
+    return imagenet_resnet(34, num_classes, in_chans, **options)
+
+
+@_imagenet("resnet50", BOTTLENECK_RESNET_OPTIONS)
+def resnet50(num_classes: int, in_chans: int, **options) -> ResNet:
+    """ResNet-50: bottlenecks [3, 4, 6, 3], 25.6M parameters, 4.1 G multiply-adds at 224 (3.8 G as v1)."""
+    return imagenet_resnet(50, num_classes, in_chans, **options)
+
+
+@_imagenet("resnet101", BOTTLENECK_RESNET_OPTIONS)
+def resnet101(num_classes: int, in_chans: int, **options) -> ResNet:
+    """ResNet-101: bottlenecks [3, 4, 23, 3], 44.5M parameters, 7.8 G multiply-adds at 224 (7.6 G as v1)."""
+    return imagenet_resnet(101, num_classes, in_chans, **options)
+
+
+@_imagenet("resnet152", BOTTLENECK_RESNET_OPTIONS)
+def resnet152(num_classes: int, in_chans: int, **options) -> ResNet:
+    """ResNet-152: bottlenecks [3, 8, 36, 3], 60.2M parameters, 11.5 G multiply-adds at 224 (11.3 G as v1)."""
+    return imagenet_resnet(152, num_classes, in_chans, **options)
+
+
+@_cifar()
+def resnet20(num_classes: int, in_chans: int, **options) -> CifarResNet:
     """CIFAR ResNet-20: 3 basic blocks per stage at widths 16/32/64, 0.27M parameters."""
-    return cifar_resnet(
-        20,
-        num_classes,
-        in_chans,
-        activation=activation,
-        shortcut=shortcut,
-        zero_init_residual=zero_init_residual,
-    )
+    return cifar_resnet(20, num_classes, in_chans, **options)
 
 
-@register_model(family="resnet", year=2015, paper=PAPER, input_size=CIFAR_INPUT, num_classes=10)
-def resnet32(
-    num_classes: int = 10,
-    in_chans: int = 3,
-    *,
-    activation: str = "relu",
-    shortcut: str = "A",
-    zero_init_residual: bool = False,
-) -> nn.Module:
+@_cifar()
+def resnet32(num_classes: int, in_chans: int, **options) -> CifarResNet:
     """CIFAR ResNet-32: 5 basic blocks per stage at widths 16/32/64, 0.46M parameters."""
-    return cifar_resnet(
-        32,
-        num_classes,
-        in_chans,
-        activation=activation,
-        shortcut=shortcut,
-        zero_init_residual=zero_init_residual,
-    )
+    return cifar_resnet(32, num_classes, in_chans, **options)
 
 
-@register_model(family="resnet", year=2015, paper=PAPER, input_size=CIFAR_INPUT, num_classes=10)
-def resnet44(
-    num_classes: int = 10,
-    in_chans: int = 3,
-    *,
-    activation: str = "relu",
-    shortcut: str = "A",
-    zero_init_residual: bool = False,
-) -> nn.Module:
+@_cifar()
+def resnet44(num_classes: int, in_chans: int, **options) -> CifarResNet:
     """CIFAR ResNet-44: 7 basic blocks per stage at widths 16/32/64, 0.66M parameters."""
-    return cifar_resnet(
-        44,
-        num_classes,
-        in_chans,
-        activation=activation,
-        shortcut=shortcut,
-        zero_init_residual=zero_init_residual,
-    )
+    return cifar_resnet(44, num_classes, in_chans, **options)
 
 
-@register_model(family="resnet", year=2015, paper=PAPER, input_size=CIFAR_INPUT, num_classes=10)
-def resnet56(
-    num_classes: int = 10,
-    in_chans: int = 3,
-    *,
-    activation: str = "relu",
-    shortcut: str = "A",
-    zero_init_residual: bool = False,
-) -> nn.Module:
+@_cifar()
+def resnet56(num_classes: int, in_chans: int, **options) -> CifarResNet:
     """CIFAR ResNet-56: 9 basic blocks per stage at widths 16/32/64, 0.85M parameters."""
-    return cifar_resnet(
-        56,
-        num_classes,
-        in_chans,
-        activation=activation,
-        shortcut=shortcut,
-        zero_init_residual=zero_init_residual,
-    )
+    return cifar_resnet(56, num_classes, in_chans, **options)
 
 
-@register_model(family="resnet", year=2015, paper=PAPER, input_size=CIFAR_INPUT, num_classes=10)
-def resnet110(
-    num_classes: int = 10,
-    in_chans: int = 3,
-    *,
-    activation: str = "relu",
-    shortcut: str = "A",
-    zero_init_residual: bool = False,
-) -> nn.Module:
+@_cifar()
+def resnet110(num_classes: int, in_chans: int, **options) -> CifarResNet:
     """CIFAR ResNet-110: 18 basic blocks per stage at widths 16/32/64, 1.7M parameters."""
-    return cifar_resnet(
-        110,
-        num_classes,
-        in_chans,
-        activation=activation,
-        shortcut=shortcut,
-        zero_init_residual=zero_init_residual,
-    )
+    return cifar_resnet(110, num_classes, in_chans, **options)

@@ -11,7 +11,7 @@ from torch import nn
 from convlab.errors import ConvlabError
 from convlab.layers.activations import make_activation
 from convlab.layers.fire import Fire
-from convlab.models._registry import register_model
+from convlab.models._registry import Option, activation_option, register_model
 
 # "M" is a 3x3/2 max pool; (squeeze, expand1x1, expand3x3) a fire module's widths.
 SQUEEZENET_CONFIGS: dict[str, dict] = {
@@ -50,6 +50,11 @@ SQUEEZENET_CONFIGS: dict[str, dict] = {
             (64, 256, 256),
         ],
     },
+}
+
+SQUEEZENET_OPTIONS = {
+    "activation": activation_option("relu"),
+    "dropout": Option(0.5, "dropout after fire9 (section 3.3)"),
 }
 
 
@@ -103,7 +108,7 @@ class SqueezeNet(nn.Module):
         return torch.flatten(self.classifier(self.features(x)), 1)
 
 
-def _squeezenet(name: str, num_classes: int, in_chans: int, activation: str, dropout: float) -> SqueezeNet:
+def _squeezenet(name: str, num_classes: int, in_chans: int, *, activation: str, dropout: float) -> SqueezeNet:
     if not 0.0 <= dropout < 1.0:
         raise ConvlabError(f"dropout must be in [0, 1), got {dropout!r}.")
     make_activation(activation)  # fail on an unknown name before building anything
@@ -113,24 +118,24 @@ def _squeezenet(name: str, num_classes: int, in_chans: int, activation: str, dro
 _PAPER = "Iandola et al., SqueezeNet: AlexNet-level accuracy with 50x fewer parameters and <0.5MB model size (2016)"
 
 
-@register_model(family="squeezenet", year=2016, paper=_PAPER, torchvision="squeezenet1_0")
-def squeezenet1_0(
-    num_classes: int = 1000, in_chans: int = 3, *, activation: str = "relu", dropout: float = 0.5
-) -> nn.Module:
+@register_model(
+    family="squeezenet", year=2016, paper=_PAPER, torchvision="squeezenet1_0", options=SQUEEZENET_OPTIONS
+)
+def squeezenet1_0(num_classes: int, in_chans: int, **options) -> SqueezeNet:
     """SqueezeNet 1.0: 8 fire modules and a 1x1-conv classifier, AlexNet accuracy with 1.2M params.
 
     1,248,424 parameters (1000 classes). Runs from 21x21 inputs up (the third pool needs a 2x2 grid), so
     28x28 and 32x32 work.
     """
-    return _squeezenet("squeezenet1_0", num_classes, in_chans, activation, dropout)
+    return _squeezenet("squeezenet1_0", num_classes, in_chans, **options)
 
 
-@register_model(family="squeezenet", year=2016, paper=_PAPER, torchvision="squeezenet1_1")
-def squeezenet1_1(
-    num_classes: int = 1000, in_chans: int = 3, *, activation: str = "relu", dropout: float = 0.5
-) -> nn.Module:
+@register_model(
+    family="squeezenet", year=2016, paper=_PAPER, torchvision="squeezenet1_1", options=SQUEEZENET_OPTIONS
+)
+def squeezenet1_1(num_classes: int, in_chans: int, **options) -> SqueezeNet:
     """SqueezeNet 1.1: 3x3 stem and earlier pooling, 2.4x less computation than 1.0 at the same accuracy.
 
     1,235,496 parameters (1000 classes). Runs from 17x17 inputs up, so 28x28 and 32x32 work.
     """
-    return _squeezenet("squeezenet1_1", num_classes, in_chans, activation, dropout)
+    return _squeezenet("squeezenet1_1", num_classes, in_chans, **options)

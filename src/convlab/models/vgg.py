@@ -12,7 +12,7 @@ from torch import nn
 
 from convlab.errors import ConvlabError
 from convlab.layers import make_activation
-from convlab.models._registry import register_model
+from convlab.models._registry import Option, activation_option, register_model
 
 PAPER = "Simonyan, Zisserman, Very Deep Convolutional Networks for Large-Scale Image Recognition (ICLR 2015)"
 
@@ -76,6 +76,16 @@ MINI_CONFIG: list[str] = [
 ]
 # fmt: on
 
+VGG_OPTIONS = {
+    "activation": activation_option("relu"),
+    "dropout": Option(0.5, "dropout after FC6 and FC7 (Simonyan & Zisserman 2014, Sec. 3.1)"),
+}
+VGG_MINI_OPTIONS = {
+    "width": Option(1, "multiplies every stage's maps (2: 32-256 maps, 4x the multiply-adds)"),
+    "activation": activation_option("relu"),
+    "dropout": Option(0.0, "dropout before the classifier"),
+}
+
 
 def make_features(config: list[str], in_chans: int, activation: str, batch_norm: bool) -> nn.Sequential:
     """The convolutional stack of one column, as a flat Sequential (torchvision's key numbering)."""
@@ -138,7 +148,7 @@ class VGG(nn.Module):
 
 
 def _vgg(
-    config: str, batch_norm: bool, num_classes: int, in_chans: int, activation: str, dropout: float
+    config: str, batch_norm: bool, num_classes: int, in_chans: int, *, activation: str, dropout: float
 ) -> VGG:
     if not 0.0 <= dropout < 1.0:
         raise ConvlabError(f"dropout must be a probability in [0, 1), got {dropout!r}.")
@@ -154,55 +164,44 @@ def _register(torchvision: str | None = None):
         input_size=(3, 224, 224),
         num_classes=1000,
         torchvision=torchvision,
+        options=VGG_OPTIONS,
     )
 
 
 @_register(torchvision="vgg11")
-def vgg11(
-    num_classes: int = 1000, in_chans: int = 3, *, activation: str = "relu", dropout: float = 0.5
-) -> VGG:
+def vgg11(num_classes: int, in_chans: int, **options) -> VGG:
     """VGG-11, configuration A: 8 convolutions + 3 FC layers, 133M parameters."""
-    return _vgg("A", False, num_classes, in_chans, activation, dropout)
+    return _vgg("A", False, num_classes, in_chans, **options)
 
 
 @_register()
-def vgg11_lrn(
-    num_classes: int = 1000, in_chans: int = 3, *, activation: str = "relu", dropout: float = 0.5
-) -> VGG:
+def vgg11_lrn(num_classes: int, in_chans: int, **options) -> VGG:
     """VGG-11 with LRN after the first convolution, configuration A-LRN (it did not help, Table 3)."""
-    return _vgg("A-LRN", False, num_classes, in_chans, activation, dropout)
+    return _vgg("A-LRN", False, num_classes, in_chans, **options)
 
 
 @_register(torchvision="vgg13")
-def vgg13(
-    num_classes: int = 1000, in_chans: int = 3, *, activation: str = "relu", dropout: float = 0.5
-) -> VGG:
+def vgg13(num_classes: int, in_chans: int, **options) -> VGG:
     """VGG-13, configuration B: two 3x3 convolutions in every stage, 133M parameters."""
-    return _vgg("B", False, num_classes, in_chans, activation, dropout)
+    return _vgg("B", False, num_classes, in_chans, **options)
 
 
 @_register()
-def vgg16_c(
-    num_classes: int = 1000, in_chans: int = 3, *, activation: str = "relu", dropout: float = 0.5
-) -> VGG:
+def vgg16_c(num_classes: int, in_chans: int, **options) -> VGG:
     """VGG-16, configuration C: the last convolution of stages 3-5 is 1x1, 134M parameters."""
-    return _vgg("C", False, num_classes, in_chans, activation, dropout)
+    return _vgg("C", False, num_classes, in_chans, **options)
 
 
 @_register(torchvision="vgg16")
-def vgg16(
-    num_classes: int = 1000, in_chans: int = 3, *, activation: str = "relu", dropout: float = 0.5
-) -> VGG:
+def vgg16(num_classes: int, in_chans: int, **options) -> VGG:
     """VGG-16, configuration D: 13 3x3 convolutions + 3 FC layers, 138M parameters."""
-    return _vgg("D", False, num_classes, in_chans, activation, dropout)
+    return _vgg("D", False, num_classes, in_chans, **options)
 
 
 @_register(torchvision="vgg19")
-def vgg19(
-    num_classes: int = 1000, in_chans: int = 3, *, activation: str = "relu", dropout: float = 0.5
-) -> VGG:
+def vgg19(num_classes: int, in_chans: int, **options) -> VGG:
     """VGG-19, configuration E: four 3x3 convolutions in stages 3-5, 144M parameters."""
-    return _vgg("E", False, num_classes, in_chans, activation, dropout)
+    return _vgg("E", False, num_classes, in_chans, **options)
 
 
 # Batch normalisation (Ioffe & Szegedy 2015) after every convolution: not in the paper, but
@@ -210,43 +209,33 @@ def vgg19(
 
 
 @_register(torchvision="vgg11_bn")
-def vgg11_bn(
-    num_classes: int = 1000, in_chans: int = 3, *, activation: str = "relu", dropout: float = 0.5
-) -> VGG:
+def vgg11_bn(num_classes: int, in_chans: int, **options) -> VGG:
     """VGG-11 (configuration A) with batch normalisation after every convolution."""
-    return _vgg("A", True, num_classes, in_chans, activation, dropout)
+    return _vgg("A", True, num_classes, in_chans, **options)
 
 
 @_register(torchvision="vgg13_bn")
-def vgg13_bn(
-    num_classes: int = 1000, in_chans: int = 3, *, activation: str = "relu", dropout: float = 0.5
-) -> VGG:
+def vgg13_bn(num_classes: int, in_chans: int, **options) -> VGG:
     """VGG-13 (configuration B) with batch normalisation after every convolution."""
-    return _vgg("B", True, num_classes, in_chans, activation, dropout)
+    return _vgg("B", True, num_classes, in_chans, **options)
 
 
 @_register()
-def vgg16_c_bn(
-    num_classes: int = 1000, in_chans: int = 3, *, activation: str = "relu", dropout: float = 0.5
-) -> VGG:
+def vgg16_c_bn(num_classes: int, in_chans: int, **options) -> VGG:
     """VGG-16 (configuration C, 1x1 convolutions) with batch normalisation after every convolution."""
-    return _vgg("C", True, num_classes, in_chans, activation, dropout)
+    return _vgg("C", True, num_classes, in_chans, **options)
 
 
 @_register(torchvision="vgg16_bn")
-def vgg16_bn(
-    num_classes: int = 1000, in_chans: int = 3, *, activation: str = "relu", dropout: float = 0.5
-) -> VGG:
+def vgg16_bn(num_classes: int, in_chans: int, **options) -> VGG:
     """VGG-16 (configuration D) with batch normalisation after every convolution."""
-    return _vgg("D", True, num_classes, in_chans, activation, dropout)
+    return _vgg("D", True, num_classes, in_chans, **options)
 
 
 @_register(torchvision="vgg19_bn")
-def vgg19_bn(
-    num_classes: int = 1000, in_chans: int = 3, *, activation: str = "relu", dropout: float = 0.5
-) -> VGG:
+def vgg19_bn(num_classes: int, in_chans: int, **options) -> VGG:
     """VGG-19 (configuration E) with batch normalisation after every convolution."""
-    return _vgg("E", True, num_classes, in_chans, activation, dropout)
+    return _vgg("E", True, num_classes, in_chans, **options)
 
 
 class MiniVGG(nn.Module):
@@ -271,19 +260,11 @@ class MiniVGG(nn.Module):
         return self.fc(self.dropout(torch.flatten(self.pool(self.features(x)), 1)))
 
 
-@register_model(family="vgg", year=2014, paper=PAPER, input_size=(1, 28, 28), num_classes=10)
-def vgg_mini(
-    num_classes: int = 10,
-    in_chans: int = 1,
-    *,
-    width: int = 1,
-    activation: str = "relu",
-    dropout: float = 0.0,
-) -> MiniVGG:
-    """A VGG for 28x28 images: 3x3 conv-BN-ReLU stages of 16-128 maps, global pooling, 145K parameters.
-
-    ``width`` multiplies every stage's maps (2: 32-256 maps, 4x the multiply-adds).
-    """
+@register_model(
+    family="vgg", year=2014, paper=PAPER, input_size=(1, 28, 28), num_classes=10, options=VGG_MINI_OPTIONS
+)
+def vgg_mini(num_classes: int, in_chans: int, *, width: int, activation: str, dropout: float) -> MiniVGG:
+    """A VGG for 28x28 images: 3x3 conv-BN-ReLU stages of 16-128 maps, global pooling, 145K parameters."""
     if not isinstance(width, int) or width < 1:
         raise ConvlabError(f"width must be a whole number of at least 1, got {width!r}.")
     if not 0.0 <= dropout < 1.0:

@@ -8,7 +8,20 @@ import torch
 from torch import nn
 
 from convlab.layers.transformer import PatchEmbedding, TransformerEncoder
-from convlab.models._registry import register_model
+from convlab.models._registry import Option, activation_option, register_model
+
+# Dosovitskiy et al. 2021, Table 1: ViT-Base has 12 layers, hidden size 768, MLP size 3072 and 12 heads.
+VIT_B_16_OPTIONS = {
+    "activation": activation_option("gelu"),
+    "image_size": Option(224, "side of the square input images"),
+    "patch_size": Option(16, "side of the square patches that become tokens"),
+    "depth": Option(12, "transformer layers"),
+    "width": Option(768, "hidden size D of every token"),
+    "heads": Option(12, "attention heads (must divide width)"),
+    "mlp_dim": Option(3072, "hidden size of each layer's MLP"),
+    "dropout": Option(0.0, "dropout after the embeddings, the attention and the MLP"),
+    "attention_dropout": Option(0.0, "dropout on the attention weights"),
+}
 
 
 class VisionTransformer(nn.Module):
@@ -68,38 +81,12 @@ class VisionTransformer(nn.Module):
     input_size=(3, 224, 224),
     num_classes=1000,
     torchvision="vit_b_16",
+    options=VIT_B_16_OPTIONS,
 )
-def vit_b_16(
-    num_classes: int = 1000,
-    in_chans: int = 3,
-    *,
-    activation: str = "gelu",
-    image_size: int = 224,
-    patch_size: int = 16,
-    depth: int = 12,
-    width: int = 768,
-    heads: int = 12,
-    mlp_dim: int = 3072,
-    dropout: float = 0.0,
-    attention_dropout: float = 0.0,
-) -> nn.Module:
+def vit_b_16(num_classes: int, in_chans: int, **options) -> VisionTransformer:
     """ViT-Base/16: 12 pre-norm transformer layers on 16x16 patches, 86.6M parameters.
 
-    Dosovitskiy et al. 2021, Table 1: ViT-Base has 12 layers, hidden size 768, MLP size 3072
-    and 12 heads. ``depth``/``width``/``heads``/``mlp_dim`` with ``image_size`` and
-    ``patch_size`` give a small ViT instead, e.g. ``image_size=32, patch_size=4, depth=6,
+    The other options give a small ViT instead, e.g. ``image_size=32, patch_size=4, depth=6,
     width=256, heads=8, mlp_dim=512`` for CIFAR-10. The input must be image_size x image_size.
     """
-    return VisionTransformer(
-        image_size,
-        patch_size,
-        depth,
-        width,
-        heads,
-        mlp_dim,
-        num_classes,
-        in_chans,
-        dropout=dropout,
-        attention_dropout=attention_dropout,
-        activation=activation,
-    )
+    return VisionTransformer(num_classes=num_classes, in_chans=in_chans, **options)

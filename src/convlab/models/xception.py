@@ -7,7 +7,7 @@ from torch import nn
 
 from convlab.layers.activations import make_activation
 from convlab.layers.conv import ConvNormAct, DepthwiseSeparableConv
-from convlab.models._registry import register_model
+from convlab.models._registry import activation_option, register_model
 
 # Chollet 2017, Figure 5. The stem is two unpadded 3x3 convolutions (channels, stride). Every block is a
 # residual unit of separable convolutions, each given by its output channels; "pool" blocks end with a
@@ -131,11 +131,12 @@ class Xception(nn.Module):
     input_size=(3, 299, 299),
     num_classes=1000,
     torchvision=None,
+    options={"activation": activation_option("relu")},
 )
-def xception(num_classes: int = 1000, in_chans: int = 3, *, activation: str = "relu") -> nn.Module:
+def xception(num_classes: int, in_chans: int, **options) -> Xception:
     """Xception: 36 conv layers (34 depthwise-separable) in 14 modules, 12 of them residual; 22.9M parameters.
 
     Same parameters as Keras's ``Xception`` (22,910,480 counting batch norm's moving mean and
     variance as Keras does; 22,855,952 trainable). Runs on inputs down to 7x7.
     """
-    return Xception(num_classes, in_chans, activation)
+    return Xception(num_classes, in_chans, **options)
