@@ -4,21 +4,11 @@ import pytest
 import torch
 
 from convlab.data import load_data
+from convlab.data.registry import FASHION_MNIST_CLASSES
 from convlab.errors import ConvlabError
 from convlab.training.config import resolve_config
 
-FASHION = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-]
+FASHION = list(FASHION_MNIST_CLASSES)
 
 
 def pixels(bundle, split):
@@ -29,7 +19,7 @@ def pixels(bundle, split):
     ) * 255
 
 
-def test_classes_5_to_9_are_a_five_class_set_with_the_full_test_split():
+def test_classes_5_to_9_are_a_five_class_set_with_the_full_test_split(fashion_mnist):
     shoes = load_data("fashion-mnist", classes="5,6,7,8,9", download=False)
     assert shoes.classes == FASHION[5:]
     # 6,000 training images per class, 10% of each held out; the official test split keeps its 1,000 per class
@@ -37,7 +27,7 @@ def test_classes_5_to_9_are_a_five_class_set_with_the_full_test_split():
     assert torch.bincount(shoes.labels("val")).tolist() == [600] * 5
     assert shoes.size("test") == 5000 and torch.bincount(shoes.labels("test")).tolist() == [1000] * 5
 
-    everything = load_data("fashion-mnist", download=False)
+    everything = fashion_mnist()
     original = everything.labels("test")
     kept = (original >= 5).nonzero().flatten()
     assert torch.equal(shoes.labels("test"), original[kept] - 5)  # relabelled, in the original order

@@ -8,9 +8,9 @@ from convlab.errors import ConvlabError
 
 
 @pytest.fixture(scope="module")
-def fashion(tmp_path_factory):
+def fashion(fashion_mnist, tmp_path_factory):
     # An empty data_root: the files must come from the system location, never from a download.
-    return load_data("fashion-mnist", data_root=tmp_path_factory.mktemp("empty-root"), download=False)
+    return fashion_mnist(data_root=tmp_path_factory.mktemp("empty-root"))
 
 
 def test_fashion_mnist_is_found_in_the_system_location(fashion):
@@ -94,8 +94,8 @@ def test_limit_keeps_a_stratified_subset():
     assert small.size("test") == 10000  # the official test split is never cut
 
 
-def test_resized_and_with_channels_convert_once():
-    fashion = load_data("fashion-mnist", limit=1000)
+def test_resized_and_with_channels_convert_once(fashion_mnist):
+    fashion = fashion_mnist(limit=1000)
     rgb32 = fashion.resized((32, 32)).with_channels(3)
     assert rgb32.image_size == (32, 32) and rgb32.in_chans == 3
     images, _ = next(iter(rgb32.loader("test", 4)))

@@ -48,10 +48,8 @@ def tensor_bundle():
 
 
 @pytest.fixture(scope="session")
-def fashion():
-    from convlab.data import load_data
-
-    return load_data("fashion-mnist", limit=FASHION_LIMIT, val_split=0.1, seed=0)
+def fashion(fashion_mnist):
+    return fashion_mnist(limit=FASHION_LIMIT, val_split=0.1, seed=0)
 
 
 @pytest.fixture(scope="session")

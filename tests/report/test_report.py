@@ -8,8 +8,8 @@ from convlab.checkpoint import save_checkpoint
 from convlab.evaluation import EvalResult, per_class_scores
 from convlab.report import write_report
 from convlab.viz import plot_confusion
+from tests.helpers import PNG_SIGNATURE
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 METRICS = """epoch,train_loss,train_top1,val_loss,val_top1,val_top5,lr,seconds,images_per_s
 1,1.20,0.61,0.90,0.70,0.97,0.1,2.0,900
 2,0.70,0.76,0.62,0.79,0.99,0.05,2.1,880

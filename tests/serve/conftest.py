@@ -62,10 +62,8 @@ def png_bytes(pixels: np.ndarray) -> bytes:
 
 
 @pytest.fixture(scope="session")
-def fashion():
-    from convlab.data import load_data
-
-    return load_data("fashion-mnist", limit=FASHION_LIMIT, image_size=(32, 32), val_split=0.1, seed=0)
+def fashion(fashion_mnist):
+    return fashion_mnist(limit=FASHION_LIMIT, image_size=(32, 32), val_split=0.1, seed=0)
 
 
 @pytest.fixture(scope="session")

@@ -37,7 +37,5 @@ def torchvision_resnet18():
 
 
 @pytest.fixture(scope="session")
-def fashion():
-    from convlab.data import load_data
-
-    return load_data("fashion-mnist", limit=FASHION_LIMIT, download=False)
+def fashion(fashion_mnist):
+    return fashion_mnist(limit=FASHION_LIMIT)

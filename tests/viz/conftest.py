@@ -19,19 +19,6 @@ RECORD = {
     "epoch": 1,
     "metrics": {"val_top1": 0.1},
 }
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def assert_png(path, min_side: int = 100) -> tuple[int, int]:
-    """A real, non-empty PNG: the 8-byte signature, then a picture at least ``min_side`` pixels a side."""
-    assert path is not None and path.is_file()
-    assert path.read_bytes()[:8] == PNG_SIGNATURE
-    with Image.open(path) as image:
-        image.verify()
-    with Image.open(path) as image:
-        width, height = image.size
-    assert width >= min_side and height >= min_side
-    return width, height
 
 
 @pytest.fixture

@@ -7,8 +7,9 @@ import torch
 import convlab
 from convlab.errors import ConvlabError
 from convlab.viz import grad_cam, grad_cam_maps, saliency
+from tests.helpers import assert_png
 
-from .conftest import CLASSES, BrightDarkNet, LeftHalfNet, assert_png
+from .conftest import CLASSES, BrightDarkNet, LeftHalfNet
 
 
 def test_grad_cam_finds_the_bright_square_for_the_bright_class(bright_left_dark_right, tmp_path):

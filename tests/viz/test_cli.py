@@ -3,8 +3,7 @@
 import pytest
 
 from convlab.cli import main
-
-from .conftest import assert_png
+from tests.helpers import assert_png
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,7 @@ import torch
 import convlab
 from convlab.errors import ConvlabError
 from convlab.viz import feature_maps, trace_layers
-
-from .conftest import assert_png
+from tests.helpers import assert_png
 
 
 def test_first_conv_feature_maps_of_lenet5(lenet_checkpoint, digit_images, tmp_path):

@@ -7,8 +7,7 @@ import torch
 import convlab
 from convlab.errors import ConvlabError
 from convlab.viz import filters
-
-from .conftest import assert_png
+from tests.helpers import assert_png
 
 
 def test_lenet5_first_layer_filters_are_six_gray_5x5_tiles(lenet_checkpoint):

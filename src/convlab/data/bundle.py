@@ -6,6 +6,7 @@ and FolderBundle (folders of image files: DataLoader workers).
 
 from __future__ import annotations
 
+import math
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
@@ -13,9 +14,21 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
+from convlab.data.augment import parse_augment
 from convlab.errors import ConvlabError
 
 SPLITS = ("train", "val", "test")
+
+# The keys that give each random stream drawn from one seed its own generator (seeded_generator(seed, KEY)
+# or, per epoch, seeded_generator(seed, epoch, KEY)): a stream's draws never shift another's, so adding an
+# augmentation leaves the order and the splits alone, and limit=N picks the same images whatever val_split
+# is. The values are arbitrary but fixed: `convlab eval` rebuilds a run's validation split from its seed,
+# so changing one would give every earlier checkpoint another validation split.
+VALIDATION_STREAM = 0x5B1  # stratified_split: which images of each class are held out
+SUBSET_STREAM = 0x11A  # stratified_subset and per_class_subset (one stream): which images a limit keeps
+SHUFFLE_STREAM = 1  # per epoch: the order of a shuffled split
+AUGMENT_STREAM = 2  # per epoch: the batched augmentation's draws
+IMAGE_SEED_STREAM = 3  # per epoch: one seed per file for the per-image transforms of folder sets
 
 
 class DataBundle(ABC):
@@ -65,7 +78,6 @@ class DataBundle(ABC):
     def labels(self, split: str) -> torch.Tensor:
         """Implemented by MemoryBundle and FolderBundle."""
 
-    @abstractmethod
     def loader(
         self,
         split: str,
@@ -78,15 +90,48 @@ class DataBundle(ABC):
         device: str | torch.device = "cpu",
         drop_last: bool = False,
     ) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-        """Implemented by MemoryBundle and FolderBundle."""
+        """Normalised (images, labels) batches of ``split`` on ``device``, a fresh pass per iteration;
+        the order (``shuffle``) and the ``augment`` draws depend on (``seed``, ``epoch``) only."""
+        if int(batch_size) < 1:
+            raise ConvlabError(f"Batch size must be a positive integer, got {batch_size}.")
+        names = parse_augment(augment)
+        return self._loader(
+            self.check_split(split),
+            int(batch_size),
+            names,
+            shuffle=bool(shuffle),
+            epoch=int(epoch),
+            seed=int(seed),
+            device=torch.device(device),
+            drop_last=bool(drop_last),
+        )
 
-    @abstractmethod
     def resized(self, image_size: tuple[int, int]) -> DataBundle:
-        """Implemented by MemoryBundle and FolderBundle."""
+        """The same images and splits delivered at ``image_size`` (H, W)."""
+        return self._converted(self.in_chans, image_size)
+
+    def with_channels(self, in_chans: int) -> DataBundle:
+        """The same images and splits delivered with ``in_chans`` channels (1 gray, 3 RGB)."""
+        return self._converted(in_chans, self.image_size)
 
     @abstractmethod
-    def with_channels(self, in_chans: int) -> DataBundle:
-        """Implemented by MemoryBundle and FolderBundle."""
+    def _loader(
+        self,
+        split: str,
+        batch_size: int,
+        augment: list[str],
+        *,
+        shuffle: bool,
+        epoch: int,
+        seed: int,
+        device: torch.device,
+        drop_last: bool,
+    ) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        """Implemented by MemoryBundle and FolderBundle: ``loader`` with its arguments checked."""
+
+    @abstractmethod
+    def _converted(self, in_chans: int, image_size: Sequence[int]) -> DataBundle:
+        """Implemented by MemoryBundle and FolderBundle: ``resized`` and ``with_channels``."""
 
     @abstractmethod
     def _has_split(self, split: str) -> bool:
@@ -121,18 +166,28 @@ class DataBundle(ABC):
         )
 
 
-def check_loader_arguments(batch_size: int, augment: Sequence[str] | str) -> list[str]:
-    from convlab.data.augment import parse_augment
-
-    if int(batch_size) < 1:
-        raise ConvlabError(f"Batch size must be a positive integer, got {batch_size}.")
-    return parse_augment(augment)
+def check_target(in_chans: int, image_size: Sequence[int]) -> None:
+    """The channels and size a bundle can deliver: 1 or 3 channels, two positive sides."""
+    if in_chans not in (1, 3):
+        raise ConvlabError(f"in_chans must be 1 (gray) or 3 (RGB), got {in_chans}.")
+    if len(image_size) != 2 or min(int(s) for s in image_size) < 1:
+        raise ConvlabError(f"image_size must be two positive integers (H, W), got {tuple(image_size)}.")
 
 
 def seeded_generator(*keys: int) -> torch.Generator:
     """A CPU generator whose stream depends only on ``keys`` (e.g. seed, epoch, purpose)."""
     state = np.random.SeedSequence([int(k) % 2**63 for k in keys]).generate_state(1, dtype=np.uint64)[0]
     return torch.Generator().manual_seed(int(state))
+
+
+def shuffled_order(num_images: int, seed: int, epoch: int) -> torch.Tensor:
+    """A permutation of ``num_images`` that depends on (seed, epoch) only: a shuffled split's order."""
+    return torch.randperm(num_images, generator=seeded_generator(seed, epoch, SHUFFLE_STREAM))
+
+
+def batch_count(num_images: int, batch_size: int, drop_last: bool) -> int:
+    """Batches in one pass: the last, smaller batch counts unless ``drop_last``."""
+    return num_images // batch_size if drop_last else math.ceil(num_images / batch_size)
 
 
 def stratified_split(
@@ -148,7 +203,7 @@ def stratified_split(
     everything = torch.arange(labels.numel())
     if fraction == 0:
         return everything, everything[:0]
-    generator = seeded_generator(seed, 0x5B1)
+    generator = seeded_generator(seed, VALIDATION_STREAM)
     order = torch.argsort(labels, stable=True)
     counts = torch.bincount(labels, minlength=len(classes)).tolist()
     kept, held, start = [], [], 0
@@ -211,13 +266,27 @@ def select_classes(
     return kept, relabelled[kept]
 
 
+def limited_subset(
+    labels: torch.Tensor,
+    num_classes: int,
+    seed: int,
+    *,
+    limit: int | None = None,
+    limit_per_class: int | None = None,
+) -> torch.Tensor | None:
+    """Sorted indices of the images ``limit`` keeps (stratified), or else ``limit_per_class``; None: all."""
+    if limit is not None:
+        return stratified_subset(labels, int(limit), seed, num_classes)
+    if limit_per_class is not None:
+        return per_class_subset(labels, int(limit_per_class), seed, num_classes)
+    return None
+
+
 def per_class_subset(labels: torch.Tensor, per_class: int, seed: int, num_classes: int) -> torch.Tensor:
     """Sorted indices of ``per_class`` images of every class (all of a class that has fewer), seeded."""
     if int(per_class) < 1:
         raise ConvlabError(f"limit_per_class must be a positive number of images, got {per_class}.")
-    generator = seeded_generator(
-        seed, 0x11A
-    )  # the stream stratified_subset uses: one seed, one draw per class
+    generator = seeded_generator(seed, SUBSET_STREAM)
     order = torch.argsort(labels, stable=True)
     counts = torch.bincount(labels, minlength=num_classes).tolist()
     chosen, start = [], 0
@@ -243,7 +312,7 @@ def stratified_subset(labels: torch.Tensor, limit: int, seed: int, num_classes: 
         # The classes with the largest fractional parts get the images left over (ties: lower label).
         ranking = torch.argsort(-(quota - take), stable=True)
         take[ranking[:remainder]] += 1
-    generator = seeded_generator(seed, 0x11A)
+    generator = seeded_generator(seed, SUBSET_STREAM)
     order = torch.argsort(labels, stable=True)
     chosen, start = [], 0
     for count, wanted in zip(counts.to(torch.int64).tolist(), take.tolist()):

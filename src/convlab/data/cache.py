@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from convlab.data.bundle import per_class_subset, resolve_classes, stratified_split, stratified_subset
+from convlab.data.bundle import check_target
+from convlab.data.folder import (
+    Moments,
+    bad_fraction_error,
+    choose_layout_classes,
+    default_num_workers,
+    describe_layout,
+    find_folder_layout,
+    load_folder,
+    native_target,
+    read_headers,
+    split_layout,
+)
 from convlab.data.images import UnreadableImageError, read_image
 from convlab.data.memory import MemoryBundle
 from convlab.errors import ConvlabError
@@ -91,8 +102,6 @@ class _DecodeFiles(torch.utils.data.Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int):
-        from convlab.data.folder import Moments
-
         path = self.files[index]
         try:
             rgb = read_image(path, 3, self.image_size)  # the folder bundle's statistics come from RGB pixels
@@ -105,23 +114,6 @@ class _DecodeFiles(torch.utils.data.Dataset):
         return index, pixels.numpy(), row, None
 
 
-def native_target(files: Sequence[Path]) -> tuple[int, tuple[int, int]]:
-    """The channels and size load_folder would pick: RGB if any file is in colour; the most common size."""
-    from convlab.data.folder import _header
-
-    sizes, channels = Counter(), set()
-    for path in files:
-        try:
-            size, chans = _header(path)
-        except UnreadableImageError:
-            continue
-        sizes[size] += 1
-        channels.add(chans)
-    if not sizes:
-        raise ConvlabError(f"None of the {len(files)} files can be read as an image.")
-    return (3 if 3 in channels else 1), max(sizes, key=lambda s: (sizes[s], s))
-
-
 def cache_folder(
     root: str | Path,
     *,
@@ -132,21 +124,17 @@ def cache_folder(
 ) -> CacheInfo:
     """Decode every image of folder data set ``root`` once, at ``in_chans`` x ``image_size`` (default: what
     load_data would choose), into a memory-mappable array with a manifest; replaces an older cache."""
-    from convlab.data.folder import (
-        _bad_fraction_error,
-        _check_target,
-        default_num_workers,
-        find_folder_layout,
-    )
-
     start = time.perf_counter()
     root = Path(root).expanduser()
     _, layout = find_folder_layout(root)
     files = [path for pairs in layout.values() for path, _ in pairs]
-    native_chans, native_size = native_target(files)
+    sizes, channels, _ = read_headers(files)  # the channels and size load_folder would pick
+    if not sizes:
+        raise ConvlabError(f"None of the {len(files)} files can be read as an image.")
+    native_chans, native_size = native_target(sizes, channels)
     target_chans = int(in_chans) if in_chans is not None else native_chans
     target_size = tuple(int(s) for s in image_size) if image_size is not None else native_size
-    _check_target(target_chans, target_size)
+    check_target(target_chans, target_size)
     states = _file_states(files, root)
 
     final = cache_dir(root, target_chans, target_size)
@@ -171,7 +159,7 @@ def cache_folder(
             images[index] = pixels
             moments[index] = row
         if len(skipped) > max_bad_fraction * len(files):
-            raise _bad_fraction_error(root, skipped, len(files), max_bad_fraction)
+            raise bad_fraction_error(root, skipped, len(files), max_bad_fraction)
         images.flush()
         del images
         np.save(building / "moments.npy", moments)
@@ -238,9 +226,7 @@ class CachedFolderBundle(MemoryBundle):
         self._files = files
         super().__init__(**kwargs)
 
-    def _train_moments(self):
-        from convlab.data.folder import Moments
-
+    def _train_moments(self) -> Moments:
         rows = self._rows_moments[self._split_indices["train"].numpy()].sum(0)
         moments = Moments()
         moments.total = torch.from_numpy(rows[:3].copy())
@@ -278,8 +264,6 @@ def load_cached_folder(
 
     Splits follow load_folder exactly (chosen classes, limit, the seeded stratified validation split).
     """
-    from convlab.data.folder import _bad_fraction_error, find_folder_layout
-
     root = Path(root).expanduser()
     found = find_cache(root, image_size, in_chans)
     if found is None:
@@ -300,39 +284,19 @@ def load_cached_folder(
         )
     skipped = [tuple(item) for item in manifest["skipped"]]
     if len(skipped) > max_bad_fraction * len(files):
-        raise _bad_fraction_error(root, [list(s) for s in skipped], len(files), max_bad_fraction)
+        raise bad_fraction_error(root, [list(s) for s in skipped], len(files), max_bad_fraction)
     bad = {path for path, _ in skipped}
     row_of = {str(path): row for row, path in enumerate(files)}
 
-    # As load_folder: chosen classes relabelled in the order given, then limit, then the validation split.
-    if keep_classes is not None:
-        chosen = resolve_classes(keep_classes, classes, str(root))
-        new_label = {old: new for new, old in enumerate(chosen)}
-        layout = {
-            split: [(path, new_label[label]) for path, label in pairs if label in new_label]
-            for split, pairs in layout.items()
-        }
-        classes = [classes[label] for label in chosen]
-    pairs = {
+    # As load_folder, by the same two steps, over rows of the cache instead of files.
+    classes, layout = choose_layout_classes(classes, layout, keep_classes, root)
+    rows = {
         split: [(row_of[str(path)], label) for path, label in entries if str(path) not in bad]
         for split, entries in layout.items()
     }
-    train = pairs["train"]
-    train_labels = torch.tensor([label for _, label in train], dtype=torch.int64)
-    if limit is not None or limit_per_class is not None:
-        kept = (
-            stratified_subset(train_labels, int(limit), seed, len(classes))
-            if limit is not None
-            else per_class_subset(train_labels, int(limit_per_class), seed, len(classes))
-        ).tolist()
-        train, train_labels = [train[i] for i in kept], train_labels[kept]
-    if "val" in pairs:
-        splits = {"train": train, "val": pairs["val"]}
-    else:
-        keep, held = stratified_split(train_labels, float(val_split), seed, classes)
-        splits = {"train": [train[i] for i in keep.tolist()], "val": [train[i] for i in held.tolist()]}
-    if "test" in pairs:
-        splits["test"] = pairs["test"]
+    splits = split_layout(
+        rows, classes, val_split=val_split, seed=seed, limit=limit, limit_per_class=limit_per_class
+    )
 
     labels = torch.full((len(files),), -1, dtype=torch.int64)
     split_indices = {}
@@ -344,8 +308,8 @@ def load_cached_folder(
     images = torch.from_numpy(np.load(folder / "images.npy", mmap_mode="c"))
     height, width = manifest["image_size"]
     source = (
-        f"image folder {root} ({'train/val/test folders' if len(layout) > 1 else 'class folders'}; "
-        f"{len(files)} files, from the decode-once cache {folder})"
+        f"image folder {root} ({describe_layout(layout)}; {len(files)} files, "
+        f"from the decode-once cache {folder})"
     )
     bundle = CachedFolderBundle(
         rows_moments=np.load(folder / "moments.npy"),
@@ -366,8 +330,6 @@ def load_cached_folder(
 def load_folder_source(root: str | Path, *, max_bad_fraction: float = 0.05, **options):
     """What load_data gives for a folder: its cached bundle when the cache is current, else load_folder
     (whose ``source`` then says why the cache was not used)."""
-    from convlab.data.folder import load_folder
-
     bundle, status = load_cached_folder(root, max_bad_fraction=max_bad_fraction, **options)
     if bundle is not None:
         return bundle

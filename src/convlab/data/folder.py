@@ -14,24 +14,27 @@ its batch and added to ``skipped`` then.
 
 from __future__ import annotations
 
-import math
 import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from convlab.data.augment import BATCH_LEVEL, BatchAugment, folder_transform
 from convlab.data.bundle import (
+    AUGMENT_STREAM,
+    IMAGE_SEED_STREAM,
     DataBundle,
-    check_loader_arguments,
-    per_class_subset,
+    batch_count,
+    check_target,
+    limited_subset,
     resolve_classes,
     seeded_generator,
+    shuffled_order,
     stratified_split,
-    stratified_subset,
 )
 from convlab.data.images import (
     GRAY_MODES,
@@ -45,7 +48,13 @@ from convlab.errors import ConvlabError
 
 FULL_DECODE_LIMIT = 5000
 SAMPLE_SIZE = 512
+# Salts of seeded_generator for the two samples of a large folder (see bundle.py's streams): each sample
+# has its own stream, so the files read for the statistics do not follow the files whose headers were read,
+# and neither follows the validation split made with the same seed.
+HEADER_SAMPLE_STREAM = 0x4EAD  # which files' headers give a large folder's native size and channels
+STATISTICS_SAMPLE_STREAM = 0x57A7  # which training files a large folder's mean, std and covariance come from
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+Item = TypeVar("Item")  # what a layout pairs with a label: a file's path, or its row in the decode-once cache
 
 
 def default_num_workers() -> int:
@@ -127,6 +136,55 @@ def find_folder_layout(root: Path) -> tuple[list[str], dict[str, list[tuple[Path
     return classes, layout
 
 
+def choose_layout_classes(
+    classes: Sequence[str],
+    layout: dict[str, list[tuple[Path, int]]],
+    keep_classes: Sequence[int | str] | str | None,
+    root: Path,
+) -> tuple[list[str], dict[str, list[tuple[Path, int]]]]:
+    """Only the ``keep_classes`` of a folder layout, relabelled 0..k-1 in the order given (None: all)."""
+    if keep_classes is None:
+        return list(classes), layout
+    chosen = resolve_classes(keep_classes, classes, str(root))
+    new_label = {old: new for new, old in enumerate(chosen)}
+    layout = {
+        split: [(path, new_label[label]) for path, label in pairs if label in new_label]
+        for split, pairs in layout.items()
+    }
+    return [classes[label] for label in chosen], layout
+
+
+def split_layout(
+    layout: dict[str, list[tuple[Item, int]]],
+    classes: Sequence[str],
+    *,
+    val_split: float,
+    seed: int,
+    limit: int | None,
+    limit_per_class: int | None,
+) -> dict[str, list[tuple[Item, int]]]:
+    """The splits of a folder layout's (item, label) pairs: ``limit`` or ``limit_per_class`` of the
+    training pairs kept, then a stratified ``val_split`` of them held out unless there is a val folder
+    (both seeded); a test folder is its own split."""
+    train = layout["train"]
+    train_labels = torch.tensor([label for _, label in train], dtype=torch.int64)
+    kept = limited_subset(train_labels, len(classes), seed, limit=limit, limit_per_class=limit_per_class)
+    if kept is not None:
+        train, train_labels = [train[i] for i in kept.tolist()], train_labels[kept]
+    if "val" in layout:
+        splits = {"train": train, "val": layout["val"]}
+    else:
+        keep, held = stratified_split(train_labels, float(val_split), seed, classes)
+        splits = {"train": [train[i] for i in keep.tolist()], "val": [train[i] for i in held.tolist()]}
+    if "test" in layout:
+        splits["test"] = layout["test"]
+    return splits
+
+
+def describe_layout(layout: dict[str, list]) -> str:
+    return "train/val/test folders" if len(layout) > 1 else "class folders"
+
+
 # -- checking and measuring the files ---------------------------------------------------------------------
 def _header(path: Path) -> tuple[tuple[int, int], int]:
     """(H, W) and channels (1 gray / 3) from the file header; UnreadableImageError for non-images."""
@@ -139,6 +197,26 @@ def _header(path: Path) -> tuple[tuple[int, int], int]:
     except Exception as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UnreadableImageError(path, reason) from None
+
+
+def read_headers(files: Sequence[Path]) -> tuple[Counter, set[int], list[tuple[Path, str]]]:
+    """How many files have each (H, W), the channel counts seen, and (file, reason) for each non-image."""
+    sizes, channels, unreadable = Counter(), set(), []
+    for path in files:
+        try:
+            size, chans = _header(path)
+        except UnreadableImageError as error:
+            unreadable.append((path, error.reason))
+            continue
+        sizes[size] += 1
+        channels.add(chans)
+    return sizes, channels, unreadable
+
+
+def native_target(sizes: Counter, channels: set[int]) -> tuple[int, tuple[int, int]]:
+    """The channels and size a folder is delivered at unless asked otherwise: RGB if any file is in
+    colour; the most common size (ties: the larger)."""
+    return (3 if 3 in channels else 1), max(sizes, key=lambda s: (sizes[s], s))
 
 
 class Moments:
@@ -167,7 +245,7 @@ class Moments:
         return mean.tolist(), std.tolist(), covariance
 
 
-def _bad_fraction_error(root: Path, skipped: list[tuple[str, str]], total: int, limit: float) -> ConvlabError:
+def bad_fraction_error(root: Path, skipped: list[tuple[str, str]], total: int, limit: float) -> ConvlabError:
     examples = "; ".join(f"{f}: {reason}" for f, reason in skipped[:3])
     return ConvlabError(
         f"{len(skipped)} of {total} image files in '{root}' cannot be read ({len(skipped) / total:.1%}, more than "
@@ -225,43 +303,32 @@ class FolderBundle(DataBundle):
         eigenvalues, eigenvectors = torch.linalg.eigh(self._covariance)
         return eigenvalues.float(), eigenvectors.float()
 
-    def loader(
+    def _loader(
         self,
         split: str,
         batch_size: int,
+        augment: list[str],
         *,
-        shuffle: bool = False,
-        augment: Sequence[str] | str = (),
-        epoch: int = 0,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
-        drop_last: bool = False,
+        shuffle: bool,
+        epoch: int,
+        seed: int,
+        device: torch.device,
+        drop_last: bool,
     ) -> FolderLoader:
-        names = check_loader_arguments(batch_size, augment)
-        self.check_split(split)
-        device = torch.device(device)
-        batch_level = [name for name in names if name in BATCH_LEVEL]
+        batch_level = [name for name in augment if name in BATCH_LEVEL]
         augmenter = BatchAugment(
             batch_level, self.mean, self.std, self.image_size, self.in_chans, self.lighting
         )
-        key = (
-            split,
-            int(batch_size),
-            bool(shuffle),
-            tuple(names),
-            bool(drop_last),
-            device.type,
-            self.num_workers,
-        )
+        key = (split, batch_size, shuffle, tuple(augment), drop_last, device.type, self.num_workers)
         if key not in self._loaders:  # kept, so that persistent workers live across epochs
             files = self._split_files[split]
             dataset = FolderDataset(
                 [str(path) for path, _ in files],
                 [label for _, label in files],
                 self.in_chans,
-                folder_transform([n for n in names if n not in BATCH_LEVEL], self.image_size),
+                folder_transform([n for n in augment if n not in BATCH_LEVEL], self.image_size),
             )
-            sampler = EpochBatchSampler(len(files), int(batch_size), bool(shuffle), bool(drop_last))
+            sampler = EpochBatchSampler(len(files), batch_size, shuffle, drop_last)
             workers = self.num_workers
             dataloader = DataLoader(
                 dataset,
@@ -273,17 +340,11 @@ class FolderBundle(DataBundle):
             )
             self._loaders[key] = (dataloader, sampler)
         dataloader, sampler = self._loaders[key]
-        return FolderLoader(self, dataloader, sampler, augmenter, int(epoch), int(seed), device)
-
-    def resized(self, image_size: tuple[int, int]) -> FolderBundle:
-        """Same files delivered at another size (statistics: those measured at the scan size)."""
-        return self._converted(self.in_chans, image_size)
-
-    def with_channels(self, in_chans: int) -> FolderBundle:
-        return self._converted(in_chans, self.image_size)
+        return FolderLoader(self, dataloader, sampler, augmenter, epoch, seed, device)
 
     def _converted(self, in_chans: int, image_size: Sequence[int]) -> FolderBundle:
-        _check_target(in_chans, image_size)
+        """Same files delivered at another size or channels (statistics: those measured at the scan size)."""
+        check_target(in_chans, image_size)
         return FolderBundle(
             name=self.name,
             classes=self.classes,
@@ -347,17 +408,15 @@ class EpochBatchSampler:
         self.seed, self.epoch = 0, 0
 
     def __len__(self) -> int:
-        if self.drop_last:
-            return self.num_images // self.batch_size
-        return math.ceil(self.num_images / self.batch_size)
+        return batch_count(self.num_images, self.batch_size, self.drop_last)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         if self.shuffle:
-            order = torch.randperm(self.num_images, generator=seeded_generator(self.seed, self.epoch, 1))
+            order = shuffled_order(self.num_images, self.seed, self.epoch)
         else:
             order = torch.arange(self.num_images)
         image_seeds = torch.randint(
-            0, 2**62, (self.num_images,), generator=seeded_generator(self.seed, self.epoch, 3)
+            0, 2**62, (self.num_images,), generator=seeded_generator(self.seed, self.epoch, IMAGE_SEED_STREAM)
         )
         for batch in range(len(self)):
             indices = order[batch * self.batch_size : (batch + 1) * self.batch_size].tolist()
@@ -385,7 +444,7 @@ class FolderLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.sampler.seed, self.sampler.epoch = self.seed, self.epoch
-        generator = seeded_generator(self.seed, self.epoch, 2)
+        generator = seeded_generator(self.seed, self.epoch, AUGMENT_STREAM)
         for images, labels, bad in self.dataloader:
             if bad:
                 self.bundle._record_bad(bad)
@@ -393,13 +452,6 @@ class FolderLoader:
                 continue
             images = images.to(self.device, non_blocking=True)
             yield self.augmenter(images, generator), labels.to(self.device, non_blocking=True)
-
-
-def _check_target(in_chans: int, image_size: Sequence[int]) -> None:
-    if in_chans not in (1, 3):
-        raise ConvlabError(f"in_chans must be 1 (gray) or 3 (RGB), got {in_chans}.")
-    if len(image_size) != 2 or min(int(s) for s in image_size) < 1:
-        raise ConvlabError(f"image_size must be two positive integers (H, W), got {tuple(image_size)}.")
 
 
 def load_folder(
@@ -416,15 +468,8 @@ def load_folder(
 ) -> FolderBundle:
     """Scan a folder data set, check its files, split it and measure it (see the module docstring)."""
     root = Path(root).expanduser()
-    classes, layout = find_folder_layout(root)
-    if keep_classes is not None:  # only the chosen class folders are read at all, relabelled 0..k-1
-        chosen = resolve_classes(keep_classes, classes, str(root))
-        new_label = {old: new for new, old in enumerate(chosen)}
-        layout = {
-            split: [(path, new_label[label]) for path, label in pairs if label in new_label]
-            for split, pairs in layout.items()
-        }
-        classes = [classes[label] for label in chosen]
+    # Only the chosen class folders are read at all.
+    classes, layout = choose_layout_classes(*find_folder_layout(root), keep_classes, root)
     all_files = [path for pairs in layout.values() for path, _ in pairs]
     full_decode = len(all_files) <= FULL_DECODE_LIMIT
     skipped: list[tuple[str, str]] = []
@@ -433,23 +478,18 @@ def load_folder(
     if full_decode:
         header_files = all_files
     else:
-        pick = torch.randperm(len(all_files), generator=seeded_generator(seed, 0x4EAD))[:SAMPLE_SIZE]
+        sample = seeded_generator(seed, HEADER_SAMPLE_STREAM)
+        pick = torch.randperm(len(all_files), generator=sample)[:SAMPLE_SIZE]
         header_files = [all_files[i] for i in sorted(pick.tolist())]
-    sizes, channels, bad = Counter(), set(), set()
-    for path in header_files:
-        try:
-            size, chans = _header(path)
-            sizes[size] += 1
-            channels.add(chans)
-        except UnreadableImageError as error:
-            skipped.append((str(path), error.reason))
-            bad.add(path)
+    sizes, channels, unreadable = read_headers(header_files)
+    skipped += [(str(path), reason) for path, reason in unreadable]
+    bad = {path for path, _ in unreadable}
     if not sizes:
-        raise _bad_fraction_error(root, skipped, len(header_files), max_bad_fraction)
-    # Native size: the most common one (ties: the larger); channels: RGB if any file is in colour.
-    target_size = tuple(image_size) if image_size is not None else max(sizes, key=lambda s: (sizes[s], s))
-    target_chans = int(in_chans) if in_chans is not None else (3 if 3 in channels else 1)
-    _check_target(target_chans, target_size)
+        raise bad_fraction_error(root, skipped, len(header_files), max_bad_fraction)
+    native_chans, native_size = native_target(sizes, channels)
+    target_size = tuple(image_size) if image_size is not None else native_size
+    target_chans = int(in_chans) if in_chans is not None else native_chans
+    check_target(target_chans, target_size)
 
     # 2. Full decode of every file of a small folder: truncated files fail here; moments per file.
     per_file: dict[Path, Moments] = {}
@@ -466,28 +506,15 @@ def load_folder(
                 bad.add(path)
     checked = len(all_files) if full_decode else len(header_files)
     if len(bad) > max_bad_fraction * checked:
-        raise _bad_fraction_error(root, skipped, checked, max_bad_fraction)
+        raise bad_fraction_error(root, skipped, checked, max_bad_fraction)
 
     # 3. Splits: limit and validation carved from the training files (stratified, seeded).
-    train = [(path, label) for path, label in layout["train"] if path not in bad]
-    train_labels = torch.tensor([label for _, label in train], dtype=torch.int64)
-    if limit is not None or limit_per_class is not None:
-        kept = (
-            stratified_subset(train_labels, int(limit), seed, len(classes))
-            if limit is not None
-            else per_class_subset(train_labels, int(limit_per_class), seed, len(classes))
-        ).tolist()
-        train, train_labels = [train[i] for i in kept], train_labels[kept]
-    split_files = {}
-    if "val" in layout:
-        split_files["train"] = train
-        split_files["val"] = [(path, label) for path, label in layout["val"] if path not in bad]
-    else:
-        keep, held = stratified_split(train_labels, float(val_split), seed, classes)
-        split_files["train"] = [train[i] for i in keep.tolist()]
-        split_files["val"] = [train[i] for i in held.tolist()]
-    if "test" in layout:
-        split_files["test"] = [(path, label) for path, label in layout["test"] if path not in bad]
+    readable = {
+        split: [(path, label) for path, label in pairs if path not in bad] for split, pairs in layout.items()
+    }
+    split_files = split_layout(
+        readable, classes, val_split=val_split, seed=seed, limit=limit, limit_per_class=limit_per_class
+    )
 
     # 4. Statistics of the training split (exact for small folders, from a sample of it otherwise).
     total = Moments()
@@ -498,9 +525,8 @@ def load_folder(
             total.products += part.products
             total.count += part.count
     else:
-        pick = torch.randperm(len(split_files["train"]), generator=seeded_generator(seed, 0x57A7))[
-            :SAMPLE_SIZE
-        ]
+        sample = seeded_generator(seed, STATISTICS_SAMPLE_STREAM)
+        pick = torch.randperm(len(split_files["train"]), generator=sample)[:SAMPLE_SIZE]
         for index in sorted(pick.tolist()):
             path = split_files["train"][index][0]
             try:
@@ -512,12 +538,11 @@ def load_folder(
             split: [(p, label) for p, label in files if p not in bad] for split, files in split_files.items()
         }
 
-    layout_name = "train/val/test folders" if "val" in layout or "test" in layout else "class folders"
     sampled = min(SAMPLE_SIZE, len(split_files["train"]))
     check = (
         "all decoded once to check them" if full_decode else f"{sampled} sampled, the rest checked when read"
     )
-    source = f"image folder {root} ({layout_name}; {len(all_files)} files, {check})"
+    source = f"image folder {root} ({describe_layout(layout)}; {len(all_files)} files, {check})"
     return FolderBundle(
         name=str(root),
         classes=classes,

@@ -7,6 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from convlab.data.bundle import DataBundle
+from convlab.data.cache import load_folder_source
+from convlab.data.memory import build_memory_bundle
+from convlab.data.readers import read_idx_pair
 from convlab.data.registry import NAMED_SETS, is_named_set, load_named
 from convlab.errors import ConvlabError
 
@@ -69,8 +72,6 @@ def load_data(
         return load_named(source, data_root=data_root, download_missing=download, **options)
     path = Path(source).expanduser()
     if path.is_dir():  # from its decode-once cache (`convlab data cache`) when that is current
-        from convlab.data.cache import load_folder_source
-
         return load_folder_source(path, max_bad_fraction=float(max_bad_fraction), **options)
     raise ConvlabError(
         f"Data source '{source}' is neither a named set ({', '.join(NAMED_SETS)}) nor an existing folder; "
@@ -80,9 +81,6 @@ def load_data(
 
 def load_idx_source(source: str, **options) -> DataBundle:
     """``idx:TRAIN_IMAGES,TRAIN_LABELS[,TEST_IMAGES,TEST_LABELS]`` -> a MemoryBundle with classes "0".."K-1"."""
-    from convlab.data.memory import build_memory_bundle
-    from convlab.data.readers import read_idx_pair
-
     paths = [p.strip() for p in source[len("idx:") :].split(",") if p.strip()]
     if len(paths) not in (2, 4):
         raise ConvlabError(

@@ -7,21 +7,22 @@ augment.py: this is the fast path for every named set.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 
 import torch
 
 from convlab.data.augment import BatchAugment
 from convlab.data.bundle import (
+    AUGMENT_STREAM,
     DataBundle,
-    check_loader_arguments,
-    per_class_subset,
+    batch_count,
+    check_target,
+    limited_subset,
     resolve_classes,
     seeded_generator,
     select_classes,
+    shuffled_order,
     stratified_split,
-    stratified_subset,
 )
 from convlab.data.images import resize, to_channels
 from convlab.errors import ConvlabError
@@ -55,7 +56,7 @@ class MemoryBundle(DataBundle):
             )
         in_chans = int(in_chans or images.shape[1])
         image_size = tuple(int(s) for s in (image_size or images.shape[-2:]))
-        _check_target(in_chans, image_size)
+        check_target(in_chans, image_size)
         self._original = images  # kept so that resized()/with_channels() always start from the file's pixels
         self._labels = labels.to(torch.int64)
         self._split_indices = {
@@ -96,42 +97,23 @@ class MemoryBundle(DataBundle):
     def labels(self, split: str) -> torch.Tensor:
         return self._labels[self._split_indices[self.check_split(split)]]
 
-    def loader(
+    def _loader(
         self,
         split: str,
         batch_size: int,
+        augment: list[str],
         *,
-        shuffle: bool = False,
-        augment: Sequence[str] | str = (),
-        epoch: int = 0,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
-        drop_last: bool = False,
+        shuffle: bool,
+        epoch: int,
+        seed: int,
+        device: torch.device,
+        drop_last: bool,
     ) -> MemoryLoader:
-        names = check_loader_arguments(batch_size, augment)
-        self.check_split(split)
         augmenter = BatchAugment(
-            names, self.mean, self.std, self.image_size, self.in_chans, lighting=self.lighting
+            augment, self.mean, self.std, self.image_size, self.in_chans, lighting=self.lighting
         )
-        return MemoryLoader(
-            self,
-            split,
-            int(batch_size),
-            shuffle,
-            augmenter,
-            int(epoch),
-            int(seed),
-            torch.device(device),
-            drop_last,
-        )
+        return MemoryLoader(self, split, batch_size, shuffle, augmenter, epoch, seed, device, drop_last)
 
-    def resized(self, image_size: tuple[int, int]) -> MemoryBundle:
-        return self._converted(self.in_chans, image_size)
-
-    def with_channels(self, in_chans: int) -> MemoryBundle:
-        return self._converted(in_chans, self.image_size)
-
-    # -- internals ----------------------------------------------------------------------------------
     def _converted(self, in_chans: int, image_size: Sequence[int]) -> MemoryBundle:
         return MemoryBundle(
             name=self.name,
@@ -219,18 +201,16 @@ class MemoryLoader:
         self.num_images = bundle._split_indices[split].numel()
 
     def __len__(self) -> int:
-        if self.drop_last:
-            return self.num_images // self.batch_size
-        return math.ceil(self.num_images / self.batch_size)
+        return batch_count(self.num_images, self.batch_size, self.drop_last)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         bundle = self.bundle
         images, labels = bundle._tensors_on(self.device)
         order = bundle._split_indices[self.split]
         if self.shuffle:  # its own stream: the order does not change when augmentations are added
-            order = order[torch.randperm(order.numel(), generator=seeded_generator(self.seed, self.epoch, 1))]
+            order = order[shuffled_order(order.numel(), self.seed, self.epoch)]
         order = order.to(self.device)
-        generator = seeded_generator(self.seed, self.epoch, 2)
+        generator = seeded_generator(self.seed, self.epoch, AUGMENT_STREAM)
         for batch in range(len(self)):
             indices = order[batch * self.batch_size : (batch + 1) * self.batch_size]
             batch_images = images.index_select(0, indices)  # 10x faster than images[indices] on the CPU
@@ -243,13 +223,6 @@ class MemoryLoader:
 
 def _convert_in_chunks(images: torch.Tensor, convert) -> torch.Tensor:
     return torch.cat([convert(chunk) for chunk in images.split(RESIZE_CHUNK)])
-
-
-def _check_target(in_chans: int, image_size: Sequence[int]) -> None:
-    if in_chans not in (1, 3):
-        raise ConvlabError(f"in_chans must be 1 (gray) or 3 (RGB), got {in_chans}.")
-    if len(image_size) != 2 or min(image_size) < 1:
-        raise ConvlabError(f"image_size must be two positive integers (H, W), got {tuple(image_size)}.")
 
 
 def build_memory_bundle(
@@ -285,11 +258,7 @@ def build_memory_bundle(
             kept, test_labels = select_classes(test_labels, chosen, len(classes))
             test_images = test_images[kept]
         classes = [classes[label] for label in chosen]
-    kept = None
-    if limit is not None:
-        kept = stratified_subset(train_labels, int(limit), seed, len(classes))
-    elif limit_per_class is not None:
-        kept = per_class_subset(train_labels, int(limit_per_class), seed, len(classes))
+    kept = limited_subset(train_labels, len(classes), seed, limit=limit, limit_per_class=limit_per_class)
     if kept is not None:
         train_images, train_labels = train_images[kept], train_labels[kept]
     try:

@@ -18,9 +18,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from convlab.data import readers
 from convlab.data.bundle import stratified_split
 from convlab.data.memory import MemoryBundle, build_memory_bundle
+from convlab.data.readers import (
+    Arrays,
+    digits_file,
+    has_cifar,
+    has_idx_set,
+    has_stl10,
+    has_svhn,
+    read_cifar,
+    read_digits,
+    read_idx_folder,
+    read_stl10,
+    read_svhn,
+)
 from convlab.errors import ConvlabError, unknown_name_error
 
 DOWNLOAD_SOCKET_TIMEOUT = 30  # seconds without a byte before a download counts as failed, not a hang
@@ -162,7 +174,7 @@ class NamedSet:
     folders: tuple[str, ...]  # under data_root, first = where to place the files by hand
     files: str  # what to place there, in words
     has_files: Callable[[Path], bool]
-    read: Callable[[Path], readers.Arrays]
+    read: Callable[[Path], Arrays]
     system_folders: tuple[str, ...] = ()  # where a distribution package installs it
     system_package: str | None = None  # e.g. a Debian package
     url: str = ""
@@ -184,8 +196,8 @@ NAMED_SETS: dict[str, NamedSet] = {
             "LeCun et al. 1998",
             ("mnist", "MNIST/raw"),
             _IDX_FILES,
-            readers.has_idx_set,
-            readers.read_idx_folder,
+            has_idx_set,
+            read_idx_folder,
             url="http://yann.lecun.com/exdb/mnist/",
         ),
         NamedSet(
@@ -199,8 +211,8 @@ NAMED_SETS: dict[str, NamedSet] = {
             "Xiao et al. 2017",
             ("fashion-mnist", "FashionMNIST/raw"),
             _IDX_FILES,
-            readers.has_idx_set,
-            readers.read_idx_folder,
+            has_idx_set,
+            read_idx_folder,
             system_folders=("/usr/share/datasets/fashion-mnist",),
             system_package="dataset-fashion-mnist",
             url="https://github.com/zalandoresearch/fashion-mnist",
@@ -216,8 +228,8 @@ NAMED_SETS: dict[str, NamedSet] = {
             "Krizhevsky 2009",
             ("cifar-10-batches-py",),
             "data_batch_1 ... data_batch_5, test_batch and batches.meta (the python version)",
-            lambda folder: readers.has_cifar(folder, fine=False),
-            lambda folder: readers.read_cifar(folder, fine=False),
+            lambda folder: has_cifar(folder, fine=False),
+            lambda folder: read_cifar(folder, fine=False),
             url="https://www.cs.toronto.edu/~kriz/cifar.html",
         ),
         NamedSet(
@@ -231,8 +243,8 @@ NAMED_SETS: dict[str, NamedSet] = {
             "Krizhevsky 2009",
             ("cifar-100-python",),
             "train, test and meta (the python version)",
-            lambda folder: readers.has_cifar(folder, fine=True),
-            lambda folder: readers.read_cifar(folder, fine=True),
+            lambda folder: has_cifar(folder, fine=True),
+            lambda folder: read_cifar(folder, fine=True),
             url="https://www.cs.toronto.edu/~kriz/cifar.html",
         ),
         NamedSet(
@@ -246,8 +258,8 @@ NAMED_SETS: dict[str, NamedSet] = {
             "Netzer et al. 2011",
             ("svhn",),
             "train_32x32.mat and test_32x32.mat (format 2, cropped digits)",
-            readers.has_svhn,
-            readers.read_svhn,
+            has_svhn,
+            read_svhn,
             url="http://ufldl.stanford.edu/housenumbers/",
         ),
         NamedSet(
@@ -261,8 +273,8 @@ NAMED_SETS: dict[str, NamedSet] = {
             "Coates et al. 2011",
             ("stl10_binary",),
             "train_X.bin, train_y.bin, test_X.bin, test_y.bin and class_names.txt",
-            readers.has_stl10,
-            readers.read_stl10,
+            has_stl10,
+            read_stl10,
             url="https://cs.stanford.edu/~acoates/stl10/",
         ),
         NamedSet(
@@ -277,7 +289,7 @@ NAMED_SETS: dict[str, NamedSet] = {
             (),
             "nothing: scikit-learn includes it",
             lambda folder: True,
-            lambda folder: readers.read_digits(),
+            lambda folder: read_digits(),
             url="https://archive.ics.uci.edu/dataset/80",
         ),
     )
@@ -318,7 +330,7 @@ def locate(name: str, data_root: str | Path | None = None) -> Path | None:
     """The first folder that holds the set's files, or None (digits: scikit-learn's data file)."""
     spec = named_set(name)
     if spec.name == "digits":
-        return readers.digits_file()
+        return digits_file()
     return next((folder for folder in candidate_folders(spec, data_root) if spec.has_files(folder)), None)
 
 
@@ -382,7 +394,7 @@ def download(name: str, data_root: str | Path | None = None) -> Path:
     spec = named_set(name)
     root = Path(data_root).expanduser() if data_root is not None else default_data_root()
     if spec.name == "digits":
-        return readers.digits_file()
+        return digits_file()
     try:
         with _download_timeout(DOWNLOAD_SOCKET_TIMEOUT), contextlib.redirect_stdout(sys.stderr):
             _torchvision_download(spec, root)
@@ -411,7 +423,7 @@ def _folder_signature(folder: Path) -> tuple:
 
 
 @functools.lru_cache(maxsize=2)
-def _read(name: str, folder: str, signature: tuple) -> readers.Arrays:
+def _read(name: str, folder: str, signature: tuple) -> Arrays:
     """Decoded arrays of the last two sets read, so that loading a set again in one process (training,
     then evaluation; another size or seed) skips decompression."""
     return NAMED_SETS[name].read(Path(folder))
