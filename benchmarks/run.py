@@ -209,6 +209,7 @@ def prepare_inference(work: Path) -> Path:
     from convlab.data.images import resize, to_channels
     from convlab.exporting import export_model
     from convlab.models import create_model
+    from convlab.record import InputSpec, ModelSpec, RunRecord
 
     folder = work / "inference"
     folder.mkdir(exist_ok=True)
@@ -222,10 +223,11 @@ def prepare_inference(work: Path) -> Path:
     torch.save(images, folder / "images.pt")
     with torch.inference_mode():
         torch.save(model(images), folder / "logits.pt")
-    record = {
-        "classes": [str(i) for i in range(1000)],
-        "input": {"channels": 3, "size": [224, 224], "mean": list(mean), "std": list(std)},
-    }
+    record = RunRecord(
+        model=ModelSpec.of(model),
+        classes=[str(i) for i in range(1000)],
+        input=InputSpec(channels=3, size=(224, 224), mean=mean, std=std),
+    )
     clock = time.perf_counter()
     export_model(model, record, "onnx", folder / "model.onnx", check_samples=2)
     log(f"  exported ResNet-18 to ONNX with convlab.export in {time.perf_counter() - clock:.0f} s")
@@ -606,10 +608,12 @@ def main() -> None:
         )
     import torch
 
-    from convlab.training.engine import resolve_threads
+    from convlab.threads import resolve_threads
 
     torch.set_num_threads(os.cpu_count() or 1)
-    threads = resolve_threads("auto" if args.threads == "auto" else int(args.threads))
+    threads = resolve_threads(
+        "auto" if args.threads == "auto" else int(args.threads), torch.get_num_threads()
+    )
     if args.out is None:
         args.out = RESULTS.with_name("quick.json") if args.quick else RESULTS
     parts = args.only.split(",")

@@ -1,15 +1,13 @@
-"""Checkpoints: safetensors weights plus one JSON metadata record. The one way to save and load a model.
+"""Checkpoints: safetensors weights plus one record (convlab.record). The one way to save and load a model.
 
-A checkpoint file holds the model's state_dict as safetensors and, in the safetensors
-header, ``{"convlab": "<json>"}`` with the record: format, the model spec
-(``model.convlab_spec``: name, num_classes, in_chans, input_size, init, options), class
-names, input preprocessing (channels, size, mean, std), convlab version and metrics.
-safetensors is used because it cannot execute code on load, unlike pickle.
+A checkpoint file holds the model's state_dict as safetensors and, in the safetensors header,
+``{"convlab": "<json>"}`` with the record: the model spec, class names, input preprocessing,
+convlab version and what training added. safetensors is used because it cannot execute code
+on load, unlike pickle.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -20,8 +18,9 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from convlab import __version__
 from convlab.errors import ConvlabError
+from convlab.record import FORMAT, RunRecord, record_for
 
-FORMAT = "convlab-checkpoint/1"
+METADATA_KEY = "convlab"  # the safetensors header entry that holds the record
 
 
 def atomic_write(path: Path, write) -> None:
@@ -42,15 +41,17 @@ def atomic_write(path: Path, write) -> None:
             os.unlink(tmp)
 
 
-def save_checkpoint(path: str | Path, model: torch.nn.Module, record: dict) -> Path:
-    """Save ``model``'s weights and ``record`` (classes, input spec, metrics, ...) to ``path``."""
-    spec = getattr(model, "convlab_spec", None)
-    if spec is None:
-        raise ConvlabError("Only models made by convlab.create_model can be saved as convlab checkpoints.")
-    full = {"format": FORMAT, "convlab_version": __version__, "model": spec, **record}
+def save_checkpoint(path: str | Path, model: torch.nn.Module, record: RunRecord | dict | None = None) -> Path:
+    """Save ``model``'s weights and ``record`` (classes, input spec, metrics, ...) to ``path``.
+
+    The record's model spec, format and convlab version are always those of ``model`` and of this
+    convlab: they describe the weights being written.
+    """
+    full = record_for(model, record).replace(format=FORMAT, convlab_version=__version__)
     # safetensors refuses shared or non-contiguous storage; clone detaches views (e.g. tied weights).
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata={"convlab": json.dumps(full)}))
+    metadata = {METADATA_KEY: full.to_json()}
+    atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
     return Path(path)
 
 
@@ -69,41 +70,35 @@ def resolve_checkpoint(source: str | Path, prefer: str = "best") -> Path:
     return path
 
 
-def read_record(source: str | Path) -> dict:
-    """The metadata record of a checkpoint, without loading its weights."""
+def read_record(source: str | Path) -> RunRecord:
+    """The record of a checkpoint (or of a run folder's best checkpoint), without loading its weights."""
     path = resolve_checkpoint(source)
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
     except (SafetensorError, OSError, ValueError) as error:
         raise ConvlabError(f"'{path}' is not a readable safetensors checkpoint ({error}).") from None
-    if "convlab" not in metadata:
+    if METADATA_KEY not in metadata:
         raise ConvlabError(
             f"'{path}' is a safetensors file but not a convlab checkpoint (no convlab metadata)."
         )
-    return json.loads(metadata["convlab"])
+    return RunRecord.from_json(metadata[METADATA_KEY], where=f"The record of '{path}'")
 
 
 def load_checkpoint(
     source: str | Path, map_location: str | torch.device = "cpu"
-) -> tuple[torch.nn.Module, dict]:
+) -> tuple[torch.nn.Module, RunRecord]:
     """Rebuild the model a checkpoint (or run folder) describes and load its weights: ``(model, record)``."""
-    from convlab.models import create_model
-
     path = resolve_checkpoint(source)
     record = read_record(path)
-    spec = record["model"]
-    model = create_model(
-        spec["name"], num_classes=spec["num_classes"], in_chans=spec["in_chans"], **spec.get("options", {})
-    )
+    model = record.model.build()
     state = load_file(str(path), device=str(map_location))
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
         first = str(error).splitlines()[1:3]
         raise ConvlabError(
-            f"Checkpoint '{path}' does not fit model '{spec['name']}' as recorded: {' '.join(first).strip()}"
+            f"Checkpoint '{path}' does not fit model '{record.model.name}' as recorded: {' '.join(first).strip()}"
         ) from None
-    model.convlab_spec["init"] = spec.get("init", "default")  # weights were loaded, so init is history
     model.eval()
     return model, record

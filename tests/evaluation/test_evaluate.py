@@ -13,8 +13,8 @@ from convlab.checkpoint import save_checkpoint
 from convlab.evaluation import evaluate, evaluate_model, tta_probabilities
 from convlab.evaluation.evaluate import input_correction_for
 from convlab.evaluation.tta import shift_views, ten_crop_views
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+from convlab.record import InputSpec
+from tests.helpers import PNG_SIGNATURE
 
 
 def test_evaluate_model_measures_a_trained_mlp_on_the_test_split(trained_mlp, fashion):
@@ -158,13 +158,14 @@ def test_bf16_autocast_gives_nearly_the_same_accuracy(trained_mlp, fashion):
 def test_input_correction_renormalises_to_the_checkpoint_statistics(tensor_bundle):
     bundle = tensor_bundle(torch.zeros(1, 3, 2, 2), torch.zeros(1, dtype=torch.int64), ["a"])
     bundle.mean, bundle.std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
-    record = {"input": {"mean": [0.4, 0.4, 0.4], "std": [0.25, 0.25, 0.25]}}
-    scale, shift = input_correction_for(bundle, record)
+    stored = InputSpec(channels=3, size=(2, 2), mean=(0.4, 0.4, 0.4), std=(0.25, 0.25, 0.25))
+    scale, shift = input_correction_for(bundle, stored)
     raw = torch.rand(3)
     from_bundle = (raw - torch.tensor(bundle.mean)) / torch.tensor(bundle.std)
     assert torch.allclose(from_bundle * scale + shift, (raw - 0.4) / 0.25, atol=1e-6)
     assert (
-        input_correction_for(bundle, {"input": {"mean": list(bundle.mean), "std": list(bundle.std)}}) is None
+        input_correction_for(bundle, InputSpec(channels=3, size=(2, 2), mean=bundle.mean, std=bundle.std))
+        is None
     )
 
 

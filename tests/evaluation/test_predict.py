@@ -85,7 +85,10 @@ def test_an_unreadable_file_is_named_in_a_one_line_error(tmp_path, checkpoint, f
 
 def test_load_rebuilds_the_model_and_its_record(checkpoint, trained_mlp, record):
     model, loaded = convlab.load(checkpoint)
-    assert loaded["classes"] == record["classes"] and loaded["input"] == record["input"]
+    assert loaded.classes == record["classes"] and loaded.input.to_dict() == {
+        **record["input"],
+        "resize": "squash",
+    }
     assert load is convlab.load
     for name, tensor in trained_mlp.state_dict().items():
         assert torch.equal(model.state_dict()[name], tensor)

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from convlab.exporting.check import batch_sizes_for, compare, random_images
+from convlab.record import InputSpec, ModelSpec, RunRecord
 
 
 def test_a_single_image_comes_first_then_batches_of_eight():
@@ -50,7 +51,10 @@ def test_the_limit_is_1e_4_or_1e_4_of_the_largest_logit(scale, error, passes):
 
 
 def test_random_images_are_seeded_and_normalised_with_the_stored_statistics():
-    record = {"input": {"channels": 3, "size": [8, 6], "mean": [0.5, 0.4, 0.3], "std": [0.25, 0.2, 0.1]}}
+    stored = InputSpec(channels=3, size=(8, 6), mean=(0.5, 0.4, 0.3), std=(0.25, 0.2, 0.1))
+    record = RunRecord(
+        model=ModelSpec("lenet5", num_classes=10, in_chans=3, input_size=(3, 8, 6)), input=stored
+    )
     images = random_images(record, 4)
     assert images.shape == (4, 3, 8, 6) and images.dtype == torch.float32
     assert torch.equal(images, random_images(record, 4))

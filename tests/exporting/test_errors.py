@@ -66,7 +66,7 @@ def test_options_that_do_not_fit(make_checkpoint):
 def test_a_record_without_preprocessing_cannot_be_exported(make_checkpoint):
     checkpoint = make_checkpoint()
     model, record = load_checkpoint(checkpoint)
-    del record["input"]
+    record.input = None
     with pytest.raises(ConvlabError, match=r"records no input channels, size, mean, std"):
         export_model(model, record, "onnx", checkpoint.parent / "model.onnx")
 

@@ -64,8 +64,8 @@ def test_torchscript_export_keeps_the_record_as_an_extra_file(make_checkpoint):
     assert result.path == checkpoint.parent / "model.torchscript.pt" and result.opset is None
     assert result.max_abs_diff <= 1e-4
     module, record = load_torchscript(result.path)
-    assert record["classes"] == DIGITS and record["input"]["size"] == [32, 32]
-    assert record["export"]["format"] == "torchscript"
+    assert record.classes == DIGITS and record.input.size == (32, 32)
+    assert record.export["format"] == "torchscript"
     model, _ = load_checkpoint(checkpoint)
     for batch in (1, 5):  # the trace does not bake in the batch size it was traced with (2)
         images = torch.randn(batch, 1, 32, 32)

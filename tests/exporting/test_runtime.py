@@ -27,7 +27,7 @@ def test_the_classifier_reads_classes_and_preprocessing_from_the_file(lenet_onnx
     assert (classifier.channels, classifier.size) == (1, (32, 32))
     assert classifier.mean == bundle.mean and classifier.std == bundle.std
     assert (classifier.input_name, classifier.output_name) == ("input", "logits")
-    assert classifier.record["model"]["name"] == "lenet5" and classifier.record["export"]["format"] == "onnx"
+    assert classifier.record.model.name == "lenet5" and classifier.record.export["format"] == "onnx"
     assert "CPUExecutionProvider" in classifier.providers
 
 
@@ -92,7 +92,7 @@ def test_an_image_file_gets_the_same_prediction_as_from_the_checkpoint(lenet_onn
     Image.fromarray(gray.numpy()).convert("RGB").resize((64, 64)).save(png)  # predict takes any mode and size
 
     classifier = OnnxClassifier(result.path)
-    stored = classifier.record["input"]
+    stored = classifier.record.input.to_dict()
     batch = normalize(
         read_image(png, stored["channels"], tuple(stored["size"]))[None], stored["mean"], stored["std"]
     )
@@ -120,8 +120,8 @@ def test_load_exported_gives_a_module_that_prediction_code_runs_like_a_checkpoin
     model, _ = load_checkpoint(checkpoint)
     images, _ = next(iter(digits(1, 32).loader("test", 4)))
 
-    exported = predict_tensors(module, images, record["classes"], topk=3)
-    expected = predict_tensors(model, images, record["classes"], topk=3)
+    exported = predict_tensors(module, images, record.classes, topk=3)
+    expected = predict_tensors(model, images, record.classes, topk=3)
 
     assert [[p["label"] for p in row] for row in exported] == [[p["label"] for p in row] for row in expected]
     assert np.allclose(

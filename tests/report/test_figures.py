@@ -5,10 +5,11 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.viz.conftest import assert_png
 
 import convlab
+from convlab.record import InputSpec, record_for
 from convlab.report.figures import _examples, report_figures
+from tests.helpers import assert_png
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +30,7 @@ def trained(digits):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    record = {
-        "classes": digits.classes,
-        "input": {"channels": 1, "size": [32, 32], "mean": list(digits.mean), "std": list(digits.std)},
-    }
-    return model, record
+    return model, record_for(model, {"classes": digits.classes, "input": InputSpec.of(digits).to_dict()})
 
 
 def test_examples_are_half_right_half_wrong(trained, digits):

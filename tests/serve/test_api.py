@@ -13,21 +13,11 @@ import pytest
 from PIL import Image
 
 import convlab.checkpoint
+from convlab.data.registry import FASHION_MNIST_CLASSES
 from convlab.prediction import predict
 from convlab.serve.limits import accepted_types
 
-FASHION_CLASSES = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-]
+FASHION_CLASSES = list(FASHION_MNIST_CLASSES)
 LENET5_PARAMETERS = 61_706  # convlab's lenet5 docstring: full C3, parameter-free pooling
 
 
@@ -130,12 +120,12 @@ def test_model_card_describes_the_checkpoint(client, checkpoint):
     card = client.get("/model").json()
     record = convlab.checkpoint.read_record(checkpoint)
     assert card["name"] == "lenet5"
-    assert card["options"] == record["model"]["options"]
+    assert card["options"] == record.model.options
     assert card["classes"] == FASHION_CLASSES
     assert card["input"]["channels"] == 1 and card["input"]["size"] == [32, 32]
-    assert card["input"]["mean"] == pytest.approx(record["input"]["mean"])
+    assert card["input"]["mean"] == pytest.approx(record.input.mean)
     assert card["parameters"] == LENET5_PARAMETERS
-    assert card["metrics"]["val_top1"] == pytest.approx(record["metrics"]["val_top1"])
+    assert card["metrics"]["val_top1"] == pytest.approx(record.metrics["val_top1"])
     assert card["metrics"]["val_top1"] > 0.6
     assert card["format"] == "checkpoint" and card["gradcam"] is True
 

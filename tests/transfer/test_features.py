@@ -61,15 +61,15 @@ def test_linear_probe_saves_a_normal_model_that_predicts_what_sklearn_predicts(
         out=tmp_path / "probe.safetensors",
         extra_record=split_options,
     )
-    assert record["transfer"]["notes"] == [
+    assert record.transfer["notes"] == [
         "first layer conv1: 3 -> 1 input channels (summed over the input channels)",
         "head fc: 10 classes, newly initialised",
     ]
-    assert record["transfer"]["features"] == 64 and record["transfer"]["train_images"] == 900
-    assert record["transfer"]["converged"]
+    assert record.transfer["features"] == 64 and record.transfer["train_images"] == 900
+    assert record.transfer["converged"]
 
     loaded, stored = load_checkpoint(tmp_path / "probe.safetensors")  # no scikit-learn needed from here on
-    assert stored["classes"] == fashion.classes and stored["input"]["channels"] == 1
+    assert stored.classes == fashion.classes and stored.input.channels == 1
     # the same scikit-learn fit on the same features, outside convlab
     train_x, train_y = extract_features(loaded, fashion, "train")
     scaler = StandardScaler().fit(train_x)
@@ -83,9 +83,7 @@ def test_linear_probe_saves_a_normal_model_that_predicts_what_sklearn_predicts(
     assert predicted.tolist() == expected.tolist()
     accuracy = float((expected == val_y).mean())
     assert (
-        evaluate_model(loaded, fashion, "val").top1
-        == pytest.approx(accuracy)
-        == record["metrics"]["val_top1"]
+        evaluate_model(loaded, fashion, "val").top1 == pytest.approx(accuracy) == record.metrics["val_top1"]
     )
     assert evaluate(tmp_path / "probe.safetensors", split="val", write=False).top1 == pytest.approx(accuracy)
     assert accuracy > 0.5  # random ResNet-20 features still separate Fashion-MNIST well above chance (0.1)

@@ -9,6 +9,7 @@ from safetensors.torch import save_file
 
 from convlab import ConvlabError, create_model, load_pretrained
 from convlab.checkpoint import save_checkpoint
+from convlab.record import InputSpec
 from convlab.transfer.pretrained import pretrained_model, torchvision_cache_path
 
 RESNET18_TENSORS = 122  # 62 parameters + 60 BN buffers (mean, var, step counter for 20 BN layers)
@@ -66,7 +67,7 @@ def test_a_convlab_checkpoint_and_run_folder_carry_their_classes_and_preprocessi
         model = create_model("resnet20", num_classes=3)
         report = load_pretrained(model, source)
         assert report.kind == "convlab checkpoint" and report.architecture == "resnet20"
-        assert report.classes == ["cat", "dog", "owl"] and report.preprocessing["mean"] == [0.5] * 3
+        assert report.classes == ["cat", "dog", "owl"] and report.preprocessing.mean == (0.5,) * 3
         outputs_equal(model, trained, torch.randn(2, 3, 32, 32))
 
 
@@ -83,13 +84,9 @@ def test_torchvision_weights_by_name_load_from_the_hub_cache_offline(
     model = create_model("resnet18")
     report = load_pretrained(model, "torchvision:resnet18.IMAGENET1K_V1", download=False)
     outputs_equal(model, imagenet, IMAGE)
-    assert report.preprocessing == {
-        "channels": 3,
-        "mean": [0.485, 0.456, 0.406],
-        "std": [0.229, 0.224, 0.225],
-        "size": [224, 224],
-        "resize": 256,
-    }
+    assert report.preprocessing == InputSpec(
+        channels=3, size=(224, 224), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+    )
     assert len(report.classes) == 1000 and report.classes[0] == "tench"
 
     # the default weights, into a 10-class gray model: the head is new, conv1 is summed over RGB

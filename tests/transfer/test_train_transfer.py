@@ -77,7 +77,7 @@ def test_feature_extract_trains_the_head_alone_and_keeps_batchnorm_statistics(so
     report = (result.run_dir / "report.md").read_text()
     assert "| trainable | 325 |" in report and "| frozen | 268,784 |" in report
     assert "| layer3 | 0 | 203,520 |" in report and "| fc | 325 | 0 |" in report
-    assert read_record(result.run_dir / "best.safetensors")["transfer"]["method"] == "feature-extract"
+    assert read_record(result.run_dir / "best.safetensors").transfer["method"] == "feature-extract"
 
 
 def test_backbone_lr_scale_gives_two_groups_whose_ratio_every_schedule_keeps():
@@ -185,14 +185,14 @@ def test_linear_probe_is_a_run_folder_that_eval_predict_and_export_accept(source
     rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
     assert len(rows) == 1 and rows[0]["epoch"] == "1" and rows[0]["lr"] == ""
     record = read_record(run_dir / "best.safetensors")
-    assert record["transfer"]["method"] == "linear-probe" and record["transfer"]["features"] == 64
-    assert record["transfer"]["converged"]
+    assert record.transfer["method"] == "linear-probe" and record.transfer["features"] == 64
+    assert record.transfer["converged"]
 
     assert result.test.top1 > 3 * CHANCE  # logistic regression on 64 pretrained features of 225 images
     tested = convlab.evaluate(run_dir, split="test")
     assert tested.n == 5000 and tested.top1 == pytest.approx(result.test.top1, abs=1e-9)
     validated = convlab.evaluate(run_dir, split="val")
-    assert validated.n == 25 and validated.top1 == pytest.approx(record["metrics"]["val_top1"], abs=1e-9)
+    assert validated.n == 25 and validated.top1 == pytest.approx(record.metrics["val_top1"], abs=1e-9)
 
     exported = convlab.export(run_dir, "onnx")
     assert exported.path.is_file() and exported.max_abs_diff <= exported.tolerance
@@ -265,9 +265,5 @@ def test_torchvision_imagenet_weights_from_the_hub_cache_on_a_folder_of_photos(t
     assert "head fc: 1000 -> 2 classes, newly initialised" in log
     assert "parameters: 1,026 trainable, 11,176,512 frozen" in log  # fc: 512 x 2 + 2
     record = read_record(result.run_dir / "best.safetensors")
-    assert record["input"]["mean"] == [0.485, 0.456, 0.406] and record["input"]["std"] == [
-        0.229,
-        0.224,
-        0.225,
-    ]
-    assert record["classes"] == ["cats", "mugs"]
+    assert record.input.mean == (0.485, 0.456, 0.406) and record.input.std == (0.229, 0.224, 0.225)
+    assert record.classes == ["cats", "mugs"]

@@ -10,10 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convlab.checkpoint import atomic_write, load_checkpoint, resolve_checkpoint
+from convlab.data import load_data
 from convlab.errors import ConvlabError
 from convlab.evaluation.metrics import confusion_matrix, per_class_scores, top_k_hits
 from convlab.evaluation.tta import check_tta, tta_probabilities
+from convlab.record import DataSpec, InputSpec, RunRecord
 from convlab.runtime import autocast, check_device, logits_of, run_folder_of
+from convlab.viz.confusion import plot_confusion
 
 
 @dataclass
@@ -133,17 +137,16 @@ def evaluate_model(
     )
 
 
-def input_correction_for(bundle, record: dict) -> tuple[torch.Tensor, torch.Tensor] | None:
+def input_correction_for(bundle, spec: InputSpec | None) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Per-channel (scale, shift) that turns the bundle's normalisation into the checkpoint's, or None if equal.
 
     A loader gives ``(x - m_b) / s_b``; the model was trained on ``(x - m_c) / s_c``, which is
     ``(x - m_b) / s_b * (s_b / s_c) + (m_b - m_c) / s_c``.
     """
-    stored = record.get("input", {})
-    if "mean" not in stored or "std" not in stored:
+    if spec is None or not spec.normalised:
         return None
-    mean_c = torch.tensor(stored["mean"], dtype=torch.float32)
-    std_c = torch.tensor(stored["std"], dtype=torch.float32)
+    mean_c = torch.tensor(spec.mean, dtype=torch.float32)
+    std_c = torch.tensor(spec.std, dtype=torch.float32)
     mean_b = torch.tensor(bundle.mean, dtype=torch.float32)
     std_b = torch.tensor(bundle.std, dtype=torch.float32)
     if mean_b.shape != mean_c.shape or (torch.allclose(mean_b, mean_c) and torch.allclose(std_b, std_c)):
@@ -151,41 +154,36 @@ def input_correction_for(bundle, record: dict) -> tuple[torch.Tensor, torch.Tens
     return std_b / std_c, (mean_b - mean_c) / std_c
 
 
-def load_data_for(record: dict, data: str | None = None, data_root: str | Path | None = None):
+def load_data_for(record: RunRecord, data: str | None = None, data_root: str | Path | None = None):
     """Rebuild the data a checkpoint was trained on (same size, channels, validation split and seed).
 
     ``data`` names another source to evaluate on; it is then converted to the model's input
     size and channels.
     """
-    from convlab.data import load_data
-
-    if "input" not in record:
-        raise ConvlabError(
-            "The checkpoint records no input preprocessing (channels, size, mean, std); "
-            "it was not written by convlab's training."
-        )
-    stored = record.get("data", {})
-    config = record.get("config", {}) or {}
-    name = data if data is not None else stored.get("name") or config.get("data")
+    spec = record.require_input()
+    config = record.config or {}
+    name = data if data is not None else record.data_name
     if not name:
         raise ConvlabError(
             "The checkpoint records no data set; pass one with --data (e.g. --data fashion-mnist)."
         )
-    image_size = tuple(record["input"]["size"])
-    same_data = data is None or data == stored.get("name")
+    trained_on = record.data or DataSpec(name="")
+    same_data = data is None or data == trained_on.name
     options = {}
     # `limit`/`limit_per_class` decide which images the validation split was carved from; `classes` which
     # classes the model predicts (relabelled 0..k-1)
     for key in ("limit", "limit_per_class", "classes"):
         if same_data and config.get(key):
             options[key] = config[key]
+    val_split = trained_on.val_split if trained_on.val_split is not None else config.get("val_split", 0.1)
+    seed = trained_on.seed if trained_on.seed is not None else config.get("seed", 0)
     return load_data(
         name,
         data_root=data_root if data_root is not None else config.get("data_root"),
-        image_size=image_size,
-        in_chans=int(record["input"]["channels"]),
-        val_split=float(stored.get("val_split", config.get("val_split", 0.1))),
-        seed=int(stored.get("seed", config.get("seed", 0))),
+        image_size=spec.size,
+        in_chans=spec.channels,
+        val_split=float(val_split),
+        seed=int(seed),
         **options,
     )
 
@@ -210,8 +208,6 @@ def evaluate(
     ``eval-<split>.json`` and ``confusion-<split>.png`` are written there. ``json_out`` prints
     the result as one JSON document.
     """
-    from convlab.checkpoint import load_checkpoint, resolve_checkpoint
-
     tta = check_tta(tta)
     if split not in ("train", "val", "test"):
         raise ConvlabError(f"Unknown split '{split}'; accepted: test, val, train.")
@@ -221,7 +217,7 @@ def evaluate(
     checkpoint = resolve_checkpoint(source)
     model, record = load_checkpoint(checkpoint, map_location="cpu")
     bundle = load_data_for(record, data, data_root)
-    model_classes = int(record["model"]["num_classes"])
+    model_classes = record.model.num_classes
     if len(bundle.classes) != model_classes:
         raise ConvlabError(
             f"Data '{bundle.name}' has {len(bundle.classes)} classes but the model in '{checkpoint}' "
@@ -234,14 +230,11 @@ def evaluate(
         batch_size=batch_size,
         device=device,
         tta=tta,
-        input_correction=input_correction_for(bundle, record),
+        input_correction=input_correction_for(bundle, record.input),
     )
     result.checkpoint = str(checkpoint)
     run_dir = run_folder_of(source)
     if write and run_dir is not None:
-        from convlab.checkpoint import atomic_write
-        from convlab.viz.confusion import plot_confusion
-
         document = result.to_json()
         atomic_write(run_dir / f"eval-{split}.json", lambda tmp: Path(tmp).write_text(document + "\n"))
         plot_confusion(result.confusion, result.classes, run_dir / f"confusion-{split}.png")

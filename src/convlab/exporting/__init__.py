@@ -7,6 +7,7 @@ after the exported model gave the same logits as the PyTorch one (max |differenc
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,11 +15,14 @@ import torch
 from torch import nn
 
 from convlab import __version__
+from convlab.checkpoint import atomic_write, load_checkpoint, read_record, resolve_checkpoint
 from convlab.errors import ConvlabError, unknown_name_error
 from convlab.exporting.check import TOLERANCE, CheckResult, check_images, compare
 from convlab.exporting.onnx import check_opset, write_onnx
 from convlab.exporting.runtime import OnnxClassifier, OnnxLogits, load_exported
 from convlab.exporting.torchscript import load_torchscript, write_torchscript
+from convlab.record import RunRecord, record_for
+from convlab.runtime import run_folder_of
 
 __all__ = [
     "DEFAULT_CHECK_SAMPLES",
@@ -87,12 +91,10 @@ def export(
     torch's recommended one). The file is kept only if ``check_samples`` images give logits within
     1e-4 of PyTorch's; a checkpoint that records no training is refused unless ``allow_untrained``.
     """
-    from convlab.checkpoint import load_checkpoint, read_record, resolve_checkpoint
-
     fmt = check_format(format)
     checkpoint = resolve_checkpoint(source)
     record = read_record(checkpoint)  # refuse before loading any weights
-    if not allow_untrained and not is_trained(record):
+    if not allow_untrained and not record.trained:
         raise ConvlabError(
             f"Checkpoint '{checkpoint}' records no training (no epoch and metrics), so it holds the weights it "
             f"was created with; train it first, or pass --allow-untrained (allow_untrained=True) to export it anyway."
@@ -114,7 +116,7 @@ def export(
 
 def export_model(
     model: nn.Module,
-    record: dict,
+    record: RunRecord | dict,
     format: str,
     out: str | Path,
     *,
@@ -129,6 +131,7 @@ def export_model(
     TorchScript trace on CUDA would record the device in its constants); ``model`` is left as it was.
     """
     fmt = check_format(format)
+    record = record_for(model, record)
     check_record(record, source)
     if fmt != "onnx" and opset is not None:
         raise ConvlabError(f"--opset applies to ONNX only; the format asked for is {fmt}.")
@@ -139,10 +142,8 @@ def export_model(
             f"larger batch test the dynamic batch axis), got {check_samples!r}."
         )
     out = check_output(Path(out), fmt)
-    name = record.get("model", {}).get("name") or getattr(model, "convlab_spec", {}).get(
-        "name", type(model).__name__
-    )
-    stored = {**record, "export": {"format": fmt, "source": source, "convlab_version": __version__}}
+    name = record.model.name
+    stored = record.replace(export={"format": fmt, "source": source, "convlab_version": __version__})
 
     images, inputs = check_images(record, check_samples, data_root)
     was_training = model.training
@@ -159,7 +160,7 @@ def export_model(
     def write_and_check(tmp: str) -> None:
         example = images[:EXAMPLE_BATCH].clone()
         if fmt == "onnx":
-            stored["export"]["opset"] = write_onnx(cpu_model, example, tmp, stored, opset)
+            stored.export["opset"] = write_onnx(cpu_model, example, tmp, stored, opset)
             runner = OnnxClassifier(tmp, providers=["CPUExecutionProvider"])
             check = compare(cpu_model, runner.predict_logits, images, inputs)
             del runner  # release the session before the file is renamed
@@ -174,8 +175,6 @@ def export_model(
                 f"on {check.inputs}; {out} was not written."
             )
         outcome["check"] = check
-
-    from convlab.checkpoint import atomic_write
 
     try:
         atomic_write(out, write_and_check)
@@ -193,7 +192,7 @@ def export_model(
         model=name,
         largest_logit=check.largest_logit,
         tolerance=check.tolerance,
-        opset=stored["export"].get("opset"),
+        opset=stored.export.get("opset"),
         source=source,
     )
 
@@ -206,8 +205,6 @@ def limit_words(tolerance: float, largest_logit: float) -> str:
 
 
 def _cpu_copy(model: nn.Module) -> nn.Module:
-    import copy
-
     return copy.deepcopy(model).to("cpu", torch.float32)
 
 
@@ -218,33 +215,28 @@ def check_format(format: str) -> str:
     return key
 
 
-def is_trained(record: dict) -> bool:
-    """A record from training has an epoch and metrics; save_checkpoint alone writes neither."""
-    return record.get("epoch") is not None and bool(record.get("metrics"))
-
-
-def check_record(record: dict, source: str | Path | None) -> None:
+def check_record(record: RunRecord, source: str | Path | None) -> None:
     """An exported file must carry its classes and preprocessing: refuse a record without them."""
     subject = f"Checkpoint '{source}'" if source else "The model's record"
-    stored = record.get("input") or {}
-    missing = [key for key in ("channels", "size", "mean", "std") if key not in stored]
-    if "classes" not in record or missing:
+    spec = record.input
+    missing = (
+        ["channels", "size", "mean", "std"] if spec is None else ([] if spec.normalised else ["mean", "std"])
+    )
+    if record.classes is None or missing:
         raise ConvlabError(
-            f"{subject} records no {'classes' if 'classes' not in record else 'input ' + ', '.join(missing)}; "
+            f"{subject} records no {'classes' if record.classes is None else 'input ' + ', '.join(missing)}; "
             "an exported model needs the classes and input preprocessing (channels, size, mean, std) "
             "that convlab's training stores."
         )
-    expected = record.get("model", {}).get("num_classes")
-    if expected is not None and len(record["classes"]) != int(expected):
+    expected = record.model.num_classes
+    if len(record.classes) != expected:
         raise ConvlabError(
-            f"{subject} names {len(record['classes'])} classes but its model predicts {expected}."
+            f"{subject} names {len(record.classes)} classes but its model predicts {expected}."
         )
 
 
 def default_output(source: str | Path, checkpoint: Path, fmt: str) -> Path:
     """``model.onnx`` (``model.torchscript.pt``) in a run folder; ``<checkpoint name>.onnx`` next to a loose file."""
-    from convlab.runtime import run_folder_of
-
     name, suffixes = FORMATS[fmt]
     run_dir = run_folder_of(source)
     if run_dir is not None:

@@ -10,7 +10,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from convlab.data import normalize
+from convlab.data.registry import is_named_set, locate
 from convlab.errors import ConvlabError
+from convlab.evaluation.evaluate import input_correction_for, load_data_for
+from convlab.record import RunRecord
+from convlab.runtime import logits_of
 
 # Largest |logit difference| accepted, for logits within +-1; beyond, 1e-4 of the largest |logit|.
 # Float32 rounding grows with the size of the numbers: ResNet-50 with logits up to 51 differs by 1.3e-4
@@ -40,7 +45,9 @@ class CheckResult:
         return self.max_abs_diff <= self.tolerance
 
 
-def check_images(record: dict, samples: int, data_root: str | Path | None = None) -> tuple[torch.Tensor, str]:
+def check_images(
+    record: RunRecord, samples: int, data_root: str | Path | None = None
+) -> tuple[torch.Tensor, str]:
     """``samples`` preprocessed images of the model's own data (test split, else val, else train) and
     a description; seeded random pixels normalised with the stored mean/std when that data is not
     on this machine. Named sets are never downloaded for a check."""
@@ -51,11 +58,9 @@ def check_images(record: dict, samples: int, data_root: str | Path | None = None
         return random_images(
             record, samples
         ), f"{samples} seeded random images normalised like the data ({reason})"
-    from convlab.evaluation.evaluate import input_correction_for
-
     split = next(s for s in ("test", "val", "train") if s in bundle.splits())
     images, _ = next(iter(bundle.loader(split, batch_size=samples, shuffle=False)))
-    correction = input_correction_for(bundle, record)
+    correction = input_correction_for(bundle, record.input)
     if (
         correction is not None
     ):  # the loader normalises with the bundle's statistics, the model expects its own
@@ -64,29 +69,22 @@ def check_images(record: dict, samples: int, data_root: str | Path | None = None
     return images.float().cpu(), f"{len(images)} {split} images of {bundle.name}"
 
 
-def _local_data(record: dict, data_root: str | Path | None):
-    from convlab.data.registry import is_named_set, locate
-    from convlab.evaluation.evaluate import load_data_for
-
-    config = record.get("config") or {}
-    name = (record.get("data") or {}).get("name") or config.get("data")
+def _local_data(record: RunRecord, data_root: str | Path | None):
+    name = record.data_name
     if not name:
         raise ConvlabError("the checkpoint names no data set")
-    root = data_root if data_root is not None else config.get("data_root")
+    root = data_root if data_root is not None else (record.config or {}).get("data_root")
     if is_named_set(str(name)) and not Path(str(name)).is_dir() and locate(str(name), root) is None:
         raise ConvlabError(f"data set '{name}' is not on this machine")
     return load_data_for(record, None, root)
 
 
-def random_images(record: dict, samples: int) -> torch.Tensor:
+def random_images(record: RunRecord, samples: int) -> torch.Tensor:
     """Uniform random uint8 pixels at the stored size, normalised with the stored mean and std."""
-    from convlab.data import normalize
-
-    stored = record["input"]
-    shape = (samples, int(stored["channels"]), *(int(s) for s in stored["size"]))
+    spec = record.require_input()
     generator = torch.Generator().manual_seed(RANDOM_SEED)
-    pixels = torch.randint(0, 256, shape, generator=generator, dtype=torch.uint8)
-    return normalize(pixels, stored["mean"], stored["std"])
+    pixels = torch.randint(0, 256, (samples, *spec.shape), generator=generator, dtype=torch.uint8)
+    return normalize(pixels, spec.mean, spec.std)
 
 
 def batch_sizes_for(samples: int) -> list[int]:
@@ -106,7 +104,6 @@ def compare(
     inputs: str,
 ) -> CheckResult:
     """Run ``images`` through ``model`` (eval mode, CPU) and ``exported`` batch by batch; logit differences."""
-    from convlab.runtime import logits_of
 
     differences, largest, sizes, start = [], 0.0, batch_sizes_for(len(images)), 0
     with torch.inference_mode():

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from convlab.errors import ConvlabError
+from convlab.record import RunRecord
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -43,39 +44,36 @@ def check_opset(opset: int | None) -> int | None:
     return value
 
 
-def metadata_props(record: dict) -> dict[str, str]:
+def metadata_props(record: RunRecord) -> dict[str, str]:
     """The record as JSON under "convlab", plus keys a person can read in Netron or onnx.load."""
-    stored = record["input"]
-    spec = record.get("model", {})
+    spec = record.require_input()
     return {
-        "convlab": json.dumps(record),
-        "classes": json.dumps(list(record["classes"])),
-        "input_size": "x".join(str(int(v)) for v in (stored["channels"], *stored["size"])),
-        "mean": json.dumps([float(m) for m in stored["mean"]]),
-        "std": json.dumps([float(s) for s in stored["std"]]),
-        "model": str(spec.get("name", "")),
-        "model_options": json.dumps(spec.get("options", {})),
-        "convlab_version": str(
-            record.get("export", {}).get("convlab_version", record.get("convlab_version", ""))
-        ),
+        "convlab": record.to_json(),
+        "classes": json.dumps(list(record.classes or [])),
+        "input_size": "x".join(str(v) for v in spec.shape),
+        "mean": json.dumps(list(spec.mean)),
+        "std": json.dumps(list(spec.std)),
+        "model": record.model.name,
+        "model_options": json.dumps(record.model.options),
+        "convlab_version": str((record.export or {}).get("convlab_version", record.convlab_version)),
     }
 
 
-def doc_string(record: dict) -> str:
-    stored = record["input"]
-    size = " x ".join(str(int(v)) for v in (stored["channels"], *stored["size"]))
+def doc_string(record: RunRecord) -> str:
+    spec = record.require_input()
+    size = " x ".join(str(v) for v in spec.shape)
     return (
-        f"convlab {record.get('model', {}).get('name', 'model')}: input '{INPUT_NAME}' float32 N x {size}, "
-        f"pixels scaled to 0-1 then (x - mean) / std with mean {stored['mean']} and std {stored['std']}; "
-        f"output '{OUTPUT_NAME}' N x {len(record['classes'])} logits (softmax gives probabilities)."
+        f"convlab {record.model.name}: input '{INPUT_NAME}' float32 N x {size}, "
+        f"pixels scaled to 0-1 then (x - mean) / std with mean {list(spec.mean)} and std {list(spec.std)}; "
+        f"output '{OUTPUT_NAME}' N x {len(record.classes or [])} logits (softmax gives probabilities)."
     )
 
 
 def write_onnx(
-    model: nn.Module, example: torch.Tensor, path: str | Path, record: dict, opset: int | None
+    model: nn.Module, example: torch.Tensor, path: str | Path, record: RunRecord, opset: int | None
 ) -> int:
     """Export ``model`` (eval mode, on the example's device) to ``path`` with a dynamic batch axis; returns the opset."""
-    name = record.get("model", {}).get("name", type(model).__name__)
+    name = record.model.name
     batch = torch.export.Dim(BATCH_AXIS)
     try:
         program = torch.onnx.export(
@@ -96,8 +94,8 @@ def write_onnx(
             f"torch's ONNX exporter could not write opset {opset} for model '{name}' (it wrote "
             f"{written}); choose an opset from {MIN_OPSET} to {max_opset()}."
         )
-    if "export" in record:
-        record = {**record, "export": {**record["export"], "opset": written}}
+    if record.export is not None:
+        record = record.replace(export={**record.export, "opset": written})
     program.model.metadata_props.update(metadata_props(record))
     program.model.doc_string = doc_string(record)
     # One self-contained file (zoo models are far below protobuf's 2 GB limit), so the rename is atomic.

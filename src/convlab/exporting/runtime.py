@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,8 @@ import torch
 from torch import nn
 
 from convlab.errors import ConvlabError
+from convlab.exporting.torchscript import load_torchscript
+from convlab.record import RunRecord
 
 # Tried in this order among the providers the installed onnxruntime offers.
 PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
@@ -22,8 +23,8 @@ PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 class OnnxClassifier:
     """An ONNX file written by ``convlab export``, ready to classify preprocessed batches.
 
-    ``record`` is the checkpoint's record as stored in the file (classes, input: channels/size/
-    mean/std, model spec, data, metrics, plus "export": format, opset, source, convlab version).
+    ``record`` is the checkpoint's RunRecord as stored in the file (classes, input spec, model spec,
+    data, metrics, plus ``export``: format, opset, source, convlab version).
     ``predict_logits`` takes a float N x C x H x W batch (numpy or torch, any device) already
     normalised with ``mean``/``std`` and returns float32 N x classes logits as numpy.
     """
@@ -61,13 +62,11 @@ class OnnxClassifier:
                 f"'{self.path}' is an ONNX model but not one exported by convlab (no 'convlab' "
                 "metadata); export a checkpoint with `convlab export`."
             )
-        self.record: dict = json.loads(metadata["convlab"])
-        stored = self.record["input"]
-        self.classes: list[str] = list(self.record["classes"])
-        self.channels = int(stored["channels"])
-        self.size = tuple(int(s) for s in stored["size"])  # (H, W)
-        self.mean = tuple(float(m) for m in stored["mean"])
-        self.std = tuple(float(s) for s in stored["std"])
+        self.record = RunRecord.from_json(metadata["convlab"], where=f"The record in '{self.path}'")
+        spec = self.record.require_input()
+        self.classes: list[str] = list(self.record.classes or [])
+        self.channels, self.size = spec.channels, spec.size  # size: (H, W)
+        self.mean, self.std = spec.mean, spec.std
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
 
@@ -91,7 +90,7 @@ class OnnxClassifier:
         return self.session.run([self.output_name], {self.input_name: array})[0]
 
     def __repr__(self) -> str:
-        name = self.record.get("model", {}).get("name", "model")
+        name = self.record.model.name
         return (
             f"OnnxClassifier('{self.path}', model={name}, classes={len(self.classes)}, "
             f"input={self.channels}x{self.size[0]}x{self.size[1]}, providers={self.providers})"
@@ -110,11 +109,9 @@ class OnnxLogits(nn.Module):
         return torch.from_numpy(self.classifier.predict_logits(batch)).to(batch.device)
 
 
-def load_exported(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+def load_exported(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, RunRecord]:
     """``(module, record)`` for a file written by ``convlab export``: ``.onnx`` runs in onnxruntime (CUDA when
     its provider is installed, else CPU), ``.pt``/``.pth`` is TorchScript loaded onto ``map_location``."""
-    from convlab.exporting.torchscript import load_torchscript
-
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".onnx":

@@ -8,7 +8,6 @@ exactly, and shape reads stay symbolic (``aten::size``), which the check at two 
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -16,13 +15,14 @@ import torch
 from torch import nn
 
 from convlab.errors import ConvlabError
+from convlab.record import RunRecord
 
 EXTRA_FILE = "convlab.json"
 
 
-def write_torchscript(model: nn.Module, example: torch.Tensor, path: str | Path, record: dict) -> None:
+def write_torchscript(model: nn.Module, example: torch.Tensor, path: str | Path, record: RunRecord) -> None:
     """Trace ``model`` (eval mode) on ``example`` and save it with ``record`` as an extra file."""
-    name = record.get("model", {}).get("name", type(model).__name__)
+    name = record.model.name
     with warnings.catch_warnings():
         # torch 2.14 marks torch.jit as deprecated on every call; the user asked for TorchScript, so the
         # notice is noise. TracerWarnings (a shape turned into a constant) still show.
@@ -34,12 +34,12 @@ def write_torchscript(model: nn.Module, example: torch.Tensor, path: str | Path,
         except Exception as error:  # tracing raises RuntimeError, TypeError, ... from deep inside the model
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ConvlabError(f"Model '{name}' cannot be traced to TorchScript: {first}") from None
-        torch.jit.save(traced, str(path), _extra_files={EXTRA_FILE: json.dumps(record)})
+        torch.jit.save(traced, str(path), _extra_files={EXTRA_FILE: record.to_json()})
 
 
 def load_torchscript(
     path: str | Path, map_location: str | torch.device = "cpu"
-) -> tuple[torch.jit.ScriptModule, dict]:
+) -> tuple[torch.jit.ScriptModule, RunRecord]:
     """``(module, record)`` from a file written by convlab export; the module is in eval mode."""
     path = Path(path)
     if not path.is_file():
@@ -56,4 +56,4 @@ def load_torchscript(
         raise ConvlabError(
             f"'{path}' is a TorchScript file but not one exported by convlab (no {EXTRA_FILE} inside)."
         )
-    return module.eval(), json.loads(files[EXTRA_FILE])
+    return module.eval(), RunRecord.from_json(files[EXTRA_FILE], where=f"The record in '{path}'")

@@ -17,8 +17,10 @@ import torch
 import yaml
 from torch import nn
 
+from convlab.checkpoint import atomic_write, read_record
 from convlab.errors import ConvlabError
 from convlab.evaluation.evaluate import EvalResult
+from convlab.record import RunRecord
 from convlab.report.figures import report_figures
 from convlab.viz.confusion import plot_confusion
 from convlab.viz.render import new_figure, save_figure
@@ -103,29 +105,19 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
     return {"total": trainable + frozen, "trainable": trainable, "frozen": frozen}
 
 
-def _record(run_dir: Path) -> dict:
-    from convlab.checkpoint import read_record
-
+def _record(run_dir: Path) -> RunRecord | None:
     for name in ("best.safetensors", "last.safetensors"):
         if (run_dir / name).is_file():
             return read_record(run_dir / name)
-    return {}
+    return None
 
 
-def _model_from_record(record: dict) -> nn.Module | None:
+def _model_from_record(record: RunRecord | None) -> nn.Module | None:
     """The recorded architecture built on the meta device (no memory, no weights): enough to count parameters."""
-    from convlab.models import create_model
-
-    spec = record.get("model")
-    if not spec:
+    if record is None:
         return None
     with torch.device("meta"):
-        return create_model(
-            spec["name"],
-            num_classes=spec["num_classes"],
-            in_chans=spec["in_chans"],
-            **spec.get("options", {}),
-        )
+        return record.model.build()
 
 
 def _stored_result(run_dir: Path) -> EvalResult | None:
@@ -162,10 +154,10 @@ def _table(header: Sequence[str], rows: Sequence[Sequence]) -> list[str]:
     return lines
 
 
-def _best_epoch(rows: list[dict[str, float]], record: dict) -> int | None:
+def _best_epoch(rows: list[dict[str, float]], record: RunRecord | None) -> int | None:
     """The epoch of best.safetensors as recorded; without one, the epoch with the highest validation top-1."""
-    if "epoch" in record:
-        return int(record["epoch"])
+    if record is not None and record.epoch is not None:
+        return record.epoch
     scored = [row for row in rows if not math.isnan(row.get("val_top1", math.nan))]
     if not scored:
         return None
@@ -194,8 +186,8 @@ def write_report(
     record = _record(run_dir)
     result = test_result if test_result is not None else _stored_result(run_dir)
 
-    model_name = record.get("model", {}).get("name") or config.get("model", "model")
-    data_name = record.get("data", {}).get("name") or config.get("data", "data")
+    model_name = record.model.name if record else config.get("model", "model")
+    data_name = (record.data_name if record else None) or config.get("data", "data")
     lines = [
         f"# {model_name} on {data_name}, {datetime.now():%Y-%m-%d}",
         "",
@@ -282,8 +274,6 @@ def write_report(
         if len(skipped) > SKIPPED_LISTED:
             lines += [f"- ... and {len(skipped) - SKIPPED_LISTED} more (see skipped.txt)"]
         lines += [""]
-
-    from convlab.checkpoint import atomic_write
 
     report = run_dir / "report.md"
     text = "\n".join(lines)

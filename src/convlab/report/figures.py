@@ -7,7 +7,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from convlab.viz.inputs import model_device
+from convlab.record import RunRecord
+from convlab.runtime import logits_of
+from convlab.viz.cam import default_cam_layer, grad_cam_maps
+from convlab.viz.feature_maps import eval_mode, trace_layers
+from convlab.viz.filters import filters
+from convlab.viz.inputs import denormalise, model_device
+from convlab.viz.render import overlay, save_grid, save_panels
 
 SEARCH_BATCH = 128  # validation images classified per batch while looking for right and wrong examples
 SEARCH_LIMIT = 1024  # stop looking after this many: a very accurate model may have few mistakes to show
@@ -23,8 +29,6 @@ def _report_split(bundle) -> str:
 def _examples(model: nn.Module, bundle, split: str, n: int, device: torch.device) -> list[tuple]:
     """Up to ``n`` (image, true, predicted) from ``split``: half wrong, half right when there are enough of
     each, the other kind filling in otherwise; right ones first."""
-    from convlab.runtime import logits_of
-
     wanted_wrong = n // 2
     right, wrong, seen = [], [], 0
     with torch.no_grad():
@@ -41,24 +45,20 @@ def _examples(model: nn.Module, bundle, split: str, n: int, device: torch.device
     return right[: n - len(chosen_wrong)] + chosen_wrong
 
 
-def report_figures(model: nn.Module, record: dict, bundle, run_dir: str | Path, n: int = 4) -> list[Path]:
+def report_figures(
+    model: nn.Module, record: RunRecord | None, bundle, run_dir: str | Path, n: int = 4
+) -> list[Path]:
     """Write ``filters.png`` (the first convolution's filters) and ``gradcam.png`` (Grad-CAM for the
     predicted class of ``n`` validation images, right and wrong ones, titled true / predicted class)
     into ``run_dir``; returns their paths. The model stays on its device; its mode is restored after.
     """
-    from convlab.viz.cam import default_cam_layer, grad_cam_maps
-    from convlab.viz.feature_maps import eval_mode, trace_layers
-    from convlab.viz.filters import filters
-    from convlab.viz.inputs import denormalise
-    from convlab.viz.render import overlay, save_grid, save_panels
-
     run_dir = Path(run_dir)
     drawn = filters((model, record))
     paths = [save_grid(drawn.extra["grid"], drawn.title, run_dir / FILTERS_PNG)]
 
     device = model_device(model)
     split = _report_split(bundle)
-    classes = list(record.get("classes") or bundle.classes)
+    classes = list((record.classes if record else None) or bundle.classes)
     with eval_mode(model):
         examples = _examples(model, bundle, split, n, device)
         if not examples:

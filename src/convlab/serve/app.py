@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException
 
 from convlab import __version__
 from convlab.errors import ConvlabError
+from convlab.runtime import check_device
 from convlab.serve.limits import (
     DEFAULT_MAX_FILES,
     DEFAULT_MAX_PIXELS,
@@ -360,8 +361,6 @@ def serve(
         uvicorn.run(create_app(source, **settings), host=host, port=int(port))
         return
     # Load once here so that a bad source or device fails with one line instead of in every worker.
-    from convlab.runtime import check_device
-
     check_device(device)
     create_app(source, **{**settings, "device": "cpu"})
     # Each worker is a process with its own model; torch's threads are shared out so that they do not

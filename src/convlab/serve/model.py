@@ -13,15 +13,21 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import nn
 
+from convlab.checkpoint import load_checkpoint, resolve_checkpoint
+from convlab.data import normalize
 from convlab.errors import ConvlabError
+from convlab.exporting.runtime import OnnxClassifier, OnnxLogits
+from convlab.prediction import fast_path, predict_tensors
+from convlab.record import ModelSpec
+from convlab.runtime import check_device
+from convlab.viz.cam import grad_cam
 
 
 def onnx_providers(device) -> list[str] | None:
     """onnxruntime providers for a ``--device``: None lets the runtime prefer CUDA when it has it."""
-    from convlab.runtime import check_device
-
     if device is None:
         return None
     if check_device(device).type == "cpu":
@@ -29,17 +35,10 @@ def onnx_providers(device) -> list[str] | None:
     return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
-def parameter_count(spec: dict) -> int:
+def parameter_count(spec: ModelSpec) -> int:
     """Parameters of the architecture a record describes, built on the meta device (no weights allocated)."""
-    from convlab.models import create_model
-
     with torch.device("meta"):
-        model = create_model(
-            spec["name"],
-            num_classes=spec["num_classes"],
-            in_chans=spec["in_chans"],
-            **spec.get("options", {}),
-        )
+        model = spec.build()
     return sum(p.numel() for p in model.parameters())
 
 
@@ -49,16 +48,11 @@ class ServedModel:
     def __init__(
         self, source, device: str | torch.device | None = None, amp: str = "off", channels_last: bool = False
     ):
-        from convlab.prediction import fast_path
-        from convlab.runtime import check_device
-
         self.lock = threading.Lock()
         if isinstance(source, tuple) and len(source) == 2 and isinstance(source[0], nn.Module):
             model, record = source
             self.format, self.source = "checkpoint", "in memory"
         elif Path(source).suffix.lower() == ".onnx":
-            from convlab.exporting.runtime import OnnxClassifier, OnnxLogits
-
             # torch's thread setting is the process's share of the cores (serve divides them among workers)
             runtime = OnnxClassifier(
                 Path(source), providers=onnx_providers(device), threads=torch.get_num_threads()
@@ -66,11 +60,9 @@ class ServedModel:
             model, record = OnnxLogits(runtime), runtime.record
             self.format, self.source = "onnx", str(source)
         else:
-            from convlab.checkpoint import load_checkpoint, resolve_checkpoint
-
             model, record = load_checkpoint(source)
             self.format, self.source = "checkpoint", str(resolve_checkpoint(source))
-        if "input" not in record or "classes" not in record:
+        if record.input is None or not record.input.normalised or record.classes is None:
             raise ConvlabError(
                 f"'{self.source}' records no classes or input preprocessing (channels, size, mean, "
                 "std); serve a checkpoint written by convlab's training or export."
@@ -84,19 +76,17 @@ class ServedModel:
             self.device = torch.device(
                 "cpu"
             )  # where batches are made; onnxruntime copies them to its provider
-            self.parameters = parameter_count(record["model"])
+            self.parameters = parameter_count(record.model)
         model = fast_path(model, amp, channels_last)
         self.runtime = (
             "torch" if self.format == "checkpoint" else f"onnxruntime {model.classifier.providers[0]}"
         )
         self.model, self.record = model.eval(), record
-        stored = record["input"]
-        self.channels, self.size = int(stored["channels"]), [int(s) for s in stored["size"]]
-        self.mean, self.std = [float(m) for m in stored["mean"]], [float(s) for s in stored["std"]]
-        self.classes = list(record["classes"])
-        self.name = record.get("model", {}).get("name") or getattr(model, "convlab_spec", {}).get(
-            "name", "model"
-        )
+        spec = record.input
+        self.channels, self.size = spec.channels, list(spec.size)
+        self.mean, self.std = list(spec.mean), list(spec.std)
+        self.classes = list(record.classes)
+        self.name = record.model.name
 
     @property
     def gradcam_available(self) -> bool:
@@ -111,36 +101,31 @@ class ServedModel:
 
     def card(self) -> dict:
         """Architecture (name, options), classes, input spec, parameter count and the run's metrics."""
-        spec = self.record.get("model", {})
         return {
             "name": self.name,
-            "options": spec.get("options", {}),
+            "options": self.record.model.options,
             "num_classes": len(self.classes),
             "classes": self.classes,
             "input": {"channels": self.channels, "size": self.size, "mean": self.mean, "std": self.std},
             "parameters": self.parameters,
-            "metrics": self.record.get("metrics", {}),
-            "epoch": self.record.get("epoch"),
-            "data": self.record.get("data"),
+            "metrics": self.record.metrics,
+            "epoch": self.record.epoch,
+            "data": self.record.data.to_dict() if self.record.data else None,
             "format": self.format,
             "source": self.source,
             "device": str(self.device) if self.format == "checkpoint" else self.runtime,
             "amp": self.amp,
             "channels_last": self.channels_last,
             "gradcam": self.gradcam_available,
-            "export": self.record.get("export"),
-            "convlab_version": self.record.get("convlab_version"),
+            "export": self.record.export,
+            "convlab_version": self.record.convlab_version,
         }
 
     def _batch(self, pixels: Sequence[torch.Tensor]) -> torch.Tensor:
-        from convlab.data import normalize
-
         return normalize(torch.stack(list(pixels)).to(self.device), self.mean, self.std)
 
     def predict(self, pixels: Sequence[torch.Tensor], topk: int = 5) -> list[list[dict]]:
         """Top-k ``{"label", "index", "probability"}`` for each uint8 (C, H, W) image, all in one batch."""
-        from convlab.prediction import predict_tensors
-
         batch = self._batch(pixels)
         with self.lock:
             return predict_tensors(
@@ -149,10 +134,6 @@ class ServedModel:
 
     def gradcam(self, pixels: torch.Tensor, target: int | str | None = None) -> dict:
         """Grad-CAM of one uint8 (C, H, W) image for ``target`` (default: the predicted class) as a PNG overlay."""
-        from PIL import Image
-
-        from convlab.viz.cam import grad_cam
-
         self.require_gradcam()
         with self.lock:
             result = grad_cam((self.model, self.record), pixels, target=target)

@@ -15,7 +15,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from convlab.analysis import check_input_size
+from convlab.checkpoint import atomic_write, save_checkpoint
+from convlab.data import load_data
 from convlab.errors import ConvlabError
+from convlab.record import InputSpec, ModelSpec, RunRecord
 from convlab.transfer.adapt import (
     adapt_input_channels,
     find_classifier,
@@ -23,6 +27,7 @@ from convlab.transfer.adapt import (
     model_name,
     replace_head,
 )
+from convlab.transfer.pretrained import pretrained_model
 
 # The probe's logits must equal scikit-learn's decision function on the same features up to float32
 # rounding; a larger gap means the network transforms its classifier's output (SqueezeNet's ReLU).
@@ -116,7 +121,6 @@ def _open_model(source) -> tuple[nn.Module, str]:
                 "The linear probe needs a model made by convlab.create_model (it is saved as one)."
             )
         return copy.deepcopy(source), model_name(source)
-    from convlab.transfer.pretrained import pretrained_model
 
     model, _ = pretrained_model(source)
     return model, str(source)
@@ -155,7 +159,7 @@ def linear_probe(
     device: str | torch.device | None = None,
     out: str | Path | None = None,
     extra_record: dict | None = None,
-) -> tuple[nn.Module, dict]:
+) -> tuple[nn.Module, RunRecord]:
     """Train a linear classifier on a trained network's features and return it as a convlab model.
 
     ``model_source``: a zoo model, a convlab run folder or checkpoint, or ``torchvision:ARCH``.
@@ -171,8 +175,6 @@ def linear_probe(
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
-
-    from convlab.analysis import check_input_size
 
     if not C > 0 or int(max_iter) < 1:
         raise ConvlabError(f"C must be above 0 and max_iter at least 1, got C={C} and max_iter={max_iter}.")
@@ -207,14 +209,10 @@ def linear_probe(
     if "val" in bundle.splits():
         val_x, val_y = extract_features(model, bundle, "val", batch_size, device)
         metrics["val_top1"] = float(probe.score(scaler.transform(val_x), val_y))
-    record = {
+    document = {
+        "model": ModelSpec.of(model).to_dict(),
         "classes": list(bundle.classes),
-        "input": {
-            "channels": bundle.in_chans,
-            "size": list(bundle.image_size),
-            "mean": list(bundle.mean),
-            "std": list(bundle.std),
-        },
+        "input": InputSpec.of(bundle).to_dict(),
         "data": {"name": bundle.name, "source": bundle.source},
         "epoch": 0,
         "metrics": metrics,
@@ -231,11 +229,10 @@ def linear_probe(
         },
     }
     for key, value in (extra_record or {}).items():
-        record[key] = {**record[key], **value} if isinstance(record.get(key), dict) else value
+        document[key] = {**document[key], **value} if isinstance(document.get(key), dict) else value
+    record = RunRecord.from_dict(document)
     model.eval()
     if out is not None:
-        from convlab.checkpoint import save_checkpoint
-
         save_checkpoint(out, model, record)
     return model, record
 
@@ -257,15 +254,12 @@ def write_features(
     The data is converted to the network's input channels, and to its recorded input size
     for a convlab checkpoint (torchvision weights take the data at its own size).
     """
-    from convlab.checkpoint import atomic_write
-    from convlab.data import load_data
-    from convlab.transfer.pretrained import pretrained_model
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, report = pretrained_model(source)
     size = None
     if report.kind == "convlab checkpoint" and report.preprocessing:
-        size = tuple(report.preprocessing["size"])
+        size = report.preprocessing.size
     bundle = load_data(data, data_root=data_root, image_size=size, in_chans=in_chans_of(model), limit=limit)
     splits = bundle.splits() if split == "all" else [bundle.check_split(split)]
     arrays: dict[str, np.ndarray] = {"classes": np.array(bundle.classes)}

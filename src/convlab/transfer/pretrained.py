@@ -20,7 +20,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from convlab.checkpoint import load_checkpoint, read_record, resolve_checkpoint
 from convlab.errors import ConvlabError, closest_names
+from convlab.models import create_model, get_model_info, list_models
+from convlab.record import InputSpec
 from convlab.transfer.adapt import (
     adapt_channels,
     find_auxiliary_classifiers,
@@ -92,9 +95,7 @@ class TransferReport:
     dropped: list[str] = field(
         default_factory=list
     )  # auxiliary-classifier tensors for a model built without them
-    preprocessing: dict | None = (
-        None  # mean, std, size [H, W] (and resize, channels) the weights were trained with
-    )
+    preprocessing: InputSpec | None = None  # channels, size, mean, std the weights were trained with
     classes: list[str] | None = None  # the classes the weights were trained on
     notes: list[str] = field(default_factory=list)
 
@@ -130,7 +131,7 @@ class SourceWeights:
     label: str
     kind: str
     architecture: str | None = None
-    preprocessing: dict | None = None
+    preprocessing: InputSpec | None = None
     classes: list[str] | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -217,25 +218,65 @@ def read_safetensors(path: Path) -> SourceWeights:
 
 
 def read_convlab_checkpoint(path: Path) -> SourceWeights:
-    from convlab.checkpoint import load_checkpoint
-
     model, record = load_checkpoint(path)  # the one door for convlab checkpoints: it checks the weights fit
-    spec = record["model"]
-    stored = record.get("input")
     return SourceWeights(
         model.state_dict(),
         str(path),
         "convlab checkpoint",
-        architecture=spec["name"],
-        preprocessing=dict(stored) if stored else None,
-        classes=record.get("classes"),
+        architecture=record.model.name,
+        preprocessing=record.input,
+        classes=record.classes,
     )
+
+
+def torchvision_input(weights) -> InputSpec:
+    """The input torchvision's weights were trained on: RGB at the crop size, normalised with their mean/std.
+
+    (torchvision resizes the shorter side to ``resize_size`` and centre-crops; convlab's data sets are
+    resized to the crop size directly, which the recorded rule says.)
+    """
+    transform = weights.transforms()
+    crop = int(transform.crop_size[0])
+    return InputSpec(channels=3, size=(crop, crop), mean=tuple(transform.mean), std=tuple(transform.std))
+
+
+@dataclass
+class SourceDescription:
+    """What a pretrained source implies before any weight is read: the zoo model, its options, its input."""
+
+    model: str | None = None
+    options: dict = field(default_factory=dict)
+    input: InputSpec | None = None
+
+
+def describe_source(source) -> SourceDescription:
+    """The model and input of a convlab run/checkpoint (its record) or of torchvision weights (their
+    transforms), read without loading any weights or downloading anything; nothing for a plain state dict."""
+    text = str(source)
+    if text.startswith(TORCHVISION_PREFIX):
+        arch, weights = resolve_torchvision_weights(text)
+        zoo = zoo_torchvision_names()
+        if arch not in zoo:
+            raise ConvlabError(
+                f"convlab's zoo has no model with torchvision's {arch} keys; it has {', '.join(sorted(zoo))}."
+            )
+        return SourceDescription(
+            zoo[arch], dict(TORCHVISION_BUILD_OPTIONS.get(arch, {})), torchvision_input(weights)
+        )
+    path = Path(text).expanduser()
+    if not (path.is_dir() or path.suffix == ".safetensors"):
+        return SourceDescription()
+    try:
+        record = read_record(resolve_checkpoint(path))
+    except ConvlabError:
+        if path.is_dir():
+            raise
+        return SourceDescription()  # a plain safetensors state dict: load_pretrained reads it
+    return SourceDescription(record.model.name, dict(record.model.options), record.input)
 
 
 def zoo_torchvision_names() -> dict[str, str]:
     """torchvision architecture -> the zoo model with its state-dict keys."""
-    from convlab.models import list_models
-
     return {info.torchvision: info.name for info in list_models() if info.torchvision}
 
 
@@ -290,14 +331,7 @@ def read_torchvision_weights(text: str, *, download: bool = True) -> SourceWeigh
         except (urllib.error.URLError, OSError, RuntimeError) as error:  # offline, refused, or a bad hash
             raise _not_cached(label, weights.url, path, f"the download failed ({error})") from None
         state = state_dict_from(payload, weights.url)
-    transform = weights.transforms()
-    preprocessing = {
-        "channels": 3,
-        "mean": list(transform.mean),
-        "std": list(transform.std),
-        "size": [transform.crop_size[0]] * 2,
-        "resize": transform.resize_size[0],
-    }
+    preprocessing = torchvision_input(weights)
     return SourceWeights(
         state,
         label,
@@ -326,8 +360,6 @@ def read_source(source, *, download: bool = True) -> SourceWeights:
         return read_torchvision_weights(text, download=download)
     path = Path(text).expanduser()
     if path.is_dir():
-        from convlab.checkpoint import resolve_checkpoint
-
         return read_convlab_checkpoint(resolve_checkpoint(path))
     if not path.is_file():
         raise ConvlabError(f"No weights at '{text}'; give {ACCEPTED_FORMS}.")
@@ -363,8 +395,6 @@ def _check_torchvision_architecture(model: nn.Module, arch: str) -> None:
     spec = getattr(model, "convlab_spec", None)
     if spec is None:
         return
-    from convlab.models import get_model_info
-
     counterpart = get_model_info(spec["name"]).torchvision
     if counterpart != arch:
         fits = f"torchvision:{counterpart}" if counterpart else "no torchvision weights"
@@ -509,20 +539,10 @@ def pretrained_model(
     torchvision's keys for ARCH; a plain state dict needs ``arch`` (a zoo model name).
     ``options`` go to ``create_model`` (e.g. ``num_classes``, ``in_chans``).
     """
-    from convlab.checkpoint import load_checkpoint, read_record, resolve_checkpoint
-    from convlab.models import create_model
-
     text = str(source)
     if arch is None and text.startswith(TORCHVISION_PREFIX):
-        tv_arch, _ = resolve_torchvision_weights(text)
-        zoo = zoo_torchvision_names()
-        if tv_arch not in zoo:
-            raise ConvlabError(
-                f"convlab's zoo has no model with torchvision's {tv_arch} keys; it has "
-                f"{', '.join(sorted(zoo))}."
-            )
-        arch = zoo[tv_arch]
-        options = {**TORCHVISION_BUILD_OPTIONS.get(tv_arch, {}), **options}
+        described = describe_source(text)
+        arch, options = described.model, {**described.options, **options}
     if arch is None:
         path = Path(text)
         if path.is_dir() or path.suffix == ".safetensors":
@@ -532,21 +552,17 @@ def pretrained_model(
                 report = TransferReport(
                     source=str(checkpoint),
                     kind="convlab checkpoint",
-                    architecture=record["model"]["name"],
+                    architecture=record.model.name,
                     model=model_name(model),
                     loaded=len(model.state_dict()),
                     total=len(model.state_dict()),
-                    preprocessing=record.get("input"),
-                    classes=record.get("classes"),
+                    preprocessing=record.input,
+                    classes=record.classes,
                 )
                 return model, report
-            spec = read_record(checkpoint)["model"]
-            recorded = {
-                "num_classes": spec["num_classes"],
-                "in_chans": spec["in_chans"],
-                **spec.get("options", {}),
-            }
-            arch, options = spec["name"], {**recorded, **options}
+            spec = read_record(checkpoint).model
+            recorded = {"num_classes": spec.num_classes, "in_chans": spec.in_chans, **spec.options}
+            arch, options = spec.name, {**recorded, **options}
         elif not path.exists():
             raise ConvlabError(f"No weights at '{text}'; give {ACCEPTED_FORMS}.")
         else:

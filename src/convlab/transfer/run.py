@@ -2,7 +2,7 @@
 the scenario's trainable parameters and learning-rate groups, head-only epochs, and the linear probe as a run.
 
 The library side (loading, adapting, freezing, the probe) is ``convlab.transfer``; this file wires it
-into ``convlab.train`` (see docs/transfer.md).
+into ``convlab.training`` (see docs/transfer.md).
 """
 
 from __future__ import annotations
@@ -14,65 +14,23 @@ from typing import Any
 
 from torch import nn
 
+from convlab.checkpoint import atomic_write, read_record
 from convlab.errors import ConvlabError
+from convlab.evaluation import evaluate_model
+from convlab.record import InputSpec
+from convlab.transfer.adapt import find_classifier, replace_head
+from convlab.transfer.features import linear_probe
+from convlab.transfer.freeze import SCENARIOS, apply_transfer, describe_trainable
+from convlab.transfer.pretrained import describe_source, load_pretrained
 
-TRANSFER_MODES = ("feature-extract", "finetune", "linear-probe")
-
-
-# ---------------------------------------------------------------------------------------------------------
-# What a source implies before any weight is read: the zoo model, its options and the input it was trained on
-
-
-@dataclass
-class SourceDefaults:
-    model: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-    input: dict[str, Any] | None = None  # channels, size [H, W], mean, std the weights were trained with
-
-
-def source_defaults(source: str) -> SourceDefaults:
-    """The model and input of a convlab run/checkpoint (its record) or of torchvision weights (their
-    transforms), read without loading any weights or downloading anything; nothing for a plain state dict."""
-    from convlab.checkpoint import read_record, resolve_checkpoint
-    from convlab.transfer.pretrained import (
-        TORCHVISION_BUILD_OPTIONS,
-        TORCHVISION_PREFIX,
-        resolve_torchvision_weights,
-        zoo_torchvision_names,
-    )
-
-    text = str(source)
-    if text.startswith(TORCHVISION_PREFIX):
-        arch, weights = resolve_torchvision_weights(text)
-        zoo = zoo_torchvision_names()
-        if arch not in zoo:
-            raise ConvlabError(
-                f"convlab's zoo has no model with torchvision's {arch} keys; it has {', '.join(sorted(zoo))}."
-            )
-        transform = weights.transforms()
-        crop = transform.crop_size[0]
-        return SourceDefaults(
-            zoo[arch],
-            dict(TORCHVISION_BUILD_OPTIONS.get(arch, {})),
-            {"channels": 3, "size": [crop, crop], "mean": list(transform.mean), "std": list(transform.std)},
-        )
-    path = Path(text).expanduser()
-    if not (path.is_dir() or path.suffix == ".safetensors"):
-        return SourceDefaults()
-    try:
-        record = read_record(resolve_checkpoint(path))
-    except ConvlabError:
-        if path.is_dir():
-            raise
-        return SourceDefaults()  # a plain safetensors state dict: load_pretrained reads it
-    spec = record["model"]
-    return SourceDefaults(spec["name"], dict(spec.get("options", {})), record.get("input"))
+# The scenarios apply_transfer sets up, and the linear probe, which fits the head instead of training it.
+TRANSFER_MODES = (*SCENARIOS, "linear-probe")
 
 
 def apply_source_defaults(config, given: dict[str, Any]) -> None:
     """Fill ``config`` from its ``pretrained`` source where the caller left a setting out: the model (with
     the source's options, e.g. LeNet-5's ReLU and max pooling, which its weights need) and the image size."""
-    defaults = source_defaults(config.pretrained)
+    defaults = describe_source(config.pretrained)
     if "model" not in given:
         if defaults.model is None:
             raise ConvlabError(
@@ -83,8 +41,8 @@ def apply_source_defaults(config, given: dict[str, Any]) -> None:
     if config.model != defaults.model:
         return  # another architecture: load_pretrained says what fits (with allow_partial, what it loaded)
     config.options = {**defaults.options, **config.options}  # options given explicitly win
-    if config.image_size is None and defaults.input and defaults.input.get("size"):
-        config.image_size = [int(s) for s in defaults.input["size"]]
+    if config.image_size is None and defaults.input is not None:
+        config.image_size = list(defaults.input.size)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -93,7 +51,6 @@ def apply_source_defaults(config, given: dict[str, Any]) -> None:
 
 def trainable_lines(model: nn.Module) -> list[str]:
     """``describe_trainable`` as log lines: the totals, then trainable / frozen per top-level module."""
-    from convlab.transfer import describe_trainable
 
     rows = describe_trainable(model)
     trainable = sum(row["trainable"] for row in rows)
@@ -107,12 +64,12 @@ def trainable_lines(model: nn.Module) -> list[str]:
     return lines
 
 
-def use_normalisation(bundle, stored: dict[str, Any] | None) -> list[str]:
+def use_normalisation(bundle, stored: InputSpec | None) -> list[str]:
     """Normalise the data as the source's weights were trained (their mean and std), when the channels
     agree; the record then stores these, so eval, predict and export normalise the same way."""
-    if not stored or "mean" not in stored or len(stored["mean"]) != bundle.in_chans:
+    if stored is None or not stored.normalised or len(stored.mean) != bundle.in_chans:
         return []
-    mean, std = tuple(float(m) for m in stored["mean"]), tuple(float(s) for s in stored["std"])
+    mean, std = stored.mean, stored.std
     if (mean, std) == (bundle.mean, bundle.std):
         return []
     # The loaders read mean/std when they are made: setting them here covers every later batch.
@@ -140,7 +97,6 @@ class TransferRun:
 
     def start_epoch(self, model: nn.Module, epoch: int, progress) -> None:
         """Freeze or unfreeze for ``epoch``: with head epochs, the backbone trains from epoch K + 1."""
-        from convlab.transfer import apply_transfer
 
         if self.method != "finetune" or not self.head_epochs:
             return
@@ -175,7 +131,6 @@ class TransferRun:
 
     def record(self, model: nn.Module, **extra: Any) -> dict[str, Any]:
         """What the checkpoint record keeps under ``transfer`` (the report reads it)."""
-        from convlab.transfer import describe_trainable
 
         return {
             "method": self.method,
@@ -198,13 +153,11 @@ def start_transfer(model: nn.Module, bundle, config, run_dir: Path, resuming: bo
     five classes each, but not the same five). A resumed run takes its weights from state.pt and
     its input normalisation from its own checkpoint record.
     """
-    from convlab.checkpoint import read_record
-    from convlab.transfer import apply_transfer, find_classifier, load_pretrained, replace_head
 
     if resuming:
         record = read_record(run_dir / "last.safetensors")
-        loaded = list((record.get("transfer") or {}).get("loaded", []))
-        shown = use_normalisation(bundle, record.get("input"))
+        loaded = list((record.transfer or {}).get("loaded", []))
+        shown = use_normalisation(bundle, record.input)
     else:
         report = load_pretrained(model, config.pretrained, allow_partial=config.allow_partial)
         new_head = any(line.startswith("head ") for line in report.head)
@@ -242,8 +195,6 @@ def start_transfer(model: nn.Module, bundle, config, run_dir: Path, resuming: bo
 def fit_linear_probe(model: nn.Module, bundle, config, device, progress) -> tuple[nn.Module, dict, dict]:
     """``--transfer linear-probe``: scikit-learn's logistic regression on the pretrained network's features,
     written into its classifier. Returns ``(model, metrics row for epoch 1, probe details)``."""
-    from convlab.evaluation import evaluate_model
-    from convlab.transfer import apply_transfer, linear_probe
 
     start = time.perf_counter()
     probe, record = linear_probe(model, bundle, device=device)
@@ -255,7 +206,7 @@ def fit_linear_probe(model: nn.Module, bundle, config, device, progress) -> tupl
         val = evaluate_model(probe, bundle, "val", device=device)
         row.update(val_loss=val.loss, val_top1=val.top1, val_top5=val.top5)
     row.update(seconds=time.perf_counter() - start, images_per_s=bundle.size("train") / seconds)
-    details = record["transfer"]
+    details = record.transfer
     state = "converged" if details["converged"] else "did NOT converge"
     progress.note(
         f"linear probe on {details['features']} features of {details['train_images']} images: "
@@ -288,7 +239,6 @@ def report_section(transfer: dict[str, Any]) -> list[str]:
 
 def add_report_section(report_path: Path, transfer: dict[str, Any]) -> None:
     """Put the Transfer section into report.md, before its Configuration section."""
-    from convlab.checkpoint import atomic_write
 
     text = report_path.read_text()
     section = "\n".join(report_section(transfer)) + "\n"

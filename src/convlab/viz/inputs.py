@@ -10,7 +10,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from convlab.checkpoint import load_checkpoint, resolve_checkpoint
+from convlab.data import normalize, read_image
+from convlab.data.images import resize, to_channels
 from convlab.errors import ConvlabError
+from convlab.record import InputSpec, RunRecord
+from convlab.runtime import check_device
+from convlab.viz.render import to_display, unit_range
 
 LISTED_NAMES = 20  # class names shown in an error message; the rest are counted
 
@@ -37,7 +43,7 @@ class Subject:
     """A model ready to be looked at: its checkpoint record (if any) and where its pictures go by default."""
 
     model: nn.Module
-    record: dict | None
+    record: RunRecord | None
     out_dir: Path | None
 
     @property
@@ -45,12 +51,12 @@ class Subject:
         return getattr(self.model, "convlab_spec", {}).get("name", type(self.model).__name__)
 
     def class_names(self, num_classes: int) -> list[str]:
-        names = list((self.record or {}).get("classes") or [])
+        names = list(self.record.classes or []) if self.record else []
         return names if len(names) == num_classes else [str(i) for i in range(num_classes)]
 
-    def preprocessing(self) -> dict | None:
-        """``{"channels", "size", "mean", "std"}`` from the record; None for a bare model."""
-        return (self.record or {}).get("input")
+    def preprocessing(self) -> InputSpec | None:
+        """The record's input spec (channels, size, mean, std); None for a bare model."""
+        return self.record.input if self.record else None
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -65,9 +71,6 @@ def load_subject(source, device: str | torch.device | None = None) -> tuple[Subj
     is unless ``device`` is given. Pictures of a run go to ``RUN/viz``, of a checkpoint file to ``viz``
     beside it; an in-memory model has no default folder.
     """
-    from convlab.checkpoint import load_checkpoint, resolve_checkpoint
-    from convlab.runtime import check_device
-
     if isinstance(source, nn.Module):
         subject = Subject(source, None, None)
     elif isinstance(source, tuple) and len(source) == 2 and isinstance(source[0], nn.Module):
@@ -99,8 +102,6 @@ class PreparedImage:
 
 
 def denormalise(image: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> np.ndarray:
-    from convlab.viz.render import to_display, unit_range
-
     image = image.detach().float().cpu()
     if mean is None or std is None:
         return to_display(unit_range(image.numpy()))  # unknown normalisation: stretch to 0..1
@@ -115,15 +116,11 @@ def prepare_image(image, subject: Subject, device: torch.device) -> PreparedImag
     Files and pixels are converted with the checkpoint's preprocessing (channels, size, mean, std) by the
     data package; without a record, pixels are only scaled to 0..1 at the model's recorded input size.
     """
-    from convlab.data import normalize, read_image
-    from convlab.data.images import resize, to_channels
-    from convlab.viz.render import to_display
-
     stored = subject.preprocessing()
     spec_size = getattr(subject.model, "convlab_spec", {}).get("input_size")
     if stored is not None:
-        channels, size = int(stored["channels"]), [int(s) for s in stored["size"]]
-        mean, std = list(stored["mean"]), list(stored["std"])
+        channels, size = stored.channels, list(stored.size)
+        mean, std = stored.mean, stored.std
     else:
         channels, size = (spec_size[0], spec_size[1:]) if spec_size else (None, None)
         mean = std = None

@@ -1,0 +1,57 @@
+"""Checkpoints: safetensors weights written atomically, found in run folders, refused with one sentence."""
+
+import os
+
+import pytest
+import torch
+
+import convlab
+from convlab.checkpoint import atomic_write, load_checkpoint, read_record, resolve_checkpoint, save_checkpoint
+from convlab.errors import ConvlabError
+
+
+def test_a_failed_write_leaves_the_previous_file_and_no_temporary_file(tmp_path):
+    path = tmp_path / "best.safetensors"
+    model = convlab.create_model("mlp", num_classes=2, in_chans=1)
+    save_checkpoint(path, model, {"classes": ["a", "b"], "epoch": 1, "metrics": {"val_top1": 0.5}})
+    before = path.read_bytes()
+
+    def crash(tmp):
+        with open(tmp, "wb") as handle:
+            handle.write(b"half a file")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, crash)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["best.safetensors"]
+    assert read_record(path).epoch == 1
+
+
+def test_a_run_folder_resolves_to_best_then_last(tmp_path):
+    model = convlab.create_model("mlp", num_classes=2, in_chans=1)
+    save_checkpoint(tmp_path / "last.safetensors", model)
+    assert resolve_checkpoint(tmp_path) == tmp_path / "last.safetensors"
+    save_checkpoint(tmp_path / "best.safetensors", model)
+    assert resolve_checkpoint(tmp_path) == tmp_path / "best.safetensors"
+    assert resolve_checkpoint(tmp_path, prefer="last") == tmp_path / "last.safetensors"
+
+
+def test_weights_that_do_not_fit_the_recorded_model_are_one_sentence(tmp_path):
+    path = save_checkpoint(tmp_path / "m.safetensors", convlab.create_model("mlp", num_classes=2, in_chans=1))
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    state = load_file(str(path))
+    first = next(iter(state))
+    state[first] = torch.zeros(3, 3)
+    save_file(state, str(path), metadata=metadata)
+    with pytest.raises(ConvlabError, match=r"does not fit model 'mlp' as recorded"):
+        load_checkpoint(path)
+
+
+def test_models_not_made_by_create_model_cannot_be_saved(tmp_path):
+    with pytest.raises(ConvlabError, match="Only models made by convlab.create_model"):
+        save_checkpoint(tmp_path / "m.safetensors", torch.nn.Linear(2, 2))
