@@ -1,4 +1,4 @@
-"""The speed levers give the plain path's answers: channels_last, bf16 autocast, ONNX Runtime, thread settings.
+"""The speed levers give the plain path's answers: channels_last, bf16 autocast, ONNX Runtime.
 
 Tolerances: channels_last float32 = NCHW float32 within 1e-4 on logits (only the summation order
 of the convolutions changes); bf16 predicts the same class as float32 for >= 98% of real test
@@ -12,18 +12,16 @@ import pytest
 import torch
 from torch import nn
 
-from convlab.data import load_data
 from convlab.evaluation import evaluate_model
 from convlab.models import create_model
 from convlab.training import Schedule, build_optimizer, resolve_config, train_step
-from convlab.training.engine import intra_op_threads, resolve_threads
 
 LENET = {"pool": "max", "activation": "relu"}
 
 
 @pytest.fixture(scope="module")
-def fashion():
-    return load_data("fashion-mnist", image_size=(32, 32), limit=6000, val_split=0.1)
+def fashion(fashion_mnist):
+    return fashion_mnist(image_size=(32, 32), limit=6000, val_split=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -125,16 +123,6 @@ def test_a_compiled_training_step_takes_the_eager_step(fashion):
     assert_same_steps(lenet_steps(images, labels, 2), compiled)
 
 
-def test_thread_settings_never_exceed_the_process_and_are_given_back():
-    before = torch.get_num_threads()  # 1 in the test suite (tests/conftest.py)
-    assert resolve_threads(None) == before
-    assert resolve_threads("auto") <= before  # auto only lowers: to the cores other processes leave idle
-    assert resolve_threads(3) == 3
-    with intra_op_threads(2):
-        assert torch.get_num_threads() == 2
-    assert torch.get_num_threads() == before
-
-
 @pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adagrad", "adam", "adamw"])
 def test_fused_optimizer_steps_match_the_per_tensor_ones(name):
     """build_optimizer picks torch's fused kernels where they exist; 20 steps land where for-each lands."""
@@ -209,38 +197,3 @@ def test_the_fast_path_is_refused_for_exported_files_and_unknown_modes(trained_l
         assert fast_path(exported, "off") is exported  # the plain path is always there
     with pytest.raises(ConvlabError, match="Unknown amp mode 'bf17'"):
         fast_path(trained_lenet, "bf17")
-
-
-@pytest.mark.parametrize("layout", ["nchw", "channels_last", "nhwc_input_only"])
-def test_a_convolution_covering_its_input_is_computed_as_the_convolution(layout):
-    """LeNet-5's C5 runs as one matrix product at 5x5 inputs: the convolution's outputs and gradients,
-    with the gradients in the layout of what they are the gradients of (no NCHW gradient for NHWC maps)."""
-    from convlab.layers import CoveringConv2d
-
-    torch.manual_seed(0)
-    covering = CoveringConv2d(16, 120, 5)
-    plain = nn.Conv2d(16, 120, 5)
-    plain.load_state_dict(covering.state_dict())
-    x = torch.randn(64, 16, 5, 5)
-    if layout == "channels_last":
-        covering.to(memory_format=torch.channels_last)
-        plain.to(memory_format=torch.channels_last)
-    if layout != "nchw":  # nhwc_input_only: NHWC maps into a layer whose weights were left NCHW
-        x = x.contiguous(memory_format=torch.channels_last)
-    assert covering.covers(x)
-    outputs = []
-    for layer in (covering, plain):
-        inputs = x.clone().requires_grad_()
-        out = layer(inputs)
-        loss = (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum()
-        # autograd.grad hands back the gradients as computed, before .grad's copy into the leaf's layout
-        outputs.append((out, *torch.autograd.grad(loss, (inputs, layer.weight, layer.bias))))
-    for fast, slow in zip(*outputs, strict=True):
-        assert fast.shape == slow.shape and (fast - slow).abs().max() <= 1e-4
-    _, input_grad, weight_grad, _ = outputs[0]
-    assert input_grad.stride() == x.stride()  # what S4's backward receives: NHWC maps get an NHWC gradient
-    if layout != "nhwc_input_only":  # mixed layouts: one side is copied either way
-        assert weight_grad.stride() == covering.weight.stride()
-    wider = torch.randn(2, 16, 9, 9)  # a larger input gives larger maps: a convolution again
-    assert not covering.covers(wider) and covering(wider).shape == (2, 120, 5, 5)
-    assert (covering(wider) - plain(wider)).abs().max() <= 1e-5

@@ -7,8 +7,9 @@ import yaml
 
 from convlab.cli import main as cli_main
 from convlab.errors import ConvlabError
-from convlab.training import resolve_config
-from convlab.training.recipes import RECIPES, recipe_markdown, recipe_settings
+from convlab.models import create_model
+from convlab.training.config import recipe_markdown, resolve_config
+from convlab.training.recipes import RECIPES, recipe_settings
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "performance.md"
 
@@ -63,8 +64,6 @@ def test_the_best_recipe_is_the_documented_half_hour_configuration():
         "test_tta": "shift",
     }
     config = resolve_config(recipe="best")
-    from convlab.models import create_model
-
     model = create_model(config.model, num_classes=10, in_chans=1, **config.options)
     assert sum(p.numel() for p in model.parameters()) == 576_266  # vgg_mini's 145,290 at twice the width
 

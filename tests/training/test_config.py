@@ -9,6 +9,7 @@ import yaml
 from convlab.cli import build_parser, main
 from convlab.errors import ConvlabError
 from convlab.training import TrainConfig, resolve_config
+from convlab.training.config import FIELDS
 
 FILE = """\
 model: mlp
@@ -79,6 +80,13 @@ def test_every_flag_says_its_default_and_names_the_choices():
     for dest, text in helps.items():
         if dest not in ("config", "options"):
             assert "default" in text, dest
+
+
+def test_every_training_setting_has_exactly_one_flag():
+    parser = build_parser()
+    train_parser = parser._subparsers._group_actions[0].choices["train"]
+    settings = [action.dest for action in train_parser._actions if action.dest not in ("help", "config")]
+    assert sorted(settings) == sorted(FIELDS)  # --option KEY=VALUE fills options
 
 
 def test_convlab_train_command_saves_the_resolved_configuration(tmp_path, capsys):

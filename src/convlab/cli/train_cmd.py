@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import yaml
+
+from convlab.choices import TRAINING_PRECISIONS
+from convlab.data import AUGMENTATIONS, NAMED_SETS
+from convlab.layers.activations import ACTIVATIONS
+from convlab.layers.init import INIT_SCHEMES
+from convlab.training.config import TrainConfig
+from convlab.training.optim import OPTIMIZERS, SCHEDULES
+from convlab.training.recipes import RECIPES
 
 
 def _option(text: str) -> tuple[str, object]:
@@ -19,15 +28,6 @@ def _option(text: str) -> tuple[str, object]:
 
 
 def add_parser(subparsers) -> None:
-    from convlab.choices import TRAINING_PRECISIONS
-    from convlab.data import AUGMENTATIONS, NAMED_SETS
-    from convlab.layers.activations import ACTIVATIONS
-    from convlab.layers.init import INIT_SCHEMES
-    from convlab.training.config import TrainConfig
-    from convlab.training.optim import OPTIMIZERS, SCHEDULES
-    from convlab.training.recipes import RECIPES
-
-    defaults = TrainConfig()
     parser = subparsers.add_parser(
         "train",
         help="train a model on a data set into a run folder",
@@ -36,249 +36,128 @@ def add_parser(subparsers) -> None:
         "config.yaml, metrics.csv, tb/, last/best.safetensors, state.pt, train.log and a report.",
         argument_default=argparse.SUPPRESS,  # only flags actually given override the config file
     )
-    names = ", ".join
-    parser.add_argument(
-        "--config", metavar="FILE.yaml", help="read settings from a YAML file (flags override it)"
-    )
-    parser.add_argument(
-        "--recipe",
-        metavar="NAME",
-        help=f"start from a named configuration: {names(RECIPES)} "
-        "(the YAML file and flags override its values; docs/performance.md) (default: none)",
-    )
-    group = parser.add_argument_group("model and data")
-    group.add_argument("--model", help=f"model name from `convlab models` (default {defaults.model})")
-    group.add_argument(
-        "--data",
-        help=f"a named set ({names(NAMED_SETS)}), a folder of class folders, or idx:IMAGES,LABELS (default {defaults.data})",
-    )
-    group.add_argument(
-        "--data-root",
-        metavar="DIR",
-        help="where named sets are looked for and downloaded (default: convlab's cache)",
-    )
-    group.add_argument(
-        "--val-split",
-        type=float,
-        metavar="F",
-        help=f"fraction of training images held out for validation (default {defaults.val_split})",
-    )
-    group.add_argument(
-        "--limit", type=int, metavar="N", help="keep only the first N training images (default: all)"
-    )
-    group.add_argument(
-        "--limit-per-class",
-        type=int,
-        metavar="N",
-        help="keep N training images of each class, "
-        "seeded, before --val-split holds some out (give --val-split 0 to train on all N; "
-        "default: all)",
-    )
-    group.add_argument(
-        "--classes",
-        metavar="LIST",
-        help="keep only these classes, by number or name "
-        "(5,6,7,8,9 or Sandal,Bag), relabelled 0..k-1 in the order given, in every split "
-        "(default: all)",
-    )
-    group.add_argument(
-        "--image-size",
-        metavar="N|HxW",
-        help="resize images (default: the data's size, or the smallest the model takes)",
-    )
-    group.add_argument(
-        "--in-chans", type=int, choices=(1, 3), help="convert images to 1 or 3 channels (default: the data's)"
-    )
-    group.add_argument(
-        "--num-classes",
-        type=int,
-        metavar="N",
-        help="check the data has this many classes (default: the data's)",
-    )
-    group.add_argument(
-        "--augment",
-        metavar="LIST",
-        help=f"comma-separated augmentations: {names(AUGMENTATIONS)} (default: none)",
-    )
-    group.add_argument(
-        "--init", choices=INIT_SCHEMES, help=f"weight initialisation (default {defaults.init})"
-    )
-    group.add_argument(
-        "--activation",
-        metavar="NAME",
-        help=f"replace the model's activation: {names(ACTIVATIONS)} (default: the model's own)",
-    )
-    group.add_argument(
-        "--option",
-        metavar="KEY=VALUE",
-        type=_option,
-        action="append",
-        dest="options",
-        help="a model option, repeatable; values are YAML (pool=max, hidden=[500,150])",
-    )
-    group = parser.add_argument_group("transfer learning (see docs/transfer.md)")
-    group.add_argument(
-        "--pretrained",
-        metavar="SOURCE",
-        help="start from trained weights: a run folder, a "
-        ".safetensors checkpoint, a .pth/.pt state dict (with --model), or torchvision:ARCH[.TAG] "
-        "(e.g. torchvision:resnet18.IMAGENET1K_V1, read from torch.hub's cache); a new task gets "
-        "a new head, other input channels an adapted first layer; --model, its options and "
-        "--image-size default to the source's",
-    )
-    group.add_argument(
-        "--allow-partial",
-        action="store_true",
-        help="load the tensors that fit and keep the "
-        "others as initialised (default: refuse a source that covers the model only in part)",
-    )
-    group.add_argument(
-        "--transfer",
-        metavar="MODE",
-        help="feature-extract (frozen backbone, its BatchNorm "
-        "statistics too; the new head trains), finetune (train --trainable, default all) or "
-        "linear-probe (logistic regression on the backbone's penultimate features, one fit, no "
-        "epochs) (default with --pretrained: finetune)",
-    )
-    group.add_argument(
-        "--trainable",
-        metavar="WHICH",
-        help="finetune: all, head, last:N (the top N backbone "
-        "stages and the head) or from:LAYER (LAYER and everything after it) (default all)",
-    )
-    group.add_argument(
-        "--backbone-lr-scale",
-        type=float,
-        metavar="F",
-        help="finetune: the backbone learns at lr * F, the head at lr, under every schedule (default 1)",
-    )
-    group.add_argument(
-        "--head-epochs",
-        type=int,
-        metavar="K",
-        help="finetune: train the new head alone for the "
-        "first K epochs, then unfreeze --trainable; one optimizer and lr schedule span the run "
-        "(default 0)",
-    )
-    group = parser.add_argument_group("optimisation")
-    group.add_argument(
-        "--epochs",
-        type=int,
-        metavar="N",
-        help=f"epochs to train (default {defaults.epochs}; on --resume, a larger number extends the run)",
-    )
-    group.add_argument(
-        "--batch-size", type=int, metavar="N", help=f"images per step (default {defaults.batch_size})"
-    )
-    group.add_argument(
-        "--optimizer", metavar="NAME", help=f"{names(OPTIMIZERS)} (default {defaults.optimizer})"
-    )
-    group.add_argument(
-        "--lr",
-        type=float,
-        help="learning rate (default per optimizer: "
-        + ", ".join(f"{name} {spec.lr:g}" for name, spec in OPTIMIZERS.items())
-        + ")",
-    )
-    group.add_argument(
-        "--momentum",
-        type=float,
-        metavar="M",
-        help="momentum (beta1 for adam/adamw) (default 0.9 for momentum, "
-        "nesterov, adam, adamw; 0 for sgd and rmsprop)",
-    )
-    group.add_argument(
-        "--weight-decay",
-        type=float,
-        metavar="WD",
-        help="L2 weight decay, not applied to biases and norm parameters (default 0; 0.01 for adamw)",
-    )
-    group.add_argument(
-        "--schedule",
-        metavar="NAME",
-        help=f"learning-rate schedule: {names(SCHEDULES)} (default {defaults.schedule})",
-    )
-    group.add_argument(
-        "--warmup-epochs",
-        type=float,
-        metavar="N",
-        help=f"linear warm-up from lr/100 over this many epochs (default {defaults.warmup_epochs:g})",
-    )
-    group.add_argument(
-        "--clip-value", type=float, metavar="V", help="clip each gradient element to [-V, V] (default: off)"
-    )
-    group.add_argument(
-        "--clip-norm",
-        type=float,
-        metavar="V",
-        help="rescale gradients to L2 norm V when above it (default: off)",
-    )
-    group.add_argument(
-        "--label-smoothing",
-        type=float,
-        metavar="EPS",
-        help=f"cross-entropy label smoothing (default {defaults.label_smoothing:g})",
-    )
-    group.add_argument(
-        "--amp",
-        choices=TRAINING_PRECISIONS,
-        help=f"bf16 autocast for forward and loss (default {defaults.amp})",
-    )
-    group.add_argument(
-        "--test-tta",
-        metavar="MODE",
-        help="test-time augmentation of the final test evaluation: "
-        "flip, shift (flip x 1-pixel shifts: 10 views) or tencrop (default: none; `convlab eval "
-        "--tta` does the same for a finished run)",
-    )
-    group.add_argument(
-        "--early-stop",
-        type=int,
-        metavar="PATIENCE",
-        help="stop when val top-1 has not improved for PATIENCE epochs (default: off)",
-    )
-    group = parser.add_argument_group("speed (docs/performance.md)")
-    group.add_argument(
-        "--channels-last",
-        action=argparse.BooleanOptionalAction,
-        help="NHWC activations, oneDNN's fast layout on CPUs, above all with --amp bf16 (default: off)",
-    )
-    group.add_argument(
-        "--compile",
-        action=argparse.BooleanOptionalAction,
-        help="torch.compile the model for "
-        "training; pays only when the run is long next to the compile time (default: off)",
-    )
-    group.add_argument(
-        "--threads",
-        metavar="N|auto",
-        help="torch threads: N, or auto = the cores other processes "
-        f"leave idle at the start (default {defaults.threads})",
-    )
-    group = parser.add_argument_group("run")
-    group.add_argument(
-        "--seed",
-        type=int,
-        metavar="N",
-        help=f"seed for weights, data order and augmentation (default {defaults.seed})",
-    )
-    group.add_argument(
-        "--device",
-        metavar="cpu|cuda|auto",
-        help=f"where to train (default {defaults.device}: CUDA when present)",
-    )
-    group.add_argument(
-        "--out",
-        metavar="DIR",
-        help="run folder (default runs/<model>-<data>-<YYYYmmdd-HHMMSS>); must not hold a previous run",
-    )
-    group.add_argument(
-        "--resume", metavar="RUN_DIR", help="continue a run where it stopped (default: a new run)"
-    )
+    takes = _what_flags_take()
+    for title, helps in _flag_helps().items():
+        group = parser if title is None else parser.add_argument_group(title)
+        for flag, text in helps.items():
+            group.add_argument(flag, help=text, **takes.pop(flag, {}))
+    assert not takes, f"flags without help: {', '.join(takes)}"  # the two tables name the same flags
     parser.set_defaults(func=run)
 
 
+def _flag_helps() -> dict[str | None, dict[str, str]]:
+    """Every flag's help, by --help group and in --help order; each says the TrainConfig default it overrides."""
+    defaults, names = TrainConfig(), ", ".join
+    lrs = ", ".join(f"{name} {spec.lr:g}" for name, spec in OPTIMIZERS.items())
+    return {
+        None: {
+            "--config": "read settings from a YAML file (flags override it)",
+            "--recipe": f"start from a named configuration: {names(RECIPES)} (the YAML file and flags override its values; docs/performance.md) (default: none)",
+        },
+        "model and data": {
+            "--model": f"model name from `convlab models` (default {defaults.model})",
+            "--data": f"a named set ({names(NAMED_SETS)}), a folder of class folders, or idx:IMAGES,LABELS (default {defaults.data})",
+            "--data-root": "where named sets are looked for and downloaded (default: convlab's cache)",
+            "--val-split": f"fraction of training images held out for validation (default {defaults.val_split})",
+            "--limit": "keep only the first N training images (default: all)",
+            "--limit-per-class": "keep N training images of each class, seeded, before --val-split holds some out (give --val-split 0 to train on all N; default: all)",
+            "--classes": "keep only these classes, by number or name (5,6,7,8,9 or Sandal,Bag), relabelled 0..k-1 in the order given, in every split (default: all)",
+            "--image-size": "resize images (default: the data's size, or the smallest the model takes)",
+            "--in-chans": "convert images to 1 or 3 channels (default: the data's)",
+            "--num-classes": "check the data has this many classes (default: the data's)",
+            "--augment": f"comma-separated augmentations: {names(AUGMENTATIONS)} (default: none)",
+            "--init": f"weight initialisation (default {defaults.init})",
+            "--activation": f"replace the model's activation: {names(ACTIVATIONS)} (default: the model's own)",
+            "--option": "a model option, repeatable; values are YAML (pool=max, hidden=[500,150])",
+        },
+        "transfer learning (see docs/transfer.md)": {
+            "--pretrained": "start from trained weights: a run folder, a .safetensors checkpoint, a .pth/.pt state dict (with --model), or torchvision:ARCH[.TAG] (e.g. torchvision:resnet18.IMAGENET1K_V1, read from torch.hub's cache); a new task gets a new head, other input channels an adapted first layer; --model, its options and --image-size default to the source's",
+            "--allow-partial": "load the tensors that fit and keep the others as initialised (default: refuse a source that covers the model only in part)",
+            "--transfer": "feature-extract (frozen backbone, its BatchNorm statistics too; the new head trains), finetune (train --trainable, default all) or linear-probe (logistic regression on the backbone's penultimate features, one fit, no epochs) (default with --pretrained: finetune)",
+            "--trainable": "finetune: all, head, last:N (the top N backbone stages and the head) or from:LAYER (LAYER and everything after it) (default all)",
+            "--backbone-lr-scale": "finetune: the backbone learns at lr * F, the head at lr, under every schedule (default 1)",
+            "--head-epochs": "finetune: train the new head alone for the first K epochs, then unfreeze --trainable; one optimizer and lr schedule span the run (default 0)",
+        },
+        "optimisation": {
+            "--epochs": f"epochs to train (default {defaults.epochs}; on --resume, a larger number extends the run)",
+            "--batch-size": f"images per step (default {defaults.batch_size})",
+            "--optimizer": f"{names(OPTIMIZERS)} (default {defaults.optimizer})",
+            "--lr": f"learning rate (default per optimizer: {lrs})",
+            "--momentum": "momentum (beta1 for adam/adamw) (default 0.9 for momentum, nesterov, adam, adamw; 0 for sgd and rmsprop)",
+            "--weight-decay": "L2 weight decay, not applied to biases and norm parameters (default 0; 0.01 for adamw)",
+            "--schedule": f"learning-rate schedule: {names(SCHEDULES)} (default {defaults.schedule})",
+            "--warmup-epochs": f"linear warm-up from lr/100 over this many epochs (default {defaults.warmup_epochs:g})",
+            "--clip-value": "clip each gradient element to [-V, V] (default: off)",
+            "--clip-norm": "rescale gradients to L2 norm V when above it (default: off)",
+            "--label-smoothing": f"cross-entropy label smoothing (default {defaults.label_smoothing:g})",
+            "--amp": f"bf16 autocast for forward and loss (default {defaults.amp})",
+            "--test-tta": "test-time augmentation of the final test evaluation: flip, shift (flip x 1-pixel shifts: 10 views) or tencrop (default: none; `convlab eval --tta` does the same for a finished run)",
+            "--early-stop": "stop when val top-1 has not improved for PATIENCE epochs (default: off)",
+        },
+        "speed (docs/performance.md)": {
+            "--channels-last": "NHWC activations, oneDNN's fast layout on CPUs, above all with --amp bf16 (default: off)",
+            "--compile": "torch.compile the model for training; pays only when the run is long next to the compile time (default: off)",
+            "--threads": f"torch threads: N, or auto = the cores other processes leave idle at the start (default {defaults.threads})",
+        },
+        "run": {
+            "--seed": f"seed for weights, data order and augmentation (default {defaults.seed})",
+            "--device": f"where to train (default {defaults.device}: CUDA when present)",
+            "--out": "run folder (default runs/<model>-<data>-<YYYYmmdd-HHMMSS>); must not hold a previous run",
+            "--resume": "continue a run where it stopped (default: a new run)",
+        },
+    }
+
+
+def _what_flags_take() -> dict[str, dict[str, Any]]:
+    """What each flag takes, for argparse, where it is more than one word of text."""
+    switch = {"action": argparse.BooleanOptionalAction}  # --compile / --no-compile
+    return {
+        "--config": {"metavar": "FILE.yaml"},
+        "--recipe": {"metavar": "NAME"},
+        "--data-root": {"metavar": "DIR"},
+        "--val-split": {"type": float, "metavar": "F"},
+        "--limit": {"type": int, "metavar": "N"},
+        "--limit-per-class": {"type": int, "metavar": "N"},
+        "--classes": {"metavar": "LIST"},
+        "--image-size": {"metavar": "N|HxW"},
+        "--in-chans": {"type": int, "choices": (1, 3)},
+        "--num-classes": {"type": int, "metavar": "N"},
+        "--augment": {"metavar": "LIST"},
+        "--init": {"choices": INIT_SCHEMES},
+        "--activation": {"metavar": "NAME"},
+        "--option": {"metavar": "KEY=VALUE", "type": _option, "action": "append", "dest": "options"},
+        "--pretrained": {"metavar": "SOURCE"},
+        "--allow-partial": {"action": "store_true"},
+        "--transfer": {"metavar": "MODE"},
+        "--trainable": {"metavar": "WHICH"},
+        "--backbone-lr-scale": {"type": float, "metavar": "F"},
+        "--head-epochs": {"type": int, "metavar": "K"},
+        "--epochs": {"type": int, "metavar": "N"},
+        "--batch-size": {"type": int, "metavar": "N"},
+        "--optimizer": {"metavar": "NAME"},
+        "--lr": {"type": float},
+        "--momentum": {"type": float, "metavar": "M"},
+        "--weight-decay": {"type": float, "metavar": "WD"},
+        "--schedule": {"metavar": "NAME"},
+        "--warmup-epochs": {"type": float, "metavar": "N"},
+        "--clip-value": {"type": float, "metavar": "V"},
+        "--clip-norm": {"type": float, "metavar": "V"},
+        "--label-smoothing": {"type": float, "metavar": "EPS"},
+        "--amp": {"choices": TRAINING_PRECISIONS},
+        "--test-tta": {"metavar": "MODE"},
+        "--early-stop": {"type": int, "metavar": "PATIENCE"},
+        "--channels-last": switch,
+        "--compile": switch,
+        "--threads": {"metavar": "N|auto"},
+        "--seed": {"type": int, "metavar": "N"},
+        "--device": {"metavar": "cpu|cuda|auto"},
+        "--out": {"metavar": "DIR"},
+        "--resume": {"metavar": "RUN_DIR"},
+    }
+
+
 def run(args: argparse.Namespace) -> int:
+    # The engine, and all it runs on, loads when a run starts: --help does without it.
     from convlab.training import train
 
     settings = {key: value for key, value in vars(args).items() if key not in ("func", "command", "config")}

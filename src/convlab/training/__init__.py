@@ -5,20 +5,38 @@ tb/ (TensorBoard), last.safetensors and best.safetensors (convlab checkpoints), 
 (what ``resume`` needs), train.log, and at the end report.md, curves.png and confusion.png.
 In metrics.csv, accuracies are fractions (0..1), ``lr`` is the learning rate the epoch started
 with, ``seconds`` covers training and validation, ``images_per_s`` the training alone.
+
+The names below are imported on first use (PEP 562), as ``convlab``'s are: ``convlab train --help``
+builds its flags from ``convlab.training.config`` without loading the engine and what it runs on.
 """
 
-from convlab.training.config import TrainConfig, resolve_config
-from convlab.training.engine import TrainResult, train, train_step
-from convlab.training.optim import OPTIMIZERS, SCHEDULES, Schedule, build_optimizer
+from __future__ import annotations
 
-__all__ = [
-    "OPTIMIZERS",
-    "SCHEDULES",
-    "Schedule",
-    "TrainConfig",
-    "TrainResult",
-    "build_optimizer",
-    "resolve_config",
-    "train",
-    "train_step",
-]
+import importlib
+
+# public name -> module that defines it
+_API = {
+    "TrainConfig": "convlab.training.config",
+    "resolve_config": "convlab.training.config",
+    "TrainResult": "convlab.training.engine",
+    "train": "convlab.training.engine",
+    "train_step": "convlab.training.engine",
+    "OPTIMIZERS": "convlab.training.optim",
+    "SCHEDULES": "convlab.training.optim",
+    "Schedule": "convlab.training.optim",
+    "build_optimizer": "convlab.training.optim",
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str):
+    if name not in _API:
+        raise AttributeError(f"module 'convlab.training' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_API[name]), name)
+    globals()[name] = value  # cache: the next access is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

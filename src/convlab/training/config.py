@@ -14,8 +14,18 @@ from typing import Any
 
 import yaml
 
+from convlab.checkpoint import atomic_write
 from convlab.choices import TRAINING_PRECISIONS
+from convlab.data import parse_augment
 from convlab.errors import ConvlabError, unknown_name_error
+from convlab.evaluation.tta import check_tta
+from convlab.layers.activations import ACTIVATIONS
+from convlab.layers.init import INIT_SCHEMES
+from convlab.threads import parse_threads
+from convlab.training.optim import OPTIMIZERS, SCHEDULES
+from convlab.training.recipes import RECIPES, recipe_settings
+from convlab.transfer.freeze import TRAINABLE_FORMS
+from convlab.transfer.run import TRANSFER_MODES
 
 DEVICES = ("auto", "cpu", "cuda")  # and "cuda:N"
 
@@ -47,9 +57,8 @@ class TrainConfig:
     # (beyond float rounding), so a resumed run may change them.
     channels_last: bool = False  # NHWC activations: oneDNN's fast convolution layout, above all with bf16
     compile: bool = False  # torch.compile the model for training (pays only when steps are long enough)
-    threads: int | str | None = (
-        "auto"  # torch intra-op threads: N, "auto" (the idle cores), None (as the process has)
-    )
+    # torch intra-op threads: N, "auto" (the idle cores: convlab.threads), None (as the process has)
+    threads: int | str | None = "auto"
     seed: int = 0
     out: str | None = None  # None: runs/<model>-<data>-<YYYYmmdd-HHMMSS>
     resume: str | None = None
@@ -57,9 +66,7 @@ class TrainConfig:
     device: str = "auto"
     data_root: str | None = None
     val_split: float = 0.1
-    image_size: list[int] | None = (
-        None  # [H, W]; None: the data's native size (or the smallest the model takes)
-    )
+    image_size: list[int] | None = None  # [H, W]; None: the data's own size (or the nearest the model takes)
     in_chans: int | None = None  # None: the data's native channels
     num_classes: int | None = None  # None: the number of classes in the data
     limit: int | None = None  # keep only the first N training images (quick runs, tests)
@@ -105,13 +112,6 @@ def parse_image_size(value: Any) -> list[int] | None:
     if len(size) != 2 or min(size) < 1:
         raise ConvlabError(f"Image size {value!r} must be one or two positive integers (N or HxW).")
     return size
-
-
-def parse_augment(value: Any) -> list[str]:
-    """``"flip,crop"`` or ``["flip", "crop"]`` -> ``["flip", "crop"]``, names checked by the data package."""
-    from convlab.data import parse_augment as parse_names
-
-    return list(parse_names(value))
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -165,8 +165,6 @@ def resolve_config(config: TrainConfig | dict | str | Path | None = None, **over
     base = TrainConfig().to_dict()
     recipe = overrides.get("recipe", values.get("recipe"))
     if recipe is not None and not isinstance(config, TrainConfig):
-        from convlab.training.recipes import recipe_settings
-
         base.update(recipe_settings(str(recipe)))
     merged = {**base, **values}
     options = {**(base.get("options") or {}), **(values.get("options") or {})}
@@ -208,9 +206,6 @@ def _number(
 
 def check_config(config: TrainConfig) -> TrainConfig:
     """Coerce types and reject values no run could use, naming the setting and what is accepted."""
-    from convlab.layers.init import INIT_SCHEMES
-    from convlab.training.optim import OPTIMIZERS, SCHEDULES
-
     _number(config, "epochs", int, 1)
     _number(config, "batch_size", int, 1)
     _number(config, "lr", float, 0, optional=True, above=True)
@@ -239,11 +234,8 @@ def check_config(config: TrainConfig) -> TrainConfig:
         raise unknown_name_error("init scheme", str(config.init), INIT_SCHEMES)
     if not (config.device in DEVICES or re.fullmatch(r"cuda:\d+", str(config.device))):
         raise ConvlabError(f"Unknown device '{config.device}'; accepted: auto, cpu, cuda, cuda:N.")
-    if config.activation is not None:
-        from convlab.layers.activations import ACTIVATIONS
-
-        if config.activation not in ACTIVATIONS:
-            raise unknown_name_error("activation", str(config.activation), ACTIVATIONS)
+    if config.activation is not None and config.activation not in ACTIVATIONS:
+        raise unknown_name_error("activation", str(config.activation), ACTIVATIONS)
     if not isinstance(config.options, dict):
         raise ConvlabError(f"options must be a mapping of model options, got {config.options!r}.")
     config.image_size = parse_image_size(config.image_size)
@@ -262,6 +254,14 @@ def check_config(config: TrainConfig) -> TrainConfig:
         if value is not None:
             setattr(config, name, str(value))
     return config
+
+
+def _flags_set(config: TrainConfig, *names: str) -> list[str]:
+    """The flags, among the settings ``names``, that were given: their values differ from the defaults."""
+    defaults = TrainConfig()
+    return [
+        f"--{name.replace('_', '-')}" for name in names if getattr(config, name) != getattr(defaults, name)
+    ]
 
 
 def parse_classes(value: Any) -> list[int | str] | None:
@@ -283,22 +283,12 @@ def parse_classes(value: Any) -> list[int | str] | None:
 
 def check_transfer(config: TrainConfig) -> None:
     """The transfer settings must form one of the lectures' scenarios (``convlab.transfer``)."""
-    from convlab.transfer.run import TRANSFER_MODES
-
     if not isinstance(config.allow_partial, bool):
         raise ConvlabError(f"allow_partial must be true or false, got {config.allow_partial!r}.")
     if config.pretrained is None:
-        given = [
-            f"--{name.replace('_', '-')}"
-            for name, unset in (
-                ("transfer", None),
-                ("trainable", None),
-                ("backbone_lr_scale", 1.0),
-                ("head_epochs", 0),
-                ("allow_partial", False),
-            )
-            if getattr(config, name) != unset
-        ]
+        given = _flags_set(
+            config, "transfer", "trainable", "backbone_lr_scale", "head_epochs", "allow_partial"
+        )
         if given:
             raise ConvlabError(
                 f"{', '.join(given)} need --pretrained SOURCE (the trained network to start from)."
@@ -309,11 +299,7 @@ def check_transfer(config: TrainConfig) -> None:
     if config.transfer not in TRANSFER_MODES:
         raise unknown_name_error("transfer mode", str(config.transfer), TRANSFER_MODES)
     if config.transfer != "finetune":
-        extra = [
-            f"--{name.replace('_', '-')}"
-            for name, unset in (("trainable", None), ("backbone_lr_scale", 1.0), ("head_epochs", 0))
-            if getattr(config, name) != unset
-        ]
+        extra = _flags_set(config, "trainable", "backbone_lr_scale", "head_epochs")
         if extra:
             raise ConvlabError(
                 f"{', '.join(extra)} apply to --transfer finetune; --transfer {config.transfer} "
@@ -322,8 +308,6 @@ def check_transfer(config: TrainConfig) -> None:
     if config.trainable is not None:
         config.trainable = str(config.trainable)
         if not re.fullmatch(r"all|head|last:\d+|from:\S+", config.trainable):
-            from convlab.transfer.freeze import TRAINABLE_FORMS
-
             raise ConvlabError(f"Unknown --trainable '{config.trainable}'; accepted: {TRAINABLE_FORMS}.")
     if config.head_epochs and config.trainable == "head":
         raise ConvlabError(
@@ -337,20 +321,8 @@ def check_transfer(config: TrainConfig) -> None:
         )
 
 
-def parse_threads(value: Any) -> int | str | None:
-    """``"auto"``, None, or a positive number of torch intra-op threads (``"2"`` from YAML -> 2)."""
-    if value is None or value == "auto":
-        return value
-    text = str(value).strip()
-    if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
-        raise ConvlabError(f"threads must be a positive integer or 'auto' (the idle cores), got {value!r}.")
-    return int(text)
-
-
 def check_test_tta(value: Any) -> str | None:
     """None, "none" or "" -> None; a mode of convlab.evaluation.TTA_MODES -> itself; else one clear error."""
-    from convlab.evaluation.tta import check_tta
-
     try:
         return check_tta(None if value is None else str(value))
     except ConvlabError as error:
@@ -360,8 +332,6 @@ def check_test_tta(value: Any) -> str | None:
 def check_speed_levers(config: TrainConfig) -> None:
     """The recipe name and the speed settings (docs/performance.md)."""
     if config.recipe is not None:
-        from convlab.training.recipes import recipe_settings
-
         config.recipe = str(config.recipe)
         recipe_settings(config.recipe)  # an unknown name: ConvlabError listing the recipes
     for name in ("channels_last", "compile"):
@@ -372,7 +342,35 @@ def check_speed_levers(config: TrainConfig) -> None:
 
 def save_config(config: TrainConfig, path: Path) -> None:
     """Write ``config`` as YAML (atomically), in field order, readable by ``--config``."""
-    from convlab.checkpoint import atomic_write
-
     text = yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=None)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def recipe_markdown() -> str:
+    """One Markdown table of every recipe's settings (rows: TrainConfig fields in order; columns: recipes).
+
+    docs/performance.md#recipes holds it verbatim. It lives here, not in ``recipes``, because the rows
+    follow TrainConfig's field order: the recipes stay data below the configuration.
+    """
+    names = list(RECIPES)
+    used = [setting for setting in FIELDS if any(setting in RECIPES[name].settings for name in names)]
+    lines = ["| setting | " + " | ".join(f"`{name}`" for name in names) + " |", "|---|" + "---|" * len(names)]
+    for setting in used:
+        cells = [
+            _markdown_cell(RECIPES[name].settings[setting])
+            if setting in RECIPES[name].settings
+            else "(default)"
+            for name in names
+        ]
+        lines.append(f"| {setting} | " + " | ".join(cells) + " |")
+    lines.append("| goal | " + " | ".join(RECIPES[name].goal for name in names) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_cell(value: Any) -> str:
+    """A setting as YAML-ish text for a table cell: ``width=2``, ``crop,flip``, ``true``."""
+    if isinstance(value, dict):
+        return ", ".join(f"{key}={_markdown_cell(item)}" for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return ",".join(_markdown_cell(item) for item in value)
+    return str(value).lower() if isinstance(value, bool) else str(value)

@@ -1,7 +1,9 @@
 """The training loop: ``train(config, **overrides)`` builds data, model, optimizer and schedule, then runs epochs.
 
 The step reads top to bottom in ``train_step`` (forward, loss, backward, clip, step,
-schedule). Everything a run produces lands in its run folder (see ``convlab.train``).
+schedule). A run reads as ``train``: ``_set_up`` (data, model), then ``_train_epochs`` (each
+epoch ``_train_and_validate``, then ``_save_epoch``) or ``_linear_probe_run``, then ``_finish``
+(test, report). Everything a run produces lands in its run folder (see ``convlab.train``).
 """
 
 from __future__ import annotations
@@ -18,11 +20,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
+from convlab.analysis import check_input_size
+from convlab.analysis.input_check import working_sizes
 from convlab.checkpoint import atomic_write, read_record, save_checkpoint
+from convlab.data import DataBundle, load_data
 from convlab.errors import ConvlabError
+from convlab.evaluation import evaluate_model
+from convlab.models import create_model, get_model_info
+from convlab.record import DataSpec, InputSpec, ModelSpec, RunRecord
 from convlab.report import METRIC_COLUMNS, write_report
+from convlab.runtime import check_device
+from convlab.speed import use_fast_layers
+from convlab.threads import resolve_threads
 from convlab.training.config import FIELDS, TrainConfig, load_config_file, resolve_config, save_config
 from convlab.training.optim import Schedule, build_optimizer
 from convlab.training.progress import TrainProgress, epoch_line
@@ -40,7 +52,8 @@ from convlab.transfer.run import (
 # Szegedy et al. 2014, section 5: the auxiliary classifiers' losses are "added to the total loss of the
 # network with a discount weight (... weighted by 0.3)" during training; inference discards them.
 AUX_LOSS_WEIGHT = 0.3
-# everything else would change the run; the speed levers (threads, channels_last, compile) change its pace only
+# Everything else would change the run; the speed levers (threads, channels_last, compile) change its pace
+# only, and test_tta how the finished run is tested, not how it trains.
 RESUME_MAY_CHANGE = (
     "epochs",
     "early_stop",
@@ -51,7 +64,7 @@ RESUME_MAY_CHANGE = (
     "channels_last",
     "compile",
     "test_tta",
-)  # the last: how the finished run is tested, not how it trains
+)
 RUN_FILES = ("config.yaml", "state.pt", "last.safetensors", "best.safetensors", "metrics.csv")
 
 
@@ -64,9 +77,8 @@ class TrainResult:
     epochs_completed: int
     best_epoch: int
     best_val_top1: float | None
-    test: Any = (
-        None  # convlab.evaluation.EvalResult of the best weights on the test split, if the data has one
-    )
+    # convlab.evaluation.EvalResult of the best weights on the test split, if the data has one
+    test: Any = None
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped_early: bool = False
 
@@ -97,9 +109,8 @@ def train_step(
     loss.backward()
     if config.clip_value is not None:  # each gradient element into [-v, v] (notes 000, "clip by value")
         nn.utils.clip_grad_value_(model.parameters(), config.clip_value)
-    if (
-        config.clip_norm is not None
-    ):  # g * v / ||g|| when ||g|| > v, over all parameters (notes 000, "clip by norm")
+    # g * v / ||g|| when ||g|| > v, over all parameters (notes 000, "clip by norm")
+    if config.clip_norm is not None:
         nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
     optimizer.step()
     schedule.after_step()
@@ -129,9 +140,8 @@ def train_one_epoch(
     device = next(model.parameters()).device
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
-    first_bad_step = torch.full(
-        (), -1, dtype=torch.int64, device=device
-    )  # the first step whose loss was not finite
+    # the first step whose loss was not finite, and that loss
+    first_bad_step = torch.full((), -1, dtype=torch.int64, device=device)
     first_bad_loss = torch.zeros((), device=device)
     seen = 0
     start = time.perf_counter()
@@ -167,59 +177,60 @@ def train_one_epoch(
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Threads: torch's intra-op threads spin at every barrier, so on cores that other processes keep busy,
-# more threads than idle cores run several times slower than fewer (docs/performance.md).
-
-
-def idle_cores(interval: float = 0.2) -> float | None:
-    """How many cores other processes left idle over ``interval`` seconds (from /proc/stat); None if unknown."""
-
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat") as handle:
-            ticks = [int(value) for value in handle.readline().split()[1:9]]
-        return ticks[3] + ticks[4], sum(ticks)  # idle + iowait; user .. steal
-
-    try:
-        idle_before, total_before = sample()
-        time.sleep(interval)
-        idle_after, total_after = sample()
-    except (OSError, ValueError, IndexError):
-        return None
-    if total_after <= total_before:
-        return None
-    cores = sum(1 for line in Path("/proc/stat").read_text().splitlines() if re.match(r"cpu\d", line))
-    return (idle_after - idle_before) / (total_after - total_before) * cores
-
-
-def resolve_threads(threads: int | str | None) -> int:
-    """``None``: the process's setting; ``"auto"``: the idle cores, at least 1 and at most that setting; N: N."""
-    current = torch.get_num_threads()
-    if threads is None:
-        return current
-    if threads == "auto":
-        idle = idle_cores() if current > 1 else None
-        return current if idle is None else max(1, min(current, math.floor(idle + 0.5)))
-    return int(threads)
-
-
-def _threads_text() -> str:
-    threads = torch.get_num_threads()
-    return f"{threads} thread{'s' if threads > 1 else ''}"
+# Threads: convlab.threads chooses how many; torch has them for the length of a run.
 
 
 @contextlib.contextmanager
 def intra_op_threads(threads: int | str | None):
-    """Run with ``resolve_threads(threads)`` torch threads, then give the process its own setting back."""
+    """Run with the torch threads ``threads`` resolves to (convlab.threads), then give the process its own back."""
     previous = torch.get_num_threads()
-    torch.set_num_threads(resolve_threads(threads))
+    torch.set_num_threads(resolve_threads(threads, previous))
     try:
         yield
     finally:
         torch.set_num_threads(previous)
 
 
+def _threads_note(device: torch.device) -> str:
+    """`` (2 threads)`` for train.log's first line on a CPU; on a GPU they are not what sets the pace."""
+    if device.type != "cpu":
+        return ""
+    threads = torch.get_num_threads()
+    return f" ({threads} thread{'s' if threads > 1 else ''})"
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Setting a run up: configuration, run folder, data and model
+
+
+def train(config: TrainConfig | dict | str | Path | None = None, **overrides: Any) -> TrainResult:
+    """Train a model; ``config`` is a TrainConfig, a mapping or a YAML file, ``overrides`` win over it.
+
+    >>> train(model="lenet5", data="fashion-mnist", epochs=8, optimizer="adam", schedule="onecycle")
+    >>> train(resume="runs/lenet5-fashion-mnist-20250101-120000", epochs=12)   # continue, 4 more epochs
+    >>> train(recipe="fast")   # a named configuration from convlab.training.recipes
+    """
+    config, run_dir, resuming = _prepare(config, overrides)
+    with intra_op_threads(config.threads):
+        run = _set_up(config, run_dir, resuming)
+        if config.transfer == "linear-probe":
+            return _linear_probe_run(run)
+        return _train_epochs(run, resuming)
+
+
+def _prepare(config: Any, overrides: dict[str, Any]) -> tuple[TrainConfig, Path, bool]:
+    """The resolved configuration, the run folder and whether this resumes a run."""
+    given = _explicit_settings(config, overrides)
+    if given.get("resume"):
+        config = _resume_config(Path(given["resume"]), given)
+        return config, Path(config.out), True
+    config = resolve_config(config, **overrides)
+    if config.pretrained is not None:
+        apply_source_defaults(config, given)
+    run_dir = Path(config.out) if config.out else default_run_dir(config)
+    _refuse_previous_run(run_dir)
+    config.out = str(run_dir)
+    return config, run_dir, False
 
 
 def _explicit_settings(config: Any, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -281,10 +292,81 @@ def _refuse_previous_run(run_dir: Path) -> None:
         )
 
 
+@dataclass
+class _Run:
+    """A run once it is set up: what its epochs (or its linear probe) and ``_finish`` work with."""
+
+    config: TrainConfig
+    run_dir: Path
+    device: torch.device
+    bundle: DataBundle
+    model: nn.Module  # what checkpoints and evaluation use
+    step_model: nn.Module  # what the training steps call: the model, or torch.compile's wrapper of it
+    transfer: TransferRun | None
+    progress: TrainProgress
+
+    @property
+    def has_val(self) -> bool:
+        return "val" in self.bundle.splits()
+
+    def train_loader(self, epoch: int):
+        """Epoch ``epoch``'s training batches, shuffled and augmented by the seed and the epoch alone."""
+        return self.bundle.loader(
+            "train",
+            self.config.batch_size,
+            shuffle=True,
+            augment=self.config.augment,
+            epoch=epoch,
+            seed=self.config.seed,
+            device=self.device,
+            drop_last=_drops_last_batch(self.bundle, self.config.batch_size),
+        )
+
+
+def _set_up(config: TrainConfig, run_dir: Path, resuming: bool) -> _Run:
+    """Device, seeds, data and model: the model fitted to the data, on its device, in the run's layout."""
+    device = check_device(None if config.device == "auto" else config.device)  # None: CUDA when present
+    seed_everything(config.seed)
+    bundle = _run_data(config)
+    progress = TrainProgress(run_dir / "train.log")
+    model = build_model(config, bundle)
+    bundle = fit_input_size(model, bundle, config, progress)
+    transfer = start_transfer(model, bundle, config, run_dir, resuming) if config.pretrained else None
+    model.to(device)
+    use_fast_layers(model, (bundle.in_chans, *bundle.image_size))  # the same sums, faster: convlab.speed
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    # The compiled module shares the model's parameters: checkpoints and evaluation use the model itself.
+    step_model = torch.compile(model) if config.compile else model
+    run = _Run(config, run_dir, device, bundle, model, step_model, transfer, progress)
+    if config.early_stop is not None and not run.has_val:
+        raise ConvlabError("--early-stop needs a validation split; give --val-split above 0.")
+    return run
+
+
+def _run_data(config: TrainConfig) -> DataBundle:
+    """The data the configuration names, at the size and with the classes it asks for."""
+    bundle = load_data(
+        config.data,
+        data_root=config.data_root,
+        image_size=tuple(config.image_size) if config.image_size else None,  # None: the data's own size
+        in_chans=config.in_chans,
+        val_split=config.val_split,
+        seed=config.seed,
+        limit=config.limit,
+        classes=config.classes,
+        limit_per_class=config.limit_per_class,
+    )
+    if config.num_classes is not None and config.num_classes != len(bundle.classes):
+        raise ConvlabError(
+            f"--num-classes {config.num_classes} does not match data '{bundle.name}', which has "
+            f"{len(bundle.classes)} classes; leave --num-classes out to use the data's."
+        )
+    return bundle
+
+
 def build_model(config: TrainConfig, bundle) -> nn.Module:
     """``create_model`` for the data's classes and channels, with the run's init, activation and options."""
-    from convlab.models import create_model, get_model_info
-
     options = dict(config.options)
     if config.activation is not None:
         options["activation"] = config.activation
@@ -302,9 +384,6 @@ def build_model(config: TrainConfig, bundle) -> nn.Module:
 
 def fit_input_size(model: nn.Module, bundle, config: TrainConfig, progress: TrainProgress):
     """Resize the data to the nearest size the model takes (LeNet-5: 28x28 -> 32x32), unless a size was chosen."""
-    from convlab.analysis import check_input_size
-    from convlab.analysis.input_check import working_sizes
-
     channels, height, width = size = (bundle.in_chans, *bundle.image_size)
     try:
         check_input_size(model, size)
@@ -326,53 +405,29 @@ def fit_input_size(model: nn.Module, bundle, config: TrainConfig, progress: Trai
     return bundle.resized((side, side))
 
 
-def checkpoint_record(config: TrainConfig, bundle, epoch: int, row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "classes": list(bundle.classes),
-        "input": {
-            "channels": bundle.in_chans,
-            "size": list(bundle.image_size),
-            "mean": list(bundle.mean),
-            "std": list(bundle.std),
-        },
-        "data": {
-            "name": bundle.name,
-            "source": bundle.source,
-            "val_split": config.val_split,
-            "seed": config.seed,
-        },
-        "epoch": epoch,
-        "metrics": {key: row.get(key) for key in ("val_top1", "val_top5", "val_loss", "train_loss")},
-        "config": config.to_dict(),
-    }
+def _drops_last_batch(bundle: DataBundle, batch_size: int) -> bool:
+    """Whether training drops the last partial batch: it does, because a batch of one breaks BatchNorm and
+    the order is reshuffled each epoch, so every image is still seen; a training set of one batch or less
+    keeps it, or there would be no step at all."""
+    return bundle.size("train") > batch_size
 
 
-def _format_row(row: dict[str, Any]) -> dict[str, str]:
-    formats = {"epoch": "d", "lr": ".6g", "seconds": ".2f", "images_per_s": ".1f"}
-    return {
-        key: "" if row.get(key) is None else format(row[key], formats.get(key, ".6f"))
-        for key in METRIC_COLUMNS
-    }
+def _data_text(bundle: DataBundle) -> str:
+    """``fashion-mnist (54000 images, 1x28x28)``, as the first line of train.log names the data."""
+    height, width = bundle.image_size
+    return f"{bundle.name} ({bundle.size('train')} images, {bundle.in_chans}x{height}x{width})"
 
 
-def write_metrics(path: Path, rows: list[dict[str, str]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    text = buffer.getvalue()
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+def _tensorboard(run_dir: Path, purge_step: int | None = None):
+    """TensorBoard's writer for the run's tb/ folder. TensorBoard is imported only when a run writes to it:
+    it is heavy, and nothing else in convlab needs it."""
+    from torch.utils.tensorboard import SummaryWriter
 
-
-def read_metrics_rows(path: Path, up_to_epoch: int) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as handle:
-        return [row for row in csv.DictReader(handle) if int(row["epoch"]) <= up_to_epoch]
+    return SummaryWriter(str(run_dir / "tb"), purge_step=purge_step)
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The run
+# The epochs, and what each one leaves in the run folder
 
 
 @dataclass
@@ -393,20 +448,97 @@ class Standing:
         self.stale_epochs += 1
         return False
 
+    def out_of_patience(self, patience: int | None) -> bool:
+        """Whether val top-1 has gone ``patience`` epochs without improving (never without --early-stop)."""
+        return patience is not None and self.stale_epochs >= patience
 
-def _prepare(config: Any, overrides: dict[str, Any]) -> tuple[TrainConfig, Path, bool]:
-    """The resolved configuration, the run folder and whether this resumes a run."""
-    given = _explicit_settings(config, overrides)
-    if given.get("resume"):
-        config = _resume_config(Path(given["resume"]), given)
-        return config, Path(config.out), True
-    config = resolve_config(config, **overrides)
-    if config.pretrained is not None:
-        apply_source_defaults(config, given)
-    run_dir = Path(config.out) if config.out else default_run_dir(config)
-    _refuse_previous_run(run_dir)
-    config.out = str(run_dir)
-    return config, run_dir, False
+
+@dataclass
+class _Steps:
+    """How every step of the run learns (optimizer, schedule, loss), and how many steps an epoch takes."""
+
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    criterion: nn.Module
+    per_epoch: int
+
+
+def _steps(run: _Run) -> _Steps:
+    """The run's optimizer (the transfer's parameter groups, if any) and its schedule over the epochs' steps."""
+    config = run.config
+    steps_per_epoch = len(run.train_loader(1))
+    optimizer = build_optimizer(
+        run.model,
+        config.optimizer,
+        config.lr,
+        config.momentum,
+        config.weight_decay,
+        groups=run.transfer.groups if run.transfer else None,
+    )
+    schedule = Schedule(optimizer, config.schedule, config.epochs, steps_per_epoch, config.warmup_epochs)
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    return _Steps(optimizer, schedule, criterion, steps_per_epoch)
+
+
+def _train_epochs(run: _Run, resuming: bool) -> TrainResult:
+    """Epoch after epoch from where the run stands, each saved as it ends, to the last or an early stop."""
+    config, progress = run.config, run.progress
+    steps = _steps(run)
+    standing = _begin_epochs(run, steps, resuming)
+    # A resumed run's TensorBoard log forgets what was logged after the epoch it resumes from.
+    writer = _tensorboard(run.run_dir, purge_step=standing.epoch + 1 if resuming else None)
+    rows = read_metrics_rows(run.run_dir / "metrics.csv", standing.epoch)
+    history: list[dict[str, Any]] = []
+    saved_epoch = epoch = standing.epoch
+    try:
+        for epoch in range(standing.epoch + 1, config.epochs + 1):
+            row = _train_and_validate(run, steps, epoch)
+            improved = standing.after_epoch(epoch, _best_score(row, epoch))
+            _save_epoch(run, steps, standing, row, improved, rows)
+            saved_epoch = epoch
+            history.append(row)
+            progress.note(epoch_line(epoch, config.epochs, row))
+            _log_scalars(writer, row)
+            if _early_stop(run, standing):
+                break
+    except NonFiniteLoss as bad:
+        message = _non_finite_message(bad, epoch, saved_epoch, steps.optimizer)
+        progress.note(message, echo=False)  # the error itself is what the caller sees
+        raise ConvlabError(message) from None
+    except KeyboardInterrupt:
+        progress.note(
+            f"interrupted in epoch {epoch}; the run folder keeps epoch {saved_epoch}. "
+            f"Continue with: convlab train --resume {run.run_dir}"
+        )
+        raise
+    finally:
+        writer.close()
+        progress.close()
+    return _finish(run, run.model, standing, history)
+
+
+def _begin_epochs(run: _Run, steps: _Steps, resuming: bool) -> Standing:
+    """Where the epochs start (a resume restores it), said in train.log; config.yaml and skipped.txt written."""
+    config, progress = run.config, run.progress
+    if resuming:
+        standing = _restore(run.run_dir, config, run.model, steps.optimizer, steps.schedule, steps.per_epoch)
+        progress.note(f"resuming {run.run_dir} after epoch {standing.epoch} of {config.epochs}")
+    else:
+        standing = Standing()
+        progress.note(
+            f"training {config.model} on {_data_text(run.bundle)} on {run.device}"
+            f"{_threads_note(run.device)}; run folder {run.run_dir}"
+        )
+    if run.transfer is not None:
+        run.transfer.start_epoch(run.model, standing.epoch + 1, progress)
+        for line in [*run.transfer.notes, *trainable_lines(run.model)]:
+            progress.note(line)
+    save_config(config, run.run_dir / "config.yaml")
+    if run.bundle.skipped:
+        listing = "".join(f"{file}\t{reason}\n" for file, reason in run.bundle.skipped)
+        atomic_write(run.run_dir / "skipped.txt", lambda tmp: Path(tmp).write_text(listing))
+        progress.note(f"skipped {len(run.bundle.skipped)} unreadable files (listed in skipped.txt)")
+    return standing
 
 
 def _restore(
@@ -438,6 +570,115 @@ def _restore(
     return Standing(**state["standing"])
 
 
+def _train_and_validate(run: _Run, steps: _Steps, epoch: int) -> dict[str, Any]:
+    """Epoch ``epoch``: train over the data once, validate, step the schedule; returns its metrics row."""
+    config, progress = run.config, run.progress
+    start = time.perf_counter()
+    if run.transfer is not None:
+        run.transfer.start_epoch(run.model, epoch, progress)  # head epochs over: the backbone joins in
+    row: dict[str, Any] = {"epoch": epoch, "lr": steps.schedule.lr}  # the lr the epoch starts with
+    loader = run.train_loader(epoch)
+    progress.start_epoch(epoch, config.epochs, len(loader))
+    try:
+        stats = train_one_epoch(
+            run.step_model, loader, steps.optimizer, steps.schedule, steps.criterion, config, progress
+        )
+    finally:
+        progress.end_epoch()
+    row.update(train_loss=stats["train_loss"], train_top1=stats["train_top1"])
+    if run.has_val:
+        val = evaluate_model(run.model, run.bundle, "val", device=run.device, amp=config.amp)
+        row.update(val_loss=val.loss, val_top1=val.top1, val_top5=val.top5)
+    steps.schedule.after_epoch(_plateau_loss(row))
+    row.update(seconds=time.perf_counter() - start, images_per_s=stats["images"] / stats["train_seconds"])
+    return row
+
+
+def _plateau_loss(row: dict[str, Any]) -> float:
+    """The loss a plateau schedule watches: validation's, or training's when the data has no validation split."""
+    return row.get("val_loss", row["train_loss"])
+
+
+def _best_score(row: dict[str, Any], epoch: int) -> float:
+    """What makes an epoch the best so far: its val top-1. Without a validation split it is the epoch
+    number, so the latest weights count as the best, being the best we know of."""
+    return row.get("val_top1", epoch)
+
+
+def _save_epoch(
+    run: _Run, steps: _Steps, standing: Standing, row: dict[str, Any], improved: bool, rows: list
+) -> None:
+    """The epoch's checkpoints and metrics.csv row, then state.pt.
+
+    state.pt, written last, is what a resume reads (it holds the weights too): it commits the
+    epoch, so the folder can be resumed whenever the run stops.
+    """
+    config, bundle, model, transfer, epoch = run.config, run.bundle, run.model, run.transfer, row["epoch"]
+    record = checkpoint_record(model, config, bundle, epoch, row)
+    if transfer is not None:
+        record.transfer = transfer.record(model)
+    rows.append(_format_row(row))
+    _save_results(run.run_dir, model, record, rows, improved)
+    save_state(
+        run.run_dir / "state.pt",
+        model=model,
+        optimizer=steps.optimizer,
+        schedule=steps.schedule,
+        epoch=epoch,
+        epochs=config.epochs,
+        steps_per_epoch=steps.per_epoch,
+        standing=asdict(standing),
+    )
+
+
+def _save_results(
+    run_dir: Path, model: nn.Module, record, rows: list[dict[str, str]], improved: bool
+) -> None:
+    """last.safetensors, best.safetensors too when the weights ``improved``, and metrics.csv's ``rows``."""
+    save_checkpoint(run_dir / "last.safetensors", model, record)
+    if improved:
+        save_checkpoint(run_dir / "best.safetensors", model, record)
+    write_metrics(run_dir / "metrics.csv", rows)
+
+
+def checkpoint_record(
+    model: nn.Module, config: TrainConfig, bundle, epoch: int, row: dict[str, Any]
+) -> RunRecord:
+    return RunRecord(
+        model=ModelSpec.of(model),
+        classes=list(bundle.classes),
+        input=InputSpec.of(bundle),
+        data=DataSpec(name=bundle.name, source=bundle.source, val_split=config.val_split, seed=config.seed),
+        epoch=epoch,
+        metrics={key: row.get(key) for key in ("val_top1", "val_top5", "val_loss", "train_loss")},
+        config=config.to_dict(),
+    )
+
+
+def _format_row(row: dict[str, Any]) -> dict[str, str]:
+    formats = {"epoch": "d", "lr": ".6g", "seconds": ".2f", "images_per_s": ".1f"}
+    return {
+        key: "" if row.get(key) is None else format(row[key], formats.get(key, ".6f"))
+        for key in METRIC_COLUMNS
+    }
+
+
+def write_metrics(path: Path, rows: list[dict[str, str]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    text = buffer.getvalue()
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def read_metrics_rows(path: Path, up_to_epoch: int) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return [row for row in csv.DictReader(handle) if int(row["epoch"]) <= up_to_epoch]
+
+
 def _log_scalars(writer, row: dict[str, Any]) -> None:
     for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr"):
         if row.get(key) is not None:  # TensorBoard groups "train/loss", "val/top1", ... by their prefix
@@ -445,259 +686,98 @@ def _log_scalars(writer, row: dict[str, Any]) -> None:
     writer.flush()
 
 
-def train(config: TrainConfig | dict | str | Path | None = None, **overrides: Any) -> TrainResult:
-    """Train a model; ``config`` is a TrainConfig, a mapping or a YAML file, ``overrides`` win over it.
-
-    >>> train(model="lenet5", data="fashion-mnist", epochs=8, optimizer="adam", schedule="onecycle")
-    >>> train(resume="runs/lenet5-fashion-mnist-20250101-120000", epochs=12)   # continue, 4 more epochs
-    >>> train(recipe="fast")   # a named configuration from convlab.training.recipes
-    """
-    config, run_dir, resuming = _prepare(config, overrides)
-    with intra_op_threads(config.threads):
-        return _run(config, run_dir, resuming)
-
-
-def _run(config: TrainConfig, run_dir: Path, resuming: bool) -> TrainResult:
-    """The run of a resolved configuration: data, model, optimizer, the epochs, then ``_finish``."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    from convlab.data import load_data
-    from convlab.evaluation import evaluate_model
-    from convlab.runtime import check_device
-
-    device = check_device(None if config.device == "auto" else config.device)
-    seed_everything(config.seed)
-    bundle = load_data(
-        config.data,
-        data_root=config.data_root,
-        image_size=tuple(config.image_size) if config.image_size else None,
-        in_chans=config.in_chans,
-        val_split=config.val_split,
-        seed=config.seed,
-        limit=config.limit,
-        classes=config.classes,
-        limit_per_class=config.limit_per_class,
+def _early_stop(run: _Run, standing: Standing) -> bool:
+    """True, with a line in train.log, when --early-stop's patience has run out."""
+    if not standing.out_of_patience(run.config.early_stop):
+        return False
+    run.progress.note(
+        f"early stop: val top-1 has not improved for {standing.stale_epochs} epochs "
+        f"(best {standing.best_top1:.1%} at epoch {standing.best_epoch})"
     )
-    if config.num_classes is not None and config.num_classes != len(bundle.classes):
-        raise ConvlabError(
-            f"--num-classes {config.num_classes} does not match data '{bundle.name}', which has "
-            f"{len(bundle.classes)} classes; leave --num-classes out to use the data's."
-        )
-    progress = TrainProgress(run_dir / "train.log")
-    model = build_model(config, bundle)
-    bundle = fit_input_size(model, bundle, config, progress)
-    transfer = start_transfer(model, bundle, config, run_dir, resuming) if config.pretrained else None
-    model.to(device)
-    if config.channels_last:
-        model.to(memory_format=torch.channels_last)
-    # The compiled module shares the model's parameters: checkpoints and evaluation use the model itself.
-    step_model = torch.compile(model) if config.compile else model
-    has_val = "val" in bundle.splits()
-    if config.early_stop is not None and not has_val:
-        raise ConvlabError("--early-stop needs a validation split; give --val-split above 0.")
-    if config.transfer == "linear-probe":
-        return _linear_probe_run(config, run_dir, model, bundle, device, transfer, progress)
+    return True
 
-    # The last partial batch is dropped while training: a batch of one breaks BatchNorm, and the
-    # order is reshuffled each epoch, so every image is still seen.
-    drop_last = bundle.size("train") > config.batch_size
 
-    def train_loader(epoch: int):
-        return bundle.loader(
-            "train",
-            config.batch_size,
-            shuffle=True,
-            augment=config.augment,
-            epoch=epoch,
-            seed=config.seed,
-            device=device,
-            drop_last=drop_last,
-        )
-
-    steps_per_epoch = len(train_loader(1))
-    optimizer = build_optimizer(
-        model,
-        config.optimizer,
-        config.lr,
-        config.momentum,
-        config.weight_decay,
-        groups=transfer.groups if transfer else None,
+def _non_finite_message(bad: NonFiniteLoss, epoch: int, saved_epoch: int, optimizer) -> str:
+    kept = f"the run folder keeps epoch {saved_epoch}" if saved_epoch else "no epoch was completed"
+    return (
+        f"The training loss became {bad.value} at epoch {epoch}, step {bad.step}; {kept}. "
+        f"Try a lower --lr (this run used {optimizer.defaults['lr']:g}) or --clip-norm 1.0."
     )
-    schedule = Schedule(optimizer, config.schedule, config.epochs, steps_per_epoch, config.warmup_epochs)
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    if resuming:
-        standing = _restore(run_dir, config, model, optimizer, schedule, steps_per_epoch)
-        progress.note(f"resuming {run_dir} after epoch {standing.epoch} of {config.epochs}")
-    else:
-        standing = Standing()
-        progress.note(
-            f"training {config.model} on {bundle.name} ({bundle.size('train')} images, "
-            f"{bundle.in_chans}x{bundle.image_size[0]}x{bundle.image_size[1]}) on {device}"
-            f"{f' ({_threads_text()})' if device.type == 'cpu' else ''}; "
-            f"run folder {run_dir}"
-        )
-    if transfer is not None:
-        transfer.start_epoch(model, standing.epoch + 1, progress)
-        for line in [*transfer.notes, *trainable_lines(model)]:
-            progress.note(line)
-    save_config(config, run_dir / "config.yaml")
-    if bundle.skipped:
-        listing = "".join(f"{file}\t{reason}\n" for file, reason in bundle.skipped)
-        atomic_write(run_dir / "skipped.txt", lambda tmp: Path(tmp).write_text(listing))
-        progress.note(f"skipped {len(bundle.skipped)} unreadable files (listed in skipped.txt)")
-
-    writer = SummaryWriter(str(run_dir / "tb"), purge_step=standing.epoch + 1 if resuming else None)
-    rows = read_metrics_rows(run_dir / "metrics.csv", standing.epoch)
-    history: list[dict[str, Any]] = []
-    saved_epoch = epoch = standing.epoch
-    try:
-        for epoch in range(standing.epoch + 1, config.epochs + 1):
-            start = time.perf_counter()
-            if transfer is not None:
-                transfer.start_epoch(model, epoch, progress)  # head epochs over: the backbone joins in
-            row: dict[str, Any] = {"epoch": epoch, "lr": schedule.lr}  # the lr the epoch starts with
-            loader = train_loader(epoch)
-            progress.start_epoch(epoch, config.epochs, len(loader))
-            try:
-                stats = train_one_epoch(step_model, loader, optimizer, schedule, criterion, config, progress)
-            finally:
-                progress.end_epoch()
-            row.update(train_loss=stats["train_loss"], train_top1=stats["train_top1"])
-            if has_val:
-                val = evaluate_model(model, bundle, "val", device=device, amp=config.amp)
-                row.update(val_loss=val.loss, val_top1=val.top1, val_top5=val.top5)
-            schedule.after_epoch(row.get("val_loss", row["train_loss"]))
-            row.update(
-                seconds=time.perf_counter() - start, images_per_s=stats["images"] / stats["train_seconds"]
-            )
-            # Without a validation split the latest weights are the best we know of.
-            improved = standing.after_epoch(epoch, row.get("val_top1", epoch))
-
-            # state.pt, written last, is what a resume reads (it holds the weights too): it commits the
-            # epoch, so the folder can be resumed whenever the run stops.
-            record = checkpoint_record(config, bundle, epoch, row)
-            if transfer is not None:
-                record["transfer"] = transfer.record(model)
-            save_checkpoint(run_dir / "last.safetensors", model, record)
-            if improved:
-                save_checkpoint(run_dir / "best.safetensors", model, record)
-            rows.append(_format_row(row))
-            write_metrics(run_dir / "metrics.csv", rows)
-            save_state(
-                run_dir / "state.pt",
-                model=model,
-                optimizer=optimizer,
-                schedule=schedule,
-                epoch=epoch,
-                epochs=config.epochs,
-                steps_per_epoch=steps_per_epoch,
-                standing=asdict(standing),
-            )
-            saved_epoch = epoch
-            history.append(row)
-            progress.note(epoch_line(epoch, config.epochs, row))
-            _log_scalars(writer, row)
-            if config.early_stop is not None and standing.stale_epochs >= config.early_stop:
-                progress.note(
-                    f"early stop: val top-1 has not improved for {standing.stale_epochs} epochs "
-                    f"(best {standing.best_top1:.1%} at epoch {standing.best_epoch})"
-                )
-                break
-    except NonFiniteLoss as bad:
-        kept = f"the run folder keeps epoch {saved_epoch}" if saved_epoch else "no epoch was completed"
-        message = (
-            f"The training loss became {bad.value} at epoch {epoch}, step {bad.step}; {kept}. "
-            f"Try a lower --lr (this run used {optimizer.defaults['lr']:g}) or --clip-norm 1.0."
-        )
-        progress.note(message, echo=False)  # the error itself is what the caller sees
-        raise ConvlabError(message) from None
-    except KeyboardInterrupt:
-        progress.note(
-            f"interrupted in epoch {epoch}; the run folder keeps epoch {saved_epoch}. "
-            f"Continue with: convlab train --resume {run_dir}"
-        )
-        raise
-    finally:
-        writer.close()
-        progress.close()
-    return _finish(run_dir, config, model, bundle, device, standing, history, progress)
 
 
-def _linear_probe_run(
-    config: TrainConfig, run_dir: Path, model, bundle, device, transfer: TransferRun, progress: TrainProgress
-) -> TrainResult:
+# ---------------------------------------------------------------------------------------------------------
+# The linear probe, and the end of every run
+
+
+def _linear_probe_run(run: _Run) -> TrainResult:
     """--transfer linear-probe: one fit instead of epochs, saved as a run folder of one epoch (no state.pt:
     there is nothing to resume), which eval, predict and export read like any other."""
-    from torch.utils.tensorboard import SummaryWriter
-
+    config, bundle, transfer, progress, run_dir = (
+        run.config,
+        run.bundle,
+        run.transfer,
+        run.progress,
+        run.run_dir,
+    )
     progress.note(
-        f"linear probe of {config.model} on {bundle.name} ({bundle.size('train')} images, "
-        f"{bundle.in_chans}x{bundle.image_size[0]}x{bundle.image_size[1]}) on {device}; run folder {run_dir}"
+        f"linear probe of {config.model} on {_data_text(bundle)} on {run.device}; run folder {run_dir}"
     )
     for line in transfer.notes:
         progress.note(line)
     save_config(config, run_dir / "config.yaml")
-    model, row, probe = fit_linear_probe(model, bundle, config, device, progress)
+    model, row, probe = fit_linear_probe(run.model, bundle, config, run.device, progress)
     for line in trainable_lines(model):
         progress.note(line)
-    record = checkpoint_record(config, bundle, 1, row)
-    record["transfer"] = transfer.record(model, **probe)
-    save_checkpoint(run_dir / "last.safetensors", model, record)
-    save_checkpoint(run_dir / "best.safetensors", model, record)
-    write_metrics(run_dir / "metrics.csv", [_format_row(row)])
-    with SummaryWriter(str(run_dir / "tb")) as writer:
+    record = checkpoint_record(model, config, bundle, 1, row)
+    record.transfer = transfer.record(model, **probe)
+    _save_results(run_dir, model, record, [_format_row(row)], improved=True)
+    with _tensorboard(run_dir) as writer:
         _log_scalars(writer, row)
     standing = Standing()
-    standing.after_epoch(1, row.get("val_top1", 1))
+    standing.after_epoch(1, _best_score(row, 1))
     val = f"  val loss {row['val_loss']:.3f} top1 {row['val_top1']:.1%}" if "val_loss" in row else ""
     progress.note(
         f"linear probe  train loss {row['train_loss']:.3f} top1 {row['train_top1']:.1%}{val}  "
         f"{row['seconds']:.1f} s"
     )
-    return _finish(run_dir, config, model, bundle, device, standing, [row], progress)
+    return _finish(run, model, standing, [row])
 
 
-def _finish(
-    run_dir: Path,
-    config: TrainConfig,
-    model,
-    bundle,
-    device,
-    standing: Standing,
-    history: list[dict[str, Any]],
-    progress: TrainProgress,
-) -> TrainResult:
-    """Test the best weights (when the data has a test split), write the report and say where it all is."""
-    from safetensors.torch import load_file
-
-    from convlab.evaluation import evaluate_model
-
-    has_val = "val" in bundle.splits()
+def _finish(run: _Run, model: nn.Module, standing: Standing, history: list[dict[str, Any]]) -> TrainResult:
+    """Test the best weights of ``model`` (when the data has a test split), write the report and say where
+    it all is."""
+    config, bundle, run_dir = run.config, run.bundle, run.run_dir
     test = None
     if standing.best_epoch > 0:
-        model.load_state_dict(load_file(str(run_dir / "best.safetensors"), device=str(device)))
+        model.load_state_dict(load_file(str(run_dir / "best.safetensors"), device=str(run.device)))
         if "test" in bundle.splits():
-            test = evaluate_model(model, bundle, "test", device=device, amp=config.amp, tta=config.test_tta)
+            test = evaluate_model(
+                model, bundle, "test", device=run.device, amp=config.amp, tta=config.test_tta
+            )
         report = write_report(run_dir, test, model=model, bundle=bundle)
-        transfer = read_record(run_dir / "last.safetensors").get("transfer")  # the trainable set at the end
+        transfer = read_record(run_dir / "last.safetensors").transfer  # the trainable set at the end
         if transfer:
             add_report_section(report, transfer)
-    summary = []
-    if has_val and standing.best_epoch > 0:
-        summary.append(f"best val top-1 {standing.best_top1:.2%} (epoch {standing.best_epoch})")
-    if test is not None:
-        views = f", test-time augmentation {test.tta}" if test.tta else ""
-        summary.append(f"test top-1 {test.top1:.2%} top-5 {test.top5:.2%} (best weights{views})")
-    summary.append(f"run folder {run_dir}")
-    progress.note("; ".join(summary))
-    stopped_early = config.early_stop is not None and standing.stale_epochs >= config.early_stop
+    best_val_top1 = standing.best_top1 if run.has_val and standing.best_epoch > 0 else None
+    run.progress.note(_summary_line(run_dir, best_val_top1, standing.best_epoch, test))
     return TrainResult(
         run_dir=run_dir,
         config=config,
         epochs_completed=standing.epoch,
         best_epoch=standing.best_epoch,
-        best_val_top1=standing.best_top1 if has_val and standing.best_epoch > 0 else None,
+        best_val_top1=best_val_top1,
         test=test,
         history=history,
-        stopped_early=stopped_early,
+        stopped_early=standing.out_of_patience(config.early_stop),
     )
+
+
+def _summary_line(run_dir: Path, best_val_top1: float | None, best_epoch: int, test) -> str:
+    summary = []
+    if best_val_top1 is not None:
+        summary.append(f"best val top-1 {best_val_top1:.2%} (epoch {best_epoch})")
+    if test is not None:
+        views = f", test-time augmentation {test.tta}" if test.tta else ""
+        summary.append(f"test top-1 {test.top1:.2%} top-5 {test.top5:.2%} (best weights{views})")
+    summary.append(f"run folder {run_dir}")
+    return "; ".join(summary)

@@ -148,8 +148,8 @@ def build_optimizer(
         raise ConvlabError("The model has no trainable parameters to optimise.")
     groups = [g for g in groups if g["params"]]
     if _can_fuse(spec.factory, groups):
-        # One kernel for the whole update instead of a handful of ops per tensor: LeNet-5's SGD step
-        # takes a fifth of the time of the default (foreach) one, ~8% of its training step on a CPU.
+        # One kernel for the whole update instead of a handful of ops per tensor, which matters most for
+        # small networks, whose update is a large part of the step (docs/performance.md#levers-tried).
         kwargs["fused"] = True
     return spec.factory(groups, **kwargs)
 

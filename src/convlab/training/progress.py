@@ -14,9 +14,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-REFRESH_SECONDS = (
-    0.5  # how often the engine reads its on-device sums for the bar (each read is a device sync)
-)
+# How often the engine reads its on-device sums for the bar: each read is a device sync, so not every step.
+REFRESH_SECONDS = 0.5
 
 
 def epoch_line(epoch: int, epochs: int, row: dict) -> str:
