@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import convlab
-from convlab.checkpoint import atomic_write, load_checkpoint, read_record, resolve_checkpoint, save_checkpoint
+from convlab.checkpoint import load_checkpoint, read_record, resolve_checkpoint, save_checkpoint
 from convlab.errors import ConvlabError
+from convlab.files import atomic_write
 
 
 def test_a_failed_write_leaves_the_previous_file_and_no_temporary_file(tmp_path):

@@ -1,4 +1,15 @@
-"""Speed levers compute what the plain model computes: a convolution covering its input as one matrix product."""
+"""The speed levers compute what the plain path computes.
+
+Levers: a convolution covering its input as one matrix product (convlab.speed), channels_last, bf16
+autocast, fused optimizers, torch.compile, ONNX Runtime.
+
+Tolerances: channels_last float32 = NCHW float32 within 1e-4 on logits (only the summation order
+of the convolutions changes); bf16 predicts the same class as float32 for >= 98% of real test
+images with a trained model (bf16 keeps 8 bits of mantissa: logits move by about 1% of their
+range, which flips only near-ties); ONNX Runtime within 1e-4; torch.compile's training steps
+within 1e-5 (inductor's kernels only sum in their own order). The compile test is the one slow
+test here: inductor compiles LeNet-5's forward and backward from cold.
+"""
 
 import copy
 
@@ -6,8 +17,192 @@ import pytest
 import torch
 from torch import nn
 
+from convlab.evaluation import evaluate_model
 from convlab.models import create_model
 from convlab.speed import CoveringConv2d, covers, use_fast_layers
+from convlab.training import Schedule, build_optimizer, resolve_config, train_step
+
+LENET = {"pool": "max", "activation": "relu"}
+
+
+@pytest.fixture(scope="module")
+def fashion(fashion_mnist):
+    return fashion_mnist(image_size=(32, 32), limit=6000, val_split=0.1)
+
+
+@pytest.fixture(scope="module")
+def trained_lenet(fashion):
+    """LeNet-5 after three epochs on 5,400 Fashion-MNIST images (about 80% test top-1), in eval mode."""
+    torch.manual_seed(0)
+    model = create_model("lenet5", num_classes=10, in_chans=1, **LENET)
+    config = resolve_config(optimizer="adamw", lr=0.003)
+    optimizer = build_optimizer(model, "adamw", 0.003)
+    schedule = Schedule(optimizer, "constant", 3, len(fashion.loader("train", 128, drop_last=True)))
+    for epoch in range(3):
+        for images, labels in fashion.loader("train", 128, shuffle=True, epoch=epoch, drop_last=True):
+            train_step(model, images, labels, optimizer, schedule, nn.CrossEntropyLoss(), config)
+    return model.eval()
+
+
+def test_channels_last_float32_gives_the_nchw_logits(fashion):
+    images, _ = next(iter(fashion.loader("test", 64)))
+    for name, options, batch in (("lenet5", LENET, images), ("resnet20", {}, images[:, :, 2:30, 2:30])):
+        torch.manual_seed(0)
+        model = create_model(name, num_classes=10, in_chans=1, **options).eval()
+        with torch.inference_mode():
+            plain = model(batch)
+            fast = model.to(memory_format=torch.channels_last)(
+                batch.contiguous(memory_format=torch.channels_last)
+            )
+        assert (fast - plain).abs().max() <= 1e-4, name
+
+
+def test_bf16_predicts_the_float32_class_for_98_percent_of_real_images(trained_lenet, fashion):
+    images, labels = zip(*fashion.loader("test", 500))
+    images, labels = torch.cat(images[:4]), torch.cat(labels[:4])  # 2,000 test images
+    model = trained_lenet
+    with torch.inference_mode():
+        plain = model(images)
+        fast_model = model.to(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast = fast_model(images.contiguous(memory_format=torch.channels_last)).float()
+    model.to(memory_format=torch.contiguous_format)
+    agreement = (fast.argmax(1) == plain.argmax(1)).float().mean().item()
+    assert (plain.argmax(1) == labels).float().mean() > 0.75  # a trained model, so agreement means something
+    assert agreement >= 0.98
+    # evaluate_model's bf16 top-1 moves by at most the disagreement.
+    off = evaluate_model(model, fashion, "test", amp="off")
+    bf16 = evaluate_model(model, fashion, "test", amp="bf16")
+    assert abs(off.top1 - bf16.top1) <= 0.02
+
+
+def test_onnx_runtime_gives_the_pytorch_logits(trained_lenet, fashion, tmp_path):
+    from convlab.exporting import OnnxClassifier, export_model
+
+    record = {
+        "classes": fashion.classes,
+        "input": {"channels": 1, "size": [32, 32], "mean": list(fashion.mean), "std": list(fashion.std)},
+    }
+    export_model(trained_lenet, record, "onnx", tmp_path / "lenet5.onnx", check_samples=4)
+    runtime = OnnxClassifier(tmp_path / "lenet5.onnx", providers=["CPUExecutionProvider"])
+    images, _ = next(iter(fashion.loader("test", 256)))
+    with torch.inference_mode():
+        expected = trained_lenet(images)
+    assert (torch.from_numpy(runtime.predict_logits(images)) - expected).abs().max() <= 1e-4
+
+
+def lenet_steps(images, labels, steps: int, **levers) -> tuple[torch.Tensor, dict]:
+    """LeNet-5 from seed 0 after ``steps`` momentum steps through the engine's train_step, with the speed
+    levers given (channels_last, compile) set as the engine sets them: its losses and its weights."""
+    torch.manual_seed(0)
+    model = create_model("lenet5", num_classes=10, in_chans=1, **LENET)
+    if levers.get("channels_last"):
+        model.to(memory_format=torch.channels_last)
+    step_model = torch.compile(model) if levers.get("compile") else model  # the weights stay model's
+    config = resolve_config(lr=0.05, **levers)
+    optimizer = build_optimizer(model, "momentum", 0.05)
+    schedule = Schedule(optimizer, "constant", 1, steps)
+    losses = [
+        train_step(step_model, images, labels, optimizer, schedule, nn.CrossEntropyLoss(), config)[0]
+        for _ in range(steps)
+    ]
+    return torch.stack(losses), model.state_dict()
+
+
+def assert_same_steps(plain, fast) -> None:
+    (losses_plain, weights_plain), (losses_fast, weights_fast) = plain, fast
+    assert (losses_plain - losses_fast).abs().max() <= 1e-5
+    assert all((weights_plain[key] - weights_fast[key]).abs().max() <= 1e-5 for key in weights_plain)
+
+
+def test_a_channels_last_training_step_takes_the_same_step(fashion):
+    images, labels = next(iter(fashion.loader("train", 128, shuffle=True)))
+    assert_same_steps(lenet_steps(images, labels, 1), lenet_steps(images, labels, 1, channels_last=True))
+
+
+@pytest.mark.slow
+def test_a_compiled_training_step_takes_the_eager_step(fashion):
+    """--compile (torch.compile of the model the engine steps): the same losses and weights after two steps."""
+    images, labels = next(iter(fashion.loader("train", 64, shuffle=True)))
+    compiled = lenet_steps(images, labels, 2, compile=True)
+    assert compiled[0][1] < compiled[0][0]  # it stepped
+    assert_same_steps(lenet_steps(images, labels, 2), compiled)
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adagrad", "adam", "adamw"])
+def test_fused_optimizer_steps_match_the_per_tensor_ones(name):
+    """build_optimizer picks torch's fused kernels where they exist; 20 steps land where for-each lands."""
+    torch.manual_seed(0)
+    fused_net = create_model("lenet5", num_classes=10, in_chans=1, **LENET)
+    plain_net = create_model("lenet5", num_classes=10, in_chans=1, **LENET)
+    plain_net.load_state_dict(fused_net.state_dict())
+    fused = build_optimizer(fused_net, name, weight_decay=1e-4)
+    assert fused.defaults["fused"] is True
+    by_id = dict(zip(map(id, fused_net.parameters()), plain_net.parameters()))
+    # the same groups (decay / no decay) and hyper-parameters, stepped tensor by tensor
+    plain = type(fused)(
+        [
+            {**group, "params": [by_id[id(p)] for p in group["params"]], "fused": None, "foreach": True}
+            for group in fused.param_groups
+        ]
+    )
+    for _ in range(20):
+        images, labels = torch.randn(16, 1, 32, 32), torch.randint(0, 10, (16,))
+        for net, optimizer in ((fused_net, fused), (plain_net, plain)):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(net(images), labels).backward()
+            optimizer.step()
+    for a, b in zip(fused_net.parameters(), plain_net.parameters()):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_predictions_through_the_fast_path_match_the_plain_ones(trained_lenet, fashion, tmp_path):
+    """`convlab predict --amp bf16 --channels-last`: the plain top-1 for >= 98% of real test images."""
+    import copy
+
+    from PIL import Image
+
+    from convlab.checkpoint import save_checkpoint
+    from convlab.prediction import fast_path, predict, predict_tensors
+
+    images, _ = zip(*fashion.loader("test", 500))
+    images = torch.cat(images[:2])  # 1,000 test images
+    plain = predict_tensors(trained_lenet, images, fashion.classes, topk=1)
+    model = fast_path(copy.deepcopy(trained_lenet), "bf16", channels_last=True)
+    assert model.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    fast = predict_tensors(model, images, fashion.classes, topk=1, amp="bf16", channels_last=True)
+    agreement = sum(a[0]["index"] == b[0]["index"] for a, b in zip(plain, fast, strict=True)) / len(plain)
+    assert agreement >= 0.98
+    # the same through files and a checkpoint, as the CLI runs it
+    record = {
+        "classes": fashion.classes,
+        "model": {"name": "lenet5", "num_classes": 10, "in_chans": 1, "options": LENET},
+        "input": {"channels": 1, "size": [32, 32], "mean": list(fashion.mean), "std": list(fashion.std)},
+    }
+    checkpoint = save_checkpoint(tmp_path / "lenet5.safetensors", trained_lenet, record)
+    pixels = ((images[:20, 0] * fashion.std[0] + fashion.mean[0]) * 255).round().clamp(0, 255).to(torch.uint8)
+    files = []
+    for i, picture in enumerate(pixels.numpy()):
+        files.append(tmp_path / f"{i}.png")
+        Image.fromarray(picture, mode="L").save(files[-1])
+    slow = predict(checkpoint, files, topk=1, device="cpu")
+    quick = predict(checkpoint, files, topk=1, device="cpu", amp="bf16", channels_last=True)
+    matches = sum(a["predictions"][0]["index"] == b["predictions"][0]["index"] for a, b in zip(slow, quick))
+    assert matches >= 19
+
+
+def test_the_fast_path_is_refused_for_exported_files_and_unknown_modes(trained_lenet):
+    from convlab.errors import ConvlabError
+    from convlab.exporting.runtime import OnnxLogits
+    from convlab.prediction import fast_path
+
+    traced = torch.jit.trace(trained_lenet, torch.randn(1, 1, 32, 32))
+    for exported in (traced, OnnxLogits(classifier=None)):
+        with pytest.raises(ConvlabError, match="apply to convlab checkpoints"):
+            fast_path(exported, "bf16")
+        assert fast_path(exported, "off") is exported  # the plain path is always there
+    with pytest.raises(ConvlabError, match="Unknown amp mode 'bf17'"):
+        fast_path(trained_lenet, "bf17")
 
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last", "nhwc_input_only"])

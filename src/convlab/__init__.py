@@ -6,7 +6,7 @@ start without loading torch until a function that needs it is called.
 
 from __future__ import annotations
 
-import importlib
+from convlab.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -40,20 +40,7 @@ _SUBPACKAGES = (
     "transfer",
     "viz",
 )
+_API.update({name: f"convlab.{name}" for name in _SUBPACKAGES})
 
-__all__ = ["__version__", *_API, *_SUBPACKAGES]
-
-
-def __getattr__(name: str):
-    if name in _API:
-        value = getattr(importlib.import_module(_API[name]), name)
-    elif name in _SUBPACKAGES:
-        value = importlib.import_module(f"convlab.{name}")
-    else:
-        raise AttributeError(f"module 'convlab' has no attribute {name!r}")
-    globals()[name] = value  # cache: the next access is a plain attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__all__ = ["__version__", *_API]
+__getattr__, __dir__ = lazy_exports("convlab", _API, globals())

@@ -8,8 +8,6 @@ on load, unlike pickle.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -18,27 +16,10 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from convlab import __version__
 from convlab.errors import ConvlabError
+from convlab.files import atomic_write
 from convlab.record import FORMAT, RunRecord, record_for
 
 METADATA_KEY = "convlab"  # the safetensors header entry that holds the record
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        # mkstemp creates files readable by the owner only; give them the usual umask mode.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, record: RunRecord | dict | None = None) -> Path:

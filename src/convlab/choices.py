@@ -1,10 +1,125 @@
-"""Names of settings that the command-line parser and the library share, importable without torch.
+"""The names convlab's settings take, and the readers of those names, importable without torch.
 
-The parser reads them for its ``choices`` and the library checks values against them, so one tuple
-decides what both accept; keeping torch out of this module keeps ``convlab --help`` fast.
+TrainConfig, the command-line parser and the library all check a setting against the one table
+here, so they accept the same names and answer a misspelling with the same "did you mean". The
+modules that implement each name (layers, optimizers, augmentations, ...) import their table from
+here; keeping torch out of this module keeps ``convlab --help`` and usage errors fast.
 """
 
-# The precision of a forward pass: float32 ("off"), or autocast to bfloat16 or float16.
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from convlab.errors import ConvlabError, unknown_name_error
+
+# ---- precision of a forward pass: float32 ("off"), or autocast to bfloat16 or float16
 PRECISIONS = ("off", "bf16", "fp16")
 # Training takes the first two: float16 training needs a gradient scaler, which convlab's loop does not run.
 TRAINING_PRECISIONS = ("off", "bf16")
+
+# ---- weights and nonlinearities (convlab.layers)
+INIT_SCHEMES = ("default", "kaiming", "xavier", "lecun")
+ACTIVATIONS = (
+    "identity",
+    "sigmoid",
+    "tanh",
+    "arctan",
+    "relu",
+    "leaky_relu",
+    "prelu",
+    "elu",
+    "softplus",
+    # Not in the notes' list, but the defaults of later architectures in the zoo:
+    "relu6",  # MobileNet v1/v2
+    "gelu",  # ConvNeXt and ViT
+)
+
+
+# ---- optimizers and learning-rate schedules (convlab.training.optim)
+@dataclass(frozen=True)
+class OptimizerDefaults:
+    """An optimizer by name: the ``torch.optim`` class and what a run gets when it sets nothing else."""
+
+    torch_class: str  # a class of torch.optim
+    lr: float
+    momentum: float | None = None  # default momentum (beta1 for adam/adamw); None: the optimizer has none
+    weight_decay: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# The optimizers of the lecture notes (002); the reason for each default is in convlab.training.optim.
+OPTIMIZERS: dict[str, OptimizerDefaults] = {
+    "sgd": OptimizerDefaults("SGD", lr=0.1, momentum=0.0),
+    "momentum": OptimizerDefaults("SGD", lr=0.01, momentum=0.9),
+    "nesterov": OptimizerDefaults("SGD", lr=0.01, momentum=0.9, extra={"nesterov": True}),
+    "adagrad": OptimizerDefaults("Adagrad", lr=0.01),
+    "adadelta": OptimizerDefaults("Adadelta", lr=1.0, extra={"rho": 0.9}),
+    "rmsprop": OptimizerDefaults("RMSprop", lr=0.001, momentum=0.0, extra={"alpha": 0.9}),
+    "adam": OptimizerDefaults("Adam", lr=0.001, momentum=0.9),
+    "adamw": OptimizerDefaults("AdamW", lr=0.001, momentum=0.9, weight_decay=0.01),
+}
+SCHEDULES = ("constant", "step", "exponential", "cosine", "onecycle", "plateau")
+
+
+# ---- augmentations of training batches (convlab.data.augment)
+AUGMENTATIONS = ("crop", "flip", "translate", "erase", "pca-lighting", "random-resized-crop", "color-jitter")
+AUGMENTATION_DESCRIPTIONS = {
+    "crop": "random crop of the zero-padded image, padding size // 8 (4 px at 32x32)",
+    "flip": "horizontal flip with probability 0.5",
+    "translate": "random shift by up to 10% of each side, uncovered pixels repeat the edge",
+    "erase": "random erasing: one rectangle of 2-33% of the area, p = 0.5, set to the mean (0 after normalisation)",
+    "pca-lighting": "AlexNet's PCA lighting noise on RGB, alpha ~ N(0, 0.1) per principal component",
+    "random-resized-crop": "crop of 8-100% of the area, aspect 3/4-4/3, resized back to the image size",
+    "color-jitter": "brightness, contrast and saturation each scaled by a factor in [0.6, 1.4]",
+}
+AUGMENTATION_ALIASES = {
+    "hflip": "flip",
+    "cutout": "erase",
+    "lighting": "pca-lighting",
+    "rrc": "random-resized-crop",
+    "jitter": "color-jitter",
+    "colour-jitter": "color-jitter",
+    "shift": "translate",
+}
+
+
+def parse_augment(value: str | Sequence[str] | None) -> list[str]:
+    """``"flip,crop"`` or ``["flip", "crop"]`` -> ``["flip", "crop"]``; unknown names: ConvlabError."""
+    if value is None:
+        return []
+    names = value.split(",") if isinstance(value, str) else [str(v) for v in value]
+    parsed = []
+    for raw in names:
+        name = raw.strip().lower().replace("_", "-")
+        if not name or name == "none":
+            continue
+        name = AUGMENTATION_ALIASES.get(name, name)
+        if name not in AUGMENTATIONS:
+            raise unknown_name_error("augmentation", raw.strip(), AUGMENTATIONS)
+        if name not in parsed:
+            parsed.append(name)
+    return parsed
+
+
+# ---- test-time augmentation (convlab.evaluation.tta)
+TTA_MODES = ("flip", "shift", "tencrop")
+
+
+def check_tta(tta: str | None) -> str | None:
+    """``None``/``"none"`` -> None; a known mode -> itself; anything else -> ConvlabError."""
+    if tta in (None, "", "none"):
+        return None
+    if tta not in TTA_MODES:
+        raise ConvlabError(f"Unknown test-time augmentation '{tta}'; accepted: none, {', '.join(TTA_MODES)}.")
+    return tta
+
+
+# ---- transfer learning (convlab.transfer)
+TRANSFER_SCENARIOS = ("feature-extract", "finetune")  # what apply_transfer sets up
+# and the linear probe, which fits the head once instead of training it
+TRANSFER_MODES = (*TRANSFER_SCENARIOS, "linear-probe")
+TRAINABLE_FORMS = (
+    "all, head, last:N (the top N backbone stages and the head) or from:LAYER (LAYER and everything after it)"
+)

@@ -31,8 +31,8 @@ def load_any(source) -> tuple[torch.nn.Module, RunRecord]:
 def fast_path(model: torch.nn.Module, amp: str = "off", channels_last: bool = False) -> torch.nn.Module:
     """``model`` ready for ``predict_tensors(..., amp, channels_last)``: weights in channels_last when asked.
 
-    bf16 autocast with channels_last is convlab's fastest CPU path for a checkpoint (ResNet-18 at
-    224x224, batch 1: 1.8x eager float32 on AVX-512 BF16 cores, top-1 unchanged; docs/performance.md).
+    bf16 autocast with channels_last is convlab's fastest CPU path for a checkpoint on cores with bf16
+    units, top-1 unchanged (docs/performance.md#inference-resnet-18-at-224x224).
     An exported file (ONNX Runtime, TorchScript) runs as it was exported, so both are refused there."""
     autocast(amp, torch.device("cpu"))  # an unknown mode is refused before any work
     fast = amp not in (None, False, "off", "none", "") or channels_last

@@ -67,7 +67,7 @@ def test_predict_reports_an_unreadable_file_and_still_predicts_the_others(
 
 
 def test_the_command_line_offers_exactly_the_tta_modes_the_library_has():
+    from convlab.choices import TTA_MODES
     from convlab.cli import eval_cmd
-    from convlab.evaluation.tta import TTA_MODES
 
     assert eval_cmd.TTA_MODES == TTA_MODES

@@ -63,8 +63,8 @@ class _SkipInitOnMeta(TorchFunctionMode):
     """Builds a model on the meta device without running its weight initialisation.
 
     A meta tensor has no values, so filling it in place changes nothing, yet torch runs random
-    fills there through Python decompositions (2 ms per ``normal_``): that was half the time of
-    listing the zoo. This mode hands such in-place calls their tensor back unchanged.
+    fills there through slow Python decompositions: they were half the time of listing the zoo
+    (docs/performance.md#smaller-measured-choices). This mode hands such in-place calls their tensor back unchanged.
     """
 
     IN_PLACE_FILLS = frozenset(

@@ -34,7 +34,7 @@ from convlab.analysis.receptive_field import (
 ATOMIC_MODULES: tuple[type[nn.Module], ...] = (nn.MultiheadAttention,)
 
 # Normalisations keep their input's shape. On the meta device torch runs them through Python
-# decompositions (about 2 ms per batch norm), which made batch norm half the time of a zoo listing;
+# decompositions, which made batch norm half the time of a zoo listing (docs/performance.md#smaller-measured-choices);
 # their result there is just an empty tensor of the same shape, so the trace makes it directly.
 SHAPE_PRESERVING_ON_META = frozenset(
     {"batch_norm", "layer_norm", "group_norm", "instance_norm", "local_response_norm"}

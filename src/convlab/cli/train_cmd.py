@@ -7,12 +7,15 @@ from typing import Any
 
 import yaml
 
-from convlab.choices import TRAINING_PRECISIONS
-from convlab.data import AUGMENTATIONS, NAMED_SETS
-from convlab.layers.activations import ACTIVATIONS
-from convlab.layers.init import INIT_SCHEMES
-from convlab.training.config import TrainConfig
-from convlab.training.optim import OPTIMIZERS, SCHEDULES
+from convlab.choices import (
+    ACTIVATIONS,
+    AUGMENTATIONS,
+    INIT_SCHEMES,
+    OPTIMIZERS,
+    SCHEDULES,
+    TRAINING_PRECISIONS,
+)
+from convlab.training.config import TrainConfig, resolve_config
 from convlab.training.recipes import RECIPES
 
 
@@ -56,7 +59,7 @@ def _flag_helps() -> dict[str | None, dict[str, str]]:
         },
         "model and data": {
             "--model": f"model name from `convlab models` (default {defaults.model})",
-            "--data": f"a named set ({names(NAMED_SETS)}), a folder of class folders, or idx:IMAGES,LABELS (default {defaults.data})",
+            "--data": f"a named set (`convlab data list`), a folder of class folders, or idx:IMAGES,LABELS (default {defaults.data})",
             "--data-root": "where named sets are looked for and downloaded (default: convlab's cache)",
             "--val-split": f"fraction of training images held out for validation (default {defaults.val_split})",
             "--limit": "keep only the first N training images (default: all)",
@@ -157,11 +160,13 @@ def _what_flags_take() -> dict[str, dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    # The engine, and all it runs on, loads when a run starts: --help does without it.
-    from convlab.training import train
-
     settings = {key: value for key, value in vars(args).items() if key not in ("func", "command", "config")}
     if "options" in settings:
         settings["options"] = dict(settings["options"])
+    if "resume" not in settings:
+        # Settings are checked before the engine (and torch) loads: a mistyped name is answered at once.
+        resolve_config(getattr(args, "config", None), **settings)
+    from convlab.training import train  # the engine, and all it runs on
+
     train(getattr(args, "config", None), **settings)
     return 0

@@ -4,7 +4,7 @@
 ``normalize`` turn single files into model input the same way, for prediction.
 """
 
-from convlab.data.augment import AUGMENTATIONS, parse_augment
+from convlab.choices import AUGMENTATIONS, parse_augment
 from convlab.data.bundle import DataBundle
 from convlab.data.idx import read_idx, write_idx
 from convlab.data.images import IMAGE_EXTENSIONS, normalize, read_image

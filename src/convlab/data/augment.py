@@ -15,28 +15,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from convlab.errors import ConvlabError, unknown_name_error
+from convlab.choices import parse_augment
+from convlab.errors import ConvlabError
 
-AUGMENTATIONS = ("crop", "flip", "translate", "erase", "pca-lighting", "random-resized-crop", "color-jitter")
-DESCRIPTIONS = {
-    "crop": "random crop of the zero-padded image, padding size // 8 (4 px at 32x32)",
-    "flip": "horizontal flip with probability 0.5",
-    "translate": "random shift by up to 10% of each side, uncovered pixels repeat the edge",
-    "erase": "random erasing: one rectangle of 2-33% of the area, p = 0.5, set to the mean (0 after normalisation)",
-    "pca-lighting": "AlexNet's PCA lighting noise on RGB, alpha ~ N(0, 0.1) per principal component",
-    "random-resized-crop": "crop of 8-100% of the area, aspect 3/4-4/3, resized back to the image size",
-    "color-jitter": "brightness, contrast and saturation each scaled by a factor in [0.6, 1.4]",
-}
 ORDER = ("random-resized-crop", "crop", "translate", "flip", "color-jitter", "pca-lighting", "erase")
-ALIASES = {
-    "hflip": "flip",
-    "cutout": "erase",
-    "lighting": "pca-lighting",
-    "rrc": "random-resized-crop",
-    "jitter": "color-jitter",
-    "colour-jitter": "color-jitter",
-    "shift": "translate",
-}
 
 TRANSLATE_FRACTION = 0.1
 ERASE_PROBABILITY = 0.5  # Zhong et al. 2017, Random Erasing, p = 0.5
@@ -49,24 +31,6 @@ LIGHTING_STD = 0.1  # Krizhevsky et al. 2012, section 4.1: alpha ~ N(0, 0.1)
 RESIZED_CROP_SCALE = (0.08, 1.0)  # Szegedy et al. 2014 (GoogLeNet): 8%-100% of the area
 RESIZED_CROP_RATIO = (3 / 4, 4 / 3)
 JITTER = 0.4  # brightness/contrast/saturation strength used by the ResNet recipes (fb.resnet.torch)
-
-
-def parse_augment(value: str | Sequence[str] | None) -> list[str]:
-    """``"flip,crop"`` or ``["flip", "crop"]`` -> ``["flip", "crop"]``; unknown names: ConvlabError."""
-    if value is None:
-        return []
-    names = value.split(",") if isinstance(value, str) else [str(v) for v in value]
-    parsed = []
-    for raw in names:
-        name = raw.strip().lower().replace("_", "-")
-        if not name or name == "none":
-            continue
-        name = ALIASES.get(name, name)
-        if name not in AUGMENTATIONS:
-            raise unknown_name_error("augmentation", raw.strip(), AUGMENTATIONS)
-        if name not in parsed:
-            parsed.append(name)
-    return parsed
 
 
 def crop_padding(image_size: Sequence[int]) -> int:

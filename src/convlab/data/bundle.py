@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
-from convlab.data.augment import parse_augment
+from convlab.choices import parse_augment
 from convlab.errors import ConvlabError
 
 SPLITS = ("train", "val", "test")

@@ -379,8 +379,8 @@ class FolderDataset(Dataset):
             return None, label, path, error.reason
         # transforms.v2 draws from torch's global CPU generator: seeding it per image makes the result
         # depend on (seed, epoch, image) only, not on the number of workers or their scheduling. The CPU
-        # generator alone: torch.manual_seed also seeds every accelerator's, 100 us an image (half of what
-        # decoding a 96x96 JPEG costs), where this takes 2 us.
+        # generator alone: torch.manual_seed also seeds every accelerator's, which costs as much as decoding
+        # a small JPEG (docs/performance.md#levers-tried).
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(sample_seed)
             image = self.transform(image)

@@ -36,7 +36,8 @@ def _read_bytes(path: Path) -> bytes:
         raise ConvlabError(f"Cannot read IDX file '{path}' ({error.strerror or error}).") from None
     if data[:2] == GZIP_MAGIC:  # gzip is recognised by content, not by the .gz suffix
         try:
-            # One zlib call on the whole buffer: about 1.5x faster than gzip.open(...).read() here.
+            # One zlib call on the whole buffer, faster than gzip.open(...).read()
+            # (docs/performance.md#smaller-measured-choices).
             data = zlib.decompress(data, 16 + zlib.MAX_WBITS)
         except zlib.error as error:
             raise ConvlabError(f"IDX file '{path}' is a damaged gzip file ({error}).") from None

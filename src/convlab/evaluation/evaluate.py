@@ -10,11 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convlab.checkpoint import atomic_write, load_checkpoint, resolve_checkpoint
+from convlab.checkpoint import load_checkpoint, resolve_checkpoint
+from convlab.choices import check_tta
 from convlab.data import load_data
 from convlab.errors import ConvlabError
 from convlab.evaluation.metrics import confusion_matrix, per_class_scores, top_k_hits
-from convlab.evaluation.tta import check_tta, tta_probabilities
+from convlab.evaluation.tta import tta_probabilities
+from convlab.files import atomic_write
 from convlab.record import DataSpec, InputSpec, RunRecord
 from convlab.runtime import autocast, check_device, logits_of, run_folder_of
 from convlab.viz.confusion import plot_confusion

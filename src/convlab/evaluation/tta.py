@@ -8,30 +8,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from convlab.choices import TTA_MODES
 from convlab.errors import ConvlabError
 from convlab.runtime import logits_of
 
-TTA_MODES = ("flip", "shift", "tencrop")
-
-# ``shift``'s offsets (rows, columns): at rest and one pixel each way. The translations ``crop`` and
-# ``translate`` train on, at the smallest step: on Fashion-MNIST (vgg_mini, 3 runs of the ``best``
-# recipe) these 10 views gave +0.28-0.47 points of test top-1 where the mirror alone gave +0.06-0.29;
-# the 8 neighbours (18 views) came within 0.11 points of them, 2-pixel shifts below
-# (docs/performance.md, "Test-time augmentation").
+# ``shift``'s offsets (rows, columns): at rest and one pixel each way, the translations ``crop`` and
+# ``translate`` train on, at the smallest step. Measured against the mirror alone, the 8 neighbours
+# and 2-pixel shifts in docs/performance.md#test-time-augmentation.
 SHIFTS = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))
 
 # The standard ImageNet ratio of crop to resized image (224 of 256); ten-crop views are cut from the
 # input enlarged by its inverse, so each crop sees 87.5% of the image (Krizhevsky et al. 2012, sec. 4.1).
 CROP_FRACTION = 0.875
-
-
-def check_tta(tta: str | None) -> str | None:
-    """``None``/``"none"`` -> None; a known mode -> itself; anything else -> ConvlabError."""
-    if tta in (None, "", "none"):
-        return None
-    if tta not in TTA_MODES:
-        raise ConvlabError(f"Unknown test-time augmentation '{tta}'; accepted: none, {', '.join(TTA_MODES)}.")
-    return tta
 
 
 def ten_crop_views(images: Tensor) -> Iterator[Tensor]:

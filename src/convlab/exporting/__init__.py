@@ -15,12 +15,13 @@ import torch
 from torch import nn
 
 from convlab import __version__
-from convlab.checkpoint import atomic_write, load_checkpoint, read_record, resolve_checkpoint
+from convlab.checkpoint import load_checkpoint, read_record, resolve_checkpoint
 from convlab.errors import ConvlabError, unknown_name_error
 from convlab.exporting.check import TOLERANCE, CheckResult, check_images, compare
 from convlab.exporting.onnx import check_opset, write_onnx
 from convlab.exporting.runtime import OnnxClassifier, OnnxLogits, load_exported
 from convlab.exporting.torchscript import load_torchscript, write_torchscript
+from convlab.files import atomic_write
 from convlab.record import RunRecord, record_for
 from convlab.runtime import run_folder_of
 

@@ -1,6 +1,7 @@
 """Shared building blocks from the lectures, reused across the model families."""
 
-from convlab.layers.activations import ACTIVATIONS, make_activation
+from convlab.choices import ACTIVATIONS, INIT_SCHEMES
+from convlab.layers.activations import make_activation
 from convlab.layers.conv import ConvNormAct, DepthwiseSeparableConv, same_padding
 from convlab.layers.convnext_block import ConvNeXtBlock, LayerNorm2d, Permute
 from convlab.layers.dense import DenseBlock, DenseLayer, Transition
@@ -15,7 +16,7 @@ from convlab.layers.inception import (
     InceptionModule,
     InceptionV3Aux,
 )
-from convlab.layers.init import INIT_SCHEMES, init_weights
+from convlab.layers.init import init_weights
 from convlab.layers.inverted_residual import InvertedResidual
 from convlab.layers.residual import BasicBlock, Bottleneck, PadChannelsShortcut, make_shortcut
 from convlab.layers.se import SqueezeExcitation

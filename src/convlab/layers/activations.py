@@ -11,6 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from convlab.choices import ACTIVATIONS
 from convlab.errors import unknown_name_error
 
 
@@ -21,7 +22,8 @@ class Arctan(nn.Module):
         return torch.atan(x)
 
 
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+# One factory per name in convlab.choices.ACTIVATIONS (tests/layers check that they match).
+FACTORIES: dict[str, Callable[[], nn.Module]] = {
     "identity": nn.Identity,
     "sigmoid": nn.Sigmoid,
     "tanh": nn.Tanh,
@@ -31,16 +33,15 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "prelu": nn.PReLU,  # one learned slope per layer (He et al. 2015), initialised at 0.25
     "elu": lambda: nn.ELU(alpha=1.0, inplace=True),
     "softplus": nn.Softplus,
-    # Not in the notes' list, but the defaults of later architectures in the zoo:
-    "relu6": lambda: nn.ReLU6(inplace=True),  # MobileNet v1/v2 (robust under low precision)
-    "gelu": nn.GELU,  # ConvNeXt and ViT
+    "relu6": lambda: nn.ReLU6(inplace=True),  # robust under low precision (MobileNet)
+    "gelu": nn.GELU,
 }
 
 
 def make_activation(name: str) -> nn.Module:
     """A fresh activation module for ``name`` (each call a new module, so PReLU slopes are per layer)."""
     try:
-        factory = ACTIVATIONS[name]
+        factory = FACTORIES[name]
     except KeyError:
         raise unknown_name_error("activation", name, ACTIVATIONS) from None
     return factory()

@@ -13,9 +13,8 @@ import math
 
 from torch import nn
 
+from convlab.choices import INIT_SCHEMES
 from convlab.errors import unknown_name_error
-
-INIT_SCHEMES = ("default", "kaiming", "xavier", "lecun")
 
 _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 

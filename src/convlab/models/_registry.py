@@ -15,8 +15,9 @@ from typing import Any, NamedTuple
 
 from torch import nn
 
+from convlab.choices import INIT_SCHEMES
 from convlab.errors import ConvlabError, unknown_name_error
-from convlab.layers.init import INIT_SCHEMES, init_weights
+from convlab.layers.init import init_weights
 
 
 class Option(NamedTuple):
@@ -28,7 +29,9 @@ class Option(NamedTuple):
 
 def activation_option(default: str) -> Option:
     """The ``activation`` option every family takes, with the family's own default."""
-    return Option(default, "the nonlinearity in every activation slot (a name in convlab.layers.ACTIVATIONS)")
+    return Option(
+        default, "the nonlinearity in every activation slot (a name in convlab.choices.ACTIVATIONS)"
+    )
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convlab.choices import ACTIVATIONS
 from convlab.errors import ConvlabError, unknown_name_error
-from convlab.layers import ACTIVATIONS, make_activation
+from convlab.layers import make_activation
 from convlab.models._registry import Option, activation_option, register_model
 
 PAPER = "LeCun et al., Gradient-Based Learning Applied to Document Recognition (Proc. IEEE 1998)"

@@ -65,9 +65,8 @@ VGG_CONFIGS: dict[str, list[str]] = {
 }
 
 # Not a column of the paper: four 2x-halved stages of 16-128 maps for 28x28/32x32 inputs, 6.2M
-# multiply-adds at 28x28 (VGG-11 at 32x32: 276M). Measured on Fashion-MNIST, 2 CPU cores, 15 epochs:
-# 93.4% test top-1 in 2.5 minutes; one more conv3-128 gained nothing, 32 maps in the first stage
-# cost 25% of the speed (docs/performance.md, "recipe fast").
+# multiply-adds at 28x28 (VGG-11 at 32x32: 276M). The widths are the ones that paid on Fashion-MNIST
+# on 2 CPU cores; the variants tried are in docs/performance.md#smaller-measured-choices.
 MINI_CONFIG: list[str] = [
     "conv3-16", "maxpool",
     "conv3-32", "conv3-32", "maxpool",

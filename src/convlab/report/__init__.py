@@ -17,9 +17,10 @@ import torch
 import yaml
 from torch import nn
 
-from convlab.checkpoint import atomic_write, read_record
+from convlab.checkpoint import read_record
 from convlab.errors import ConvlabError
 from convlab.evaluation.evaluate import EvalResult
+from convlab.files import atomic_write
 from convlab.record import RunRecord
 from convlab.report.figures import report_figures
 from convlab.viz.confusion import plot_confusion

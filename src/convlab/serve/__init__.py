@@ -1,6 +1,6 @@
 """Ship a trained model: an HTTP prediction service (FastAPI under uvicorn) with a web page and Grad-CAM."""
 
-import importlib
+from convlab.lazy import lazy_exports
 
 # Names resolved on first use, so that `convlab --help` does not import FastAPI.
 _EXPORTS = {
@@ -13,9 +13,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'convlab.serve' has no attribute '{name}'")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__, __dir__ = lazy_exports("convlab.serve", _EXPORTS, globals())

@@ -12,7 +12,7 @@ builds its flags from ``convlab.training.config`` without loading the engine and
 
 from __future__ import annotations
 
-import importlib
+from convlab.lazy import lazy_exports
 
 # public name -> module that defines it
 _API = {
@@ -21,22 +21,11 @@ _API = {
     "TrainResult": "convlab.training.engine",
     "train": "convlab.training.engine",
     "train_step": "convlab.training.engine",
-    "OPTIMIZERS": "convlab.training.optim",
-    "SCHEDULES": "convlab.training.optim",
+    "OPTIMIZERS": "convlab.choices",
+    "SCHEDULES": "convlab.choices",
     "Schedule": "convlab.training.optim",
     "build_optimizer": "convlab.training.optim",
 }
 
 __all__ = sorted(_API)
-
-
-def __getattr__(name: str):
-    if name not in _API:
-        raise AttributeError(f"module 'convlab.training' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_API[name]), name)
-    globals()[name] = value  # cache: the next access is a plain attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports("convlab.training", _API, globals())

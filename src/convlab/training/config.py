@@ -14,18 +14,21 @@ from typing import Any
 
 import yaml
 
-from convlab.checkpoint import atomic_write
-from convlab.choices import TRAINING_PRECISIONS
-from convlab.data import parse_augment
+from convlab.choices import (
+    ACTIVATIONS,
+    INIT_SCHEMES,
+    OPTIMIZERS,
+    SCHEDULES,
+    TRAINABLE_FORMS,
+    TRAINING_PRECISIONS,
+    TRANSFER_MODES,
+    check_tta,
+    parse_augment,
+)
 from convlab.errors import ConvlabError, unknown_name_error
-from convlab.evaluation.tta import check_tta
-from convlab.layers.activations import ACTIVATIONS
-from convlab.layers.init import INIT_SCHEMES
+from convlab.files import atomic_write
 from convlab.threads import parse_threads
-from convlab.training.optim import OPTIMIZERS, SCHEDULES
 from convlab.training.recipes import RECIPES, recipe_settings
-from convlab.transfer.freeze import TRAINABLE_FORMS
-from convlab.transfer.run import TRANSFER_MODES
 
 DEVICES = ("auto", "cpu", "cuda")  # and "cuda:N"
 

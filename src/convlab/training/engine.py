@@ -25,10 +25,11 @@ from torch import nn
 
 from convlab.analysis import check_input_size
 from convlab.analysis.input_check import working_sizes
-from convlab.checkpoint import atomic_write, read_record, save_checkpoint
+from convlab.checkpoint import read_record, save_checkpoint
 from convlab.data import DataBundle, load_data
 from convlab.errors import ConvlabError
 from convlab.evaluation import evaluate_model
+from convlab.files import atomic_write
 from convlab.models import create_model, get_model_info
 from convlab.record import DataSpec, InputSpec, ModelSpec, RunRecord
 from convlab.report import METRIC_COLUMNS, write_report

@@ -36,37 +36,14 @@ ends for plateau.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 from torch.optim import lr_scheduler
 
+from convlab.choices import OPTIMIZERS, SCHEDULES, OptimizerDefaults
 from convlab.errors import ConvlabError, unknown_name_error
-
-
-@dataclass(frozen=True)
-class OptimizerSpec:
-    factory: type[torch.optim.Optimizer]
-    lr: float
-    momentum: float | None = None  # default momentum (beta1 for adam/adamw); None: the optimizer has none
-    weight_decay: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-OPTIMIZERS: dict[str, OptimizerSpec] = {
-    "sgd": OptimizerSpec(torch.optim.SGD, lr=0.1, momentum=0.0),
-    "momentum": OptimizerSpec(torch.optim.SGD, lr=0.01, momentum=0.9),
-    "nesterov": OptimizerSpec(torch.optim.SGD, lr=0.01, momentum=0.9, extra={"nesterov": True}),
-    "adagrad": OptimizerSpec(torch.optim.Adagrad, lr=0.01),
-    "adadelta": OptimizerSpec(torch.optim.Adadelta, lr=1.0, extra={"rho": 0.9}),
-    "rmsprop": OptimizerSpec(torch.optim.RMSprop, lr=0.001, momentum=0.0, extra={"alpha": 0.9}),
-    "adam": OptimizerSpec(torch.optim.Adam, lr=0.001, momentum=0.9),
-    "adamw": OptimizerSpec(torch.optim.AdamW, lr=0.001, momentum=0.9, weight_decay=0.01),
-}
-
-SCHEDULES = ("constant", "step", "exponential", "cosine", "onecycle", "plateau")
 
 STEP_GAMMA = 0.1  # the notes' step decay: divide by 10 ...
 STEP_EVERY = 3  # ... every epochs // 3 epochs (twice in a run, as in He et al. 2015's schedule)
@@ -126,6 +103,7 @@ def build_optimizer(
     if name not in OPTIMIZERS:
         raise unknown_name_error("optimizer", name, OPTIMIZERS)
     spec = OPTIMIZERS[name]
+    factory = optimizer_class(spec)
     kwargs: dict[str, Any] = {"lr": spec.lr if lr is None else float(lr), **spec.extra}
     if momentum is not None and spec.momentum is None:
         raise ConvlabError(
@@ -133,7 +111,7 @@ def build_optimizer(
         )
     if spec.momentum is not None:
         momentum = spec.momentum if momentum is None else float(momentum)
-        if spec.factory in (torch.optim.Adam, torch.optim.AdamW):
+        if factory in (torch.optim.Adam, torch.optim.AdamW):
             kwargs["betas"] = (momentum, 0.999)
         else:
             kwargs["momentum"] = momentum
@@ -147,11 +125,16 @@ def build_optimizer(
     if not any(group["params"] for group in groups):
         raise ConvlabError("The model has no trainable parameters to optimise.")
     groups = [g for g in groups if g["params"]]
-    if _can_fuse(spec.factory, groups):
+    if _can_fuse(factory, groups):
         # One kernel for the whole update instead of a handful of ops per tensor, which matters most for
         # small networks, whose update is a large part of the step (docs/performance.md#levers-tried).
         kwargs["fused"] = True
-    return spec.factory(groups, **kwargs)
+    return factory(groups, **kwargs)
+
+
+def optimizer_class(spec: OptimizerDefaults) -> type[torch.optim.Optimizer]:
+    """The torch.optim class an optimizer's table row names."""
+    return getattr(torch.optim, spec.torch_class)
 
 
 def _can_fuse(factory: type[torch.optim.Optimizer], groups: list[dict[str, Any]]) -> bool:

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from convlab.checkpoint import atomic_write
 from convlab.errors import ConvlabError
+from convlab.files import atomic_write
 
 
 def seed_everything(seed: int) -> None:

@@ -16,9 +16,10 @@ import torch
 from torch import nn
 
 from convlab.analysis import check_input_size
-from convlab.checkpoint import atomic_write, save_checkpoint
+from convlab.checkpoint import save_checkpoint
 from convlab.data import load_data
 from convlab.errors import ConvlabError
+from convlab.files import atomic_write
 from convlab.record import InputSpec, ModelSpec, RunRecord
 from convlab.transfer.adapt import (
     adapt_input_channels,

@@ -11,13 +11,10 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from convlab.choices import TRAINABLE_FORMS
+from convlab.choices import TRANSFER_SCENARIOS as SCENARIOS
 from convlab.errors import ConvlabError, closest_names
 from convlab.transfer.adapt import find_classifier, is_auxiliary, model_name
-
-SCENARIOS = ("feature-extract", "finetune")
-TRAINABLE_FORMS = (
-    "all, head, last:N (the top N backbone stages and the head) or from:LAYER (LAYER and everything after it)"
-)
 
 # Containers opened into their children to find the stages; every other top-level child is one stage.
 # (resnet's layer1..layer4 are stages as they are; vgg's `features` holds all its blocks.)

@@ -14,17 +14,15 @@ from typing import Any
 
 from torch import nn
 
-from convlab.checkpoint import atomic_write, read_record
+from convlab.checkpoint import read_record
 from convlab.errors import ConvlabError
 from convlab.evaluation import evaluate_model
+from convlab.files import atomic_write
 from convlab.record import InputSpec
 from convlab.transfer.adapt import find_classifier, replace_head
 from convlab.transfer.features import linear_probe
-from convlab.transfer.freeze import SCENARIOS, apply_transfer, describe_trainable
+from convlab.transfer.freeze import apply_transfer, describe_trainable
 from convlab.transfer.pretrained import describe_source, load_pretrained
-
-# The scenarios apply_transfer sets up, and the linear probe, which fits the head instead of training it.
-TRANSFER_MODES = (*SCENARIOS, "linear-probe")
 
 
 def apply_source_defaults(config, given: dict[str, Any]) -> None:

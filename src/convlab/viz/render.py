@@ -1,7 +1,8 @@
 """Pictures from arrays: tile grids, heat-map overlays and PNG figures (matplotlib's Agg canvas, no display).
 
 A grid of many tiles is composed here as one numpy image and drawn with a single ``imshow``:
-one axes per tile would cost matplotlib about 20 ms each, a second for 64 feature maps.
+one axes per tile would cost matplotlib a second for 64 feature maps
+(docs/performance.md#smaller-measured-choices).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from convlab.files import atomic_write
 
 HEAT_COLORMAP = "jet"  # the colour map of the Grad-CAM paper's figures (Selvaraju et al. 2017, Fig. 1)
 OVERLAY_ALPHA = 0.5  # heat map and image mixed half and half: both stay readable
@@ -83,8 +86,6 @@ def new_figure(width: float, height: float):
 
 
 def save_figure(figure, out_png: Path) -> Path:
-    from convlab.checkpoint import atomic_write
-
     out_png = Path(out_png)
     atomic_write(out_png, lambda tmp: figure.savefig(tmp, format="png", bbox_inches="tight"))
     return out_png
