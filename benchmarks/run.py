@@ -208,8 +208,8 @@ def prepare_inference(work: Path) -> Path:
     from convlab.data import load_data, normalize
     from convlab.data.images import resize, to_channels
     from convlab.exporting import export_model
-    from convlab.models import create_model
-    from convlab.record import InputSpec, ModelSpec, RunRecord
+    from convlab.models import ModelSpec, create_model
+    from convlab.record import InputSpec, RunRecord
 
     folder = work / "inference"
     folder.mkdir(exist_ok=True)

@@ -10,7 +10,8 @@ import torch
 import convlab
 from convlab.checkpoint import load_checkpoint, read_record, save_checkpoint
 from convlab.errors import ConvlabError
-from convlab.record import FORMAT, DataSpec, InputSpec, ModelSpec, RunRecord, record_for
+from convlab.models import ModelSpec
+from convlab.record import FORMAT, DataSpec, InputSpec, RunRecord, record_for
 
 # A run folder written by convlab 0.1.0 before the record was typed (commit 4fc65d0):
 # `convlab train --model mlp --data digits --epochs 3 --optimizer adam --lr 0.01 --option hidden=[32]`.

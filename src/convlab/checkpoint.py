@@ -66,13 +66,12 @@ def read_record(source: str | Path) -> RunRecord:
     return RunRecord.from_json(metadata[METADATA_KEY], where=f"The record of '{path}'")
 
 
-def load_checkpoint(
-    source: str | Path, map_location: str | torch.device = "cpu"
-) -> tuple[torch.nn.Module, RunRecord]:
-    """Rebuild the model a checkpoint (or run folder) describes and load its weights: ``(model, record)``."""
+def load_weights(
+    model: torch.nn.Module, source: str | Path, map_location: str | torch.device = "cpu"
+) -> RunRecord:
+    """Load a checkpoint's (or run folder's) weights into ``model`` in place; returns the checkpoint's record."""
     path = resolve_checkpoint(source)
     record = read_record(path)
-    model = record.model.build()
     state = load_file(str(path), device=str(map_location))
     try:
         model.load_state_dict(state)
@@ -81,5 +80,15 @@ def load_checkpoint(
         raise ConvlabError(
             f"Checkpoint '{path}' does not fit model '{record.model.name}' as recorded: {' '.join(first).strip()}"
         ) from None
+    return record
+
+
+def load_checkpoint(
+    source: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, RunRecord]:
+    """Rebuild the model a checkpoint (or run folder) describes and load its weights: ``(model, record)``."""
+    record = read_record(source)
+    model = record.model.build()
+    load_weights(model, source, map_location)
     model.eval()
     return model, record

@@ -43,7 +43,7 @@ def fast_path(model: torch.nn.Module, amp: str = "off", channels_last: bool = Fa
             "an exported .onnx or .pt file runs as it was exported."
         )
     if not exported and hasattr(model, "convlab_spec"):  # the same sums, faster: convlab.speed
-        use_fast_layers(model, model.convlab_spec["input_size"])
+        use_fast_layers(model, model.convlab_spec.input_size)
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 

@@ -4,7 +4,7 @@ Every checkpoint (safetensors header), ONNX file (metadata_props) and TorchScrip
 file) holds one record as JSON. This module is the only one that reads or writes that JSON, so
 the rest of convlab works with typed fields (``record.input.size``) instead of string keys.
 
-- ``ModelSpec``: the zoo name and options the weights fit, with one ``build()``.
+- ``ModelSpec`` (from convlab.models): the zoo name and options the weights fit, with one ``build()``.
 - ``InputSpec``: convlab's preprocessing contract (as Keras' ``preprocess_input``): channels,
   size, the resize rule and the mean/std the network was trained with.
 - ``DataSpec``: the data set it was trained on, and how its validation split was drawn.
@@ -25,7 +25,7 @@ from torch import nn
 
 from convlab import __version__
 from convlab.errors import ConvlabError
-from convlab.models import create_model
+from convlab.models import ModelSpec
 
 FORMAT = "convlab-checkpoint/1"
 KNOWN_FORMATS = (FORMAT,)
@@ -37,57 +37,6 @@ def _require(document: dict, key: str, where: str) -> Any:
     if key not in document:
         raise ConvlabError(f"{where} has no '{key}'; it was not written by convlab.")
     return document[key]
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """How to rebuild the network: ``create_model(name, num_classes, in_chans, **options)``."""
-
-    name: str
-    num_classes: int
-    in_chans: int
-    input_size: tuple[int, int, int]  # (C, H, W) the network was built for
-    init: str = "default"
-    options: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, model: nn.Module) -> ModelSpec:
-        """The spec ``create_model`` attached to ``model`` (``model.convlab_spec``)."""
-        spec = getattr(model, "convlab_spec", None)
-        if spec is None:
-            raise ConvlabError(
-                "Only models made by convlab.create_model can be saved as convlab checkpoints."
-            )
-        return cls.from_dict(spec)
-
-    @classmethod
-    def from_dict(cls, document: dict[str, Any]) -> ModelSpec:
-        where = "The record's model"
-        in_chans = int(_require(document, "in_chans", where))
-        return cls(
-            name=str(_require(document, "name", where)),
-            num_classes=int(_require(document, "num_classes", where)),
-            in_chans=in_chans,
-            input_size=tuple(int(s) for s in document.get("input_size") or (in_chans, 0, 0)),
-            init=str(document.get("init", "default")),
-            options=dict(document.get("options") or {}),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "num_classes": self.num_classes,
-            "in_chans": self.in_chans,
-            "input_size": list(self.input_size),
-            "init": self.init,
-            "options": dict(self.options),
-        }
-
-    def build(self) -> nn.Module:
-        """A new network of this architecture (weights as ``create_model`` initialises them)."""
-        model = create_model(self.name, num_classes=self.num_classes, in_chans=self.in_chans, **self.options)
-        model.convlab_spec["init"] = self.init  # what the recorded weights started from, not what build drew
-        return model
 
 
 @dataclass(frozen=True)

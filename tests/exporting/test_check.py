@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from convlab.exporting.check import batch_sizes_for, compare, random_images
-from convlab.record import InputSpec, ModelSpec, RunRecord
+from convlab.models import ModelSpec
+from convlab.record import InputSpec, RunRecord
 
 
 def test_a_single_image_comes_first_then_batches_of_eight():

@@ -13,7 +13,7 @@ def test_an_option_left_out_takes_the_tables_default_and_only_given_ones_are_rec
     assert create_model("googlenet", aux_logits=False).dropout.p == 0.4
     model = create_model("googlenet", aux_logits=False, dropout=0.2)
     assert model.dropout.p == 0.2
-    assert model.convlab_spec["options"] == {"aux_logits": False, "dropout": 0.2}  # what checkpoints store
+    assert model.convlab_spec.options == {"aux_logits": False, "dropout": 0.2}  # what checkpoints store
 
 
 def test_an_unknown_option_is_refused_with_the_familys_options_in_table_order():

@@ -67,7 +67,7 @@ def test_three_to_one_channel_gives_the_color_models_output_on_an_image_with_equ
     gray_model.load_state_dict(color_model.state_dict())
     line = adapt_input_channels(gray_model, 1)  # in place, the same rule load_pretrained applies
     assert line == "first layer conv1: 3 -> 1 input channels (summed over the input channels)"
-    assert gray_model.conv1.weight.shape == (16, 1, 3, 3) and gray_model.convlab_spec["in_chans"] == 1
+    assert gray_model.conv1.weight.shape == (16, 1, 3, 3) and gray_model.convlab_spec.in_chans == 1
     gray = gray_batch()
     outputs_equal(gray_model, color_model, gray, gray.repeat(1, 3, 1, 1))
 
@@ -93,7 +93,7 @@ def test_replace_head_gives_new_output_layers_for_the_new_classes():
         "auxiliary head aux2.fc2: 1000 -> 10 classes, newly initialised",
     ]
     assert isinstance(model.fc, nn.Linear) and model.fc.weight.shape == (10, 1024)
-    assert model.convlab_spec["num_classes"] == 10
+    assert model.convlab_spec.num_classes == 10
     torch.testing.assert_close(model.inception5b.branch1.conv.weight, trunk)
     model.eval()
     assert model(torch.randn(1, 3, 96, 96)).shape == (1, 10)

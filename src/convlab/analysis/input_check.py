@@ -102,7 +102,7 @@ class _SkipInitOnMeta(TorchFunctionMode):
 
 def model_label(model: nn.Module) -> str:
     spec = getattr(model, "convlab_spec", None)
-    return spec["name"] if spec else type(model).__name__
+    return spec.name if spec else type(model).__name__
 
 
 def resolve_model(
@@ -148,8 +148,8 @@ def resolve_model(
             raise ConvlabError(
                 f"input_size is required for a {type(model_or_name).__name__}, e.g. input_size=(3, 224, 224)."
             )
-        return model_or_name, tuple(spec["input_size"])
-    channels = spec["in_chans"] if spec else None
+        return model_or_name, tuple(spec.input_size)
+    channels = spec.in_chans if spec else None
     return model_or_name, parse_input_size(input_size, channels)
 
 

@@ -18,6 +18,13 @@ from convlab.models import (  # noqa: F401  (imported for their @register_model 
     vit,
     xception,
 )
-from convlab.models._registry import ModelInfo, create_model, get_model_info, list_models, register_model
+from convlab.models._registry import (
+    ModelInfo,
+    ModelSpec,
+    create_model,
+    get_model_info,
+    list_models,
+    register_model,
+)
 
-__all__ = ["ModelInfo", "create_model", "get_model_info", "list_models", "register_model"]
+__all__ = ["ModelInfo", "ModelSpec", "create_model", "get_model_info", "list_models", "register_model"]

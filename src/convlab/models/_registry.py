@@ -9,6 +9,7 @@ options it was given, which checkpoints store and export/serving read back.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -138,13 +139,70 @@ def create_model(
     init_weights(model, init)
     # Families whose input side is an option (mlp's input_size, ViT's image_size) record that size.
     side = options.get("input_size", options.get("image_size"))
-    spatial = [int(side), int(side)] if isinstance(side, (int, float)) else list(info.input_size[1:])
-    model.convlab_spec = {
-        "name": name,
-        "num_classes": num_classes,
-        "in_chans": in_chans,
-        "input_size": [in_chans, *spatial],
-        "init": init,
-        "options": dict(options),
-    }
+    spatial = (int(side), int(side)) if isinstance(side, (int, float)) else tuple(info.input_size[1:])
+    model.convlab_spec = ModelSpec(name, num_classes, in_chans, (in_chans, *spatial), init, dict(options))
     return model
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to rebuild the network: ``create_model(name, num_classes, in_chans, **options)``."""
+
+    name: str
+    num_classes: int
+    in_chans: int
+    input_size: tuple[int, int, int]  # (C, H, W) the network was built for
+    init: str = "default"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, model: nn.Module) -> ModelSpec:
+        """The spec ``create_model`` attached to ``model`` (``model.convlab_spec``)."""
+        spec = getattr(model, "convlab_spec", None)
+        if spec is None:
+            raise ConvlabError(
+                "Only models made by convlab.create_model can be saved as convlab checkpoints."
+            )
+        return spec
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> ModelSpec:
+        where = "The record's model"
+        for key in ("name", "num_classes", "in_chans"):
+            if key not in document:
+                raise ConvlabError(f"{where} has no '{key}'; it was not written by convlab.")
+        in_chans = int(document["in_chans"])
+        return cls(
+            name=str(document["name"]),
+            num_classes=int(document["num_classes"]),
+            in_chans=in_chans,
+            input_size=tuple(int(s) for s in document.get("input_size") or (in_chans, 0, 0)),
+            init=str(document.get("init", "default")),
+            options=dict(document.get("options") or {}),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "in_chans": self.in_chans,
+            "input_size": list(self.input_size),
+            "init": self.init,
+            "options": dict(self.options),
+        }
+
+    def with_head(self, num_classes: int) -> ModelSpec:
+        """The spec after the classifier was replaced for ``num_classes`` classes."""
+        return dataclasses.replace(self, num_classes=int(num_classes))
+
+    def with_input_channels(self, in_chans: int) -> ModelSpec:
+        """The spec after the first layer was adapted to ``in_chans`` channels."""
+        return dataclasses.replace(
+            self, in_chans=int(in_chans), input_size=(int(in_chans), *self.input_size[1:])
+        )
+
+    def build(self) -> nn.Module:
+        """A new network of this architecture (weights as ``create_model`` initialises them)."""
+        model = create_model(self.name, num_classes=self.num_classes, in_chans=self.in_chans, **self.options)
+        model.convlab_spec = self  # init: what the recorded weights started from, not what build drew
+        return model

@@ -20,8 +20,8 @@ from convlab.checkpoint import load_checkpoint, resolve_checkpoint
 from convlab.data import normalize
 from convlab.errors import ConvlabError
 from convlab.exporting.runtime import OnnxClassifier, OnnxLogits
+from convlab.models import ModelSpec
 from convlab.prediction import fast_path, predict_tensors
-from convlab.record import ModelSpec
 from convlab.runtime import check_device
 from convlab.viz.cam import grad_cam
 

@@ -20,18 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from convlab.analysis import check_input_size
 from convlab.analysis.input_check import working_sizes
-from convlab.checkpoint import read_record, save_checkpoint
+from convlab.checkpoint import load_weights, read_record, save_checkpoint
 from convlab.data import DataBundle, load_data
 from convlab.errors import ConvlabError
 from convlab.evaluation import evaluate_model
 from convlab.files import atomic_write
-from convlab.models import create_model, get_model_info
-from convlab.record import DataSpec, InputSpec, ModelSpec, RunRecord
+from convlab.models import ModelSpec, create_model, get_model_info
+from convlab.record import DataSpec, InputSpec, RunRecord
 from convlab.report import METRIC_COLUMNS, write_report
 from convlab.runtime import check_device
 from convlab.speed import use_fast_layers
@@ -750,7 +749,7 @@ def _finish(run: _Run, model: nn.Module, standing: Standing, history: list[dict[
     config, bundle, run_dir = run.config, run.bundle, run.run_dir
     test = None
     if standing.best_epoch > 0:
-        model.load_state_dict(load_file(str(run_dir / "best.safetensors"), device=str(run.device)))
+        load_weights(model, run_dir / "best.safetensors", map_location=run.device)
         if "test" in bundle.splits():
             test = evaluate_model(
                 model, bundle, "test", device=run.device, amp=config.amp, tta=config.test_tta

@@ -20,17 +20,17 @@ AUXILIARY_PREFIX = "aux"
 
 def num_classes_of(model: nn.Module) -> int | None:
     spec = getattr(model, "convlab_spec", None)
-    return int(spec["num_classes"]) if spec else None
+    return spec.num_classes if spec else None
 
 
 def in_chans_of(model: nn.Module) -> int | None:
     spec = getattr(model, "convlab_spec", None)
-    return int(spec["in_chans"]) if spec else None
+    return spec.in_chans if spec else None
 
 
 def model_name(model: nn.Module) -> str:
     spec = getattr(model, "convlab_spec", None)
-    return spec["name"] if spec else type(model).__name__
+    return spec.name if spec else type(model).__name__
 
 
 def is_auxiliary(name: str) -> bool:
@@ -162,8 +162,7 @@ def adapt_input_channels(model: nn.Module, in_chans: int) -> str:
         layer.in_features = weight.shape[1]
     spec = getattr(model, "convlab_spec", None)
     if spec is not None:
-        spec["in_chans"] = in_chans
-        spec["input_size"] = [in_chans, *spec["input_size"][1:]]
+        model.convlab_spec = spec.with_input_channels(in_chans)
     return f"first layer {name}: {current} -> {in_chans} input channels ({how})"
 
 
@@ -194,5 +193,5 @@ def replace_head(model: nn.Module, num_classes: int) -> list[str]:
         lines.append(f"{kind} {name}: {change} classes, newly initialised")
     spec = getattr(model, "convlab_spec", None)
     if spec is not None:
-        spec["num_classes"] = int(num_classes)
+        model.convlab_spec = spec.with_head(num_classes)
     return lines

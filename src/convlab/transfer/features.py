@@ -20,7 +20,8 @@ from convlab.checkpoint import save_checkpoint
 from convlab.data import load_data
 from convlab.errors import ConvlabError
 from convlab.files import atomic_write
-from convlab.record import InputSpec, ModelSpec, RunRecord
+from convlab.models import ModelSpec
+from convlab.record import InputSpec, RunRecord
 from convlab.transfer.adapt import (
     adapt_input_channels,
     find_classifier,

@@ -379,7 +379,8 @@ def _describe_source(weights: SourceWeights) -> str:
 
 
 def _torchvision_notes(model: nn.Module, arch: str) -> list[str]:
-    options = (getattr(model, "convlab_spec", None) or {}).get("options", {})
+    spec = getattr(model, "convlab_spec", None)
+    options = spec.options if spec else {}
     notes = []
     for option, value in TORCHVISION_BUILD_OPTIONS.get(arch, {}).items():
         if options.get(option) != value:
@@ -395,12 +396,12 @@ def _check_torchvision_architecture(model: nn.Module, arch: str) -> None:
     spec = getattr(model, "convlab_spec", None)
     if spec is None:
         return
-    counterpart = get_model_info(spec["name"]).torchvision
+    counterpart = get_model_info(spec.name).torchvision
     if counterpart != arch:
         fits = f"torchvision:{counterpart}" if counterpart else "no torchvision weights"
         raise ConvlabError(
-            f"torchvision's {arch} weights do not fit model '{spec['name']}' (another architecture); "
-            f"'{spec['name']}' takes {fits}."
+            f"torchvision's {arch} weights do not fit model '{spec.name}' (another architecture); "
+            f"'{spec.name}' takes {fits}."
         )
 
 

@@ -48,7 +48,8 @@ class Subject:
 
     @property
     def name(self) -> str:
-        return getattr(self.model, "convlab_spec", {}).get("name", type(self.model).__name__)
+        spec = getattr(self.model, "convlab_spec", None)
+        return spec.name if spec else type(self.model).__name__
 
     def class_names(self, num_classes: int) -> list[str]:
         names = list(self.record.classes or []) if self.record else []
@@ -117,7 +118,8 @@ def prepare_image(image, subject: Subject, device: torch.device) -> PreparedImag
     data package; without a record, pixels are only scaled to 0..1 at the model's recorded input size.
     """
     stored = subject.preprocessing()
-    spec_size = getattr(subject.model, "convlab_spec", {}).get("input_size")
+    spec = getattr(subject.model, "convlab_spec", None)
+    spec_size = spec.input_size if spec else None
     if stored is not None:
         channels, size = stored.channels, list(stored.size)
         mean, std = stored.mean, stored.std
