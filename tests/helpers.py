@@ -1,4 +1,4 @@
-"""Checks shared by tests in several folders: import them as ``from tests.helpers import ...``.
+"""Checks and helpers shared by tests in several folders: import them as ``from tests.helpers import ...``.
 
 Fixtures stay in the conftest files; plain functions that a test calls live here, because a
 conftest is pytest's to load and not a module to import from.
@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from PIL import Image
+from torch import nn
+
+from convlab.models import create_model
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -23,3 +27,29 @@ def assert_png(path: Path | None, min_side: int = 100) -> tuple[int, int]:
         width, height = image.size
     assert width >= min_side and height >= min_side
     return width, height
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Every parameter's element count, trainable or frozen."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def on_meta(name: str, **options) -> nn.Module:
+    """A registry model built on the meta device: shapes and parameter counts without allocating weights."""
+    with torch.device("meta"):
+        return create_model(name, **options)
+
+
+def randomise_batch_norms(model: nn.Module) -> None:
+    """Give every BatchNorm2d non-trivial running statistics and affine parameters.
+
+    Fresh batch norms are the identity in eval mode, so a wrong eps, a swapped norm or a missing one would
+    not show in the outputs. Draws from torch's global generator: seed it first for repeatable values.
+    """
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)

@@ -19,6 +19,7 @@ from convlab.layers.inception import (
     basic_conv,
     imagenet_to_inception_input,
 )
+from tests.helpers import count_parameters
 
 
 def test_basic_conv_is_bias_free_conv_bn_relu_with_torchvision_names():
@@ -99,7 +100,7 @@ def test_fire_module_outputs_both_expands():
     assert fire.out_channels == 128
     assert fire(torch.randn(2, 96, 55, 55)).shape == (2, 128, 55, 55)
     # squeeze 96*16+16, expand1x1 16*64+64, expand3x3 16*9*64+64
-    assert sum(p.numel() for p in fire.parameters()) == 1_552 + 1_088 + 9_280 == 11_920
+    assert count_parameters(fire) == 1_552 + 1_088 + 9_280 == 11_920
 
 
 def test_dense_layer_adds_growth_rate_maps_through_a_4k_bottleneck():

@@ -7,10 +7,7 @@ from torch import nn
 from convlab.errors import ConvlabError
 from convlab.layers.residual import BasicBlock, Bottleneck, PadChannelsShortcut, make_shortcut
 from convlab.layers.se import SqueezeExcitation
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+from tests.helpers import count_parameters
 
 
 def test_basic_block_parameters_are_two_3x3_convolutions_and_two_batch_norms():

@@ -11,20 +11,17 @@ from convlab.layers.conv import DepthwiseSeparableConv
 from convlab.layers.convnext_block import ConvNeXtBlock, LayerNorm2d
 from convlab.layers.inverted_residual import InvertedResidual
 from convlab.layers.transformer import PatchEmbedding, TransformerEncoder, TransformerEncoderBlock
-
-
-def count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+from tests.helpers import count_parameters
 
 
 def test_depthwise_separable_uses_seven_times_fewer_parameters_than_a_standard_conv():
     # NUMBERS.md, notes 004: 20 input channels, 3x3 kernel, 40 output maps
     separable = DepthwiseSeparableConv(20, 40, 3, norm=False, activation=None, bias=True)
     standard = nn.Conv2d(20, 40, 3, padding=1)
-    assert count(separable.depthwise) == (3 * 3 + 1) * 20 == 200
-    assert count(separable.pointwise) == (1 * 1 * 20 + 1) * 40 == 840
-    assert count(separable) == 1_040
-    assert count(standard) == ((3 * 3) * 20 + 1) * 40 == 7_240
+    assert count_parameters(separable.depthwise) == (3 * 3 + 1) * 20 == 200
+    assert count_parameters(separable.pointwise) == (1 * 1 * 20 + 1) * 40 == 840
+    assert count_parameters(separable) == 1_040
+    assert count_parameters(standard) == ((3 * 3) * 20 + 1) * 40 == 7_240
     x = torch.randn(2, 20, 16, 16)
     assert separable(x).shape == standard(x).shape == (2, 40, 16, 16)
 
@@ -32,7 +29,7 @@ def test_depthwise_separable_uses_seven_times_fewer_parameters_than_a_standard_c
 def test_inverted_residual_is_thin_wide_thin_with_a_linear_projection():
     block = InvertedResidual(16, 16, stride=1, expand_ratio=6)
     # expand 1x1 (16 -> 96) + BN, depthwise 3x3 + BN, project 1x1 (96 -> 16) + BN
-    assert count(block) == (16 * 96 + 2 * 96) + (96 * 9 + 2 * 96) + (96 * 16 + 2 * 16) == 4_352
+    assert count_parameters(block) == (16 * 96 + 2 * 96) + (96 * 9 + 2 * 96) + (96 * 16 + 2 * 16) == 4_352
     assert [type(m).__name__ for m in block.conv] == ["ConvNormAct", "ConvNormAct", "Conv2d", "BatchNorm2d"]
     assert isinstance(block.conv[1][2], nn.ReLU6)  # activations in the wide part, none after the projection
     assert block.use_residual
@@ -61,7 +58,7 @@ def test_layer_norm_2d_normalises_each_pixel_across_channels():
 def test_convnext_block_starts_close_to_identity_and_drop_path_skips_the_branch():
     block = ConvNeXtBlock(16, layer_scale=1e-6)
     # 7x7 depthwise (+bias), LayerNorm, 16 -> 64 -> 16 MLP, per-channel layer scale
-    assert count(block) == (49 * 16 + 16) + 2 * 16 + (16 * 64 + 64) + (64 * 16 + 16) + 16 == 2_976
+    assert count_parameters(block) == (49 * 16 + 16) + 2 * 16 + (16 * 64 + 64) + (64 * 16 + 16) + 16 == 2_976
     x = torch.randn(2, 16, 8, 8)
     block.eval()
     assert (block(x) - x).abs().max() < 1e-4  # layer scale 1e-6: the residual branch barely contributes yet
@@ -93,7 +90,11 @@ def test_patch_embedding_rejects_sizes_it_was_not_built_for():
 def test_encoder_block_computes_a_standard_pre_norm_transformer_layer():
     block = TransformerEncoderBlock(width=64, heads=4, mlp_dim=128).eval()
     # two LayerNorms, attention (Q, K, V and output projections), two-layer MLP
-    assert count(block) == 2 * 2 * 64 + (4 * 64 * 64 + 4 * 64) + (64 * 128 + 128 + 128 * 64 + 64) == 33_472
+    assert (
+        count_parameters(block)
+        == 2 * 2 * 64 + (4 * 64 * 64 + 4 * 64) + (64 * 128 + 128 + 128 * 64 + 64)
+        == 33_472
+    )
     reference = nn.TransformerEncoderLayer(
         64, 4, 128, dropout=0.0, activation="gelu", layer_norm_eps=1e-6, batch_first=True, norm_first=True
     ).eval()

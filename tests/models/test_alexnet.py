@@ -7,15 +7,7 @@ from torch import nn
 
 from convlab.errors import ConvlabError
 from convlab.models import create_model, get_model_info
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def on_meta(name: str, **options) -> nn.Module:
-    with torch.device("meta"):
-        return create_model(name, **options)
+from tests.helpers import count_parameters, on_meta
 
 
 def feature_shapes(model: nn.Module, size: int) -> dict[str, tuple[int, ...]]:

@@ -6,16 +6,13 @@ import torchvision
 from torch import nn
 
 from convlab.models import create_model
-
-
-def count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+from tests.helpers import count_parameters
 
 
 def test_convnext_tiny_has_torchvisions_28_6_million_parameters():
     with torch.device("meta"):
         model = create_model("convnext_tiny")
-    assert count(model) == 28_589_128
+    assert count_parameters(model) == 28_589_128
     stages = [model.features[i] for i in (1, 3, 5, 7)]
     assert [len(stage) for stage in stages] == [3, 3, 9, 3]  # Liu et al. 2022: B = (3, 3, 9, 3)
     assert [stage[0].block[0].in_channels for stage in stages] == [96, 192, 384, 768]

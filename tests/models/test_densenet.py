@@ -8,17 +8,7 @@ from torch import nn
 
 from convlab.errors import ConvlabError
 from convlab.models import create_model
-
-
-def _randomise_batchnorm(model: nn.Module) -> None:
-    # Non-trivial running statistics, so a wrong eps or a missing norm shows up in the outputs.
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 1.5)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
+from tests.helpers import count_parameters, randomise_batch_norms
 
 
 @pytest.mark.parametrize(
@@ -27,7 +17,7 @@ def _randomise_batchnorm(model: nn.Module) -> None:
 def test_parameter_counts(name, expected):
     with torch.device("meta"):
         model = create_model(name)
-    assert sum(p.numel() for p in model.parameters()) == expected
+    assert count_parameters(model) == expected
 
 
 def test_densenet121_channels_grow_by_k_and_halve_at_transitions():
@@ -57,7 +47,7 @@ def test_default_input_gives_1000_logits():
 def test_state_dict_and_eval_outputs_equal_torchvision(name, size):
     torch.manual_seed(0)
     tv = getattr(torchvision.models, name)(weights=None, num_classes=10).eval()
-    _randomise_batchnorm(tv)
+    randomise_batch_norms(tv)
     ours = create_model(name, num_classes=10).eval()
     assert {k: v.shape for k, v in ours.state_dict().items()} == {
         k: v.shape for k, v in tv.state_dict().items()

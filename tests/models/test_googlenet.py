@@ -10,35 +10,25 @@ from convlab.errors import ConvlabError
 from convlab.layers.inception import InceptionModule
 from convlab.models import create_model
 from convlab.models.googlenet import INCEPTION_WIDTHS
-
-
-def _randomise_batchnorm(model: nn.Module) -> None:
-    # Non-trivial running statistics, so a wrong eps or a missing norm shows up in the outputs.
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 1.5)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
-
-
-def _param_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+from tests.helpers import count_parameters, randomise_batch_norms
 
 
 def test_parameter_counts_match_torchvision():
     with torch.device("meta"):
-        assert _param_count(create_model("googlenet", aux_logits=False)) == 6_624_904
+        assert count_parameters(create_model("googlenet", aux_logits=False)) == 6_624_904
         model = create_model("googlenet")
     # each aux head: 1x1 conv to 128 + its BN, fc 2048 -> 1024, fc 1024 -> 1000
     assert (
-        _param_count(model.aux1) == 512 * 128 + 2 * 128 + 2048 * 1024 + 1024 + 1024 * 1000 + 1000 == 3_188_968
+        count_parameters(model.aux1)
+        == 512 * 128 + 2 * 128 + 2048 * 1024 + 1024 + 1024 * 1000 + 1000
+        == 3_188_968
     )
     assert (
-        _param_count(model.aux2) == 528 * 128 + 2 * 128 + 2048 * 1024 + 1024 + 1024 * 1000 + 1000 == 3_191_016
+        count_parameters(model.aux2)
+        == 528 * 128 + 2 * 128 + 2048 * 1024 + 1024 + 1024 * 1000 + 1000
+        == 3_191_016
     )
-    assert _param_count(model) == 6_624_904 + 3_188_968 + 3_191_016 == 13_004_888
+    assert count_parameters(model) == 6_624_904 + 3_188_968 + 3_191_016 == 13_004_888
 
 
 def test_nine_inception_modules_with_table1_output_depths():
@@ -57,7 +47,7 @@ def test_paper_5x5_branch_adds_16_weights_per_reduce_output_pair():
     # Each 3x3 -> 5x5 swap adds (25 - 9) * #5x5reduce * #5x5 weights; Table 1 gives the widths.
     extra = (5 * 5 - 3 * 3) * sum(w[3] * w[4] for w in INCEPTION_WIDTHS.values())
     assert extra == 16 * 23_808 == 380_928
-    assert _param_count(paper) == 6_624_904 + extra == 7_005_832
+    assert count_parameters(paper) == 6_624_904 + extra == 7_005_832
     assert paper.inception3a.branch3[1].conv.weight.shape == (32, 16, 5, 5)
     # Table 1's params column for 3a reads 159K (K = 1024): its convolution weights are
     # 192*64 + 192*96 + 9*96*128 + 192*16 + 25*16*32 + 192*32 = 163,328 = 159.5K.
@@ -118,7 +108,7 @@ def test_aux_logits_false_removes_the_heads():
 def torchvision_pair():
     torch.manual_seed(0)
     tv = torchvision.models.googlenet(weights=None, num_classes=10, aux_logits=True, init_weights=False)
-    _randomise_batchnorm(tv)
+    randomise_batch_norms(tv)
     ours = create_model("googlenet", num_classes=10)
     return ours, tv
 

@@ -8,21 +8,7 @@ from torch import nn
 
 from convlab.errors import ConvlabError
 from convlab.models import create_model
-
-
-def _randomise_batchnorm(model: nn.Module) -> None:
-    # Non-trivial running statistics, so a wrong eps or a missing norm shows up in the outputs.
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 1.5)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
-
-
-def _param_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+from tests.helpers import count_parameters, randomise_batch_norms
 
 
 @pytest.mark.parametrize("aux_logits, expected", [(True, 27_161_264), (False, 23_834_568)])
@@ -30,7 +16,7 @@ def test_parameter_counts_equal_torchvision(aux_logits, expected):
     with torch.device("meta"):
         ours = create_model("inception_v3", aux_logits=aux_logits)
         tv = torchvision.models.inception_v3(weights=None, aux_logits=aux_logits, init_weights=False)
-    assert _param_count(ours) == _param_count(tv) == expected
+    assert count_parameters(ours) == count_parameters(tv) == expected
 
 
 def test_grids_of_table1_at_299():
@@ -62,7 +48,7 @@ def test_smallest_input_is_75():
 def torchvision_pair():
     torch.manual_seed(0)
     tv = torchvision.models.inception_v3(weights=None, num_classes=10, aux_logits=True, init_weights=False)
-    _randomise_batchnorm(tv)
+    randomise_batch_norms(tv)
     ours = create_model("inception_v3", num_classes=10)
     ours.load_state_dict(tv.state_dict(), strict=True)
     return ours.eval(), tv.eval()

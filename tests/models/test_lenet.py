@@ -7,10 +7,7 @@ from torch import nn
 from convlab.errors import ConvlabError
 from convlab.models import create_model
 from convlab.models.lenet import C3_CONNECTIONS, ScaledTanh, SparseConv2d, Subsampling, connection_table
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+from tests.helpers import count_parameters
 
 
 def layer_parameters(model: nn.Module) -> dict[str, int]:

@@ -6,10 +6,7 @@ from torch import nn
 
 from convlab.errors import ConvlabError
 from convlab.models import create_model, get_model_info
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+from tests.helpers import count_parameters
 
 
 def test_lecun_784_300_10_has_238510_parameters():

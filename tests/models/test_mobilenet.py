@@ -7,10 +7,7 @@ from torch import nn
 
 from convlab.errors import ConvlabError
 from convlab.models import create_model
-
-
-def count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+from tests.helpers import count_parameters
 
 
 def mobilenet_v1_parameters(alpha: float = 1.0, num_classes: int = 1000) -> int:
@@ -27,15 +24,15 @@ def mobilenet_v1_parameters(alpha: float = 1.0, num_classes: int = 1000) -> int:
 
 def test_mobilenet_v1_has_the_4_2_million_parameters_of_table_1():
     model = create_model("mobilenet_v1")
-    assert count(model) == mobilenet_v1_parameters() == 4_231_976
+    assert count_parameters(model) == mobilenet_v1_parameters() == 4_231_976
     assert len(model.features) == 14  # the stem and 13 depthwise-separable layers
 
 
 @pytest.mark.parametrize(("alpha", "millions"), [(0.75, 2.6), (0.5, 1.3), (0.25, 0.5)])
 def test_mobilenet_v1_width_multiplier_matches_table_6(alpha, millions):
     model = create_model("mobilenet_v1", width_multiplier=alpha)
-    assert count(model) == mobilenet_v1_parameters(alpha)
-    assert round(count(model) / 1e6, 1) == millions
+    assert count_parameters(model) == mobilenet_v1_parameters(alpha)
+    assert round(count_parameters(model) / 1e6, 1) == millions
     assert model.fc.in_features == int(1024 * alpha)
 
 
@@ -59,7 +56,7 @@ def test_mobilenet_v1_activation_option_replaces_every_relu():
 
 def test_mobilenet_v2_parameter_count_and_layout():
     model = create_model("mobilenet_v2")
-    assert count(model) == 3_504_872
+    assert count_parameters(model) == 3_504_872
     assert len(model.features) == 19  # stem, 17 inverted residual blocks, 1x1 conv to 1280
     assert sum(isinstance(m, nn.ReLU6) for m in model.modules()) == 35
     assert sum(block.use_residual for block in model.features[1:18]) == 10

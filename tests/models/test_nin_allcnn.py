@@ -7,10 +7,7 @@ from torch import nn
 from convlab.errors import ConvlabError
 from convlab.models import create_model, get_model_info
 from convlab.models.nin import MlpConv
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+from tests.helpers import count_parameters
 
 
 def conv_params(kernel: int, inputs: int, outputs: int) -> int:

@@ -9,23 +9,10 @@ from convlab.errors import ConvlabError
 from convlab.layers.residual import BasicBlock, Bottleneck
 from convlab.models import create_model, get_model_info
 from convlab.models.resnet import CIFAR_BLOCKS_PER_STAGE, IMAGENET_BLOCKS
+from tests.helpers import count_parameters, randomise_batch_norms
 
 IMAGENET_RESNETS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 CIFAR_RESNETS = ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110"]
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def randomise_batch_norms(model: nn.Module) -> None:
-    """Give every BN non-trivial statistics, so a swapped or skipped BN changes the output."""
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.normal_(0.0, 0.1)
-            module.running_mean.normal_(0.0, 0.1)
-            module.running_var.uniform_(0.5, 2.0)
 
 
 # ---- ImageNet ResNets (Table 1) -------------------------------------------------------------------------

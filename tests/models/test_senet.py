@@ -6,6 +6,7 @@ from torch import nn
 
 from convlab.errors import ConvlabError
 from convlab.models import create_model, get_model_info
+from tests.helpers import count_parameters
 
 RESNET50_PARAMETERS = 25_557_032  # torchvision resnet50
 RESNET50_STAGES = [
@@ -14,10 +15,6 @@ RESNET50_STAGES = [
     (1024, 6),
     (2048, 3),
 ]  # (C = 4 * width, blocks), He et al. 2015 Table 1
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def se_parameters(reduction: int = 16) -> int:

@@ -8,6 +8,7 @@ from torch import nn
 
 from convlab.layers.fire import Fire
 from convlab.models import create_model
+from tests.helpers import count_parameters
 
 VERSIONS = ["squeezenet1_0", "squeezenet1_1"]
 
@@ -15,7 +16,7 @@ VERSIONS = ["squeezenet1_0", "squeezenet1_1"]
 @pytest.mark.parametrize("name, expected", [("squeezenet1_0", 1_248_424), ("squeezenet1_1", 1_235_496)])
 def test_parameter_counts(name, expected):
     model = create_model(name)
-    assert sum(p.numel() for p in model.parameters()) == expected
+    assert count_parameters(model) == expected
 
 
 @pytest.mark.parametrize("name", VERSIONS)

@@ -8,19 +8,11 @@ from torch import nn
 from convlab.errors import ConvlabError
 from convlab.models import create_model, get_model_info
 from convlab.models.vgg import VGG_CONFIGS
+from tests.helpers import count_parameters, on_meta
 
 SHARED_WITH_TORCHVISION = ["vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn"]
 PAPER_COLUMNS = ["vgg11", "vgg11_lrn", "vgg13", "vgg16_c", "vgg16", "vgg19"]  # A, A-LRN, B, C, D, E
 ALL_VGG = [*PAPER_COLUMNS, "vgg11_bn", "vgg13_bn", "vgg16_c_bn", "vgg16_bn", "vgg19_bn"]
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def on_meta(name: str, **options) -> nn.Module:
-    with torch.device("meta"):
-        return create_model(name, **options)
 
 
 @pytest.mark.parametrize(

@@ -9,16 +9,13 @@ from torch import nn
 
 from convlab.errors import ConvlabError
 from convlab.models import create_model
-
-
-def count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+from tests.helpers import count_parameters
 
 
 def test_vit_b_16_has_torchvisions_86_6_million_parameters():
     with torch.device("meta"):
         model = create_model("vit_b_16")
-    assert count(model) == 86_567_656
+    assert count_parameters(model) == 86_567_656
     assert len(model.encoder.layers) == 12  # Dosovitskiy et al. 2021, Table 1: ViT-Base
     assert model.encoder.pos_embedding.shape == (1, 14 * 14 + 1, 768)  # 196 patches and the class token
     assert model.encoder.layers.encoder_layer_0.mlp[0].out_features == 3072
@@ -65,7 +62,7 @@ def test_small_vit_parameters_by_hand():
         + 2 * 64  # final LayerNorm
         + (64 * 10 + 10)  # head
     )
-    assert count(model) == expected == 75_082
+    assert count_parameters(model) == expected == 75_082
 
 
 def test_small_vit_learns_a_batch_at_32x32():

@@ -6,10 +6,7 @@ from torch import nn
 
 from convlab.models import create_model
 from convlab.models.xception import SeparableConvBN, XceptionBlock
-
-
-def count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+from tests.helpers import count_parameters
 
 
 def test_xception_has_the_parameters_of_keras_xception():
@@ -19,8 +16,8 @@ def test_xception_has_the_parameters_of_keras_xception():
     moving_statistics = sum(
         buffer.numel() for name, buffer in model.named_buffers() if name.endswith(("_mean", "_var"))
     )
-    assert count(model) == 22_855_952  # Keras: "Trainable params: 22,855,952"
-    assert count(model) + moving_statistics == 22_910_480  # Keras: "Total params: 22,910,480"
+    assert count_parameters(model) == 22_855_952  # Keras: "Trainable params: 22,855,952"
+    assert count_parameters(model) + moving_statistics == 22_910_480  # Keras: "Total params: 22,910,480"
 
 
 def test_xception_is_36_convolutions_34_of_them_separable():
