@@ -40,11 +40,13 @@ def batches(bundle, split):
 
 def test_cached_folder_gives_exactly_the_decoded_pixels_splits_and_statistics(tmp_path):
     folder = write_folder(tmp_path / "pets")
-    decoded = load_data(str(folder), val_split=0.25, seed=3, max_bad_fraction=0.1)
-    info = cache_folder(folder, max_bad_fraction=0.1)
+    options = dict(image_size=(40, 48), val_split=0.25, seed=3, max_bad_fraction=0.1)
+    decoded = load_data(str(folder), **options)
+    info = cache_folder(folder, image_size=(40, 48), max_bad_fraction=0.1)
     assert (info.images, info.skipped, info.in_chans, info.image_size) == (36, 1, 3, (40, 48))
+    assert info.resize == "crop"  # a folder's default rule
 
-    cached = load_data(str(folder), val_split=0.25, seed=3, max_bad_fraction=0.1)
+    cached = load_data(str(folder), **options)
     assert isinstance(decoded, FolderBundle) and isinstance(cached, CachedFolderBundle)
     assert "decode-once cache" in cached.source
     assert cached.skipped == decoded.skipped and "broken.jpg" in cached.skipped[0][0]
@@ -56,10 +58,11 @@ def test_cached_folder_gives_exactly_the_decoded_pixels_splits_and_statistics(tm
         decoded_images, decoded_labels = batches(decoded, split)
         assert torch.equal(cached_labels, decoded_labels)
         assert torch.equal(cached_images, decoded_images)  # normalised floats, bit for bit
-    # The array rows are the uint8 pixels read_image gives for each file at the cached size.
-    rows = cached._split_indices["train"][:5]
-    for row, path in zip(rows.tolist(), cached.files("train")[:5]):
-        assert torch.equal(cached._images[row], read_image(path, 3, (40, 48)))
+    # The array rows are the uint8 pixels read_image gives for each file at the cached size, by the crop rule
+    # (the 33x29 files lose rows top and bottom to become 40:48).
+    rows = cached._split_indices["train"]
+    for row, path in zip(rows.tolist(), cached.files("train")):
+        assert torch.equal(cached._images[row], read_image(path, 3, (40, 48), resize="crop"))
 
 
 def test_cache_follows_channels_size_limit_classes_and_split_folders(tmp_path):
@@ -81,21 +84,23 @@ def test_cache_follows_channels_size_limit_classes_and_split_folders(tmp_path):
 
 def test_a_changed_added_or_removed_file_makes_the_cache_stale(tmp_path):
     folder = write_folder(tmp_path / "pets")
-    cache_folder(folder, max_bad_fraction=0.1)
-    assert isinstance(load_data(str(folder), max_bad_fraction=0.1), CachedFolderBundle)
+    cache_folder(folder, max_bad_fraction=0.1)  # at 224x224 by the crop rule: what training picks for photos
+    assert isinstance(load_data(str(folder), image_size=(224, 224), max_bad_fraction=0.1), CachedFolderBundle)
 
     touched = folder / "dog" / "001.jpg"
     stamp = time.time() + 5
     os.utime(touched, (stamp, stamp))  # same bytes, new mtime: the manifest no longer matches
-    stale = load_data(str(folder), max_bad_fraction=0.1)
+    stale = load_data(str(folder), image_size=(224, 224), max_bad_fraction=0.1)
     assert isinstance(stale, FolderBundle)
     assert "cache out of date (1 file(s) added, removed or changed" in stale.source
+    assert "--image-size 224x224 --in-chans 3 --resize crop`" in stale.source  # the command that refreshes it
 
     cache_folder(folder, max_bad_fraction=0.1)
-    assert isinstance(load_data(str(folder), max_bad_fraction=0.1), CachedFolderBundle)
+    assert isinstance(load_data(str(folder), image_size=(224, 224), max_bad_fraction=0.1), CachedFolderBundle)
     Image.new("RGB", (48, 40), "red").save(folder / "owl" / "new.jpg")
     (folder / "cat" / "000.png").unlink()
-    assert "(2 file(s) added, removed or changed" in load_data(str(folder), max_bad_fraction=0.1).source
+    changed = load_data(str(folder), image_size=(224, 224), max_bad_fraction=0.1)
+    assert "(2 file(s) added, removed or changed" in changed.source
 
 
 def test_data_cache_command_writes_the_cache_that_training_then_reads(tmp_path, capsys):

@@ -92,5 +92,8 @@ def test_a_folder_set_reads_only_the_chosen_class_folders(tmp_path):
 def test_training_settings_read_classes_and_refuse_two_limits():
     assert resolve_config(classes="5,6,Bag").classes == [5, 6, "Bag"]
     assert resolve_config({"classes": [5, 6], "limit-per-class": 50}).limit_per_class == 50
-    with pytest.raises(ConvlabError, match=r"Give --limit \(1000 images in all\) or --limit-per-class"):
+    with pytest.raises(
+        ConvlabError,
+        match=r"limit \(--limit\) keeps 1000 images in all and limit_per_class \(--limit-per-class\) 10",
+    ):
         resolve_config(limit=1000, limit_per_class=10)

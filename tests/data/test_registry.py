@@ -118,7 +118,7 @@ def test_cli_data_info_of_a_named_set(capsys):
     assert info["image_size"] == [8, 8] and info["in_chans"] == 1 and info["num_classes"] == 10
     assert main(["data", "info", "digits", "--image-size", "16", "--in-chans", "3"]) == 0
     text = capsys.readouterr().out
-    assert "images: 16x16, 3 channel(s)" in text and "splits: train 1,293, val 145, test 359" in text
+    assert "images: 16x16 (squash), 3 channel(s)" in text and "splits: train 1,293, val 145, test 359" in text
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys, offline):

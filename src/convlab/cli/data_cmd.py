@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from convlab.choices import FOLDER_IMAGE_SIZE, RESIZE_DESCRIPTIONS, RESIZE_RULES
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -28,12 +30,18 @@ def add_parser(subparsers) -> None:
         "info",
         help="classes, splits, size, channels, mean/std of a data source",
         description="Load a named set, an image folder or idx:IMAGES,LABELS and show "
-        "its classes, split sizes, image size, channels, mean/std, where it was found "
-        "and the files that could not be read.",
+        "its classes, split sizes, image size, channels, mean/std, where it was found, "
+        "the files that could not be read and, for a folder, the sizes of its images "
+        "(upright by their EXIF orientation) and the files it did not consider.",
     )
     info.add_argument("source", metavar="NAME_OR_PATH")
     info.add_argument("--data-root", default=None, help="where named sets are looked for")
-    info.add_argument("--image-size", default=None, help="convert to N or HxW (default: the set's own)")
+    info.add_argument(
+        "--image-size",
+        default=None,
+        help="convert to N or HxW (default: the set's own, a folder's most common)",
+    )
+    info.add_argument("--resize", default=None, metavar="|".join(RESIZE_RULES), help=_resize_help())
     info.add_argument("--in-chans", type=int, default=None, choices=(1, 3), help="convert to 1 or 3 channels")
     info.add_argument("--val-split", type=float, default=0.1, help="validation fraction (default: 0.1)")
     info.add_argument("--seed", type=int, default=0, help="seed of the validation split (default: 0)")
@@ -60,8 +68,10 @@ def add_parser(subparsers) -> None:
     cache.add_argument(
         "--image-size",
         default=None,
-        help="size to cache, N or HxW (default: the folder's most common size, what load_data picks)",
+        help=f"size to cache, N or HxW: the size `convlab train` prints for your model (default "
+        f"{FOLDER_IMAGE_SIZE}, what it uses for a model that declares no input size)",
     )
+    cache.add_argument("--resize", default="crop", metavar="|".join(RESIZE_RULES), help=_resize_help("crop"))
     cache.add_argument(
         "--in-chans",
         type=int,
@@ -88,6 +98,11 @@ def add_parser(subparsers) -> None:
         "--data-root", default=None, help="where to put it (default $CONVLAB_DATA or ~/.cache/convlab/data)"
     )
     download.set_defaults(func=run_download)
+
+
+def _resize_help(default: str | None = None) -> str:
+    rules = "; ".join(f"{rule}: {text}" for rule, text in RESIZE_DESCRIPTIONS.items())
+    return f"how images are brought to the size ({rules}) (default: {default or 'crop for folders, squash for the rest'})"
 
 
 def run_list(args) -> int:
@@ -141,6 +156,7 @@ def run_info(args) -> int:
         seed=args.seed,
         download=args.download,
         max_bad_fraction=args.max_bad_fraction,
+        resize=args.resize,
     )
     summary = bundle.summary()
     if args.json:
@@ -151,7 +167,9 @@ def run_info(args) -> int:
     shown = ", ".join(classes if len(classes) <= 20 else classes[:20] + [f"... ({len(classes)} in all)"])
     print(f"{summary['name']}: {summary['num_classes']} classes ({shown})")
     print("splits: " + ", ".join(f"{split} {size:,}" for split, size in summary["splits"].items()))
-    print(f"images: {height}x{width}, {summary['in_chans']} channel(s)")
+    print(f"images: {height}x{width} ({summary['resize']}), {summary['in_chans']} channel(s)")
+    if bundle.file_sizes:
+        print("file sizes: " + _describe_sizes(bundle.file_sizes))
     print(
         f"mean: {', '.join(f'{m:.4f}' for m in summary['mean'])}   std: {', '.join(f'{s:.4f}' for s in summary['std'])}"
     )
@@ -159,7 +177,18 @@ def run_info(args) -> int:
     print(f"skipped: {len(summary['skipped'])} file(s)")
     for path, reason in summary["skipped"]:
         print(f"  {path}: {reason}")
+    if summary["ignored"]:
+        from convlab.data.folder import describe_ignored
+
+        print(describe_ignored(summary["ignored"]))
     return 0
+
+
+def _describe_sizes(sizes, shown: int = 4) -> str:
+    """``480x640 (5), 640x480 (3), 3024x4032 (1)``: the most common sizes (H x W) of a folder's files."""
+    common = sizes.most_common()
+    listing = ", ".join(f"{height}x{width} ({count})" for (height, width), count in common[:shown])
+    return listing + (f", ... ({len(common)} sizes)" if len(common) > shown else "")
 
 
 def run_cache(args) -> int:
@@ -167,7 +196,11 @@ def run_cache(args) -> int:
 
     image_size = _parse_size(args.image_size) if args.image_size else None
     info = cache_folder(
-        args.folder, image_size=image_size, in_chans=args.in_chans, max_bad_fraction=args.max_bad_fraction
+        args.folder,
+        image_size=image_size,
+        in_chans=args.in_chans,
+        max_bad_fraction=args.max_bad_fraction,
+        resize=args.resize,
     )
     print(info.describe(args.folder))
     return 0

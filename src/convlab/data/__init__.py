@@ -5,7 +5,7 @@
 """
 
 from convlab.choices import AUGMENTATIONS, parse_augment
-from convlab.data.bundle import DataBundle
+from convlab.data.bundle import DataBundle, Holdout
 from convlab.data.idx import read_idx, write_idx
 from convlab.data.images import IMAGE_EXTENSIONS, normalize, read_image
 from convlab.data.load import load_data
@@ -16,6 +16,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "NAMED_SETS",
     "DataBundle",
+    "Holdout",
     "default_data_root",
     "download",
     "load_data",

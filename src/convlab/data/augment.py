@@ -9,6 +9,7 @@ they run in one fixed order: geometry (random-resized-crop, crop, translate, fli
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from convlab.choices import parse_augment
+from convlab.data.images import resize_image
 from convlab.errors import ConvlabError
 
 ORDER = ("random-resized-crop", "crop", "translate", "flip", "color-jitter", "pca-lighting", "erase")
@@ -263,10 +265,11 @@ class BatchAugment:
         return images
 
 
-def folder_transform(names: Sequence[str], image_size: Sequence[int]):
+def folder_transform(names: Sequence[str], image_size: Sequence[int], resize: str = "squash"):
     """transforms.v2 pipeline for one decoded uint8 image of any size (run in DataLoader workers).
 
-    Resizes to ``image_size`` always (or random-resized-crop to it); the batch-level steps
+    Brings the image to ``image_size`` always, by the ``resize`` rule (images.resize_image: the very pixels
+    read_image and the decode-once cache give), or random-resized-crop to it; the batch-level steps
     (pca-lighting, normalisation, erase) run afterwards on the whole batch with BatchAugment.
     """
     from torchvision.transforms import v2
@@ -278,8 +281,8 @@ def folder_transform(names: Sequence[str], image_size: Sequence[int]):
         steps.append(
             v2.RandomResizedCrop(size, scale=RESIZED_CROP_SCALE, ratio=RESIZED_CROP_RATIO, antialias=True)
         )
-    else:
-        steps.append(v2.Resize(size, antialias=True))
+    else:  # a partial of a module-level function: it pickles, so DataLoader workers can run it
+        steps.append(functools.partial(resize_image, image_size=tuple(size), rule=resize))
     if "crop" in names:
         steps.append(v2.RandomCrop(size, padding=crop_padding(size), fill=0))
     if "translate" in names:  # same as translate_batch: shift with the edge pixels repeated

@@ -9,7 +9,9 @@ from __future__ import annotations
 import math
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,6 +20,10 @@ from convlab.choices import parse_augment
 from convlab.errors import ConvlabError
 
 SPLITS = ("train", "val", "test")
+# "Much" larger or smaller than the delivered size, for DataBundle.size_warning: a factor of 4 on a side
+# (16 in pixels). A 640x480 photo at 224x224 (2.1x) is an ordinary shrink; a 3024x4032 phone photo (13x)
+# loses most of its detail and costs a full-size decode every epoch; a 32x32 icon at 224 (7x) is a blur.
+MUCH = 4
 
 # The keys that give each random stream drawn from one seed its own generator (seeded_generator(seed, KEY)
 # or, per epoch, seeded_generator(seed, epoch, KEY)): a stream's draws never shift another's, so adding an
@@ -42,6 +48,10 @@ class DataBundle(ABC):
     std: tuple[float, ...]
     source: str
     skipped: list[tuple[str, str]]
+    resize: str  # how images are brought to image_size: "crop" or "squash" (images.resize_image)
+    ignored: list[str]  # files in a folder that were not considered: hidden, or not an image by extension
+    file_sizes: Counter  # (H, W) -> files of that size (all of a folder's, or a sample); empty: not known
+    decodes_files_each_epoch = False  # FolderBundle: every epoch decodes every file again
 
     def __init__(
         self,
@@ -54,6 +64,9 @@ class DataBundle(ABC):
         std: Sequence[float],
         source: str,
         skipped: Iterable[tuple[str, str]] = (),
+        resize: str = "squash",
+        ignored: Iterable[str] = (),
+        file_sizes: Mapping[tuple[int, int], int] | None = None,
     ) -> None:
         self.name = name
         self.classes = list(classes)
@@ -63,6 +76,9 @@ class DataBundle(ABC):
         self.std = tuple(float(s) for s in std)
         self.source = source
         self.skipped = list(skipped)
+        self.resize = resize
+        self.ignored = list(ignored)
+        self.file_sizes = Counter(file_sizes or {})
 
     @property
     def num_classes(self) -> int:
@@ -107,7 +123,7 @@ class DataBundle(ABC):
         )
 
     def resized(self, image_size: tuple[int, int]) -> DataBundle:
-        """The same images and splits delivered at ``image_size`` (H, W)."""
+        """The same images and splits delivered at ``image_size`` (H, W), by the bundle's resize rule."""
         return self._converted(self.in_chans, image_size)
 
     def with_channels(self, in_chans: int) -> DataBundle:
@@ -142,6 +158,38 @@ class DataBundle(ABC):
             raise ConvlabError(f"Split '{split}' is not in {self.name}; it has {', '.join(self.splits())}.")
         return split
 
+    def size_warning(self) -> str | None:
+        """A warning when most files are MUCH larger (both sides) or MUCH smaller (a side) than the size
+        they are delivered at; None otherwise, or when the files' sizes are not known (named sets)."""
+        total = sum(self.file_sizes.values())
+        if not total:
+            return None
+        height, width = self.image_size
+        ratio = {size: min(size[0] / height, size[1] / width) for size in self.file_sizes}
+        larger = sum(n for size, n in self.file_sizes.items() if ratio[size] >= MUCH)
+        smaller = sum(n for size, n in self.file_sizes.items() if ratio[size] <= 1 / MUCH)
+        common_height, common_width = self.file_sizes.most_common(1)[0][0]
+        common = f"most often {common_height}x{common_width}"
+        if larger > total / 2:
+            decoding = (
+                f", and each is decoded at full size every epoch (`convlab data cache {self.name} --image-size "
+                f"{height}x{width} --resize {self.resize}` decodes them once)"
+                if self.decodes_files_each_epoch
+                else ""
+            )
+            return (
+                f"warning: {larger} of {total} images are at least {MUCH}x larger than {height}x{width} on both "
+                f"sides ({common}): they lose fine detail{decoding}; --image-size trains larger if the model "
+                f"takes it"
+            )
+        if smaller > total / 2:
+            return (
+                f"warning: {smaller} of {total} images are at least {MUCH}x smaller than {height}x{width} on a "
+                f"side ({common}): enlarging them adds no detail, only compute; choose an --image-size "
+                f"nearer their own"
+            )
+        return None
+
     def summary(self) -> dict:
         """What `convlab data info` prints: plain values only."""
         return {
@@ -150,11 +198,13 @@ class DataBundle(ABC):
             "num_classes": self.num_classes,
             "splits": {split: self.size(split) for split in self.splits()},
             "image_size": list(self.image_size),
+            "resize": self.resize,
             "in_chans": self.in_chans,
             "mean": [round(m, 4) for m in self.mean],
             "std": [round(s, 4) for s in self.std],
             "source": self.source,
             "skipped": [list(item) for item in self.skipped],
+            "ignored": list(self.ignored),
         }
 
     def __repr__(self) -> str:
@@ -190,18 +240,53 @@ def batch_count(num_images: int, batch_size: int, drop_last: bool) -> int:
     return num_images // batch_size if drop_last else math.ceil(num_images / batch_size)
 
 
-def stratified_split(
-    labels: torch.Tensor, fraction: float, seed: int, classes: Sequence[str], held_name: str = "validation"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices (kept, held out), each sorted, holding out ``fraction`` of every class (seeded).
+@dataclass(frozen=True)
+class Holdout:
+    """Which training images a validation split holds out, stratified by class and seeded: a fraction of
+    each class (at least ``min_per_class`` of it, where that leaves the class as many to train on), or
+    fold ``fold`` of ``folds`` equal parts of each class (K-fold cross-validation: the folds are disjoint
+    and together hold out every image once)."""
 
-    Each class with images gives round(n * fraction) of them, at least one and never all, so
-    both sides see every class; a class with a single image cannot be split: ConvlabError.
+    fraction: float = 0.1
+    min_per_class: int = 1
+    fold: int | None = None  # 1..folds
+    folds: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.folds is not None and not (
+            self.folds >= 2 and self.fold is not None and 1 <= self.fold <= self.folds
+        ):
+            raise ConvlabError(
+                f"A fold is one of 1..K for K >= 2 folds, got fold {self.fold} of {self.folds}."
+            )
+
+    def describe(self) -> str:
+        """``of 0.1`` or ``by fold 2 of 5``, as in "a validation split of 0.1"."""
+        if self.folds is not None:
+            return f"by fold {self.fold} of {self.folds}"
+        return f"of {self.fraction:g}"
+
+
+def stratified_split(
+    labels: torch.Tensor,
+    holdout: float | Holdout,
+    seed: int,
+    classes: Sequence[str],
+    held_name: str = "validation",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (kept, held out), each sorted, holding out ``holdout`` of every class (seeded).
+
+    With a fraction, each class with images gives round(n * fraction) of them, at least one (or the
+    holdout's ``min_per_class`` where that leaves as many to train on) and never all, so both sides see
+    every class; with a fold, each class's images are shuffled once (the same for every fold) and cut into
+    ``folds`` near-equal parts. A class with a single image cannot be split: ConvlabError.
     """
-    if not 0 <= fraction < 1:
+    holdout = holdout if isinstance(holdout, Holdout) else Holdout(fraction=float(holdout))
+    fraction = holdout.fraction
+    if holdout.folds is None and not 0 <= fraction < 1:
         raise ConvlabError(f"The {held_name} fraction must be in [0, 1), got {fraction}.")
     everything = torch.arange(labels.numel())
-    if fraction == 0:
+    if holdout.folds is None and fraction == 0:
         return everything, everything[:0]
     generator = seeded_generator(seed, VALIDATION_STREAM)
     order = torch.argsort(labels, stable=True)
@@ -214,12 +299,18 @@ def stratified_split(
             continue
         if count == 1:
             raise ConvlabError(
-                f"Class '{classes[label]}' has only 1 training image, so a {held_name} split of {fraction:g} "
-                f"leaves it with no {held_name} image; add images of that class, give a separate "
-                f"{'val/' if held_name == 'validation' else 'test/'} folder, or set the split fraction to 0."
+                f"Class '{classes[label]}' has only 1 training image, so a {held_name} split "
+                f"{holdout.describe()} leaves it with no {held_name} image; add images of that class, give a "
+                f"separate {'val/' if held_name == 'validation' else 'test/'} folder, or set the split fraction to 0."
             )
-        take = min(max(int(np.floor(count * fraction + 0.5)), 1), count - 1)
         members = members[torch.randperm(count, generator=generator)]
+        if holdout.folds is not None:
+            parts = torch.tensor_split(members, holdout.folds)
+            held.append(parts[holdout.fold - 1])
+            kept.append(torch.cat([part for i, part in enumerate(parts) if i != holdout.fold - 1]))
+            continue
+        least = max(1, min(holdout.min_per_class, count // 2))
+        take = min(max(int(np.floor(count * fraction + 0.5)), least), count - 1)
         held.append(members[:take])
         kept.append(members[take:])
     return torch.sort(torch.cat(kept)).values, torch.sort(torch.cat(held)).values

@@ -10,8 +10,9 @@ holds exactly the files of the manifest with the same sizes and mtimes; otherwis
 the files as before and says the cache is out of date.
 
 The cached pixels are what the folder loader produces from each file before augmenting
-(decode at the asked channels, antialiased resize), so training sees the same images;
-random-resized-crop then resamples the cached image rather than the full-size file.
+(decode upright at the asked channels, the resize rule, antialiased resampling), so training sees
+the same images; random-resized-crop then resamples the cached image rather than the full-size file.
+A cache is kept per channels, size and resize rule.
 """
 
 from __future__ import annotations
@@ -28,24 +29,29 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from convlab.data.bundle import check_target
+from convlab.choices import FOLDER_IMAGE_SIZE
+from convlab.data.bundle import Holdout, check_target
 from convlab.data.folder import (
+    FOLDER_RESIZE,
     Moments,
     bad_fraction_error,
+    check_readable_classes,
     choose_layout_classes,
     default_num_workers,
     describe_layout,
-    find_folder_layout,
     load_folder,
     native_target,
     read_headers,
+    scan_folder,
     split_layout,
 )
 from convlab.data.images import UnreadableImageError, read_image
 from convlab.data.memory import MemoryBundle
 from convlab.errors import ConvlabError
 
-CACHE_FORMAT = 1  # bumped when the layout of manifest.json or images.npy changes
+# Bumped when the layout of manifest.json or images.npy, or the pixels it holds, change (2: EXIF orientation
+# applied, the resize rule in the key, the files' sizes and the ignored files in the manifest).
+CACHE_FORMAT = 2
 
 
 def cache_home() -> Path:
@@ -55,11 +61,18 @@ def cache_home() -> Path:
     ).expanduser()
 
 
-def cache_dir(root: str | Path, in_chans: int, image_size: Sequence[int]) -> Path:
-    """Where the cache of ``root`` at C x H x W lives: one folder per data folder (named by its absolute path)."""
+def cache_dir(
+    root: str | Path, in_chans: int, image_size: Sequence[int], resize: str = FOLDER_RESIZE
+) -> Path:
+    """Where the cache of ``root`` at C x H x W by ``resize`` lives: one folder per data folder (named by its
+    absolute path), one sub-folder per channels, size and rule."""
     root = Path(root).expanduser().resolve()
     digest = hashlib.sha1(str(root).encode()).hexdigest()[:12]
-    return cache_home() / f"{root.name}-{digest}" / f"{in_chans}x{int(image_size[0])}x{int(image_size[1])}"
+    return (
+        cache_home()
+        / f"{root.name}-{digest}"
+        / f"{in_chans}x{int(image_size[0])}x{int(image_size[1])}-{resize}"
+    )
 
 
 def _file_states(files: Sequence[Path], root: Path) -> list[list]:
@@ -80,13 +93,14 @@ class CacheInfo:
     skipped: int
     in_chans: int
     image_size: tuple[int, int]
+    resize: str
     bytes: int
     seconds: float
 
     def describe(self, root: str | Path) -> str:
         return (
             f"Cached {self.images:,} images of {root} at {self.in_chans}x{self.image_size[0]}x{self.image_size[1]} "
-            f"in {self.path} ({self.bytes / 1e6:.1f} MB, {self.seconds:.1f} s"
+            f"({self.resize}) in {self.path} ({self.bytes / 1e6:.1f} MB, {self.seconds:.1f} s"
             f"{f'; {self.skipped} unreadable files skipped' if self.skipped else ''}); load_data and "
             f"`convlab train --data {root}` read it from now on, until a file in the folder changes."
         )
@@ -95,8 +109,9 @@ class CacheInfo:
 class _DecodeFiles(torch.utils.data.Dataset):
     """Item i -> (i, pixels at the cached channels and size, RGB moments, error reason or None)."""
 
-    def __init__(self, files: Sequence[Path], in_chans: int, image_size: Sequence[int]) -> None:
-        self.files, self.in_chans, self.image_size = list(files), in_chans, tuple(image_size)
+    def __init__(self, files: Sequence[Path], in_chans: int, image_size: Sequence[int], resize: str) -> None:
+        self.files, self.in_chans = list(files), in_chans
+        self.image_size, self.resize = tuple(image_size), resize
 
     def __len__(self) -> int:
         return len(self.files)
@@ -104,8 +119,9 @@ class _DecodeFiles(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         path = self.files[index]
         try:
-            rgb = read_image(path, 3, self.image_size)  # the folder bundle's statistics come from RGB pixels
-            pixels = rgb if self.in_chans == 3 else read_image(path, 1, self.image_size)
+            # the folder bundle's statistics come from RGB pixels
+            rgb = read_image(path, 3, self.image_size, self.resize)
+            pixels = rgb if self.in_chans == 3 else read_image(path, 1, self.image_size, self.resize)
         except UnreadableImageError as error:
             return index, None, None, error.reason
         moments = Moments()
@@ -121,23 +137,25 @@ def cache_folder(
     in_chans: int | None = None,
     max_bad_fraction: float = 0.05,
     num_workers: int | None = None,
+    resize: str = FOLDER_RESIZE,
 ) -> CacheInfo:
-    """Decode every image of folder data set ``root`` once, at ``in_chans`` x ``image_size`` (default: what
-    load_data would choose), into a memory-mappable array with a manifest; replaces an older cache."""
+    """Decode every image of folder data set ``root`` once, at ``in_chans`` (default: what load_data would
+    choose) x ``image_size`` (default: FOLDER_IMAGE_SIZE square, what training uses for a model that declares
+    no size) by the ``resize`` rule, into a memory-mappable array with a manifest; replaces an older cache."""
     start = time.perf_counter()
     root = Path(root).expanduser()
-    _, layout = find_folder_layout(root)
-    files = [path for pairs in layout.values() for path, _ in pairs]
-    sizes, channels, _ = read_headers(files)  # the channels and size load_folder would pick
+    scan = scan_folder(root)
+    files = [path for pairs in scan.layout.values() for path, _ in pairs]
+    sizes, channels, _ = read_headers(files)  # the channels load_folder would pick
     if not sizes:
         raise ConvlabError(f"None of the {len(files)} files can be read as an image.")
     native_chans, native_size = native_target(sizes, channels)
     target_chans = int(in_chans) if in_chans is not None else native_chans
-    target_size = tuple(int(s) for s in image_size) if image_size is not None else native_size
+    target_size = tuple(int(s) for s in image_size) if image_size is not None else (FOLDER_IMAGE_SIZE,) * 2
     check_target(target_chans, target_size)
     states = _file_states(files, root)
 
-    final = cache_dir(root, target_chans, target_size)
+    final = cache_dir(root, target_chans, target_size, resize)
     final.parent.mkdir(parents=True, exist_ok=True)
     building = final.parent / f".building-{final.name}-{os.getpid()}"
     shutil.rmtree(building, ignore_errors=True)
@@ -150,7 +168,7 @@ def cache_folder(
         skipped: list[tuple[str, str]] = []
         workers = default_num_workers() if num_workers is None else int(num_workers)
         loader = torch.utils.data.DataLoader(
-            _DecodeFiles(files, target_chans, target_size), batch_size=None, num_workers=workers
+            _DecodeFiles(files, target_chans, target_size, resize), batch_size=None, num_workers=workers
         )
         for index, pixels, row, reason in loader:
             if reason is not None:
@@ -158,6 +176,7 @@ def cache_folder(
                 continue
             images[index] = pixels
             moments[index] = row
+        check_readable_classes(scan.classes, scan.layout["train"], skipped, root)
         if len(skipped) > max_bad_fraction * len(files):
             raise bad_fraction_error(root, skipped, len(files), max_bad_fraction)
         images.flush()
@@ -168,9 +187,12 @@ def cache_folder(
             "root": str(root.resolve()),
             "in_chans": target_chans,
             "image_size": list(target_size),
+            "resize": resize,
             "native": {"in_chans": native_chans, "image_size": list(native_size)},
+            "sizes": [[height, width, count] for (height, width), count in sorted(sizes.items())],
             "files": states,
             "skipped": skipped,
+            "ignored": scan.ignored,
         }
         (building / "manifest.json").write_text(json.dumps(manifest))
         if final.exists():
@@ -187,32 +209,45 @@ def cache_folder(
         skipped=len(skipped),
         in_chans=target_chans,
         image_size=target_size,
+        resize=resize,
         bytes=size,
         seconds=time.perf_counter() - start,
     )
 
 
-def find_cache(
-    root: Path, image_size: Sequence[int] | None, in_chans: int | None
-) -> tuple[Path, dict] | None:
-    """The cache of ``root`` for the asked channels and size (None: the native ones), with its manifest."""
+def _manifests(root: Path) -> list[tuple[Path, dict]]:
+    """Every cache of ``root`` that has a readable manifest, of any format, with that manifest."""
     base = cache_dir(root, 1, (1, 1)).parent
     if not base.is_dir():
-        return None
+        return []
+    found = []
     for folder in sorted(base.iterdir()):
         manifest_path = folder / "manifest.json"
         if folder.name.startswith(".") or not manifest_path.is_file():
             continue
         try:
-            manifest = json.loads(manifest_path.read_text())
+            found.append((folder, json.loads(manifest_path.read_text())))
         except (OSError, ValueError):
             continue
+    return found
+
+
+def find_cache(
+    root: Path, image_size: Sequence[int] | None, in_chans: int | None, resize: str = FOLDER_RESIZE
+) -> tuple[Path, dict] | None:
+    """The cache of ``root`` for the asked channels and size (None: the native ones) by ``resize``, with its
+    manifest."""
+    for folder, manifest in _manifests(root):
         if manifest.get("format") != CACHE_FORMAT:
             continue
         native = manifest["native"]
         wanted_chans = int(in_chans) if in_chans is not None else native["in_chans"]
         wanted_size = list(image_size) if image_size is not None else native["image_size"]
-        if manifest["in_chans"] == wanted_chans and [int(s) for s in wanted_size] == manifest["image_size"]:
+        if (
+            manifest["in_chans"] == wanted_chans
+            and [int(s) for s in wanted_size] == manifest["image_size"]
+            and manifest["resize"] == resize
+        ):
             return folder, manifest
     return None
 
@@ -253,23 +288,30 @@ def load_cached_folder(
     *,
     image_size: Sequence[int] | None = None,
     in_chans: int | None = None,
-    val_split: float = 0.1,
+    val_split: float | Holdout = 0.1,
     seed: int = 0,
     max_bad_fraction: float = 0.05,
     limit: int | None = None,
     keep_classes: Sequence[int | str] | str | None = None,
     limit_per_class: int | None = None,
+    resize: str = FOLDER_RESIZE,
 ) -> tuple[CachedFolderBundle | None, str]:
     """The folder's bundle from its cache, or (None, why not) when it has none or the files changed.
 
     Splits follow load_folder exactly (chosen classes, limit, the seeded stratified validation split).
     """
     root = Path(root).expanduser()
-    found = find_cache(root, image_size, in_chans)
+    found = find_cache(root, image_size, in_chans, resize)
     if found is None:
+        if any(manifest.get("format") != CACHE_FORMAT for _, manifest in _manifests(root)):
+            return None, (
+                "its decode-once cache was made by an older convlab (before EXIF orientation and the resize "
+                f"rule); make it again with `convlab data cache {root}`"
+            )
         return None, "no cache"
     folder, manifest = found
-    classes, layout = find_folder_layout(root)
+    scan = scan_folder(root)
+    classes, layout = scan.classes, scan.layout
     files = [path for pairs in layout.values() for path, _ in pairs]
     try:
         current = _file_states(files, root)
@@ -278,11 +320,14 @@ def load_cached_folder(
     if current != manifest["files"]:
         now, then = ({path: state for path, *state in states} for states in (current, manifest["files"]))
         changed = sum(now.get(path) != then.get(path) for path in now.keys() | then.keys())
+        height, width = manifest["image_size"]
         return None, (
             f"decode-once cache out of date ({changed} file(s) added, removed or changed since it "
-            f"was made); refresh it with `convlab data cache {root}`"
+            f"was made); refresh it with `convlab data cache {root} --image-size {height}x{width} "
+            f"--in-chans {manifest['in_chans']} --resize {manifest['resize']}`"
         )
     skipped = [tuple(item) for item in manifest["skipped"]]
+    check_readable_classes(classes, layout["train"], skipped, root)
     if len(skipped) > max_bad_fraction * len(files):
         raise bad_fraction_error(root, [list(s) for s in skipped], len(files), max_bad_fraction)
     bad = {path for path, _ in skipped}
@@ -323,6 +368,9 @@ def load_cached_folder(
         skipped=skipped,
         in_chans=manifest["in_chans"],
         image_size=(height, width),
+        resize=manifest["resize"],
+        ignored=scan.ignored,
+        file_sizes={(h, w): count for h, w, count in manifest["sizes"]},
     )
     return bundle, "cache"
 

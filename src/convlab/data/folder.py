@@ -1,8 +1,10 @@
 """Folders of image files, any size: ``root/<class>/*.jpg`` or ``root/{train,val,test}/<class>/*``.
 
-Images are decoded by torchvision (PIL for what it cannot do) and transformed per image with
+Images are decoded upright by torchvision (PIL for what it cannot do), brought to the delivered size
+by the resize rule (crop by default for folders: FOLDER_RESIZE) and transformed per image with
 transforms.v2 in DataLoader workers; the batch-level steps (normalisation, pca-lighting, erase)
-then run on the whole batch on the training device.
+then run on the whole batch on the training device. The scan (``scan_folder``) refuses a folder
+that mixes class folders with split folders, and names the files it leaves out (``ignored``).
 
 Verification: a folder of at most FULL_DECODE_LIMIT files is decoded completely once, when the
 bundle is built, so that truncated and non-image files are found, listed in ``skipped`` and
@@ -17,6 +19,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -28,6 +31,7 @@ from convlab.data.bundle import (
     AUGMENT_STREAM,
     IMAGE_SEED_STREAM,
     DataBundle,
+    Holdout,
     batch_count,
     check_target,
     limited_subset,
@@ -37,15 +41,19 @@ from convlab.data.bundle import (
     stratified_split,
 )
 from convlab.data.images import (
-    GRAY_MODES,
     IMAGE_EXTENSIONS,
     LUMA_601,
     UnreadableImageError,
     decode_image_file,
+    image_header,
     read_image,
 )
 from convlab.errors import ConvlabError
 
+# Photos come in both orientations and many proportions (4:3, 3:4, 16:9, square): cropping the centre keeps
+# an object's shape the same in every one of them, where squashing would stretch portraits one way and
+# landscapes the other, and the edges a crop cuts are mostly background (torchvision's and fastai's rule).
+FOLDER_RESIZE = "crop"
 FULL_DECODE_LIMIT = 5000
 SAMPLE_SIZE = 512
 # Salts of seeded_generator for the two samples of a large folder (see bundle.py's streams): each sample
@@ -74,32 +82,72 @@ def _subfolders(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if p.is_dir() and _visible(p)), key=lambda p: p.name)
 
 
-def _image_files(folder: Path) -> list[Path]:
+def image_files(folder: str | Path, ignored: list[Path] | None = None) -> list[Path]:
+    """The image files under ``folder`` (any depth), sorted; the rest (hidden files and folders, other
+    extensions) go to ``ignored``, a hidden folder as itself rather than its contents."""
     found = []
     for directory, subdirs, names in os.walk(folder, followlinks=True):
+        if ignored is not None:
+            ignored += [Path(directory) / d for d in sorted(subdirs) if d.startswith(".")]
         subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-        found += [
-            Path(directory) / n
-            for n in sorted(names)
-            if not n.startswith(".") and os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS
-        ]
+        for name in sorted(names):
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+                found.append(Path(directory) / name)
+            elif ignored is not None:
+                ignored.append(Path(directory) / name)
     return found
 
 
-def find_folder_layout(root: Path) -> tuple[list[str], dict[str, list[tuple[Path, int]]]]:
-    """Classes (sorted folder names) and, per split folder found, the (file, label) pairs."""
-    if not root.is_dir():
-        raise ConvlabError(f"Data folder '{root}' does not exist or is not a folder.")
+def _loose_entries(folder: Path) -> list[Path]:
+    """What a folder holds besides its visible sub-folders: files, and hidden folders."""
+    return sorted((p for p in folder.iterdir() if not (p.is_dir() and _visible(p))), key=lambda p: p.name)
+
+
+@dataclass
+class FolderScan:
+    """A folder data set as found on disk, before any file is opened."""
+
+    classes: list[str]  # sorted class-folder names: label i is classes[i]
+    layout: dict[str, list[tuple[Path, int]]]  # per split folder found ("train" always): (file, label)
+    ignored: list[str]  # what was not considered, relative to the root: hidden, or not an image by extension
+
+
+def _split_roots(root: Path) -> dict[str, Path]:
+    """{"train": root} for class folders; the split folders of a train/ val/ [test/] layout; a mix is refused.
+
+    A folder named like a split (train, val, test...) that holds folders is a split folder; one that holds
+    only images is a class (a "train" class beside "car" and "plane")."""
     subfolders = _subfolders(root)
     names = {p.name.lower() for p in subfolders}
     if "train" in names and names <= set(SPLIT_FOLDERS):
-        split_roots = {SPLIT_FOLDERS[p.name.lower()]: p for p in subfolders}
-    else:
-        split_roots = {"train": root}
+        return {SPLIT_FOLDERS[p.name.lower()]: p for p in subfolders}
+    splits = [p.name for p in subfolders if p.name.lower() in SPLIT_FOLDERS and _subfolders(p)]
+    if splits:
+        others = [p.name for p in subfolders if p.name not in splits]
+        found = (
+            f"mixes class folders ({', '.join(others)}) with split folders ({', '.join(splits)})"
+            if others
+            else f"has split folders ({', '.join(splits)}) but no train folder"
+        )
+        raise ConvlabError(
+            f"Data folder '{root}' {found}; use one of the two layouts: class folders "
+            f"'{root / '<class>' / '<image>'}' (a validation split is then held out by val_split), or split "
+            f"folders '{root / 'train' / '<class>' / '<image>'}' with '{root / 'val' / '<class>' / '<image>'}' "
+            f"(and optionally '{root / 'test' / '<class>' / '<image>'}')."
+        )
+    return {"train": root}
+
+
+def scan_folder(root: Path) -> FolderScan:
+    """The classes, the (file, label) pairs of each split folder and the files left out, of a folder data set."""
+    if not root.is_dir():
+        raise ConvlabError(f"Data folder '{root}' does not exist or is not a folder.")
+    split_roots = _split_roots(root)
+    ignored = _loose_entries(root)
     class_folders = _subfolders(split_roots["train"])
     classes = [p.name for p in class_folders]
     if not classes:
-        loose = _image_files(split_roots["train"])
+        loose = image_files(split_roots["train"])
         hint = f" (it holds {len(loose)} images directly)" if loose else ""
         raise ConvlabError(
             f"Data folder '{split_roots['train']}' has no class sub-folders{hint}; expected <class>/<image> "
@@ -107,6 +155,8 @@ def find_folder_layout(root: Path) -> tuple[list[str], dict[str, list[tuple[Path
         )
     layout = {}
     for split, split_root in split_roots.items():
+        if split_root != root:
+            ignored += _loose_entries(split_root)
         pairs = []
         for folder in _subfolders(split_root):
             if folder.name not in classes:
@@ -114,7 +164,7 @@ def find_folder_layout(root: Path) -> tuple[list[str], dict[str, list[tuple[Path
                     f"Class folder '{folder}' is not among the training classes ({', '.join(classes)}); "
                     f"{split} folders must use the training class names."
                 )
-            pairs += [(path, classes.index(folder.name)) for path in _image_files(folder)]
+            pairs += [(path, classes.index(folder.name)) for path in image_files(folder, ignored)]
         layout[split] = pairs
     counts = Counter(label for _, label in layout["train"])
     if not layout["train"]:
@@ -133,7 +183,40 @@ def find_folder_layout(root: Path) -> tuple[list[str], dict[str, list[tuple[Path
             f"Data folder '{split_roots['train']}' has a single class ('{classes[0]}'); classification needs at "
             f"least 2 class sub-folders."
         )
-    return classes, layout
+    names = [str(path.relative_to(root)) + ("/" if path.is_dir() else "") for path in ignored]
+    return FolderScan(classes, layout, names)
+
+
+def find_folder_layout(root: Path) -> tuple[list[str], dict[str, list[tuple[Path, int]]]]:
+    """Classes (sorted folder names) and, per split folder found, the (file, label) pairs."""
+    scan = scan_folder(root)
+    return scan.classes, scan.layout
+
+
+def describe_ignored(ignored: Sequence[str], shown: int = 5) -> str:
+    """``ignored 3 files: .DS_Store, notes.txt, cat/x.heic (hidden, or not images: ...)``, for ``data info``."""
+    listing = ", ".join([*ignored[:shown], *(["..."] if len(ignored) > shown else [])])
+    return (
+        f"ignored {len(ignored)} file{'s' if len(ignored) != 1 else ''}: {listing} (hidden, or not images: "
+        f"accepted extensions are {', '.join(IMAGE_EXTENSIONS)})"
+    )
+
+
+def check_readable_classes(
+    classes: Sequence[str], train: Sequence[tuple[Path, int]], skipped: Sequence[tuple[str, str]], root: Path
+) -> None:
+    """Refuse a class none of whose training files can be read, as a class folder with no images is refused."""
+    reasons = dict(skipped)
+    files_of: dict[int, list[Path]] = {}
+    for path, label in train:
+        files_of.setdefault(label, []).append(path)
+    for label, files in sorted(files_of.items()):
+        if all(str(path) in reasons for path in files):
+            example = files[0]
+            raise ConvlabError(
+                f"Class '{classes[label]}' in '{root}' has no readable images: none of its {len(files)} files "
+                f"can be decoded (e.g. '{example}': {reasons[str(example)]}); replace them or remove its folder."
+            )
 
 
 def choose_layout_classes(
@@ -158,7 +241,7 @@ def split_layout(
     layout: dict[str, list[tuple[Item, int]]],
     classes: Sequence[str],
     *,
-    val_split: float,
+    val_split: float | Holdout,
     seed: int,
     limit: int | None,
     limit_per_class: int | None,
@@ -174,7 +257,7 @@ def split_layout(
     if "val" in layout:
         splits = {"train": train, "val": layout["val"]}
     else:
-        keep, held = stratified_split(train_labels, float(val_split), seed, classes)
+        keep, held = stratified_split(train_labels, val_split, seed, classes)
         splits = {"train": [train[i] for i in keep.tolist()], "val": [train[i] for i in held.tolist()]}
     if "test" in layout:
         splits["test"] = layout["test"]
@@ -186,25 +269,13 @@ def describe_layout(layout: dict[str, list]) -> str:
 
 
 # -- checking and measuring the files ---------------------------------------------------------------------
-def _header(path: Path) -> tuple[tuple[int, int], int]:
-    """(H, W) and channels (1 gray / 3) from the file header; UnreadableImageError for non-images."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            return (height, width), 1 if image.mode in GRAY_MODES else 3
-    except Exception as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UnreadableImageError(path, reason) from None
-
-
 def read_headers(files: Sequence[Path]) -> tuple[Counter, set[int], list[tuple[Path, str]]]:
-    """How many files have each (H, W), the channel counts seen, and (file, reason) for each non-image."""
+    """How many files have each (H, W) (upright, as decoded), the channel counts seen, and (file, reason)
+    for each non-image."""
     sizes, channels, unreadable = Counter(), set(), []
     for path in files:
         try:
-            size, chans = _header(path)
+            size, chans = image_header(path)
         except UnreadableImageError as error:
             unreadable.append((path, error.reason))
             continue
@@ -257,6 +328,8 @@ def bad_fraction_error(root: Path, skipped: list[tuple[str, str]], total: int, l
 class FolderBundle(DataBundle):
     """Image files decoded per epoch by DataLoader workers; splits are lists of (file, label)."""
 
+    decodes_files_each_epoch = True
+
     def __init__(
         self,
         *,
@@ -268,6 +341,9 @@ class FolderBundle(DataBundle):
         image_size: Sequence[int],
         source: str,
         skipped=(),
+        resize: str = FOLDER_RESIZE,
+        ignored=(),
+        file_sizes=None,
     ) -> None:
         self._split_files = {
             split: files for split, files in split_files.items() if files or split == "train"
@@ -286,6 +362,9 @@ class FolderBundle(DataBundle):
             std=std,
             source=source,
             skipped=skipped,
+            resize=resize,
+            ignored=ignored,
+            file_sizes=file_sizes,
         )
 
     def _has_split(self, split: str) -> bool:
@@ -326,7 +405,7 @@ class FolderBundle(DataBundle):
                 [str(path) for path, _ in files],
                 [label for _, label in files],
                 self.in_chans,
-                folder_transform([n for n in augment if n not in BATCH_LEVEL], self.image_size),
+                folder_transform([n for n in augment if n not in BATCH_LEVEL], self.image_size, self.resize),
             )
             sampler = EpochBatchSampler(len(files), batch_size, shuffle, drop_last)
             workers = self.num_workers
@@ -354,6 +433,9 @@ class FolderBundle(DataBundle):
             image_size=image_size,
             source=self.source,
             skipped=self.skipped,
+            resize=self.resize,
+            ignored=self.ignored,
+            file_sizes=self.file_sizes,
         )
 
     def _record_bad(self, bad: list[tuple[str, str]]) -> None:
@@ -459,17 +541,20 @@ def load_folder(
     *,
     image_size: Sequence[int] | None = None,
     in_chans: int | None = None,
-    val_split: float = 0.1,
+    val_split: float | Holdout = 0.1,
     seed: int = 0,
     max_bad_fraction: float = 0.05,
     limit: int | None = None,
     keep_classes: Sequence[int | str] | str | None = None,
     limit_per_class: int | None = None,
+    resize: str = FOLDER_RESIZE,
 ) -> FolderBundle:
-    """Scan a folder data set, check its files, split it and measure it (see the module docstring)."""
+    """Scan a folder data set, check its files, split it and measure it (see the module docstring); images
+    are delivered at ``image_size`` (None: the most common size) by the ``resize`` rule."""
     root = Path(root).expanduser()
+    scan = scan_folder(root)
     # Only the chosen class folders are read at all.
-    classes, layout = choose_layout_classes(*find_folder_layout(root), keep_classes, root)
+    classes, layout = choose_layout_classes(scan.classes, scan.layout, keep_classes, root)
     all_files = [path for pairs in layout.values() for path, _ in pairs]
     full_decode = len(all_files) <= FULL_DECODE_LIMIT
     skipped: list[tuple[str, str]] = []
@@ -499,11 +584,12 @@ def load_folder(
                 continue
             try:
                 moments = Moments()
-                moments.add(read_image(path, 3, target_size))
+                moments.add(read_image(path, 3, target_size, resize))
                 per_file[path] = moments
             except UnreadableImageError as error:
                 skipped.append((str(path), error.reason))
                 bad.add(path)
+    check_readable_classes(classes, layout["train"], skipped, root)
     checked = len(all_files) if full_decode else len(header_files)
     if len(bad) > max_bad_fraction * checked:
         raise bad_fraction_error(root, skipped, checked, max_bad_fraction)
@@ -530,7 +616,7 @@ def load_folder(
         for index in sorted(pick.tolist()):
             path = split_files["train"][index][0]
             try:
-                total.add(read_image(path, 3, target_size))
+                total.add(read_image(path, 3, target_size, resize))
             except UnreadableImageError as error:
                 skipped.append((str(path), error.reason))
                 bad.add(path)
@@ -554,4 +640,7 @@ def load_folder(
         image_size=target_size,
         source=source,
         skipped=skipped,
+        resize=resize,
+        ignored=scan.ignored,
+        file_sizes=sizes,
     )

@@ -2,6 +2,9 @@
 
 torchvision's decoder (libjpeg-turbo, libpng, libwebp, giflib) does JPEG, PNG, WebP and GIF;
 PIL does the rest (BMP, TIFF, PPM/PGM) and the modes torchvision cannot (32-bit ``I``, ``F``).
+Both turn the pixels upright by the file's EXIF orientation, as a photo viewer shows them: a phone
+stores a portrait photo as landscape pixels plus an Orientation tag. ``decode_image_file`` is the
+one decoder every reader uses (training, the folder cache, ``data info``, predict, serve, viz).
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from convlab.errors import ConvlabError
+from convlab.choices import RESIZE_RULES
+from convlab.errors import ConvlabError, unknown_name_error
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 # Formats torchvision.io.decode_image reads; the other extensions go straight to PIL.
@@ -24,6 +28,7 @@ GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 # ITU-R BT.601 luma, the weights PIL's convert("L") and libjpeg use, in thousandths so that the
 # integer arithmetic below is exact: a gray image expanded to RGB converts back unchanged.
 LUMA_601 = (299, 587, 114)
+EXIF_ORIENTATION = 0x0112  # the EXIF tag; values 5-8 turn the image a quarter, so its sides swap
 
 
 class UnreadableImageError(ConvlabError):
@@ -55,11 +60,33 @@ def to_channels(image: torch.Tensor, in_chans: int) -> torch.Tensor:
     )
 
 
-def resize(images: torch.Tensor, image_size: Sequence[int]) -> torch.Tensor:
-    """uint8 (..., C, H, W) to (..., C, *image_size) with antialiased bilinear resampling (aspect not kept)."""
+def crop_box(height: int, width: int, image_size: Sequence[int]) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of the largest centred box of ``image_size``'s proportions in an image of
+    ``height`` x ``width``: what the crop rule keeps before it resizes."""
+    target_height, target_width = int(image_size[0]), int(image_size[1])
+    if width * target_height > height * target_width:  # wider than the target: cut left and right
+        box_height, box_width = height, max(1, round(height * target_width / target_height))
+    else:  # taller (or the same proportions): cut top and bottom
+        box_height, box_width = max(1, round(width * target_height / target_width)), width
+    return (height - box_height) // 2, (width - box_width) // 2, box_height, box_width
+
+
+def resize_image(images: torch.Tensor, image_size: Sequence[int], rule: str = "squash") -> torch.Tensor:
+    """uint8 (..., C, H, W) to (..., C, *image_size) with antialiased bilinear resampling, by ``rule``:
+
+    - ``squash``: resize to exactly ``image_size`` (proportions not kept);
+    - ``crop``: keep the centred box of ``image_size``'s proportions, then resize it, which is the
+      shorter side scaled to the size and the centre kept (torchvision's Resize + CenterCrop). Cutting
+      first resamples only the pixels that are kept, so crop costs no more than squash.
+    """
+    if rule not in RESIZE_RULES:
+        raise unknown_name_error("resize rule", str(rule), RESIZE_RULES)
     size = [int(image_size[0]), int(image_size[1])]
+    if rule == "crop":
+        top, left, height, width = crop_box(images.shape[-2], images.shape[-1], size)
+        images = images[..., top : top + height, left : left + width]
     if list(images.shape[-2:]) == size:
-        return images
+        return images.contiguous()
     return TF.resize(images, size, antialias=True)
 
 
@@ -92,23 +119,49 @@ def _pil_to_tensor(image) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
+def pil_image_pixels(image) -> torch.Tensor:
+    """A PIL image of any mode as uint8 (1 or 3, H, W), turned upright by its EXIF orientation."""
+    from PIL import ImageOps
+
+    image.load()  # full decode: a truncated file raises here, not later
+    if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
+        image = ImageOps.exif_transpose(image)  # a turned copy: the caller's image stays as it is
+    return _pil_to_tensor(image)
+
+
 def _decode_with_pil(path: Path) -> torch.Tensor:
     from PIL import Image
 
     with Image.open(path) as image:
-        image.load()  # full decode: a truncated file raises here, not later
-        return _pil_to_tensor(image)
+        return pil_image_pixels(image)
 
 
-def native_channels(path: str | Path) -> int:
-    """1 for a gray file (L, I;16, I, F...), 3 for any other mode; reads the header only."""
+def _orientation(image) -> int:
+    """The EXIF orientation (1: upright) from the header. A PNG's EXIF may follow its pixels, and PIL would
+    decode them all to find it: PNGs count as upright here (their decoder still turns them)."""
+    if image.format == "PNG" and "exif" not in image.info:
+        return 1
+    return int(image.getexif().get(EXIF_ORIENTATION, 1) or 1)
+
+
+def image_header(path: str | Path) -> tuple[tuple[int, int], int]:
+    """(H, W) as the decoder delivers the image (upright by its EXIF orientation) and its channels (1 for a
+    gray mode, 3 for the rest), from the file header alone; UnreadableImageError for a non-image."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
-            return 1 if image.mode in GRAY_MODES else 3
+            width, height = image.size
+            if _orientation(image) in (5, 6, 7, 8):  # a quarter turn: the stored sides swap
+                width, height = height, width
+            return (height, width), 1 if image.mode in GRAY_MODES else 3
     except Exception as error:
         raise UnreadableImageError(path, _reason(error)) from None
+
+
+def native_channels(path: str | Path) -> int:
+    """1 for a gray file (L, I;16, I, F...), 3 for any other mode; reads the header only."""
+    return image_header(path)[1]
 
 
 def _reason(error: Exception) -> str:
@@ -128,7 +181,7 @@ def _decode_with_torchvision(path: Path) -> torch.Tensor:
         data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
         # Decoded as RGB always: ImageReadMode.UNCHANGED returns palette indices for "P" PNGs
         # and raw CMYK for CMYK JPEGs, and GRAY uses libpng's Rec. 709 weights, not 601.
-        image = decode_image(data, mode=ImageReadMode.RGB)
+        image = decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=True)
     if (
         image.ndim == 4
     ):  # an animated GIF decodes to frames x C x H x W: classify its first frame, as PIL does
@@ -168,19 +221,22 @@ def decode_image_file(path: str | Path, in_chans: int | None = None) -> torch.Te
 
 
 def read_image(
-    path: str | Path, in_chans: int | None = None, image_size: Sequence[int] | None = None
+    path: str | Path,
+    in_chans: int | None = None,
+    image_size: Sequence[int] | None = None,
+    resize: str = "squash",
 ) -> torch.Tensor:
     """An image file of any mode (L, RGB, RGBA, P, CMYK, I;16, I, F...) and size as uint8
     (in_chans, H, W) at ``image_size`` (None: keep the file's own channels / size).
 
-    Conversion: gray -> RGB by repetition, RGB -> gray by ITU-R 601 luma, alpha dropped,
-    16-bit scaled to 8-bit; resized with antialiased bilinear resampling to exactly
-    ``image_size`` (aspect ratio not kept). Unreadable files raise ConvlabError with the
-    file name and the reason.
+    Conversion: upright by the EXIF orientation, gray -> RGB by repetition, RGB -> gray by ITU-R 601
+    luma, alpha dropped, 16-bit scaled to 8-bit; brought to ``image_size`` by the ``resize`` rule
+    (``squash`` or ``crop``: see ``resize_image``) with antialiased bilinear resampling.
+    Unreadable files raise ConvlabError with the file name and the reason.
     """
     image = decode_image_file(path, in_chans)
     if image_size is not None:
-        image = resize(image, image_size)
+        image = resize_image(image, image_size, resize)
     return image
 
 

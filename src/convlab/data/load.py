@@ -6,8 +6,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from convlab.data.bundle import DataBundle
+from convlab.choices import check_resize
+from convlab.data.bundle import DataBundle, Holdout
 from convlab.data.cache import load_folder_source
+from convlab.data.folder import FOLDER_RESIZE
 from convlab.data.memory import build_memory_bundle
 from convlab.data.readers import read_idx_pair
 from convlab.data.registry import NAMED_SETS, is_named_set, load_named
@@ -17,6 +19,19 @@ FORMS = (
     "a folder of class sub-folders (root/<class>/*.png or root/train|val|test/<class>/*.png), "
     "or idx:TRAIN_IMAGES,TRAIN_LABELS[,TEST_IMAGES,TEST_LABELS]"
 )
+# The resize rule when none is asked: named sets and IDX files hold images of one size, kept unless a size
+# is asked, so squashing changes nothing but LeNet-5's 28 -> 32; folders hold photos of any proportions.
+DEFAULT_RESIZE = {"named": "squash", "idx": "squash", "folder": FOLDER_RESIZE}
+
+
+def source_kind(source: str) -> str:
+    """What ``load_data`` takes ``source`` for: "idx", "named", "folder", or "unknown" (which it refuses)."""
+    source = str(source)
+    if source.startswith("idx:"):
+        return "idx"
+    if is_named_set(source) and "/" not in source and os.sep not in source:  # a folder named so: ./mnist
+        return "named"
+    return "folder" if Path(source).expanduser().is_dir() else "unknown"
 
 
 def load_data(
@@ -25,13 +40,14 @@ def load_data(
     data_root: str | Path | None = None,
     image_size: tuple[int, int] | None = None,
     in_chans: int | None = None,
-    val_split: float = 0.1,
+    val_split: float | Holdout = 0.1,
     seed: int = 0,
     download: bool = True,
     max_bad_fraction: float = 0.05,
     limit: int | None = None,
     classes: Sequence[int | str] | str | None = None,
     limit_per_class: int | None = None,
+    resize: str | None = None,
 ) -> DataBundle:
     """A data set ready to train on.
 
@@ -44,8 +60,12 @@ def load_data(
     relabelled 0..k-1 in the order given, with their names; ``limit_per_class`` keeps that many
     training images of each class (seeded; all of a class that has fewer) instead of ``limit``, so
     "50 labelled images per class" is ``limit_per_class=50`` (and ``val_split=0`` to train on all 50).
+    ``val_split`` may also be a ``Holdout``: a minimum per class, or fold k of K for cross-validation.
+    ``resize`` is how images are brought to ``image_size``: "crop" (the shorter side scaled to it, the
+    centre kept) or "squash" (exactly that size); None: crop for folders, squash for the rest.
     """
     source = str(source)
+    resize = check_resize(resize)
     if image_size is not None:
         image_size = _size_pair(image_size)
     if in_chans is not None and int(in_chans) not in (1, 3):
@@ -60,19 +80,23 @@ def load_data(
     options = dict(
         image_size=image_size,
         in_chans=None if in_chans is None else int(in_chans),
-        val_split=float(val_split),
+        val_split=val_split if isinstance(val_split, Holdout) else float(val_split),
         seed=int(seed),
         limit=limit,
         keep_classes=classes,
         limit_per_class=limit_per_class,
     )
-    if source.startswith("idx:"):
+    kind = source_kind(source)
+    if kind != "unknown":
+        options["resize"] = resize or DEFAULT_RESIZE[kind]
+    if kind == "idx":
         return load_idx_source(source, **options)
-    if is_named_set(source) and "/" not in source and os.sep not in source:  # a folder named so: ./mnist
+    if kind == "named":
         return load_named(source, data_root=data_root, download_missing=download, **options)
-    path = Path(source).expanduser()
-    if path.is_dir():  # from its decode-once cache (`convlab data cache`) when that is current
-        return load_folder_source(path, max_bad_fraction=float(max_bad_fraction), **options)
+    if kind == "folder":  # from its decode-once cache (`convlab data cache`) when that is current
+        return load_folder_source(
+            Path(source).expanduser(), max_bad_fraction=float(max_bad_fraction), **options
+        )
     raise ConvlabError(
         f"Data source '{source}' is neither a named set ({', '.join(NAMED_SETS)}) nor an existing folder; "
         f"accepted: a named set, {FORMS}."

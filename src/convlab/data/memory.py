@@ -15,6 +15,7 @@ from convlab.data.augment import BatchAugment
 from convlab.data.bundle import (
     AUGMENT_STREAM,
     DataBundle,
+    Holdout,
     batch_count,
     check_target,
     limited_subset,
@@ -24,7 +25,7 @@ from convlab.data.bundle import (
     shuffled_order,
     stratified_split,
 )
-from convlab.data.images import resize, to_channels
+from convlab.data.images import resize_image, to_channels
 from convlab.errors import ConvlabError
 
 # Resizing to a large size (e.g. Fashion-MNIST at 224x224 for AlexNet) would multiply memory by
@@ -49,6 +50,9 @@ class MemoryBundle(DataBundle):
         skipped=(),
         in_chans: int | None = None,
         image_size: Sequence[int] | None = None,
+        resize: str = "squash",
+        ignored=(),
+        file_sizes=None,
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise TypeError(
@@ -71,11 +75,11 @@ class MemoryBundle(DataBundle):
         if tuple(stored.shape[-2:]) != image_size:
             resized_bytes = stored.shape[0] * stored.shape[1] * image_size[0] * image_size[1]
             if resized_bytes <= RESIZE_AT_LOAD_MAX_BYTES:
-                stored = _convert_in_chunks(stored, lambda x: resize(x, image_size))
+                stored = _convert_in_chunks(stored, lambda x: resize_image(x, image_size, resize))
             else:
                 self._resize_per_batch = True
         self._images = stored
-        self.image_size = image_size
+        self.image_size, self.resize = image_size, resize
         self._on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         self._lighting: tuple[torch.Tensor, torch.Tensor] | None = None
         mean, std = self._channel_statistics()
@@ -88,6 +92,9 @@ class MemoryBundle(DataBundle):
             std=std,
             source=source,
             skipped=skipped,
+            resize=resize,
+            ignored=ignored,
+            file_sizes=file_sizes,
         )
 
     # -- the contract -------------------------------------------------------------------------------
@@ -125,6 +132,9 @@ class MemoryBundle(DataBundle):
             skipped=self.skipped,
             in_chans=in_chans,
             image_size=image_size,
+            resize=self.resize,
+            ignored=self.ignored,
+            file_sizes=self.file_sizes,
         )
 
     def _tensors_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,7 +155,7 @@ class MemoryBundle(DataBundle):
         train = self._train_images()
         if self._resize_per_batch:  # measured on the delivered size: from an evenly spaced sample, resized
             step = max(1, train.shape[0] // STATISTICS_SAMPLE)
-            train = _convert_in_chunks(train[::step], lambda x: resize(x, self.image_size))
+            train = _convert_in_chunks(train[::step], lambda x: resize_image(x, self.image_size, self.resize))
         values = torch.arange(256, dtype=torch.float64) / 255
         means, stds = [], []
         for channel in range(train.shape[1]):
@@ -219,7 +229,7 @@ class MemoryLoader:
             if bundle._expand_channels:
                 batch_images = batch_images.expand(-1, 3, -1, -1)
             if bundle._resize_per_batch:
-                batch_images = resize(batch_images, bundle.image_size)
+                batch_images = resize_image(batch_images, bundle.image_size, bundle.resize)
             yield self.augmenter(batch_images, generator), labels.index_select(0, indices)
 
 
@@ -235,7 +245,7 @@ def build_memory_bundle(
     test_images: torch.Tensor | None = None,
     test_labels: torch.Tensor | None = None,
     *,
-    val_split: float = 0.1,
+    val_split: float | Holdout = 0.1,
     seed: int = 0,
     limit: int | None = None,
     in_chans: int | None = None,
@@ -244,6 +254,7 @@ def build_memory_bundle(
     skipped=(),
     keep_classes: Sequence[int | str] | str | None = None,
     limit_per_class: int | None = None,
+    resize: str = "squash",
 ) -> MemoryBundle:
     """A MemoryBundle from a training pool and an optional test split: only the ``keep_classes``
     (relabelled 0..k-1) in every split, ``limit`` images (stratified) or ``limit_per_class`` of each
@@ -264,7 +275,7 @@ def build_memory_bundle(
     if kept is not None:
         train_images, train_labels = train_images[kept], train_labels[kept]
     try:
-        train_idx, val_idx = stratified_split(train_labels, float(val_split), seed, classes)
+        train_idx, val_idx = stratified_split(train_labels, val_split, seed, classes)
     except ConvlabError as error:
         if kept is None:
             raise
@@ -290,6 +301,7 @@ def build_memory_bundle(
         skipped=skipped,
         in_chans=in_chans,
         image_size=image_size,
+        resize=resize,
     )
 
 

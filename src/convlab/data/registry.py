@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from convlab.data.bundle import stratified_split
+from convlab.data.bundle import Holdout, stratified_split
 from convlab.data.memory import MemoryBundle, build_memory_bundle
 from convlab.data.readers import (
     Arrays,
@@ -435,12 +435,13 @@ def load_named(
     data_root: str | Path | None = None,
     image_size: Sequence[int] | None = None,
     in_chans: int | None = None,
-    val_split: float = 0.1,
+    val_split: float | Holdout = 0.1,
     seed: int = 0,
     download_missing: bool = True,
     limit: int | None = None,
     keep_classes: Sequence[int | str] | str | None = None,
     limit_per_class: int | None = None,
+    resize: str = "squash",
 ) -> MemoryBundle:
     """A named set as a MemoryBundle: found (or downloaded), decoded once, split and converted."""
     spec = named_set(name)
@@ -474,6 +475,7 @@ def load_named(
         image_size=image_size,
         keep_classes=keep_classes,
         limit_per_class=limit_per_class,
+        resize=resize,
         source=f"{spec.title} from {describe_location(spec, folder)}",
     )
 

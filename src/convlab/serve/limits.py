@@ -157,9 +157,15 @@ def sniff_image(data: bytes, name: str, max_pixels: int) -> str:
 
 
 def decode_upload(
-    data: bytes, name: str, in_chans: int, image_size: Sequence[int], max_pixels: int = DEFAULT_MAX_PIXELS
+    data: bytes,
+    name: str,
+    in_chans: int,
+    image_size: Sequence[int],
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    resize: str = "squash",
 ) -> torch.Tensor:
-    """Uploaded bytes as uint8 (in_chans, *image_size), converted exactly as ``convlab predict`` converts files.
+    """Uploaded bytes as uint8 (in_chans, *image_size), converted exactly as ``convlab predict`` converts files:
+    upright by the EXIF orientation, brought to the size by the model's ``resize`` rule (its InputSpec's).
 
     The bytes go through the data package's ``read_image`` (one conversion for files and uploads), which
     reads paths: they are written to a temporary file with the suffix of the format found in the header.
@@ -171,7 +177,7 @@ def decode_upload(
         handle.write(data)
         handle.flush()
         try:
-            pixels = read_image(handle.name, in_chans, image_size)
+            pixels = read_image(handle.name, in_chans, image_size, resize=resize)
         except ConvlabError as error:
             raise UploadRejected(400, str(error).replace(handle.name, name)) from None
     return pixels

@@ -12,7 +12,7 @@ from torch import nn
 
 from convlab.checkpoint import load_checkpoint, resolve_checkpoint
 from convlab.data import normalize, read_image
-from convlab.data.images import resize, to_channels
+from convlab.data.images import resize_image, to_channels
 from convlab.errors import ConvlabError
 from convlab.record import InputSpec, RunRecord
 from convlab.runtime import check_device
@@ -121,14 +121,14 @@ def prepare_image(image, subject: Subject, device: torch.device) -> PreparedImag
     spec = getattr(subject.model, "convlab_spec", None)
     spec_size = spec.input_size if spec else None
     if stored is not None:
-        channels, size = stored.channels, list(stored.size)
+        channels, size, rule = stored.channels, list(stored.size), stored.resize
         mean, std = stored.mean, stored.std
     else:
         channels, size = (spec_size[0], spec_size[1:]) if spec_size else (None, None)
-        mean = std = None
+        rule, mean, std = "squash", None, None
 
     if isinstance(image, (str, Path)):
-        pixels, name = read_image(image, channels, size), Path(image).stem
+        pixels, name = read_image(image, channels, size, resize=rule), Path(image).stem
     elif isinstance(image, torch.Tensor) and image.dtype == torch.uint8:
         if image.dim() != 3:
             raise ConvlabError(
@@ -136,7 +136,7 @@ def prepare_image(image, subject: Subject, device: torch.device) -> PreparedImag
             )
         pixels, name = image, "image"
         if channels is not None:
-            pixels = resize(to_channels(pixels, channels), size)
+            pixels = resize_image(to_channels(pixels, channels), size, rule)
     elif isinstance(image, torch.Tensor) and image.is_floating_point():
         batch = image.unsqueeze(0) if image.dim() == 3 else image
         if batch.dim() != 4 or batch.shape[0] != 1:
