@@ -53,6 +53,9 @@ def test_weights_that_do_not_fit_the_recorded_model_are_one_sentence(tmp_path):
         load_checkpoint(path)
 
 
-def test_models_not_made_by_create_model_cannot_be_saved(tmp_path):
-    with pytest.raises(ConvlabError, match="Only models made by convlab.create_model"):
+def test_models_without_a_record_of_how_to_rebuild_them_cannot_be_saved(tmp_path):
+    with pytest.raises(
+        ConvlabError, match=r"This Linear carries no record of how to rebuild it .*convlab.create_model"
+    ):
         save_checkpoint(tmp_path / "m.safetensors", torch.nn.Linear(2, 2))
+    assert not (tmp_path / "m.safetensors").exists()

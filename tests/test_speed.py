@@ -263,3 +263,20 @@ def test_fast_layers_give_lenet5_its_outputs_and_gradients_with_the_same_paramet
     torch.testing.assert_close(logits[1], logits[0], rtol=0, atol=1e-5)
     for (key, a), b in zip(plain.named_parameters(), fast.parameters(), strict=True):
         torch.testing.assert_close(b.grad, a.grad, rtol=0, atol=1e-6, msg=key)
+
+
+def test_a_network_the_meta_device_cannot_run_keeps_its_layers():
+    class ReadsAValue(nn.Module):  # a network of your own may branch on a value: meta tensors have none
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 5)  # covers a 5x5 input: it would be swapped if the pass could run
+
+        def forward(self, x):
+            y = self.conv(x)
+            return y / 2 if float(y.mean()) > 100 else y
+
+    model = ReadsAValue()
+    assert use_fast_layers(model, (1, 5, 5)) is model and type(model.conv) is nn.Conv2d
+    # the same layer in a network meta can run is swapped: the pass, not the layer, kept it above
+    plain = nn.Sequential(nn.Conv2d(1, 4, 5))
+    assert type(use_fast_layers(plain, (1, 5, 5))[0]) is CoveringConv2d

@@ -16,6 +16,7 @@ _API = {
     "create_model": "convlab.models",
     "get_model_info": "convlab.models",
     "list_models": "convlab.models",
+    "register_model": "convlab.models",
     "summary": "convlab.analysis",
     "check_input_size": "convlab.analysis",
     "conv_arithmetic": "convlab.analysis",

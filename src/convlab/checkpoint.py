@@ -4,6 +4,10 @@ A checkpoint file holds the model's state_dict as safetensors and, in the safete
 ``{"convlab": "<json>"}`` with the record: the model spec, class names, input preprocessing,
 convlab version and what training added. safetensors is used because it cannot execute code
 on load, unlike pickle.
+
+A network of your own built from a file (``--model model.py:function``) keeps a copy of that file
+beside the checkpoint (``model.py``), which the record names relative to its folder: the folder
+rebuilds the network wherever it is moved, and building it runs that copy.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, record: RunRecord 
     """Save ``model``'s weights and ``record`` (classes, input spec, metrics, ...) to ``path``.
 
     The record's model spec, format and convlab version are always those of ``model`` and of this
-    convlab: they describe the weights being written.
+    convlab: they describe the weights being written. A network built from your file gets a copy of the
+    file beside ``path`` (``model.py``), which the record names.
     """
     full = record_for(model, record).replace(format=FORMAT, convlab_version=__version__)
+    full = full.replace(model=full.model.saved_beside(Path(path).parent))
     # safetensors refuses shared or non-contiguous storage; clone detaches views (e.g. tied weights).
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     metadata = {METADATA_KEY: full.to_json()}
@@ -63,7 +69,8 @@ def read_record(source: str | Path) -> RunRecord:
         raise ConvlabError(
             f"'{path}' is a safetensors file but not a convlab checkpoint (no convlab metadata)."
         )
-    return RunRecord.from_json(metadata[METADATA_KEY], where=f"The record of '{path}'")
+    record = RunRecord.from_json(metadata[METADATA_KEY], where=f"The record of '{path}'")
+    return record.replace(model=record.model.located(path.parent))  # a recorded file lies beside it
 
 
 def load_weights(
@@ -84,11 +91,18 @@ def load_weights(
 
 
 def load_checkpoint(
-    source: str | Path, map_location: str | torch.device = "cpu"
+    source: str | Path, map_location: str | torch.device = "cpu", *, model: torch.nn.Module | None = None
 ) -> tuple[torch.nn.Module, RunRecord]:
-    """Rebuild the model a checkpoint (or run folder) describes and load its weights: ``(model, record)``."""
+    """Rebuild the model a checkpoint (or run folder) describes and load its weights: ``(model, record)``.
+
+    ``model``: a network you built with the code the run was trained with, to load the weights into
+    instead (``convlab.load(run, model=MyNet())``), for a run whose record cannot rebuild it alone.
+    """
     record = read_record(source)
-    model = record.model.build()
+    if model is None:
+        model = record.model.build()
+    else:
+        model.convlab_spec = record.model  # the record describes these weights from now on
     load_weights(model, source, map_location)
     model.eval()
     return model, record

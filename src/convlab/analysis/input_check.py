@@ -14,7 +14,7 @@ from torch.overrides import TorchFunctionMode
 
 from convlab.analysis.trace import LayerFailure, Trace, run_trace
 from convlab.errors import ConvlabError
-from convlab.models import create_model, get_model_info
+from convlab.models import create_model, get_model_info, is_reference
 
 INPUT_FORM = "CxHxW, e.g. 3x224x224 (or HxW, or a single size S for CxSxS with the model's channels)"
 
@@ -116,11 +116,12 @@ def resolve_model(
 
     A name is built by ``create_model`` with ``in_chans`` taken from ``input_size`` (so 1x28x28 gives
     a one-channel network), on the meta device unless ``device`` says otherwise: no weights are
-    allocated, which is what makes a ResNet-152 summary take a fraction of a second.
+    allocated, which is what makes a ResNet-152 summary take a fraction of a second. A reference to
+    your own builder (``path/to/model.py:function``) is built the same way; its code cannot say what
+    input it takes, so ``input_size`` is required (CxHxW).
     """
     if isinstance(model_or_name, str):
-        info = get_model_info(model_or_name)
-        size = parse_input_size(input_size, info.input_size[0]) if input_size is not None else info.input_size
+        size = _input_of_name(model_or_name, input_size)
         build_device = torch.device("meta" if device is None else device)
         try:
             with build_device, _SkipInitOnMeta() if build_device.type == "meta" else contextlib.nullcontext():
@@ -153,6 +154,19 @@ def resolve_model(
     return model_or_name, parse_input_size(input_size, channels)
 
 
+def _input_of_name(name: str, input_size) -> tuple[int, int, int]:
+    """The (C, H, W) to feed a model given by name: the one asked for, else the zoo model's own."""
+    if is_reference(name):
+        if input_size is None:
+            raise ConvlabError(
+                f"Give the input size for your network {name} (--input CxHxW, e.g. --input 3x64x64): "
+                f"convlab cannot read it from the code."
+            )
+        return parse_input_size(input_size, None)
+    info = get_model_info(name)
+    return parse_input_size(input_size, info.input_size[0]) if input_size is not None else info.input_size
+
+
 class TracedModel(NamedTuple):
     """A model resolved by ``resolve_model``, the name messages give it, its input and its trace."""
 
@@ -173,7 +187,9 @@ def trace_or_explain(
     cannot run: the layer where the input is too small or too large and the sizes that work, the
     wrong channel count, or the first line of any other error with the layer it came from."""
     model, size = resolve_model(model_or_name, input_size, num_classes, device, **options)
-    label = model_or_name if isinstance(model_or_name, str) else model_label(model)
+    # a zoo model by the name asked for; your own network by its function's name, not the path to it
+    zoo_name = isinstance(model_or_name, str) and not is_reference(model_or_name)
+    label = model_or_name if zoo_name else model_label(model)
     try:
         trace = run_trace(model, size, device)
     except LayerFailure as failure:
