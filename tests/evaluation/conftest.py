@@ -1,12 +1,16 @@
-"""Fixtures for the evaluation tests: a tensor-backed data bundle and a small MLP trained on Fashion-MNIST."""
+"""Evaluation fixtures: a tensor-backed data bundle, a small MLP trained on Fashion-MNIST, its run folder, and a
+run trained on a folder of photos."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
 import convlab
+from convlab.checkpoint import save_checkpoint
+from tests.photos import train_photo_run, write_photo_folder
 
 FASHION_LIMIT = 2000  # training images kept (stratified); the val split is 10% of them
 TRAIN_STEPS = 300
@@ -94,3 +98,20 @@ def record(fashion):
             "seed": 0,
         },
     }
+
+
+@pytest.fixture
+def run_folder(tmp_path, trained_mlp, record):
+    """A training run's folder: the trained MLP's best checkpoint with ``record`` and its config.yaml."""
+    run = tmp_path / "run"
+    save_checkpoint(run / "best.safetensors", trained_mlp, record)
+    (run / "config.yaml").write_text(yaml.safe_dump(record["config"]))
+    return run
+
+
+@pytest.fixture(scope="session")
+def photo_run(tmp_path_factory):
+    """A run trained on a folder of 3 x 20 photos split into train/val (no test split): convlab's MLP, 2 epochs,
+    its classes in the order stripes, plain, dots (not the folders' sorted order)."""
+    root = tmp_path_factory.mktemp("photo-run")
+    return train_photo_run(write_photo_folder(root / "photos"), root / "run")

@@ -2,21 +2,10 @@
 
 import json
 
-import pytest
 import torch
-import yaml
 from PIL import Image
 
-from convlab.checkpoint import save_checkpoint
 from convlab.cli import main
-
-
-@pytest.fixture
-def run_folder(tmp_path, trained_mlp, record):
-    run = tmp_path / "run"
-    save_checkpoint(run / "best.safetensors", trained_mlp, record)
-    (run / "config.yaml").write_text(yaml.safe_dump(record["config"]))
-    return run
 
 
 def test_eval_json_prints_one_document_with_the_figures(run_folder, capsys):

@@ -5,7 +5,6 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
 import convlab
@@ -167,14 +166,6 @@ def test_input_correction_renormalises_to_the_checkpoint_statistics(tensor_bundl
         input_correction_for(bundle, InputSpec(channels=3, size=(2, 2), mean=bundle.mean, std=bundle.std))
         is None
     )
-
-
-@pytest.fixture
-def run_folder(tmp_path, trained_mlp, record):
-    run = tmp_path / "run"
-    save_checkpoint(run / "best.safetensors", trained_mlp, record)
-    (run / "config.yaml").write_text(yaml.safe_dump(record["config"]))
-    return run
 
 
 def test_evaluate_rebuilds_the_training_validation_split_and_writes_its_files(

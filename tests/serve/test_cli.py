@@ -58,7 +58,7 @@ def test_convlab_serve_with_two_workers_predicts_and_limits_uploads(checkpoint, 
         "cpu",
     ]
     process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -82,10 +82,14 @@ def test_convlab_serve_with_two_workers_predicts_and_limits_uploads(checkpoint, 
     finally:
         os.killpg(process.pid, signal.SIGTERM)  # uvicorn's supervisor and its two workers
         process.wait(timeout=30)
+    # one line once the first worker answers, however many workers there are; none from uvicorn
+    assert process.stdout.read() == (
+        f"Serving lenet5 (10 classes, checkpoint {checkpoint}) at {url} (Ctrl+C to stop)\n"
+    )
 
 
 def test_a_missing_source_is_one_line_and_status_2(tmp_path, capsys):
-    assert main(["serve", str(tmp_path / "missing.safetensors")]) == 2
+    assert main(["serve", str(tmp_path / "missing.safetensors"), "--port", "0"]) == 2
     error = capsys.readouterr().err
     assert error.startswith("convlab: error: No checkpoint at") and error.count("\n") == 1
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-# The evaluation package loads torch; the command line lists its modes without it (a test keeps them equal).
-TTA_MODES = ("flip", "shift", "tencrop")
+from convlab.choices import TTA_MODES
 
 CONFUSION_PRINTED_UP_TO = 20  # classes; a larger matrix does not fit a terminal, see confusion-<split>.png
 
@@ -11,22 +10,36 @@ CONFUSION_PRINTED_UP_TO = 20  # classes; a larger matrix does not fit a terminal
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "eval",
-        help="evaluate a checkpoint or run folder on a data split",
+        help="evaluate a checkpoint or run folder on its test or validation split, or on a held-out folder",
         description="Evaluate a checkpoint (or a run folder's best checkpoint): loss, top-1 and top-5 accuracy "
         "and error, per-class precision/recall/F1 and the confusion matrix. The data defaults to the one "
-        "the model was trained on, at the same size and with the same validation split. For a run folder "
-        "the results are also written there (eval-<split>.json, confusion-<split>.png). Top-5 is capped "
-        "at the number of classes.",
+        "the model was trained on, at the same size and with the same validation split: its test split, or "
+        "its validation split when it has none (a folder of photos split into train/val), which is said. "
+        "--data FOLDER evaluates every image of a separate held-out folder of class folders, matched to the "
+        "model's classes by name in any order. For a run folder the results are also written there, side by "
+        "side: eval-<split>[-<tta>].json and confusion-<split>[-<tta>].png, with the data's name first for "
+        "other data (eval-holdout-all.json). Top-5 is capped at the number of classes.",
     )
     parser.add_argument("source", metavar="RUN_OR_CHECKPOINT", help="run folder or .safetensors checkpoint")
-    parser.add_argument("--data", default=None, help="data to evaluate on (default: the checkpoint's own)")
-    parser.add_argument("--split", default="test", choices=("test", "val", "train"), help="default: test")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="data to evaluate on (default: the checkpoint's own); a folder of class folders other than the "
+        "training data is a held-out set: all its images, class folders matched by name",
+    )
+    parser.add_argument(
+        "--split",
+        default=None,
+        choices=("test", "val", "train"),
+        help="default: test, or val when the data has no test split (a held-out folder: all its images)",
+    )
     parser.add_argument(
         "--tta",
         default=None,
         choices=("none", *TTA_MODES),
         help="test-time augmentation: flip = image and mirror, shift = both at rest and moved 1 px "
-        "up/down/left/right, tencrop = 5 crops and mirrors",
+        "up/down/left/right, tencrop = 5 crops and mirrors; a note says when the run was not trained "
+        "with the augmentations a mode assumes (--augment flip, crop or translate)",
     )
     parser.add_argument("--batch-size", type=int, default=512, help="default: 512")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present)")
@@ -54,9 +67,12 @@ def run(args) -> int:
 
 
 def print_result(result) -> None:
+    """The notes (one line each), the figures as tables, then the files written."""
     from rich.console import Console
     from rich.table import Table
 
+    for note in result.notes:
+        print(note)
     console = Console()
     k = result.top5_k
     tta = f", TTA {result.tta}" if result.tta else ""
@@ -98,3 +114,5 @@ def print_result(result) -> None:
             ]
             matrix.add_row(f"{index} {name}", *cells)
         console.print(matrix)
+    if result.files:
+        print(f"wrote {', '.join(result.files)}")

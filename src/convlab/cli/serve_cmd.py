@@ -1,4 +1,4 @@
-"""`convlab serve`: an HTTP prediction service and web page for a checkpoint, run folder or ONNX file."""
+"""`convlab serve`: an HTTP prediction service and web page for any model file `convlab predict` takes."""
 
 from __future__ import annotations
 
@@ -12,19 +12,22 @@ def add_parser(subparsers) -> None:
         help="serve a model over HTTP: JSON predictions, Grad-CAM and a web page",
         description="Serve a trained model with FastAPI under uvicorn. POST /predict (multipart field 'file' "
         "or 'files', or raw image bytes; ?topk=5) answers the top classes as JSON; POST /gradcam the Grad-CAM "
-        "overlay; GET /model the model card; GET /health; GET / a page to try images; GET /docs the API.",
+        "overlay; GET /model the model card; GET /health; GET / a page to try images; GET /docs the API. "
+        "The port is taken first (a busy one is refused before the model loads); when the server answers, "
+        "one line names the model and the URL to open. Requests are not logged; errors are.",
     )
     parser.add_argument(
         "source",
-        metavar="RUN_OR_CHECKPOINT_OR_ONNX",
-        help="run folder, .safetensors checkpoint or .onnx file (ONNX: predictions only)",
+        metavar="MODEL",
+        help="run folder, .safetensors checkpoint, or .onnx / TorchScript .pt file from `convlab export` "
+        "(exported files: predictions only, no Grad-CAM)",
     )
     parser.add_argument(
         "--host",
         default="127.0.0.1",
         help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 for all)",
     )
-    parser.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000; 0: any free port)")
     parser.add_argument(
         "--workers",
         type=int,
@@ -56,18 +59,23 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from convlab.serve.startup import check_options, listen
+
+    max_pixels = round(args.max_megapixels * 1e6)
+    check_options(args.port, args.workers, args.max_upload_mb, max_pixels, args.max_files)
+    # The port is taken before torch and the model load: a busy one is refused in well under a second.
+    listener = listen(args.host, args.port)
     from convlab.serve import serve
 
     serve(
         args.source,
-        host=args.host,
-        port=args.port,
         workers=args.workers,
         device=args.device,
         max_upload_mb=args.max_upload_mb,
-        max_pixels=round(args.max_megapixels * 1e6),
+        max_pixels=max_pixels,
         max_files=args.max_files,
         amp=args.amp,
         channels_last=args.channels_last,
+        listener=listener,
     )
     return 0

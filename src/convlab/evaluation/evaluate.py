@@ -1,9 +1,15 @@
-"""Evaluate a model on one split of a DataBundle: loss, top-1/top-5, confusion matrix, per-class scores."""
+"""Evaluate a model on one split of a DataBundle: loss, top-1/top-5, confusion matrix, per-class scores.
+
+``evaluate(run)`` rebuilds the run's own data (its test split, else the validation split it held out) or
+reads a separate held-out folder whose class folders are matched to the model's classes by name.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -13,9 +19,10 @@ from torch import nn
 from convlab.checkpoint import load_checkpoint, resolve_checkpoint
 from convlab.choices import check_tta
 from convlab.data import load_data
+from convlab.data.load import source_kind
 from convlab.errors import ConvlabError
 from convlab.evaluation.metrics import confusion_matrix, per_class_scores, top_k_hits
-from convlab.evaluation.tta import tta_probabilities
+from convlab.evaluation.tta import tta_probabilities, untrained_views_note
 from convlab.files import atomic_write
 from convlab.record import DataSpec, InputSpec, RunRecord
 from convlab.runtime import autocast, check_device, logits_of, run_folder_of
@@ -38,6 +45,8 @@ class EvalResult:
     tta: str | None = None
     data: str = ""
     checkpoint: str = ""
+    notes: list[str] = field(default_factory=list)  # one line each, said before the figures
+    files: list[str] = field(default_factory=list)  # what evaluate() wrote in the run folder
 
     @property
     def top1_error(self) -> float:
@@ -67,13 +76,16 @@ def evaluate_model(
     tta: str | None = None,
     amp: str | bool = "off",
     input_correction: tuple[torch.Tensor, torch.Tensor] | None = None,
+    classes: Sequence[str] | None = None,
 ) -> EvalResult:
     """Run ``model`` over ``bundle``'s ``split`` once, without autograd, and measure it.
 
     The model is moved to ``device`` and put in eval mode; its previous train/eval mode is
     restored afterwards. ``tta`` is ``None``, ``"flip"``, ``"shift"`` or ``"tencrop"`` (softmax averaged
     over views). ``input_correction`` = (scale, shift), per channel, re-normalises the loader's images
-    to the statistics the model was trained with (``x * scale + shift``).
+    to the statistics the model was trained with (``x * scale + shift``). ``classes`` are the model's
+    classes in its output order, for data that may list them in another order (a held-out folder's
+    sorted sub-folders): labels are matched by name (``match_classes``) and the result is in the model's order.
     """
     tta = check_tta(tta)
     device = torch.device(device)
@@ -81,7 +93,10 @@ def evaluate_model(
         raise ConvlabError(
             f"Data '{bundle.name}' has no '{split}' split; it has: {', '.join(bundle.splits())}."
         )
-    classes = list(bundle.classes)
+    relabel = None if classes is None else match_classes(classes, bundle.classes, bundle.name)
+    if relabel is not None:
+        relabel = relabel.to(device)
+    classes = list(bundle.classes if classes is None else classes)
     num_classes = len(classes)
     ks = (1, 5)
     # float64 keeps a 1M-image sum exact to ~1e-10; MPS has no float64
@@ -101,6 +116,8 @@ def evaluate_model(
             for images, targets in bundle.loader(split, batch_size, shuffle=False, device=device):
                 if input_correction is not None:
                     images = images * scale + shift
+                if relabel is not None:
+                    targets = relabel[targets]
                 with autocast(amp, device):
                     if tta is None:
                         scores = logits_of(model, images).float()
@@ -139,6 +156,34 @@ def evaluate_model(
     )
 
 
+def match_classes(
+    model_classes: Sequence[str], data_classes: Sequence[str], data_name: str
+) -> torch.Tensor | None:
+    """The model's label for each of the data's labels, matched by class name; None when both lists are equal.
+
+    The same names in another order are relabelled; a class missing on either side is one ConvlabError that
+    names it, since an image of a class the model never learned has no right answer.
+    """
+    model_classes, data_classes = [str(c) for c in model_classes], [str(c) for c in data_classes]
+    if model_classes == data_classes:
+        return None
+    missing = [c for c in model_classes if c not in data_classes]
+    extra = [c for c in data_classes if c not in model_classes]
+    if missing or extra:
+        problems = ([f"missing {_quoted(missing)}"] if missing else []) + (
+            [f"extra {_quoted(extra)}, which the model does not predict"] if extra else []
+        )
+        raise ConvlabError(
+            f"The classes of data '{data_name}' do not match the model's by name ({'; '.join(problems)}); "
+            f"accepted: exactly the model's classes in any order, {_quoted(model_classes)}."
+        )
+    return torch.tensor([model_classes.index(c) for c in data_classes], dtype=torch.int64)
+
+
+def _quoted(names: Sequence[str]) -> str:
+    return ", ".join(f"'{name}'" for name in names)
+
+
 def input_correction_for(bundle, spec: InputSpec | None) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Per-channel (scale, shift) that turns the bundle's normalisation into the checkpoint's, or None if equal.
 
@@ -156,11 +201,32 @@ def input_correction_for(bundle, spec: InputSpec | None) -> tuple[torch.Tensor, 
     return std_b / std_c, (mean_b - mean_c) / std_c
 
 
+def is_own_data(record: RunRecord, data: str | None) -> bool:
+    """Whether ``data`` names the data the checkpoint was trained on (None does; so does the same folder)."""
+    trained_on = record.data_name
+    if data is None or data == trained_on:
+        return True
+    if not trained_on:
+        return False
+    mine, theirs = Path(trained_on).expanduser(), Path(data).expanduser()
+    return mine.is_dir() and theirs.is_dir() and mine.resolve() == theirs.resolve()
+
+
+def is_held_out_folder(record: RunRecord, data: str | None) -> bool:
+    """Whether ``data`` is a folder other than the training data: every image in it is evaluated."""
+    if data is None or is_own_data(record, data):
+        return False
+    # as load_data reads it: "mnist" is the named set, "./mnist" a folder
+    return source_kind(data) == "folder"
+
+
 def load_data_for(record: RunRecord, data: str | None = None, data_root: str | Path | None = None):
-    """Rebuild the data a checkpoint was trained on (same size, channels, validation split and seed).
+    """Rebuild the data a checkpoint was trained on (same size, channels, resize rule, validation split and
+    seed).
 
     ``data`` names another source to evaluate on; it is then converted to the model's input
-    size and channels.
+    size and channels by its resize rule. A held-out folder (``is_held_out_folder``) keeps every image: no validation
+    split is carved out of it.
     """
     spec = record.require_input()
     config = record.config or {}
@@ -170,31 +236,81 @@ def load_data_for(record: RunRecord, data: str | None = None, data_root: str | P
             "The checkpoint records no data set; pass one with --data (e.g. --data fashion-mnist)."
         )
     trained_on = record.data or DataSpec(name="")
-    same_data = data is None or data == trained_on.name
+    same_data = is_own_data(record, data)
     options = {}
     # `limit`/`limit_per_class` decide which images the validation split was carved from; `classes` which
     # classes the model predicts (relabelled 0..k-1)
     for key in ("limit", "limit_per_class", "classes"):
         if same_data and config.get(key):
             options[key] = config[key]
-    val_split = trained_on.val_split if trained_on.val_split is not None else config.get("val_split", 0.1)
+    val_split = trained_on.holdout(config.get("val_split", 0.1))  # the very split the run held out
+    if is_held_out_folder(record, data):
+        val_split = 0.0
     seed = trained_on.seed if trained_on.seed is not None else config.get("seed", 0)
     return load_data(
         name,
         data_root=data_root if data_root is not None else config.get("data_root"),
         image_size=spec.size,
         in_chans=spec.channels,
-        val_split=float(val_split),
+        val_split=val_split,
         seed=int(seed),
+        resize=spec.resize,  # the rule the model was trained with, for its own data and any other
         **options,
     )
+
+
+SPLITS = ("test", "val", "train")
+WHOLE_FOLDER = "all"  # the split name of a held-out folder evaluated whole
+
+
+def choose_split(bundle, split: str | None, held_out: bool) -> tuple[str, str, str | None]:
+    """``(split to read, name to report, note)`` for the ``split`` asked for (None: the default).
+
+    The default is the test split, else the validation split (a folder of photos split into train/val
+    has no test split), which the note then says; a held-out folder of class folders is read whole.
+    """
+    available = bundle.splits()
+    if held_out and available == ["train"]:  # class folders, no split folders: every image, as "all"
+        if split not in (None, WHOLE_FOLDER):
+            raise ConvlabError(
+                f"--split {split} applies to data with train/val/test folders; the held-out folder "
+                f"'{bundle.name}' holds class folders only, so all its {bundle.size('train')} images are evaluated "
+                "(leave --split out)."
+            )
+        return "train", WHOLE_FOLDER, None
+    if split is not None:
+        if split not in SPLITS:
+            raise ConvlabError(f"Unknown split '{split}'; accepted: {', '.join(SPLITS)}.")
+        return split, split, None
+    if "test" in available:
+        return "test", "test", None
+    if "val" in available:
+        note = (
+            f"Data '{bundle.name}' has no test split, so this is its validation split: the "
+            f"{bundle.size('val')} images held out from training, as in the run's val figures."
+        )
+        return "val", "val", note
+    raise ConvlabError(
+        f"Data '{bundle.name}' has neither a test nor a validation split (it has: {', '.join(available)}); "
+        "pass --split train, or a held-out folder with --data."
+    )
+
+
+def result_stem(split: str, tta: str | None, data: str | None = None) -> str:
+    """``eval-<stem>.json`` / ``confusion-<stem>.png``: the split, the TTA mode and, for other data, its name,
+    so that results of different modes and data sit side by side instead of overwriting each other."""
+    parts = [split] if tta is None else [split, tta]
+    if data is not None:
+        label = Path(data.rstrip("/")).name if not data.startswith("idx:") else "idx"
+        parts.insert(0, re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-.") or "data")
+    return "-".join(parts)
 
 
 def evaluate(
     source: str | Path,
     *,
     data: str | None = None,
-    split: str = "test",
+    split: str | None = None,
     tta: str | None = None,
     batch_size: int = 512,
     device: str | torch.device | None = None,
@@ -206,40 +322,55 @@ def evaluate(
 
     The data defaults to the one recorded in the checkpoint, rebuilt at the same image size
     and channels with the same validation fraction and seed, so ``split="val"`` is the very
-    held-out split of training. When ``source`` belongs to a run folder and ``write`` is true,
-    ``eval-<split>.json`` and ``confusion-<split>.png`` are written there. ``json_out`` prints
-    the result as one JSON document.
+    held-out split of training. ``split=None`` takes the test split, else the validation split
+    (a folder of photos has no test split), and says so in ``result.notes``. ``data`` may name a
+    separate held-out folder of class folders: every image in it is evaluated (split ``"all"``), its
+    class folders matched to the model's classes by name, in any order.
+
+    When ``source`` belongs to a run folder and ``write`` is true, ``eval-<stem>.json`` and
+    ``confusion-<stem>.png`` are written there (``result_stem``: e.g. ``eval-test.json``,
+    ``eval-test-flip.json``, ``eval-holdout-all.json``). ``json_out`` prints the result as one
+    JSON document. A TTA mode whose views the training augmentations did not teach gets a note.
     """
     tta = check_tta(tta)
-    if split not in ("train", "val", "test"):
-        raise ConvlabError(f"Unknown split '{split}'; accepted: test, val, train.")
+    if split is not None and split not in (*SPLITS, WHOLE_FOLDER):
+        raise ConvlabError(f"Unknown split '{split}'; accepted: {', '.join(SPLITS)}.")
     if batch_size < 1:
         raise ConvlabError(f"Batch size must be a positive integer, got {batch_size}.")
     device = check_device(device)
     checkpoint = resolve_checkpoint(source)
     model, record = load_checkpoint(checkpoint, map_location="cpu")
+    own_data = is_own_data(record, data)
     bundle = load_data_for(record, data, data_root)
+    read_split, split_name, split_note = choose_split(bundle, split, is_held_out_folder(record, data))
     model_classes = record.model.num_classes
-    if len(bundle.classes) != model_classes:
+    by_name = record.classes if not own_data and record.classes else None
+    if by_name is None and len(bundle.classes) != model_classes:
         raise ConvlabError(
             f"Data '{bundle.name}' has {len(bundle.classes)} classes but the model in '{checkpoint}' "
             f"predicts {model_classes}; evaluate it on data with {model_classes} classes."
         )
+    augment = None if record.config is None else record.config.get("augment") or []
+    notes = [note for note in (split_note, untrained_views_note(tta, augment)) if note]
     result = evaluate_model(
         model,
         bundle,
-        split,
+        read_split,
         batch_size=batch_size,
         device=device,
         tta=tta,
         input_correction=input_correction_for(bundle, record.input),
+        classes=by_name,
     )
-    result.checkpoint = str(checkpoint)
+    result.split, result.notes, result.checkpoint = split_name, notes, str(checkpoint)
     run_dir = run_folder_of(source)
     if write and run_dir is not None:
+        stem = result_stem(split_name, tta, None if own_data else data)
+        document_path, picture_path = run_dir / f"eval-{stem}.json", run_dir / f"confusion-{stem}.png"
+        result.files = [str(document_path), str(picture_path)]
         document = result.to_json()
-        atomic_write(run_dir / f"eval-{split}.json", lambda tmp: Path(tmp).write_text(document + "\n"))
-        plot_confusion(result.confusion, result.classes, run_dir / f"confusion-{split}.png")
+        atomic_write(document_path, lambda tmp: Path(tmp).write_text(document + "\n"))
+        plot_confusion(result.confusion, result.classes, picture_path)
     if json_out:
         print(result.to_json())
     return result

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,14 @@ SHIFTS = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))
 # The standard ImageNet ratio of crop to resized image (224 of 256); ten-crop views are cut from the
 # input enlarged by its inverse, so each crop sees 87.5% of the image (Krizhevsky et al. 2012, sec. 4.1).
 CROP_FRACTION = 0.875
+
+# What each mode's views assume the network has learned to ignore, and the training augmentations (any one of
+# them) that teach it: averaging over views a network never saw can lower accuracy instead of raising it.
+TTA_ASSUMES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "flip": (("mirror images", ("flip",)),),
+    "shift": (("mirror images", ("flip",)), ("translations", ("crop", "translate", "random-resized-crop"))),
+    "tencrop": (("mirror images", ("flip",)), ("crops", ("random-resized-crop", "crop", "translate"))),
+}
 
 
 def ten_crop_views(images: Tensor) -> Iterator[Tensor]:
@@ -53,6 +61,25 @@ def shift_views(images: Tensor) -> Iterator[Tensor]:
         )
         yield view
         yield view.flip(-1)
+
+
+def untrained_views_note(tta: str | None, augment: Sequence[str] | None) -> str | None:
+    """One line saying which views of ``tta`` the training augmentations ``augment`` did not teach, or None.
+
+    ``augment`` is the run's recorded ``config["augment"]``; None (no training configuration recorded) says
+    nothing, since nothing is known.
+    """
+    if tta is None or augment is None:
+        return None
+    missing = [what for what, teachers in TTA_ASSUMES[tta] if not set(teachers) & set(augment)]
+    if not missing:
+        return None
+    wanted = [*augment, *(teachers[0] for what, teachers in TTA_ASSUMES[tta] if what in missing)]
+    return (
+        f"TTA {tta} averages over {' and '.join(missing)}, but the model was trained without them "
+        f"(augment: {', '.join(augment) or 'none'}), so it may score lower than without TTA; "
+        f"train with --augment {','.join(wanted)} for TTA {tta} to help."
+    )
 
 
 def tta_views(images: Tensor, tta: str) -> Iterator[Tensor]:

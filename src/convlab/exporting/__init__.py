@@ -145,6 +145,8 @@ def export_model(
     out = check_output(Path(out), fmt)
     name = record.model.name
     stored = record.replace(export={"format": fmt, "source": source, "convlab_version": __version__})
+    # A network of yours built from a file: its record names a copy of the file beside the exported one.
+    stored = stored.replace(model=stored.model.saved_beside(out.parent))
 
     images, inputs = check_images(record, check_samples, data_root)
     was_training = model.training

@@ -15,6 +15,7 @@ from torch import nn
 from convlab.errors import ConvlabError
 from convlab.exporting.torchscript import load_torchscript
 from convlab.record import RunRecord
+from convlab.runtime import check_device
 
 # Tried in this order among the providers the installed onnxruntime offers.
 PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
@@ -62,7 +63,9 @@ class OnnxClassifier:
                 f"'{self.path}' is an ONNX model but not one exported by convlab (no 'convlab' "
                 "metadata); export a checkpoint with `convlab export`."
             )
-        self.record = RunRecord.from_json(metadata["convlab"], where=f"The record in '{self.path}'")
+        record = RunRecord.from_json(metadata["convlab"], where=f"The record in '{self.path}'")
+        # a network of yours built from a file: the record's copy of it lies beside this file
+        self.record = record.replace(model=record.model.located(self.path.parent))
         spec = self.record.require_input()
         self.classes: list[str] = list(self.record.classes or [])
         self.channels, self.size = spec.channels, spec.size  # size: (H, W)
@@ -109,16 +112,28 @@ class OnnxLogits(nn.Module):
         return torch.from_numpy(self.classifier.predict_logits(batch)).to(batch.device)
 
 
-def load_exported(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, RunRecord]:
-    """``(module, record)`` for a file written by ``convlab export``: ``.onnx`` runs in onnxruntime (CUDA when
-    its provider is installed, else CPU), ``.pt``/``.pth`` is TorchScript loaded onto ``map_location``."""
+def onnx_providers(device: str | torch.device | None) -> list[str] | None:
+    """onnxruntime providers for a ``--device``: None lets the runtime prefer CUDA when it has it."""
+    if device is None:
+        return None
+    if check_device(device).type == "cpu":
+        return ["CPUExecutionProvider"]
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def load_exported(
+    path: str | Path, device: str | torch.device | None = None, *, threads: int | None = None
+) -> tuple[nn.Module, RunRecord]:
+    """``(module, record)`` for a file written by ``convlab export``: ``.onnx`` runs in onnxruntime (on the
+    provider for ``device``; None: CUDA when its provider is installed, else CPU; ``threads``: its intra-op
+    threads), ``.pt``/``.pth`` is TorchScript loaded onto ``device`` (None: the CPU)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".onnx":
-        classifier = OnnxClassifier(path)
+        classifier = OnnxClassifier(path, providers=onnx_providers(device), threads=threads)
         return OnnxLogits(classifier).eval(), classifier.record
     if suffix in (".pt", ".pth"):
-        return load_torchscript(path, map_location=map_location)
+        return load_torchscript(path, map_location="cpu" if device is None else check_device(device))
     raise ConvlabError(
         f"'{path}' is not an exported model; accepted: .onnx (ONNX) or .pt/.pth (TorchScript) "
         "files written by `convlab export`."

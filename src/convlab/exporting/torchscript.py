@@ -56,4 +56,6 @@ def load_torchscript(
         raise ConvlabError(
             f"'{path}' is a TorchScript file but not one exported by convlab (no {EXTRA_FILE} inside)."
         )
-    return module.eval(), RunRecord.from_json(files[EXTRA_FILE], where=f"The record in '{path}'")
+    record = RunRecord.from_json(files[EXTRA_FILE], where=f"The record in '{path}'")
+    # a network of yours built from a file: the record's copy of it lies beside this file
+    return module.eval(), record.replace(model=record.model.located(Path(path).parent))

@@ -1,13 +1,15 @@
 """The prediction service: a FastAPI application over one model (JSON API, model card, Grad-CAM and a web page).
 
 ``create_app(source)`` builds the application (the model is loaded once, here); ``serve(source)`` runs it
-under uvicorn, with ``workers > 1`` as separate processes that each load their own copy.
+under uvicorn, with ``workers > 1`` as separate processes that each load their own copy. ``serve`` takes the
+port before it loads anything, and says one line when the server answers.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from importlib.resources import files
 from pathlib import Path
@@ -36,6 +38,7 @@ from convlab.serve.limits import (
     decode_upload,
 )
 from convlab.serve.model import ServedModel
+from convlab.serve.startup import announce_when_ready, check_options, listen, ready_line
 
 SETTINGS_VARIABLE = "CONVLAB_SERVE_SETTINGS"  # how `serve` hands its arguments to worker processes
 STATIC = files("convlab.serve") / "static"
@@ -217,13 +220,7 @@ def create_app(
     ``max_pixels`` each decoded image, ``max_files`` the images in one batch. ``amp`` and
     ``channels_last`` choose the fast CPU path for a checkpoint's predictions (``convlab.prediction.fast_path``).
     """
-    if not max_upload_mb > 0:
-        raise ConvlabError(f"--max-upload-mb must be a positive number, got {max_upload_mb}.")
-    if int(max_pixels) < 1 or int(max_files) < 1:
-        raise ConvlabError(
-            f"--max-megapixels and --max-files must be positive, got {int(max_pixels) / 1e6:g} MP "
-            f"and {max_files} files."
-        )
+    check_options(0, 1, max_upload_mb, max_pixels, max_files)
     served = ServedModel(source, device, amp=amp, channels_last=channels_last)
     page = (STATIC / "index.html").read_text(encoding="utf-8")
 
@@ -238,7 +235,8 @@ def create_app(
 
     def decode_all(uploads: list[tuple[str, bytes]]):
         return [
-            decode_upload(data, name, served.channels, served.size, int(max_pixels)) for name, data in uploads
+            decode_upload(data, name, served.channels, served.size, int(max_pixels), served.resize)
+            for name, data in uploads
         ]
 
     @app.exception_handler(ConvlabError)
@@ -341,14 +339,18 @@ def serve(
     max_files: int = DEFAULT_MAX_FILES,
     amp: str = "off",
     channels_last: bool = False,
+    listener: socket.socket | None = None,
 ) -> None:
-    """Serve ``source`` over HTTP with uvicorn until interrupted."""
+    """Serve ``source`` (anything ``convlab predict`` takes) over HTTP with uvicorn until interrupted.
+
+    In order: the options are checked, the port is taken (a busy one is refused before the model loads;
+    ``listener`` is a socket already bound by ``convlab.serve.startup.listen``, which ``host`` and ``port``
+    then do not describe), the model is loaded, and one line naming the model and its URL is printed when
+    the server answers. uvicorn's own start-up and request lines are not shown; warnings and errors are.
+    """
     import uvicorn
 
-    if not 0 <= int(port) <= 65535:
-        raise ConvlabError(f"--port must be 0..65535, got {port}.")
-    if int(workers) < 1:
-        raise ConvlabError(f"--workers must be at least 1, got {workers}.")
+    check_options(port, workers, max_upload_mb, max_pixels, max_files)
     settings = {
         "device": None if device is None else str(device),
         "max_upload_mb": float(max_upload_mb),
@@ -357,21 +359,36 @@ def serve(
         "amp": str(amp),
         "channels_last": bool(channels_last),
     }
-    if int(workers) == 1:
-        uvicorn.run(create_app(source, **settings), host=host, port=int(port))
-        return
+    listener = listener if listener is not None else listen(host, int(port))
+    try:
+        if int(workers) == 1:
+            app = create_app(source, **settings)
+            announce_when_ready(listener, ready_line(app.state.served, listener))
+            try:
+                uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listener])
+            except KeyboardInterrupt:  # Ctrl+C: uvicorn has shut down cleanly and passes the signal on
+                pass
+        else:
+            _serve_workers(source, settings, int(workers), listener)
+    finally:
+        listener.close()
+
+
+def _serve_workers(source, settings: dict, workers: int, listener: socket.socket) -> None:
+    """``workers`` processes on one socket under uvicorn's supervisor, each with its own copy of the model."""
+    from uvicorn import Config
+    from uvicorn.supervisors import Multiprocess
+
     # Load once here so that a bad source or device fails with one line instead of in every worker.
-    check_device(device)
-    create_app(source, **{**settings, "device": "cpu"})
+    check_device(settings["device"])
+    served = create_app(source, **{**settings, "device": "cpu"}).state.served
     # Each worker is a process with its own model; torch's threads are shared out so that they do not
     # oversubscribe the cores.
-    threads = max(1, (os.cpu_count() or 1) // int(workers))
+    threads = max(1, (os.cpu_count() or 1) // workers)
     source = source if Path(str(source)).is_absolute() else str(Path(source).resolve())
     os.environ[SETTINGS_VARIABLE] = json.dumps({"source": str(source), "threads": threads, **settings})
-    uvicorn.run(
-        "convlab.serve.app:app_from_environment",
-        factory=True,
-        host=host,
-        port=int(port),
-        workers=int(workers),
+    config = Config(
+        "convlab.serve.app:app_from_environment", factory=True, workers=workers, log_level="warning"
     )
+    announce_when_ready(listener, ready_line(served, listener))
+    Multiprocess(config, sockets=[listener]).run()  # until Ctrl+C or SIGTERM, which it handles itself

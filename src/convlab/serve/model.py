@@ -1,4 +1,5 @@
-"""The model behind the service: a checkpoint (predictions and Grad-CAM) or an ONNX file (predictions), loaded once.
+"""The model behind the service, loaded once: a checkpoint (predictions and Grad-CAM), or an exported ONNX or
+TorchScript file (predictions), through the same ``load_any`` as ``convlab predict``.
 
 One lock serialises the forward passes: a module's hooks and train/eval flag are shared state, and
 Grad-CAM registers hooks that a concurrent prediction would otherwise run through.
@@ -10,29 +11,18 @@ import base64
 import io
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from PIL import Image
 from torch import nn
 
-from convlab.checkpoint import load_checkpoint, resolve_checkpoint
 from convlab.data import normalize
 from convlab.errors import ConvlabError
-from convlab.exporting.runtime import OnnxClassifier, OnnxLogits
+from convlab.exporting.runtime import OnnxLogits
 from convlab.models import ModelSpec
-from convlab.prediction import fast_path, predict_tensors
+from convlab.prediction import EXPORTED_FORMATS, fast_path, load_any, predict_tensors, resolve_source
 from convlab.runtime import check_device
 from convlab.viz.cam import grad_cam
-
-
-def onnx_providers(device) -> list[str] | None:
-    """onnxruntime providers for a ``--device``: None lets the runtime prefer CUDA when it has it."""
-    if device is None:
-        return None
-    if check_device(device).type == "cpu":
-        return ["CPUExecutionProvider"]
-    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
 def parameter_count(spec: ModelSpec) -> int:
@@ -43,7 +33,8 @@ def parameter_count(spec: ModelSpec) -> int:
 
 
 class ServedModel:
-    """``source``: a run folder, a .safetensors checkpoint, an .onnx file or a loaded ``(model, record)`` pair."""
+    """``source``: what ``convlab predict`` takes (a run folder, a .safetensors checkpoint, an .onnx or TorchScript
+    .pt/.pth file from ``convlab export``) or a loaded ``(model, record)`` pair."""
 
     def __init__(
         self, source, device: str | torch.device | None = None, amp: str = "off", channels_last: bool = False
@@ -52,39 +43,35 @@ class ServedModel:
         if isinstance(source, tuple) and len(source) == 2 and isinstance(source[0], nn.Module):
             model, record = source
             self.format, self.source = "checkpoint", "in memory"
-        elif Path(source).suffix.lower() == ".onnx":
-            # torch's thread setting is the process's share of the cores (serve divides them among workers)
-            runtime = OnnxClassifier(
-                Path(source), providers=onnx_providers(device), threads=torch.get_num_threads()
-            )
-            model, record = OnnxLogits(runtime), runtime.record
-            self.format, self.source = "onnx", str(source)
         else:
-            model, record = load_checkpoint(source)
-            self.format, self.source = "checkpoint", str(resolve_checkpoint(source))
+            path = resolve_source(source)
+            self.format, self.source = EXPORTED_FORMATS.get(path.suffix.lower(), "checkpoint"), str(path)
+            # ONNX Runtime's threads: torch's setting, the process's share of the cores (serve divides them
+            # among workers)
+            model, record = load_any(path, device, threads=torch.get_num_threads())
         if record.input is None or not record.input.normalised or record.classes is None:
             raise ConvlabError(
                 f"'{self.source}' records no classes or input preprocessing (channels, size, mean, "
                 "std); serve a checkpoint written by convlab's training or export."
             )
         self.amp, self.channels_last = amp, bool(channels_last)
-        if self.format == "checkpoint":
+        if self.format == "onnx":
+            # where batches are made; onnxruntime copies them to its provider
+            self.device = torch.device("cpu")
+            self.parameters = parameter_count(record.model)
+        else:
             self.device = check_device(device)
             model.to(self.device)
             self.parameters = sum(p.numel() for p in model.parameters())
-        else:
-            self.device = torch.device(
-                "cpu"
-            )  # where batches are made; onnxruntime copies them to its provider
-            self.parameters = parameter_count(record.model)
         model = fast_path(model, amp, channels_last)
         self.runtime = (
-            "torch" if self.format == "checkpoint" else f"onnxruntime {model.classifier.providers[0]}"
+            f"onnxruntime {model.classifier.providers[0]}" if isinstance(model, OnnxLogits) else "torch"
         )
         self.model, self.record = model.eval(), record
         spec = record.input
         self.channels, self.size = spec.channels, list(spec.size)
         self.mean, self.std = list(spec.mean), list(spec.std)
+        self.resize = spec.resize  # how an upload of another shape is brought to the size (squash or crop)
         self.classes = list(record.classes)
         self.name = record.model.name
 
@@ -94,9 +81,10 @@ class ServedModel:
 
     def require_gradcam(self) -> None:
         if not self.gradcam_available:
+            kind = "an ONNX" if self.format == "onnx" else "a TorchScript"
             raise ConvlabError(
-                "Grad-CAM needs the PyTorch checkpoint's gradients; this server runs an ONNX file, "
-                "so only /predict is available. Serve the .safetensors checkpoint for Grad-CAM."
+                f"Grad-CAM needs the PyTorch checkpoint's layers and gradients; this server runs {kind} file, "
+                "so only /predict is available. Serve the run folder or its .safetensors checkpoint for Grad-CAM."
             )
 
     def card(self) -> dict:
@@ -106,14 +94,20 @@ class ServedModel:
             "options": self.record.model.options,
             "num_classes": len(self.classes),
             "classes": self.classes,
-            "input": {"channels": self.channels, "size": self.size, "mean": self.mean, "std": self.std},
+            "input": {
+                "channels": self.channels,
+                "size": self.size,
+                "mean": self.mean,
+                "std": self.std,
+                "resize": self.resize,
+            },
             "parameters": self.parameters,
             "metrics": self.record.metrics,
             "epoch": self.record.epoch,
             "data": self.record.data.to_dict() if self.record.data else None,
             "format": self.format,
             "source": self.source,
-            "device": str(self.device) if self.format == "checkpoint" else self.runtime,
+            "device": self.runtime if self.format == "onnx" else str(self.device),
             "amp": self.amp,
             "channels_last": self.channels_last,
             "gradcam": self.gradcam_available,

@@ -22,6 +22,7 @@ from convlab.errors import ConvlabError
 from convlab.files import atomic_write
 from convlab.models import ModelSpec
 from convlab.record import InputSpec, RunRecord
+from convlab.runtime import check_device
 from convlab.transfer.adapt import (
     adapt_input_channels,
     find_classifier,
@@ -180,7 +181,7 @@ def linear_probe(
 
     if not C > 0 or int(max_iter) < 1:
         raise ConvlabError(f"C must be above 0 and max_iter at least 1, got C={C} and max_iter={max_iter}.")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = check_device(device)  # None: CUDA when present
     model, source_label = _open_model(model_source)
     notes = []
     if in_chans_of(model) != bundle.in_chans:
@@ -257,12 +258,16 @@ def write_features(
     for a convlab checkpoint (torchvision weights take the data at its own size).
     """
 
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = check_device(device)  # None: CUDA when present
     model, report = pretrained_model(source)
     size = None
     if report.kind == "convlab checkpoint" and report.preprocessing:
         size = report.preprocessing.size
-    bundle = load_data(data, data_root=data_root, image_size=size, in_chans=in_chans_of(model), limit=limit)
+    # a convlab checkpoint's images are brought to its size by the rule it was trained with (crop or squash)
+    resize = report.preprocessing.resize if size is not None else None
+    bundle = load_data(
+        data, data_root=data_root, image_size=size, in_chans=in_chans_of(model), limit=limit, resize=resize
+    )
     splits = bundle.splits() if split == "all" else [bundle.check_split(split)]
     arrays: dict[str, np.ndarray] = {"classes": np.array(bundle.classes)}
     for name in splits:

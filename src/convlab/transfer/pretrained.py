@@ -218,9 +218,20 @@ def read_safetensors(path: Path) -> SourceWeights:
 
 
 def read_convlab_checkpoint(path: Path) -> SourceWeights:
-    model, record = load_checkpoint(path)  # the one door for convlab checkpoints: it checks the weights fit
+    record = read_record(path)
+    if record.model.code is not None and record.model.code.form == "unrecorded":
+        # A network given as an object: nothing here can rebuild it, so its tensors are read as they are
+        # and the network they go into (the same code, given again) is what checks that they fit.
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        model, record = load_checkpoint(
+            path
+        )  # the one door for convlab checkpoints: it checks the weights fit
+        state = model.state_dict()
     return SourceWeights(
-        model.state_dict(),
+        state,
         str(path),
         "convlab checkpoint",
         architecture=record.model.name,
@@ -232,8 +243,8 @@ def read_convlab_checkpoint(path: Path) -> SourceWeights:
 def torchvision_input(weights) -> InputSpec:
     """The input torchvision's weights were trained on: RGB at the crop size, normalised with their mean/std.
 
-    (torchvision resizes the shorter side to ``resize_size`` and centre-crops; convlab's data sets are
-    resized to the crop size directly, which the recorded rule says.)
+    (torchvision resizes the shorter side to ``resize_size`` and centre-crops; convlab brings images to the
+    crop size by the run's own rule: crop for folders, squash for the named sets.)
     """
     transform = weights.transforms()
     crop = int(transform.crop_size[0])
@@ -242,9 +253,9 @@ def torchvision_input(weights) -> InputSpec:
 
 @dataclass
 class SourceDescription:
-    """What a pretrained source implies before any weight is read: the zoo model, its options, its input."""
+    """What a pretrained source implies before any weight is read: the model, its options, its input."""
 
-    model: str | None = None
+    model: str | None = None  # a zoo name, or the reference that rebuilds a network of the user's
     options: dict = field(default_factory=dict)
     input: InputSpec | None = None
 
@@ -272,7 +283,8 @@ def describe_source(source) -> SourceDescription:
         if path.is_dir():
             raise
         return SourceDescription()  # a plain safetensors state dict: load_pretrained reads it
-    return SourceDescription(record.model.name, dict(record.model.options), record.input)
+    # reference: the zoo name, or where a network of the user's is built (the copy in its run folder)
+    return SourceDescription(record.model.reference, dict(record.model.options), record.input)
 
 
 def zoo_torchvision_names() -> dict[str, str]:
@@ -396,7 +408,7 @@ def _check_torchvision_architecture(model: nn.Module, arch: str) -> None:
     spec = getattr(model, "convlab_spec", None)
     if spec is None:
         return
-    counterpart = get_model_info(spec.name).torchvision
+    counterpart = get_model_info(spec.name).torchvision if spec.code is None else None
     if counterpart != arch:
         fits = f"torchvision:{counterpart}" if counterpart else "no torchvision weights"
         raise ConvlabError(
@@ -563,7 +575,7 @@ def pretrained_model(
                 return model, report
             spec = read_record(checkpoint).model
             recorded = {"num_classes": spec.num_classes, "in_chans": spec.in_chans, **spec.options}
-            arch, options = spec.name, {**recorded, **options}
+            arch, options = spec.reference, {**recorded, **options}
         elif not path.exists():
             raise ConvlabError(f"No weights at '{text}'; give {ACCEPTED_FORMS}.")
         else:

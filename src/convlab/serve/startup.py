@@ -1,0 +1,111 @@
+"""What ``serve`` does before it loads anything: the options checked and the port taken, torch-free, so that a
+mistake or a busy port is one sentence at once; and the one line it says when the server answers."""
+
+from __future__ import annotations
+
+import errno
+import http.client
+import socket
+import threading
+import time
+
+from convlab.errors import ConvlabError
+
+WILDCARD_HOSTS = {
+    "0.0.0.0": "127.0.0.1",
+    "::": "::1",
+}  # listening everywhere; this machine reaches it on loopback
+
+
+def check_options(port: int, workers: int, max_upload_mb: float, max_pixels: int, max_files: int) -> None:
+    """The server's numbers, each refused in one sentence when out of range."""
+    if not 0 <= int(port) <= 65535:
+        raise ConvlabError(f"--port must be 0..65535, got {port}.")
+    if int(workers) < 1:
+        raise ConvlabError(f"--workers must be at least 1, got {workers}.")
+    if not max_upload_mb > 0:
+        raise ConvlabError(f"--max-upload-mb must be a positive number, got {max_upload_mb}.")
+    if int(max_pixels) < 1 or int(max_files) < 1:
+        raise ConvlabError(
+            f"--max-megapixels and --max-files must be positive, got {int(max_pixels) / 1e6:g} MP "
+            f"and {max_files} files."
+        )
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host``:``port`` (0: a free port), taken before the model loads, so that a busy port is
+    one sentence at once instead of a failure after a long load; uvicorn then serves on this very socket."""
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as error:
+        raise ConvlabError(
+            f"Host '{host}' is not an address of this machine ({error.strerror}); use --host 127.0.0.1 "
+            "(this machine only) or --host 0.0.0.0 (every interface)."
+        ) from None
+    listener = socket.socket(family, kind, protocol)
+    # uvicorn's own choice: a port left in TIME_WAIT by a server that just stopped can be taken again at once
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(address)
+    except OSError as error:
+        listener.close()
+        if error.errno == errno.EADDRINUSE:
+            raise ConvlabError(
+                f"Port {port} on {host} is already in use by another program; choose another with --port "
+                f"(e.g. --port {int(port) + 1}, or --port 0 for any free port)."
+            ) from None
+        raise ConvlabError(
+            f"Cannot listen on {host} port {port} ({error.strerror}); choose another --host or --port "
+            "(ports below 1024 need administrator rights)."
+        ) from None
+    # Listening at once holds the port against a second server started while this one loads its model (with
+    # SO_REUSEADDR, Linux lets another socket bind a port that nobody listens on yet); a request that comes
+    # early waits in the queue and is answered once the server runs.
+    listener.listen()
+    listener.set_inheritable(True)  # worker processes serve on it too
+    return listener
+
+
+def local_address(listener: socket.socket) -> tuple[str, int]:
+    """Where this machine reaches a bound socket: its own address, or loopback for a wildcard host."""
+    host, port = listener.getsockname()[:2]
+    return WILDCARD_HOSTS.get(host, host), port
+
+
+def url_of(listener: socket.socket) -> str:
+    host, port = local_address(listener)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def ready_line(served, listener: socket.socket) -> str:
+    """The one line ``serve`` prints for a ServedModel: the model, the file it came from, and the URL to open."""
+    everywhere = listener.getsockname()[0] in WILDCARD_HOSTS
+    return (
+        f"Serving {served.name} ({len(served.classes)} classes, {served.format} {served.source}) at {url_of(listener)}"
+        f"{' and on every address of this machine' if everywhere else ''} (Ctrl+C to stop)"
+    )
+
+
+def announce_when_ready(listener: socket.socket, line: str, timeout: float = 600.0) -> threading.Thread:
+    """Print ``line`` once the server on ``listener`` answers /health (with several workers: the first whose
+    model is loaded), from a daemon thread that asks every 50 ms."""
+    host, port = local_address(listener)
+
+    def wait() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            connection = http.client.HTTPConnection(host, port, timeout=2)
+            try:
+                connection.request("GET", "/health")
+                if connection.getresponse().status == 200:
+                    print(line, flush=True)
+                    return
+            except OSError:  # not listening yet
+                pass
+            finally:
+                connection.close()
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=wait, name="convlab-serve-ready", daemon=True)
+    thread.start()
+    return thread
