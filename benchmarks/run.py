@@ -37,6 +37,7 @@ TARGET_TRAIN_RATIO = 4.0  # LeNet-5 training images/s at batch 64, convlab / ref
 TARGET_TIME_TO_90 = 5.0  # reference seconds to 90% test top-1 / convlab's
 TARGET_INFER_RATIO = 1.5  # ResNet-18 224x224 batch-1 latency, eager fp32 / convlab's fastest path
 TARGET_FOLDER_RATIO = 3.0  # JPEG folder seconds per epoch, decoding every epoch / convlab's cache
+TARGET_CLI_SECONDS = 0.5  # "well under a second": --help, conv-arith and usage errors, the slowest median
 RECIPE_TARGETS = {"fast": (0.93, 180.0), "best": (0.95, 1800.0)}  # test top-1 at least, wall seconds at most
 FP32_TOLERANCE = 1e-3  # max |logit difference| of a float32 path, for logits within +-1 (scaled above)
 BF16_AGREEMENT = (
@@ -343,6 +344,15 @@ def folder_pipeline(work: Path, threads: int, quick: bool) -> dict:
     return row
 
 
+def command_line(quick: bool) -> dict:
+    """6. wall seconds of `convlab --help`, `conv-arith` and usage errors (no torch), against `python -c pass`."""
+    rounds = 5 if quick else 15
+    log(f"command line: {rounds} alternated runs of each command, each a fresh process")
+    result = worker("bench_cli.py", "--rounds", rounds)
+    log("  [cli] " + ", ".join(f"{name} {row['median']:.3f} s" for name, row in result["rows"].items()))
+    return result
+
+
 def summarise(
     results: dict[str, list[dict]], key: str, *, higher_is_better: bool, extra=(), convlab: str = "convlab"
 ) -> dict:
@@ -434,6 +444,14 @@ def targets(results: dict) -> list[dict]:
         f">= {TARGET_FOLDER_RATIO}",
         folder["ratio"] >= TARGET_FOLDER_RATIO,
     )
+    if "cli" in results:
+        cli = results["cli"]
+        add(
+            f"`convlab --help`, `conv-arith`, usage errors: slowest median wall seconds ({cli['slowest']})",
+            round(cli["slowest_median"], 3),
+            f"<= {TARGET_CLI_SECONDS}",
+            cli["slowest_median"] <= TARGET_CLI_SECONDS,
+        )
     for name, run in results.get("recipes", {}).items():
         top1, seconds = RECIPE_TARGETS[name]
         add(
@@ -531,6 +549,18 @@ def markdown(results: dict) -> str:
         f"cache {med['convlab-cache']:.3f} s ({cpu['convlab-cache']:.3f}; {memory['convlab-cache']:,.0f} MB)"
         f"{decode}; cache built once in {folder['cache_build_seconds']:.1f} s | **{folder['ratio']:.1f}x** |"
     )
+    if "cli" in results:
+        rows = results["cli"]["rows"]
+        floor, torch_start = rows["python -c pass"]["median"], rows["python -c 'import torch'"]["median"]
+        answered = ", ".join(
+            f"{name.removeprefix('convlab ')} {row['median']:.3f} s"
+            for name, row in rows.items()
+            if not name.startswith("python")
+        )
+        lines.append(
+            f"| the command without torch: wall seconds (median) | `python -c pass` {floor:.3f} s; "
+            f"`import torch` {torch_start:.2f} s | {answered} | |"
+        )
     for name, run in results.get("recipes", {}).items():
         lines.append(
             f"| `convlab train --recipe {name}` ({run['model']}, {run['epochs']} epochs), end to end: "
@@ -570,7 +600,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        default="training,time_to_90,inference,folder,recipes",
+        default="training,time_to_90,inference,folder,cli,recipes",
         help="comma-separated parts to run (default: all)",
     )
     parser.add_argument(
@@ -637,6 +667,8 @@ def main() -> None:
             results["inference"] = inference(work, threads, args.quick)
         if "folder" in parts:
             results["folder"] = folder_pipeline(work, threads, args.quick)
+        if "cli" in parts:
+            results["cli"] = command_line(args.quick)
         if "recipes" in parts and not args.quick:
             results["recipes"] = recipes(threads, recipe_names)
     results["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")

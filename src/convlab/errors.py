@@ -22,12 +22,15 @@ def closest_names(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
     return close
 
 
-def unknown_name_error(kind: str, name: str, choices: Iterable[str]) -> ConvlabError:
-    """``Unknown model 'resnt18'; did you mean resnet18? Accepted: ...``"""
+def unknown_name_error(
+    kind: str, name: str, choices: Iterable[str], see: str = "convlab models"
+) -> ConvlabError:
+    """``Unknown model 'resnt18'; did you mean resnet18? Accepted: ...``; a listing of more than 20
+    names is cut, pointing to the command ``see`` that shows them all."""
     choices = sorted(choices)
     close = closest_names(name, choices)
     hint = f"; did you mean {', '.join(close)}?" if close else "."
     listing = ", ".join(choices)
     if len(choices) > 20:
-        listing = ", ".join(choices[:20]) + f", ... ({len(choices)} in all; see `convlab models`)"
+        listing = ", ".join(choices[:20]) + f", ... ({len(choices)} in all; see `{see}`)"
     return ConvlabError(f"Unknown {kind} '{name}'{hint} Accepted: {listing}.")

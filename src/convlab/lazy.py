@@ -1,8 +1,8 @@
 """Packages whose public names load on first use (PEP 562), so that importing one stays cheap.
 
-``convlab``, ``convlab.training`` and ``convlab.serve`` name functions whose modules import torch,
-FastAPI or uvicorn; the command-line parser imports these packages for their torch-free parts
-(settings, limits), and must not pay for the rest.
+``convlab``, ``convlab.analysis``, ``convlab.training`` and ``convlab.serve`` name functions whose
+modules import torch, FastAPI or uvicorn; the command-line parser imports these packages for their
+torch-free parts (settings, limits, convolution arithmetic), and must not pay for the rest.
 """
 
 from __future__ import annotations

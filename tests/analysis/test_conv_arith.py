@@ -7,6 +7,7 @@ from torch import nn
 
 from convlab.analysis import DoesNotFitError, conv_arithmetic, stacked_receptive_field, summary
 from convlab.errors import ConvlabError
+from tests.helpers import count_parameters
 
 
 @pytest.mark.parametrize(("stride", "output"), [(1, 5), (2, 3)])
@@ -50,7 +51,7 @@ def test_32x32x3_ten_5x5_filters_stride_1_pad_2():
     assert "parameters: (5*5*3 + 1)*10 = 760" in result.explain()
     assert "output volume: 32x32x10" in result.explain()
     conv = nn.Conv2d(3, 10, 5, stride=1, padding=2)
-    assert sum(p.numel() for p in conv.parameters()) == 760
+    assert count_parameters(conv) == 760
     assert conv(torch.zeros(1, 3, 32, 32)).shape == (1, 10, 32, 32)
 
 

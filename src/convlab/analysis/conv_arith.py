@@ -7,7 +7,6 @@ from fractions import Fraction
 
 from convlab.analysis.receptive_field import kernel_span
 from convlab.errors import ConvlabError
-from convlab.layers.conv import same_padding
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,7 @@ class ConvArithmetic:
         else:
             lines.append(f"{self.formula}: does not fit; PyTorch floors it to {self.output_size}")
         lines.append(f"receptive field of one output value: {self.receptive_field}x{self.receptive_field}")
-        same = same_padding(self.kernel, self.dilation)
+        same = (self.kernel_span - 1) // 2  # layers.conv.same_padding, worked out as the line says
         if self.stride == 1 and self.kernel_span % 2 == 1 and self.padding != same:
             lines.append(f"same-size padding at stride 1: ({self.kernel_span} - 1)/2 = {same}")
         if self.params is not None:

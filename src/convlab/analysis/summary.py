@@ -10,12 +10,19 @@ import io
 from dataclasses import dataclass, field
 
 import torch
-from rich import box
 from rich.console import Console
-from rich.table import Table
 from torch import nn
 
-from convlab.analysis.format import format_count, format_dims, format_geometry, format_si, terminal_console
+from convlab.analysis.format import (
+    Column,
+    format_count,
+    format_dims,
+    format_geometry,
+    format_si,
+    left_out_note,
+    print_table,
+    terminal_console,
+)
 from convlab.analysis.input_check import trace_or_explain
 from convlab.analysis.trace import ATOMIC_MODULES, LayerRow, Trace
 
@@ -183,37 +190,48 @@ def _not_run_rows(module: nn.Module, prefix: str, called: set[int], seen: set[in
 # --- the table ----------------------------------------------------------------------------------------
 
 
-def summary_table(result: Summary) -> Table:
-    """One line per layer with the totals as the footer."""
-    table = Table(
-        title=f"{result.model} at {'x'.join(map(str, result.input_size))}",
-        box=box.SIMPLE_HEAD,
-        show_footer=True,
-    )
-    totals = result.totals
-    table.add_column("Layer", footer="Total", overflow="fold")
-    table.add_column("Type", overflow="fold")
-    table.add_column("Kernel", overflow="fold")
-    table.add_column("Output", justify="right", overflow="fold")
-    table.add_column("Values", justify="right", footer=format_count(totals.activations))
-    table.add_column("Params", justify="right", footer=format_count(totals.params))
-    table.add_column("MACs", justify="right", footer=format_count(totals.macs))
-    table.add_column("RF", justify="right")
-    table.add_column("Jump", justify="right")
-    for row in result.layers:
-        output = "x".join(map(str, row.output_shape)) if row.output_shape is not None else "(not run)"
-        table.add_row(
-            row.name,
-            row.type,
-            format_geometry(row),
-            output,
-            format_count(row.activations) if row.ran else "",
-            format_count(row.params) if row.params else "",
-            format_count(row.macs) if row.macs else "",
-            format_dims(row.receptive_field),
-            format_dims(row.jump) if row.jump is not None else ("all" if row.receptive_field else ""),
-        )
-    return table
+def summary_columns(result: Summary) -> list[Column]:
+    """One column per figure, in table order. At a narrow width the layer's type goes first (its
+    name usually says it), then the jump, the receptive field, the values and the kernel; the
+    layer, its output, parameters and multiply-adds are always shown."""
+    rows, totals = result.layers, result.totals
+    return [
+        Column("Layer", [row.name for row in rows], footer="Total", breaks="name"),
+        Column("Type", [row.type for row in rows], drop=1),
+        Column("Kernel", [format_geometry(row) for row in rows], breaks="words", drop=5),
+        Column("Output", [_output(row) for row in rows], justify="right"),
+        Column(
+            "Values",
+            [format_count(row.activations) if row.ran else "" for row in rows],
+            footer=format_count(totals.activations),
+            justify="right",
+            drop=4,
+        ),
+        Column(
+            "Params",
+            [format_count(row.params) if row.params else "" for row in rows],
+            footer=format_count(totals.params),
+            justify="right",
+        ),
+        Column(
+            "MACs",
+            [format_count(row.macs) if row.macs else "" for row in rows],
+            footer=format_count(totals.macs),
+            justify="right",
+        ),
+        Column("RF", [format_dims(row.receptive_field) for row in rows], justify="right", drop=3),
+        Column("Jump", [_jump(row) for row in rows], justify="right", drop=2),
+    ]
+
+
+def _output(row: LayerRow) -> str:
+    return "x".join(map(str, row.output_shape)) if row.output_shape is not None else "(not run)"
+
+
+def _jump(row: LayerRow) -> str:
+    if row.jump is not None:
+        return format_dims(row.jump)
+    return "all" if row.receptive_field else ""
 
 
 def totals_lines(result: Summary) -> list[str]:
@@ -232,9 +250,14 @@ def totals_lines(result: Summary) -> list[str]:
 
 
 def print_summary(result: Summary, console: Console | None = None) -> None:
+    """The table, as wide as ``console`` (columns left out when narrow, never a figure cut), and the totals."""
     console = console or terminal_console()
-    console.print(summary_table(result))
-    for line in totals_lines(result):
+    left_out = print_table(
+        console, summary_columns(result), title=f"{result.model} at {'x'.join(map(str, result.input_size))}"
+    )
+    note = left_out_note(left_out, console.width)
+    console.print()
+    for line in [*totals_lines(result), *([note] if note else [])]:
         console.print(line, highlight=False, markup=False)
 
 

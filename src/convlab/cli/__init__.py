@@ -11,7 +11,7 @@ import importlib
 import sys
 
 from convlab import __version__
-from convlab.errors import ConvlabError
+from convlab.errors import ConvlabError, closest_names
 
 # Sub-command modules, in the order `convlab --help` lists them.
 COMMANDS = (
@@ -29,8 +29,67 @@ COMMANDS = (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with "did you mean" for a mistyped flag or choice (Python 3.11's argparse suggests
+    neither), answered by the parser of the command that was run, which knows its own flags."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        # before parsing, so that a typo is named even where a required flag would seem missing
+        unknown = self._unknown_flags(args)
+        if unknown:
+            self.error(self._unrecognized(unknown))
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:  # convlab's commands take nothing they do not declare: a leftover is a typo
+            self.error(self._unrecognized(extras))
+        return namespace, extras
+
+    def _long_flags(self) -> list[str]:
+        return [flag for flag in self._option_string_actions if flag.startswith("--")]
+
+    def _unknown_flags(self, args: list[str]) -> list[str]:
+        """The ``--flags`` of ``args`` this parser knows neither whole nor as an abbreviation. A parser
+        with sub-commands looks only before the sub-command's name: what follows is the sub-command's."""
+        known = self._long_flags()
+        unknown = []
+        for text in args:
+            if text == "--" or (self._subparsers is not None and not text.startswith("-")):
+                break
+            flag = text.partition("=")[0]
+            if flag.startswith("--") and not any(name.startswith(flag) for name in known):
+                unknown.append(flag)
+        return unknown
+
+    def _unrecognized(self, extras: list[str]) -> str:
+        """``unrecognized argument --optimzer; did you mean --optimizer?``"""
+        flags = [text.partition("=")[0] for text in extras if text.startswith("-") and len(text) > 1]
+        if not flags:
+            return f"unrecognized argument{'s' if len(extras) > 1 else ''}: {' '.join(extras)}"
+        names = [flag[2:] for flag in self._long_flags()]  # without the dashes every flag shares
+        suggestions = {
+            flag: [f"--{name}" for name in closest_names(flag.lstrip("-"), names, n=1)] for flag in flags
+        }
+        if len(flags) == 1:
+            ((flag, close),) = suggestions.items()
+            return f"unrecognized argument {flag}" + (f"; did you mean {close[0]}?" if close else "")
+        named = [
+            f"{flag} (did you mean {close[0]}?)" if close else flag for flag, close in suggestions.items()
+        ]
+        return f"unrecognized arguments {', '.join(named)}"
+
+    def _check_value(self, action, value):
+        # argparse's own check, with the nearest choices named first (`convlab trian` -> train)
+        if action.choices is not None and value not in action.choices:
+            choices = [str(choice) for choice in action.choices]
+            close = closest_names(str(value), choices)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise argparse.ArgumentError(
+                action, f"invalid choice '{value}'{hint} (choose from {', '.join(choices)})"
+            )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="convlab",
         description="Build, inspect, train, evaluate and ship convolutional networks for image classification.",
     )

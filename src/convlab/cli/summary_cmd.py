@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import yaml
 
@@ -16,7 +17,13 @@ def add_parser(subparsers) -> None:
         description="Run one forward pass (on the meta device: no weights, seconds even for ResNet-152) "
         "and print every layer with its output shape, parameters, multiply-adds and receptive field.",
     )
-    parser.add_argument("model", metavar="NAME", help="a model name from `convlab models`")
+    parser.add_argument(
+        "model",
+        metavar="NAME",
+        help="a model name from `convlab models`, your own network as path/to/file.py:function or "
+        "package.module:function (runs that code; give --input), or a run folder or checkpoint "
+        "(its network at the size it was trained on)",
+    )
     parser.add_argument(
         "--input",
         metavar="CxHxW",
@@ -49,11 +56,39 @@ def parse_options(pairs: list[str]) -> dict:
     return options
 
 
+def _recorded_network(args) -> tuple[object, str | None] | None:
+    """A run folder or checkpoint: ``(network, input size)`` as its record describes them, the network built
+    on the meta device (no weights) and the input the one it was trained on unless --input says otherwise;
+    None for a model given by name."""
+    path = Path(args.model)
+    run_folder = path.is_dir() and any((path / f"{n}.safetensors").is_file() for n in ("best", "last"))
+    if not (run_folder or path.suffix == ".safetensors"):
+        return None  # a name (a folder that happens to share a zoo name holds no checkpoint)
+    if args.num_classes is not None or args.option:
+        raise ConvlabError(
+            f"--num-classes and --option apply to a model given by name; '{args.model}' records its own."
+        )
+    import torch
+
+    from convlab.checkpoint import read_record
+
+    record = read_record(path)
+    with torch.device("meta"):
+        model = record.model.build()  # a network of yours: built from the copy of its file in the folder
+    trained = record.input.shape if record.input else record.model.input_size
+    return model, args.input or "x".join(str(s) for s in trained)
+
+
 def run(args) -> int:
+    options = parse_options(args.option)  # a malformed --option is answered before torch loads
     # imported here, not at the top: the parser loads every command module, and this import loads torch
     from convlab.analysis.summary import print_summary, summary
 
-    result = summary(args.model, args.input, num_classes=args.num_classes, **parse_options(args.option))
+    recorded = _recorded_network(args)
+    if recorded is not None:
+        result = summary(*recorded)
+    else:
+        result = summary(args.model, args.input, num_classes=args.num_classes, **options)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:

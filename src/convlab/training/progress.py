@@ -18,20 +18,27 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 REFRESH_SECONDS = 0.5
 
 
-def epoch_line(epoch: int, epochs: int, row: dict) -> str:
-    """``epoch 3/10  train loss 0.412 top1 85.1%  val loss 0.398 top1 85.9% top5 99.6%  lr 0.0100  12.3 s  5120 img/s``"""
+def epoch_line(epoch: int, epochs: int, row: dict, num_classes: int | None = None) -> str:
+    """``epoch 3/10  train loss 0.412 top1 85.1%  val loss 0.398 top1 85.9% top5 99.6%  lr 0.0100  12.3 s  5120 img/s``
+
+    The row's ``val_top5`` is top-min(5, classes) (as evaluation counts it), so with 2 classes the
+    line says ``top2``: a top-5 of 100% for two classes would say nothing.
+    """
     width = len(str(epochs))
     text = f"epoch {epoch:>{width}}/{epochs}  train loss {row['train_loss']:.3f} top1 {row['train_top1']:.1%}"
     if row.get("val_loss") is not None:
-        text += f"  val loss {row['val_loss']:.3f} top1 {row['val_top1']:.1%} top5 {row['val_top5']:.1%}"
+        k = 5 if num_classes is None else min(5, num_classes)
+        text += f"  val loss {row['val_loss']:.3f} top1 {row['val_top1']:.1%} top{k} {row['val_top5']:.1%}"
     return text + f"  lr {row['lr']:.4g}  {row['seconds']:.1f} s  {row['images_per_s']:.0f} img/s"
 
 
 class TrainProgress:
     """Shows training as it goes; ``interactive=None`` picks the bar when stdout is a terminal."""
 
-    def __init__(self, log_path: Path | None, interactive: bool | None = None) -> None:
-        self.console = Console()
+    def __init__(
+        self, log_path: Path | None, interactive: bool | None = None, console: Console | None = None
+    ) -> None:
+        self.console = console or Console()
         self.interactive = self.console.is_terminal if interactive is None else interactive
         self.log_path = log_path
         self._bar: Progress | None = None
@@ -57,14 +64,12 @@ class TrainProgress:
             TextColumn(f"epoch {epoch}/{epochs}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn(
-                "loss {task.fields[loss]:.3f}  top1 {task.fields[top1]:.1%}  {task.fields[speed]:.0f} img/s"
-            ),
+            TextColumn("{task.fields[figures]}"),  # empty until the first figures are read: no nan, no 0%
             TimeRemainingColumn(),
             console=self.console,
             transient=True,
         )
-        self._task = self._bar.add_task("train", total=steps, loss=float("nan"), top1=0.0, speed=0.0)
+        self._task = self._bar.add_task("train", total=steps, figures="")
         self._bar.start()
 
     def due(self) -> bool:
@@ -74,7 +79,8 @@ class TrainProgress:
     def update(self, steps_done: int, loss: float, top1: float, images_per_s: float) -> None:
         self._last_refresh = time.perf_counter()
         if self._bar is not None:
-            self._bar.update(self._task, completed=steps_done, loss=loss, top1=top1, speed=images_per_s)
+            figures = f"loss {loss:.3f}  top1 {top1:.1%}  {images_per_s:.0f} img/s"
+            self._bar.update(self._task, completed=steps_done, figures=figures)
 
     def end_epoch(self) -> None:
         if self._bar is not None:
