@@ -12,6 +12,7 @@ from convlab.checkpoint import load_checkpoint, read_record, save_checkpoint
 from convlab.errors import ConvlabError
 from convlab.models import ModelSpec
 from convlab.record import FORMAT, DataSpec, InputSpec, RunRecord, record_for
+from tests.helpers import count_parameters
 
 # A run folder written by convlab 0.1.0 before the record was typed (commit 4fc65d0):
 # `convlab train --model mlp --data digits --epochs 3 --optimizer adam --lr 0.01 --option hidden=[32]`.
@@ -55,8 +56,8 @@ def test_the_model_spec_builds_the_recorded_architecture():
     spec = _record().model
     model = spec.build()
     assert ModelSpec.of(model) == spec
-    assert sum(p.numel() for p in model.parameters()) == sum(
-        p.numel() for p in convlab.create_model("lenet5", num_classes=3, in_chans=1, pool="max").parameters()
+    assert count_parameters(model) == count_parameters(
+        convlab.create_model("lenet5", num_classes=3, in_chans=1, pool="max")
     )
 
 

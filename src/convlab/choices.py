@@ -38,28 +38,59 @@ ACTIVATIONS = (
 
 
 # ---- optimizers and learning-rate schedules (convlab.training.optim)
+# The batch size a run gets by default, and the one the table's learning rates are given for: the
+# PyTorch tutorial's (its plain loop is what convlab's defaults must at least match).
+DEFAULT_BATCH = 64
+# How a default learning rate follows the batch size: linearly for SGD (Goyal et al. 2017, "linear
+# scaling rule"), with the square root for adaptive methods, whose per-parameter steps are already
+# normalised (Krizhevsky 2014; Hoffer et al. 2017), not at all for adadelta, which has no rate of its own.
+LR_SCALINGS = ("linear", "sqrt", "none")
+
+
 @dataclass(frozen=True)
 class OptimizerDefaults:
     """An optimizer by name: the ``torch.optim`` class and what a run gets when it sets nothing else."""
 
     torch_class: str  # a class of torch.optim
-    lr: float
+    lr: float  # at DEFAULT_BATCH; other batch sizes scale it by ``scaling``
     momentum: float | None = None  # default momentum (beta1 for adam/adamw); None: the optimizer has none
     weight_decay: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    scaling: str = "linear"  # one of LR_SCALINGS
 
 
 # The optimizers of the lecture notes (002); the reason for each default is in convlab.training.optim.
 OPTIMIZERS: dict[str, OptimizerDefaults] = {
     "sgd": OptimizerDefaults("SGD", lr=0.1, momentum=0.0),
-    "momentum": OptimizerDefaults("SGD", lr=0.01, momentum=0.9),
-    "nesterov": OptimizerDefaults("SGD", lr=0.01, momentum=0.9, extra={"nesterov": True}),
-    "adagrad": OptimizerDefaults("Adagrad", lr=0.01),
-    "adadelta": OptimizerDefaults("Adadelta", lr=1.0, extra={"rho": 0.9}),
-    "rmsprop": OptimizerDefaults("RMSprop", lr=0.001, momentum=0.0, extra={"alpha": 0.9}),
-    "adam": OptimizerDefaults("Adam", lr=0.001, momentum=0.9),
-    "adamw": OptimizerDefaults("AdamW", lr=0.001, momentum=0.9, weight_decay=0.01),
+    "momentum": OptimizerDefaults("SGD", lr=0.1, momentum=0.9),
+    "nesterov": OptimizerDefaults("SGD", lr=0.1, momentum=0.9, extra={"nesterov": True}),
+    "adagrad": OptimizerDefaults("Adagrad", lr=0.01, scaling="sqrt"),
+    "adadelta": OptimizerDefaults("Adadelta", lr=1.0, extra={"rho": 0.9}, scaling="none"),
+    "rmsprop": OptimizerDefaults("RMSprop", lr=0.001, momentum=0.0, extra={"alpha": 0.9}, scaling="sqrt"),
+    "adam": OptimizerDefaults("Adam", lr=0.001, momentum=0.9, scaling="sqrt"),
+    "adamw": OptimizerDefaults("AdamW", lr=0.001, momentum=0.9, weight_decay=0.01, scaling="sqrt"),
 }
+
+
+def default_lr(name: str, batch_size: int = DEFAULT_BATCH) -> float:
+    """The learning rate optimizer ``name`` gets at ``batch_size`` when none is given."""
+    if name not in OPTIMIZERS:
+        raise unknown_name_error("optimizer", name, OPTIMIZERS)
+    spec = OPTIMIZERS[name]
+    ratio = int(batch_size) / DEFAULT_BATCH
+    factor = {"linear": ratio, "sqrt": ratio**0.5, "none": 1.0}[spec.scaling]
+    return spec.lr * factor
+
+
+def lr_words(name: str, batch_size: int) -> str:
+    """Why a run got the learning rate it got, for the training log."""
+    spec = OPTIMIZERS[name]
+    if spec.scaling == "none" or int(batch_size) == DEFAULT_BATCH:
+        return f"{name}'s default at batch {batch_size}"
+    how = "in proportion" if spec.scaling == "linear" else "with the square root"
+    return f"{name}'s {spec.lr:g} at batch {DEFAULT_BATCH}, scaled {how} to batch {batch_size}"
+
+
 SCHEDULES = ("constant", "step", "exponential", "cosine", "onecycle", "plateau")
 
 
@@ -114,6 +145,27 @@ def check_tta(tta: str | None) -> str | None:
     if tta not in TTA_MODES:
         raise ConvlabError(f"Unknown test-time augmentation '{tta}'; accepted: none, {', '.join(TTA_MODES)}.")
     return tta
+
+
+# ---- how an image is brought to the network's input size (convlab.data.images; recorded in InputSpec.resize)
+RESIZE_RULES = ("crop", "squash")
+# The side photos from a folder are trained at when the model declares no input size of its own (a zoo model
+# declares one): ImageNet's 224 (Ultralytics' default too; Keras' 256), so a network of one's own sees what
+# pretrained ImageNet weights saw, and five stride-2 stages divide it exactly (224 = 7 x 32).
+FOLDER_IMAGE_SIZE = 224
+RESIZE_DESCRIPTIONS = {
+    "crop": "scale the shorter side to the size, then keep the centre (proportions kept, edges cut)",
+    "squash": "resize to exactly the size (nothing cut, proportions not kept)",
+}
+
+
+def check_resize(rule: str | None) -> str | None:
+    """None stays None (the data's default rule); a known rule -> itself; anything else -> ConvlabError."""
+    if rule is None:
+        return None
+    if rule not in RESIZE_RULES:
+        raise unknown_name_error("resize rule", str(rule), RESIZE_RULES)
+    return rule
 
 
 # ---- transfer learning (convlab.transfer)

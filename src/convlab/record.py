@@ -4,7 +4,8 @@ Every checkpoint (safetensors header), ONNX file (metadata_props) and TorchScrip
 file) holds one record as JSON. This module is the only one that reads or writes that JSON, so
 the rest of convlab works with typed fields (``record.input.size``) instead of string keys.
 
-- ``ModelSpec`` (from convlab.models): the zoo name and options the weights fit, with one ``build()``.
+- ``ModelSpec`` (from convlab.models): the zoo name and options the weights fit, with one ``build()``;
+  for a network of the user's, also where its code is (``code``; absent in every older record).
 - ``InputSpec``: convlab's preprocessing contract (as Keras' ``preprocess_input``): channels,
   size, the resize rule and the mean/std the network was trained with.
 - ``DataSpec``: the data set it was trained on, and how its validation split was drawn.
@@ -24,19 +25,31 @@ from typing import Any
 from torch import nn
 
 from convlab import __version__
+from convlab.choices import RESIZE_RULES
+from convlab.data.bundle import Holdout
 from convlab.errors import ConvlabError
 from convlab.models import ModelSpec
 
 FORMAT = "convlab-checkpoint/1"
 KNOWN_FORMATS = (FORMAT,)
-# Images are resized to exactly the network's input size (aspect ratio not kept): the one rule so far.
-RESIZE_RULES = ("squash",)
 
 
 def _require(document: dict, key: str, where: str) -> Any:
     if key not in document:
         raise ConvlabError(f"{where} has no '{key}'; it was not written by convlab.")
     return document[key]
+
+
+def _resize_rule(document: dict[str, Any]) -> str:
+    """The input's resize rule (RESIZE_RULES); a record written before the field existed means "squash",
+    the only rule there was then."""
+    rule = str(document.get("resize", "squash"))
+    if rule not in RESIZE_RULES:
+        raise ConvlabError(
+            f"The record's input has resize rule '{rule}', which this convlab cannot apply; "
+            f"it applies {', '.join(RESIZE_RULES)}."
+        )
+    return rule
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,7 @@ class InputSpec:
             size=tuple(int(s) for s in bundle.image_size),
             mean=tuple(float(m) for m in bundle.mean),
             std=tuple(float(s) for s in bundle.std),
+            resize=bundle.resize,
         )
 
     @classmethod
@@ -68,7 +82,7 @@ class InputSpec:
             size=tuple(int(s) for s in _require(document, "size", where)),
             mean=None if mean is None else tuple(float(m) for m in mean),
             std=None if std is None else tuple(float(s) for s in std),
-            resize=str(document.get("resize", "squash")),
+            resize=_resize_rule(document),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,15 +115,30 @@ class DataSpec:
     source: str | None = None  # where the files were read from, in words
     val_split: float | None = None
     seed: int | None = None
+    # The least a class gives to validation; records from before it was written held out at least 1.
+    min_val_per_class: int = 1
+    fold: int | None = None  # cross-validation: this run held out fold ``fold`` of ``folds``
+    folds: int | None = None
 
     @classmethod
     def from_dict(cls, document: dict[str, Any]) -> DataSpec:
         val_split, seed = document.get("val_split"), document.get("seed")
+        fold, folds = document.get("fold"), document.get("folds")
         return cls(
             name=str(_require(document, "name", "The record's data")),
             source=document.get("source"),
             val_split=None if val_split is None else float(val_split),
             seed=None if seed is None else int(seed),
+            min_val_per_class=int(document.get("min_val_per_class", 1)),
+            fold=None if fold is None else int(fold),
+            folds=None if folds is None else int(folds),
+        )
+
+    def holdout(self, fallback_fraction: float = 0.1) -> Holdout:
+        """The validation split the run held out, to rebuild it exactly."""
+        fraction = self.val_split if self.val_split is not None else float(fallback_fraction)
+        return Holdout(
+            fraction=fraction, min_per_class=self.min_val_per_class, fold=self.fold, folds=self.folds
         )
 
     def to_dict(self) -> dict[str, Any]:

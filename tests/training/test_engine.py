@@ -248,10 +248,11 @@ def test_settings_that_do_not_fit_the_data_are_refused(tmp_path):
     ):
         train(**QUICK, num_classes=5, out=tmp_path / "five")
     with pytest.raises(
-        ConvlabError, match="Unknown optimizer 'adamm'.*Accepted: adadelta, adagrad, adam, adamw"
+        ConvlabError,
+        match=r"Unknown optimizer \(--optimizer\) 'adamm'.*Accepted: adadelta, adagrad, adam, adamw",
     ):
         train(model="mlp", optimizer="adamm", out=tmp_path / "x")
-    with pytest.raises(ConvlabError, match="Unknown schedule 'cosin'; did you mean cosine"):
+    with pytest.raises(ConvlabError, match=r"Unknown schedule \(--schedule\) 'cosin'; did you mean cosine"):
         train(model="mlp", schedule="cosin", out=tmp_path / "x")
     with pytest.raises(ConvlabError, match="fashion-mnistt.*fashion-mnist"):
         train(model="mlp", data="fashion-mnistt", out=tmp_path / "x")

@@ -10,6 +10,7 @@ from convlab.errors import ConvlabError
 from convlab.models import create_model
 from convlab.training.config import recipe_markdown, resolve_config
 from convlab.training.recipes import RECIPES, recipe_settings
+from tests.helpers import count_parameters
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "performance.md"
 
@@ -65,7 +66,7 @@ def test_the_best_recipe_is_the_documented_half_hour_configuration():
     }
     config = resolve_config(recipe="best")
     model = create_model(config.model, num_classes=10, in_chans=1, **config.options)
-    assert sum(p.numel() for p in model.parameters()) == 576_266  # vgg_mini's 145,290 at twice the width
+    assert count_parameters(model) == 576_266  # vgg_mini's 145,290 at twice the width
 
 
 def test_file_and_flags_override_a_recipe_and_options_merge(tmp_path):

@@ -209,9 +209,13 @@ def test_linear_probe_is_a_run_folder_that_eval_predict_and_export_accept(source
 
 
 def test_transfer_settings_are_checked_before_anything_runs(source_run, tmp_path):
-    with pytest.raises(ConvlabError, match="--transfer, --head-epochs need --pretrained"):
+    with pytest.raises(
+        ConvlabError, match=r"transfer \(--transfer\), head_epochs \(--head-epochs\) need pretrained"
+    ):
         train(**TARGET, transfer="finetune", head_epochs=1, out=tmp_path / "a")
-    with pytest.raises(ConvlabError, match="--trainable apply to --transfer finetune"):
+    with pytest.raises(
+        ConvlabError, match=r"trainable \(--trainable\) applies to transfer \(--transfer\) finetune"
+    ):
         train(
             **TARGET,
             pretrained=source_run.run_dir,
@@ -219,9 +223,9 @@ def test_transfer_settings_are_checked_before_anything_runs(source_run, tmp_path
             trainable="last:1",
             out=tmp_path / "b",
         )
-    with pytest.raises(ConvlabError, match="--head-epochs 2 leaves none of the 2 epochs"):
+    with pytest.raises(ConvlabError, match=r"head_epochs \(--head-epochs\) = 2 leaves none of the 2 epochs"):
         train(**TARGET, pretrained=source_run.run_dir, head_epochs=2, epochs=2, out=tmp_path / "c")
-    with pytest.raises(ConvlabError, match="Unknown transfer mode 'freeze'"):
+    with pytest.raises(ConvlabError, match=r"Unknown transfer \(--transfer\) 'freeze'"):
         train(**TARGET, pretrained=source_run.run_dir, transfer="freeze", out=tmp_path / "d")
     with pytest.raises(ConvlabError, match="not weights for model 'lenet5'"):
         train(**TARGET, model="lenet5", pretrained=source_run.run_dir, out=tmp_path / "e")

@@ -10,8 +10,12 @@ import yaml
 from convlab.choices import (
     ACTIVATIONS,
     AUGMENTATIONS,
+    DEFAULT_BATCH,
+    FOLDER_IMAGE_SIZE,
     INIT_SCHEMES,
     OPTIMIZERS,
+    RESIZE_DESCRIPTIONS,
+    RESIZE_RULES,
     SCHEDULES,
     TRAINING_PRECISIONS,
 )
@@ -34,9 +38,10 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train a model on a data set into a run folder",
-        description="Train a model from the zoo on a data set. Every flag can also be set in a YAML file "
-        "(--config, keys as the flag names); flags given on the command line win. The run folder gets "
-        "config.yaml, metrics.csv, tb/, last/best.safetensors, state.pt, train.log and a report.",
+        description="Train a model from the zoo, or your own network, on a data set. Every flag can also "
+        "be set in a YAML file (--config, keys as the flag names); flags given on the command line win. "
+        "The run folder gets config.yaml, metrics.csv, tb/, last/best.safetensors, state.pt, train.log "
+        "and a report.",
         argument_default=argparse.SUPPRESS,  # only flags actually given override the config file
     )
     takes = _what_flags_take()
@@ -58,20 +63,28 @@ def _flag_helps() -> dict[str | None, dict[str, str]]:
             "--recipe": f"start from a named configuration: {names(RECIPES)} (the YAML file and flags override its values; docs/performance.md) (default: none)",
         },
         "model and data": {
-            "--model": f"model name from `convlab models` (default {defaults.model})",
+            "--model": f"model name from `convlab models` (default {defaults.model}), or your own network: "
+            "path/to/file.py:FUNCTION or package.module:FUNCTION, called as FUNCTION(num_classes=..., "
+            "in_chans=..., **options) with each of the two passed when its signature names it; it must return an "
+            "nn.Module giving logits N x classes, checked against the data first. The run folder keeps a "
+            "copy of the file (model.py) to rebuild it; a name registered with convlab.register_model "
+            "works once its module is imported (--model mymodule:mynet imports it; docs/own-network.md)",
             "--data": f"a named set (`convlab data list`), a folder of class folders, or idx:IMAGES,LABELS (default {defaults.data})",
             "--data-root": "where named sets are looked for and downloaded (default: convlab's cache)",
             "--val-split": f"fraction of training images held out for validation (default {defaults.val_split})",
+            "--folds": "K-fold cross-validation: K runs (RUN/fold-1 .. fold-K), each holding out another fold of the training images as validation; prints and writes (crossval.md) the mean and spread of their validation top-1 (default: one run)",
+            "--fold": "with --folds K, train only fold N of the K (default: all of them)",
             "--limit": "keep only the first N training images (default: all)",
             "--limit-per-class": "keep N training images of each class, seeded, before --val-split holds some out (give --val-split 0 to train on all N; default: all)",
             "--classes": "keep only these classes, by number or name (5,6,7,8,9 or Sandal,Bag), relabelled 0..k-1 in the order given, in every split (default: all)",
-            "--image-size": "resize images (default: the data's size, or the smallest the model takes)",
+            "--image-size": f"train at N or HxW (default: a named set's own size, or the nearest the model takes; a folder of photos at the model's declared input size, or {FOLDER_IMAGE_SIZE} (ImageNet's size, Ultralytics' default) for a network of your own, which declares none; never at the photos' own size)",
+            "--resize": f"how images are brought to the size: {'; '.join(f'{rule}: {text}' for rule, text in RESIZE_DESCRIPTIONS.items())} (default: crop for folders, whose photos come in both orientations; squash for named sets, whose images are all one size)",
             "--in-chans": "convert images to 1 or 3 channels (default: the data's)",
             "--num-classes": "check the data has this many classes (default: the data's)",
             "--augment": f"comma-separated augmentations: {names(AUGMENTATIONS)} (default: none)",
             "--init": f"weight initialisation (default {defaults.init})",
             "--activation": f"replace the model's activation: {names(ACTIVATIONS)} (default: the model's own)",
-            "--option": "a model option, repeatable; values are YAML (pool=max, hidden=[500,150])",
+            "--option": "a model option, repeatable; values are YAML (pool=max, hidden=[500,150]); for your own network, a keyword argument of its function",
         },
         "transfer learning (see docs/transfer.md)": {
             "--pretrained": "start from trained weights: a run folder, a .safetensors checkpoint, a .pth/.pt state dict (with --model), or torchvision:ARCH[.TAG] (e.g. torchvision:resnet18.IMAGENET1K_V1, read from torch.hub's cache); a new task gets a new head, other input channels an adapted first layer; --model, its options and --image-size default to the source's",
@@ -83,9 +96,9 @@ def _flag_helps() -> dict[str | None, dict[str, str]]:
         },
         "optimisation": {
             "--epochs": f"epochs to train (default {defaults.epochs}; on --resume, a larger number extends the run)",
-            "--batch-size": f"images per step (default {defaults.batch_size})",
+            "--batch-size": f"images per step (default {DEFAULT_BATCH}, or about a tenth of a training set under {10 * DEFAULT_BATCH} images)",
             "--optimizer": f"{names(OPTIMIZERS)} (default {defaults.optimizer})",
-            "--lr": f"learning rate (default per optimizer: {lrs})",
+            "--lr": f"learning rate (default per optimizer at batch {DEFAULT_BATCH}: {lrs}; scaled with the batch size, linearly for SGD, with the square root for the adaptive methods; the log says which it chose)",
             "--momentum": "momentum (beta1 for adam/adamw) (default 0.9 for momentum, nesterov, adam, adamw; 0 for sgd and rmsprop)",
             "--weight-decay": "L2 weight decay, not applied to biases and norm parameters (default 0; 0.01 for adamw)",
             "--schedule": f"learning-rate schedule: {names(SCHEDULES)} (default {defaults.schedule})",
@@ -119,10 +132,13 @@ def _what_flags_take() -> dict[str, dict[str, Any]]:
         "--recipe": {"metavar": "NAME"},
         "--data-root": {"metavar": "DIR"},
         "--val-split": {"type": float, "metavar": "F"},
+        "--folds": {"type": int, "metavar": "K"},
+        "--fold": {"type": int, "metavar": "N"},
         "--limit": {"type": int, "metavar": "N"},
         "--limit-per-class": {"type": int, "metavar": "N"},
         "--classes": {"metavar": "LIST"},
         "--image-size": {"metavar": "N|HxW"},
+        "--resize": {"metavar": "|".join(RESIZE_RULES)},
         "--in-chans": {"type": int, "choices": (1, 3)},
         "--num-classes": {"type": int, "metavar": "N"},
         "--augment": {"metavar": "LIST"},

@@ -22,7 +22,7 @@ from convlab.errors import ConvlabError
 from convlab.evaluation.evaluate import EvalResult
 from convlab.files import atomic_write
 from convlab.record import RunRecord
-from convlab.report.figures import report_figures
+from convlab.report.figures import MISTAKES_PNG, draw_mistakes, report_figures, worst_classified
 from convlab.viz.confusion import plot_confusion
 from convlab.viz.render import new_figure, save_figure
 
@@ -141,12 +141,21 @@ def _format(value, digits: int = 4) -> str:
 
 
 def _config_value(value) -> str:
-    """A setting as written in config.yaml: lists and mappings as JSON, unset (None) as a dash."""
+    """A setting as written in config.yaml: lists and mappings as JSON, unset (None) as "none"."""
     if value is None:
-        return "-"
+        return "none"
     if isinstance(value, (list, dict)):
         return json.dumps(value)
     return str(value)
+
+
+def _resolved_value(value, resolved: str | None) -> str:
+    """A setting of config.yaml as the run resolved it: unset or "auto" shows what it became."""
+    if resolved is not None and value is None:
+        return resolved
+    if resolved is not None and value == "auto":
+        return f"auto: {resolved}"
+    return _config_value(value)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence]) -> list[str]:
@@ -165,8 +174,31 @@ def _best_epoch(rows: list[dict[str, float]], record: RunRecord | None) -> int |
     return int(max(scored, key=lambda row: row["val_top1"])["epoch"])
 
 
+def _mistakes_section(model: nn.Module, bundle, record: RunRecord | None, run_dir: Path) -> list[str]:
+    """The worst-classified validation (else test) images: a picture and a table naming each one."""
+    split = next((name for name in ("val", "test") if name in bundle.splits()), None)
+    if split is None:
+        return []
+    classes = list((record.classes if record else None) or bundle.classes)
+    mistakes = worst_classified(model, bundle, split, classes)
+    if not mistakes:
+        return ["## Mistakes", "", f"The best weights classify every {split} image right.", ""]
+    draw_mistakes(mistakes, bundle, split, run_dir / MISTAKES_PNG)
+    lines = ["## Mistakes", "", f"![The worst-classified {split} images]({MISTAKES_PNG})", ""]
+    lines += _table(
+        ["image", "true", "predicted", "p(predicted)", "p(true)"],
+        [[f"`{m.name}`", m.true, m.predicted, f"{m.p_predicted:.3f}", f"{m.p_true:.3f}"] for m in mistakes],
+    )
+    return lines + [""]
+
+
 def write_report(
-    run_dir: Path, test_result: EvalResult | None = None, *, model: nn.Module | None = None, bundle=None
+    run_dir: Path,
+    test_result: EvalResult | None = None,
+    *,
+    model: nn.Module | None = None,
+    bundle=None,
+    settings: dict[str, str] | None = None,
 ) -> Path:
     """Write ``curves.png``, ``confusion.png`` and ``report.md`` into ``run_dir``; returns report.md's path.
 
@@ -175,7 +207,10 @@ def write_report(
     gives the trainable/frozen parameter split; without it the recorded architecture is
     built on the meta device and every parameter counts as trainable. With both ``model`` (trained
     weights) and ``bundle`` (its data), the report also shows the first-layer filters and Grad-CAM
-    maps of a few validation images, right and wrong ones (convlab.viz.report_figures).
+    maps of a few validation images, right and wrong ones (convlab.viz.report_figures), and the
+    worst-classified validation images. ``settings`` gives the values training resolved for settings the
+    configuration leaves unset (learning rate, momentum, image size, ...) and what it ran on (device,
+    threads), so that the configuration table has no blanks.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -215,12 +250,15 @@ def write_report(
         ]
 
     if config:
-        lines += [
-            "## Configuration",
-            "",
-            *_table(["setting", "value"], [[key, _config_value(value)] for key, value in config.items()]),
-            "",
-        ]
+        settings = dict(settings or {})
+        if rows:
+            seconds = sum(row["seconds"] for row in rows if not math.isnan(row.get("seconds", math.nan)))
+            settings.setdefault(
+                "total time", f"{seconds:.1f} s training and validation, {len(rows)} epoch(s)"
+            )
+        table = [[key, _resolved_value(value, settings.pop(key, None))] for key, value in config.items()]
+        table += [[key, value] for key, value in settings.items()]  # what the run resolved beyond config.yaml
+        lines += ["## Configuration", "", *_table(["setting", "value"], table), ""]
 
     if rows:
         plot_curves(metrics_csv, run_dir / "curves.png")
@@ -244,6 +282,11 @@ def write_report(
         k = result.top5_k
         tta = f", test-time augmentation {result.tta}" if result.tta else ""
         lines += [f"## Final evaluation ({result.split}, {result.n:,} images{tta})", ""]
+        if result.split == "val":
+            lines += [
+                "The data has no test split: these are the best weights' figures on the validation split.",
+                "",
+            ]
         lines += _table(
             ["metric", "value"],
             [
@@ -266,6 +309,9 @@ def write_report(
         figures = report_figures(model, record, bundle, run_dir)
         lines += ["## What the network looks at", ""]
         lines += [f"![{path.stem}]({path.name})" for path in figures] + [""]
+
+    if model is not None and bundle is not None:
+        lines += _mistakes_section(model, bundle, record, run_dir)
 
     skipped_path = run_dir / "skipped.txt"
     if skipped_path.is_file():

@@ -1,7 +1,9 @@
-"""The run report's pictures: the first-layer filters and Grad-CAM on a few validation images, right and wrong."""
+"""The run report's pictures: the first-layer filters, Grad-CAM on a few validation images, right and wrong,
+and the worst-classified validation images with their true and predicted classes."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,6 +21,59 @@ SEARCH_BATCH = 128  # validation images classified per batch while looking for r
 SEARCH_LIMIT = 1024  # stop looking after this many: a very accurate model may have few mistakes to show
 FILTERS_PNG = "filters.png"
 GRADCAM_PNG = "gradcam.png"
+MISTAKES_PNG = "mistakes.png"
+MISTAKES_SHOWN = 12  # the worst-classified images drawn: three rows of four stay readable
+
+
+@dataclass
+class Mistake:
+    """A misclassified image: where it is in its split (and its file, for folder data), what it is and what the
+    model said, with both classes' probabilities."""
+
+    index: int
+    name: str
+    true: str
+    predicted: str
+    p_predicted: float
+    p_true: float
+    image: torch.Tensor
+
+
+def worst_classified(model: nn.Module, bundle, split: str, classes, n: int = MISTAKES_SHOWN) -> list[Mistake]:
+    """The ``n`` images of ``split`` the model gets wrong most confidently: lowest probability of the true class."""
+    device = model_device(model)
+    files = bundle.files(split) if hasattr(bundle, "files") else None
+    scores, found, offset = [], [], 0
+    with eval_mode(model), torch.no_grad():
+        for images, labels in bundle.loader(split, SEARCH_BATCH, device=device):
+            probabilities = logits_of(model, images).float().softmax(dim=1)
+            p_true = probabilities.gather(1, labels[:, None])[:, 0]
+            p_best, predicted = probabilities.max(dim=1)
+            for row in torch.nonzero(predicted != labels).flatten().tolist():
+                scores.append((float(p_true[row]), offset + row))
+                found.append((images[row].cpu(), int(labels[row]), int(predicted[row]), float(p_best[row])))
+            offset += len(labels)
+    order = sorted(range(len(scores)), key=lambda i: scores[i][0])[:n]
+    worst = []
+    for i in order:
+        p_true, index = scores[i]
+        image, label, guess, p_guess = found[i]
+        name = str(files[index]) if files is not None else f"{split} image {index}"
+        worst.append(Mistake(index, name, str(classes[label]), str(classes[guess]), p_guess, p_true, image))
+    return worst
+
+
+def draw_mistakes(mistakes: list[Mistake], bundle, split: str, out_png: Path) -> Path:
+    """The mistakes as one picture, each titled true / predicted (probability)."""
+    panels = [
+        (
+            denormalise(m.image, bundle.mean, bundle.std),
+            f"true: {m.true}\npredicted: {m.predicted} ({m.p_predicted:.0%})",
+        )
+        for m in mistakes
+    ]
+    title = f"The {len(mistakes)} worst-classified {split} images (lowest probability of the true class)"
+    return save_panels(panels, title, out_png, columns=min(len(panels), 4))
 
 
 def _report_split(bundle) -> str:
@@ -80,4 +135,4 @@ def report_figures(
     return paths
 
 
-__all__ = ["report_figures"]
+__all__ = ["Mistake", "draw_mistakes", "report_figures", "worst_classified"]

@@ -22,6 +22,7 @@ from convlab.choices import (
     TRAINABLE_FORMS,
     TRAINING_PRECISIONS,
     TRANSFER_MODES,
+    check_resize,
     check_tta,
     parse_augment,
 )
@@ -38,12 +39,14 @@ class TrainConfig:
     """Everything a training run depends on; the run folder's config.yaml holds one of these."""
 
     recipe: str | None = None  # a named configuration (convlab.training.recipes) under the file and the flags
-    model: str = "lenet5"
+    model: str = (
+        "lenet5"  # a zoo name, or your own network: path/to/file.py:function, package.module:function
+    )
     data: str = "fashion-mnist"
     epochs: int = 10
-    batch_size: int = 128
+    batch_size: int | None = None  # None: DEFAULT_BATCH, or about a tenth of a small training set
     optimizer: str = "momentum"
-    lr: float | None = None  # None: the optimizer's default, see convlab.training.optim.OPTIMIZERS
+    lr: float | None = None  # None: the optimizer's default for the batch size (convlab.choices.default_lr)
     momentum: float | None = None  # None: the optimizer's default
     weight_decay: float | None = None  # None: the optimizer's default (0, or 0.01 for adamw)
     schedule: str = "cosine"
@@ -69,7 +72,12 @@ class TrainConfig:
     device: str = "auto"
     data_root: str | None = None
     val_split: float = 0.1
-    image_size: list[int] | None = None  # [H, W]; None: the data's own size (or the nearest the model takes)
+    folds: int | None = None  # K-fold cross-validation: K runs, each holding out one fold as validation
+    fold: int | None = None  # which fold this run holds out (set by cross-validation for each of its runs)
+    # [H, W]; None: a named set's own size (or the nearest the model takes); a folder's: the model's declared
+    # input size, or FOLDER_IMAGE_SIZE for a network that declares none (training.engine.folder_image_size)
+    image_size: list[int] | None = None
+    resize: str | None = None  # crop or squash (choices.RESIZE_RULES); None: crop for folders, else squash
     in_chans: int | None = None  # None: the data's native channels
     num_classes: int | None = None  # None: the number of classes in the data
     limit: int | None = None  # keep only the first N training images (quick runs, tests)
@@ -91,6 +99,13 @@ class TrainConfig:
 FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
+def setting_label(name: str) -> str:
+    """How an error names a setting, one phrasing for ``train(**settings)``, YAML and the command line:
+    ``batch_size (--batch-size)``."""
+    flag = "--option" if name == "options" else "--" + name.replace("_", "-")
+    return f"{name} ({flag})"
+
+
 def parse_image_size(value: Any) -> list[int] | None:
     """``28`` / ``"28"`` -> [28, 28]; ``"28x32"`` / ``[28, 32]`` -> [28, 32]; None stays None."""
     if value is None:
@@ -99,7 +114,8 @@ def parse_image_size(value: Any) -> list[int] | None:
         match = re.fullmatch(r"\s*(\d+)\s*(?:[xX,]\s*(\d+)\s*)?", value)
         if match is None:
             raise ConvlabError(
-                f"Image size '{value}' is not understood; give N (square) or HxW, e.g. 32 or 28x32."
+                f"{setting_label('image_size')} '{value}' is not understood; give N (square) or HxW, "
+                "e.g. 32 or 28x32."
             )
         height = int(match.group(1))
         size = [height, int(match.group(2)) if match.group(2) else height]
@@ -109,11 +125,15 @@ def parse_image_size(value: Any) -> list[int] | None:
         try:
             size = [int(v) for v in value]
         except (TypeError, ValueError):
-            raise ConvlabError(f"Image size {value!r} is not understood; give N (square) or HxW.") from None
+            raise ConvlabError(
+                f"{setting_label('image_size')} {value!r} is not understood; give N (square) or HxW."
+            ) from None
         if len(size) == 1:
             size = size * 2
     if len(size) != 2 or min(size) < 1:
-        raise ConvlabError(f"Image size {value!r} must be one or two positive integers (N or HxW).")
+        raise ConvlabError(
+            f"{setting_label('image_size')} {value!r} must be one or two positive integers (N or HxW)."
+        )
     return size
 
 
@@ -142,8 +162,8 @@ def _normalise_keys(values: dict[str, Any]) -> dict[str, Any]:
     normalised = {}
     for key, value in values.items():
         name = str(key).replace("-", "_")
-        if name not in FIELDS:
-            raise unknown_name_error("training setting", str(key), FIELDS)
+        if name not in FIELDS:  # the command line's argparse suggests the same for a mistyped flag
+            raise unknown_name_error("training setting", str(key), FIELDS, see="convlab train --help")
         normalised[name] = value
     return normalised
 
@@ -196,21 +216,21 @@ def _number(
         value = kind(value)
     except (TypeError, ValueError):
         raise ConvlabError(
-            f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}."
+            f"{setting_label(name)} must be {'an integer' if kind is int else 'a number'}, got {value!r}."
         ) from None
     if minimum is not None and (value <= minimum if above else value < minimum):
         raise ConvlabError(
-            f"{name} must be {'greater than' if above else 'at least'} {minimum}, got {value}."
+            f"{setting_label(name)} must be {'greater than' if above else 'at least'} {minimum}, got {value}."
         )
     if below is not None and value >= below:
-        raise ConvlabError(f"{name} must be less than {below}, got {value}.")
+        raise ConvlabError(f"{setting_label(name)} must be less than {below}, got {value}.")
     setattr(config, name, value)
 
 
 def check_config(config: TrainConfig) -> TrainConfig:
     """Coerce types and reject values no run could use, naming the setting and what is accepted."""
     _number(config, "epochs", int, 1)
-    _number(config, "batch_size", int, 1)
+    _number(config, "batch_size", int, 1, optional=True)
     _number(config, "lr", float, 0, optional=True, above=True)
     _number(config, "momentum", float, 0, optional=True, below=1.0)
     _number(config, "weight_decay", float, 0, optional=True)
@@ -221,6 +241,12 @@ def check_config(config: TrainConfig) -> TrainConfig:
     _number(config, "seed", int)
     _number(config, "early_stop", int, 1, optional=True)
     _number(config, "val_split", float, 0, below=1.0)
+    _number(config, "folds", int, 2, optional=True)
+    _number(config, "fold", int, 1, optional=True)
+    if config.fold is not None and (config.folds is None or config.fold > config.folds):
+        raise ConvlabError(
+            f"fold {config.fold} needs folds of at least {config.fold} (folds is {config.folds})."
+        )
     _number(config, "in_chans", int, 1, optional=True)
     _number(config, "num_classes", int, 1, optional=True)
     _number(config, "limit", int, 1, optional=True)
@@ -228,28 +254,33 @@ def check_config(config: TrainConfig) -> TrainConfig:
     _number(config, "backbone_lr_scale", float, 0, above=True)
     _number(config, "head_epochs", int, 0)
     if config.optimizer not in OPTIMIZERS:
-        raise unknown_name_error("optimizer", str(config.optimizer), OPTIMIZERS)
+        raise unknown_name_error(setting_label("optimizer"), str(config.optimizer), OPTIMIZERS)
     if config.schedule not in SCHEDULES:
-        raise unknown_name_error("schedule", str(config.schedule), SCHEDULES)
+        raise unknown_name_error(setting_label("schedule"), str(config.schedule), SCHEDULES)
     if config.amp not in TRAINING_PRECISIONS:
-        raise unknown_name_error("--amp mode", str(config.amp), TRAINING_PRECISIONS)
+        raise unknown_name_error(setting_label("amp"), str(config.amp), TRAINING_PRECISIONS)
     if config.init not in INIT_SCHEMES:
-        raise unknown_name_error("init scheme", str(config.init), INIT_SCHEMES)
+        raise unknown_name_error(setting_label("init"), str(config.init), INIT_SCHEMES)
     if not (config.device in DEVICES or re.fullmatch(r"cuda:\d+", str(config.device))):
-        raise ConvlabError(f"Unknown device '{config.device}'; accepted: auto, cpu, cuda, cuda:N.")
+        raise ConvlabError(
+            f"Unknown {setting_label('device')} '{config.device}'; accepted: auto, cpu, cuda, cuda:N."
+        )
     if config.activation is not None and config.activation not in ACTIVATIONS:
-        raise unknown_name_error("activation", str(config.activation), ACTIVATIONS)
+        raise unknown_name_error(setting_label("activation"), str(config.activation), ACTIVATIONS)
     if not isinstance(config.options, dict):
-        raise ConvlabError(f"options must be a mapping of model options, got {config.options!r}.")
+        raise ConvlabError(
+            f"{setting_label('options')} must be a mapping of model options, got {config.options!r}."
+        )
     config.image_size = parse_image_size(config.image_size)
+    config.resize = check_resize(config.resize)
     config.augment = parse_augment(config.augment)
     check_speed_levers(config)
     config.test_tta = check_test_tta(config.test_tta)
     config.classes = parse_classes(config.classes)
     if config.limit is not None and config.limit_per_class is not None:
         raise ConvlabError(
-            f"Give --limit ({config.limit} images in all) or --limit-per-class "
-            f"({config.limit_per_class} of each class), not both."
+            f"{setting_label('limit')} keeps {config.limit} images in all and "
+            f"{setting_label('limit_per_class')} {config.limit_per_class} of each class; give one, not both."
         )
     check_transfer(config)
     for name in ("model", "data", "out", "resume", "data_root", "pretrained"):
@@ -260,11 +291,10 @@ def check_config(config: TrainConfig) -> TrainConfig:
 
 
 def _flags_set(config: TrainConfig, *names: str) -> list[str]:
-    """The flags, among the settings ``names``, that were given: their values differ from the defaults."""
+    """The settings, among ``names``, that were given (their values differ from the defaults), as errors
+    name them."""
     defaults = TrainConfig()
-    return [
-        f"--{name.replace('_', '-')}" for name in names if getattr(config, name) != getattr(defaults, name)
-    ]
+    return [setting_label(name) for name in names if getattr(config, name) != getattr(defaults, name)]
 
 
 def parse_classes(value: Any) -> list[int | str] | None:
@@ -274,12 +304,16 @@ def parse_classes(value: Any) -> list[int | str] | None:
         return None
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)):
-        raise ConvlabError(f"classes must be a list of class numbers or names (e.g. 5,6,7), got {value!r}.")
+        raise ConvlabError(
+            f"{setting_label('classes')} must be a list of class numbers or names (e.g. 5,6,7), got {value!r}."
+        )
     parsed = []
     for item in items:
         text = str(item).strip()
         if not text or isinstance(item, bool):
-            raise ConvlabError(f"classes must be class numbers or names (e.g. 5,6,7), got {value!r}.")
+            raise ConvlabError(
+                f"{setting_label('classes')} must be class numbers or names (e.g. 5,6,7), got {value!r}."
+            )
         parsed.append(int(text) if re.fullmatch(r"\d+", text) else text)
     return parsed
 
@@ -287,40 +321,47 @@ def parse_classes(value: Any) -> list[int | str] | None:
 def check_transfer(config: TrainConfig) -> None:
     """The transfer settings must form one of the lectures' scenarios (``convlab.transfer``)."""
     if not isinstance(config.allow_partial, bool):
-        raise ConvlabError(f"allow_partial must be true or false, got {config.allow_partial!r}.")
+        raise ConvlabError(
+            f"{setting_label('allow_partial')} must be true or false, got {config.allow_partial!r}."
+        )
     if config.pretrained is None:
         given = _flags_set(
             config, "transfer", "trainable", "backbone_lr_scale", "head_epochs", "allow_partial"
         )
         if given:
             raise ConvlabError(
-                f"{', '.join(given)} need --pretrained SOURCE (the trained network to start from)."
+                f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} {setting_label('pretrained')}: "
+                "the trained network to start from."
             )
         return
     if config.transfer is None:  # --pretrained alone: start from the weights and train everything
         config.transfer = "finetune"
     if config.transfer not in TRANSFER_MODES:
-        raise unknown_name_error("transfer mode", str(config.transfer), TRANSFER_MODES)
+        raise unknown_name_error(setting_label("transfer"), str(config.transfer), TRANSFER_MODES)
     if config.transfer != "finetune":
         extra = _flags_set(config, "trainable", "backbone_lr_scale", "head_epochs")
         if extra:
             raise ConvlabError(
-                f"{', '.join(extra)} apply to --transfer finetune; --transfer {config.transfer} "
+                f"{', '.join(extra)} {'applies' if len(extra) == 1 else 'apply'} to "
+                f"{setting_label('transfer')} finetune; {config.transfer} "
                 f"trains the new head alone."
             )
     if config.trainable is not None:
         config.trainable = str(config.trainable)
         if not re.fullmatch(r"all|head|last:\d+|from:\S+", config.trainable):
-            raise ConvlabError(f"Unknown --trainable '{config.trainable}'; accepted: {TRAINABLE_FORMS}.")
+            raise ConvlabError(
+                f"Unknown {setting_label('trainable')} '{config.trainable}'; accepted: {TRAINABLE_FORMS}."
+            )
     if config.head_epochs and config.trainable == "head":
         raise ConvlabError(
-            "--head-epochs trains the head alone before unfreezing --trainable; with "
-            "--trainable head there is nothing to unfreeze (leave --head-epochs out)."
+            f"{setting_label('head_epochs')} trains the head alone before unfreezing what "
+            f"{setting_label('trainable')} names; with trainable head there is nothing to unfreeze "
+            "(leave head_epochs out)."
         )
     if config.head_epochs >= config.epochs:
         raise ConvlabError(
-            f"--head-epochs {config.head_epochs} leaves none of the {config.epochs} epochs to "
-            f"fine-tune the backbone; give fewer head epochs or more --epochs."
+            f"{setting_label('head_epochs')} = {config.head_epochs} leaves none of the {config.epochs} "
+            f"epochs ({setting_label('epochs')}) to fine-tune the backbone; give fewer head epochs or more epochs."
         )
 
 
@@ -329,7 +370,7 @@ def check_test_tta(value: Any) -> str | None:
     try:
         return check_tta(None if value is None else str(value))
     except ConvlabError as error:
-        raise ConvlabError(f"test_tta: {error}") from None
+        raise ConvlabError(f"{setting_label('test_tta')}: {error}") from None
 
 
 def check_speed_levers(config: TrainConfig) -> None:
@@ -339,7 +380,7 @@ def check_speed_levers(config: TrainConfig) -> None:
         recipe_settings(config.recipe)  # an unknown name: ConvlabError listing the recipes
     for name in ("channels_last", "compile"):
         if not isinstance(getattr(config, name), bool):
-            raise ConvlabError(f"{name} must be true or false, got {getattr(config, name)!r}.")
+            raise ConvlabError(f"{setting_label(name)} must be true or false, got {getattr(config, name)!r}.")
     config.threads = parse_threads(config.threads)
 
 

@@ -14,6 +14,7 @@ import io
 import math
 import re
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,17 +26,29 @@ from torch import nn
 from convlab.analysis import check_input_size
 from convlab.analysis.input_check import working_sizes
 from convlab.checkpoint import load_weights, read_record, save_checkpoint
-from convlab.data import DataBundle, load_data
+from convlab.choices import (
+    DEFAULT_BATCH,
+    FOLDER_IMAGE_SIZE,
+    OPTIMIZERS,
+    RESIZE_DESCRIPTIONS,
+    default_lr,
+    lr_words,
+)
+from convlab.data import DataBundle, Holdout, load_data
+from convlab.data.load import source_kind
 from convlab.errors import ConvlabError
 from convlab.evaluation import evaluate_model
 from convlab.files import atomic_write
-from convlab.models import ModelSpec, create_model, get_model_info
+from convlab.layers.init import init_weights
+from convlab.models import ModelSpec, create_model, get_model_info, is_reference, spec_for_network
+from convlab.models.user import check_channels, check_logits, code_of
 from convlab.record import DataSpec, InputSpec, RunRecord
 from convlab.report import METRIC_COLUMNS, write_report
 from convlab.runtime import check_device
 from convlab.speed import use_fast_layers
 from convlab.threads import resolve_threads
 from convlab.training.config import FIELDS, TrainConfig, load_config_file, resolve_config, save_config
+from convlab.training.crossval import CrossValidation, cross_validate
 from convlab.training.optim import Schedule, build_optimizer
 from convlab.training.progress import TrainProgress, epoch_line
 from convlab.training.state import load_state, restore_rng, save_state, seed_everything
@@ -203,19 +216,49 @@ def _threads_note(device: torch.device) -> str:
 # Setting a run up: configuration, run folder, data and model
 
 
-def train(config: TrainConfig | dict | str | Path | None = None, **overrides: Any) -> TrainResult:
+def train(
+    config: TrainConfig | dict | str | Path | None = None, **overrides: Any
+) -> TrainResult | CrossValidation:
     """Train a model; ``config`` is a TrainConfig, a mapping or a YAML file, ``overrides`` win over it.
 
     >>> train(model="lenet5", data="fashion-mnist", epochs=8, optimizer="adam", schedule="onecycle")
     >>> train(resume="runs/lenet5-fashion-mnist-20250101-120000", epochs=12)   # continue, 4 more epochs
     >>> train(recipe="fast")   # a named configuration from convlab.training.recipes
+    >>> train(model="model.py:tinycnn", data="digits", epochs=5)   # your own builder (docs/own-network.md)
+    >>> train(model=MyNet(), data="digits", epochs=5)   # a network you built, trained in place
+    >>> train(model="lenet5", data="photos/", epochs=10, folds=5)   # 5-fold cross-validation
+
+    Your own network must return logits (N x classes); it is checked against the data before training.
     """
+    network, config, overrides = _own_network(config, overrides)
     config, run_dir, resuming = _prepare(config, overrides)
+    if config.folds is not None and config.fold is None:  # K runs, one per fold (convlab.training.crossval)
+        return cross_validate(config, run_dir, train, network)
     with intra_op_threads(config.threads):
-        run = _set_up(config, run_dir, resuming)
+        run = _set_up(config, run_dir, resuming, network)
         if config.transfer == "linear-probe":
             return _linear_probe_run(run)
         return _train_epochs(run, resuming)
+
+
+def _own_network(config: Any, overrides: dict[str, Any]) -> tuple[nn.Module | None, Any, dict[str, Any]]:
+    """An nn.Module given as ``model`` (as Keras' fit, fastai's Learner and Lightning take one), taken out of
+    the settings; they name it by its class (``mynets:MyNet``), so config.yaml stays plain values."""
+    if isinstance(config, dict) and isinstance(config.get("model"), nn.Module):
+        config = dict(config)
+        overrides = {"model": config.pop("model"), **overrides}
+    network = overrides.get("model")
+    if not isinstance(network, nn.Module):
+        return None, config, overrides
+    overrides = dict(overrides)
+    if overrides.get("resume"):
+        del overrides["model"]  # the saved configuration names it already; the object replaces what it names
+    else:
+        spec = getattr(network, "convlab_spec", None)
+        overrides["model"] = (
+            spec.reference if isinstance(spec, ModelSpec) else code_of(type(network)).reference
+        )
+    return network, config, overrides
 
 
 def _prepare(config: Any, overrides: dict[str, Any]) -> tuple[TrainConfig, Path, bool]:
@@ -276,7 +319,10 @@ def default_run_dir(config: TrainConfig) -> Path:
         config.data.split(":", 1)[0] if config.data.startswith("idx:") else Path(config.data.rstrip("/")).name
     )
     data = re.sub(r"[^A-Za-z0-9._-]+", "-", data).strip("-.") or "data"
-    base = Path("runs") / f"{config.model}-{data}-{datetime.now():%Y%m%d-%H%M%S}"
+    # your own network: its function's or class's name, not the path to it
+    model = config.model.rpartition(":")[2].rpartition(".")[2] if is_reference(config.model) else config.model
+    model = re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-.") or "model"
+    base = Path("runs") / f"{model}-{data}-{datetime.now():%Y%m%d-%H%M%S}"
     path, number = base, 2
     while path.exists():
         path, number = base.with_name(f"{base.name}-{number}"), number + 1
@@ -323,14 +369,22 @@ class _Run:
         )
 
 
-def _set_up(config: TrainConfig, run_dir: Path, resuming: bool) -> _Run:
+def _set_up(config: TrainConfig, run_dir: Path, resuming: bool, network: nn.Module | None = None) -> _Run:
     """Device, seeds, data and model: the model fitted to the data, on its device, in the run's layout."""
     device = check_device(None if config.device == "auto" else config.device)  # None: CUDA when present
     seed_everything(config.seed)
     bundle = _run_data(config)
     progress = TrainProgress(run_dir / "train.log")
-    model = build_model(config, bundle)
+    _resolve_batch_size(config, bundle, progress)
+    for line in _folder_input_notes(config, bundle):
+        progress.note(line)
+    model = _network(config, bundle, run_dir, resuming, network)
+    own = network is not None or _is_own(model)
+    if own:  # before fitting the size: the inspector's advice is for zoo models, yours gets its own
+        check_channels(model, _label(model), (bundle.in_chans, *bundle.image_size), bundle.name)
     bundle = fit_input_size(model, bundle, config, progress)
+    if own:
+        _record_own_network(model, bundle, config)
     transfer = start_transfer(model, bundle, config, run_dir, resuming) if config.pretrained else None
     model.to(device)
     use_fast_layers(model, (bundle.in_chans, *bundle.image_size))  # the same sums, faster: convlab.speed
@@ -344,14 +398,54 @@ def _set_up(config: TrainConfig, run_dir: Path, resuming: bool) -> _Run:
     return run
 
 
+# A batch of one breaks batch norm (one value per channel): the smallest batch a small set gets.
+SMALLEST_DEFAULT_BATCH = 2
+
+
+def default_batch_size(train_images: int) -> int:
+    """DEFAULT_BATCH, or about a tenth of a small training set, so that an epoch still takes about ten steps
+    (80 photos in one batch of 64 and a remainder would learn from one step an epoch)."""
+    return max(SMALLEST_DEFAULT_BATCH, min(DEFAULT_BATCH, train_images // 10))
+
+
+def _resolve_batch_size(config: TrainConfig, bundle: DataBundle, progress: TrainProgress) -> None:
+    """Fill in the batch size when none was given (config.yaml then records it, and a resume keeps it)."""
+    if config.batch_size is not None:
+        return
+    images = bundle.size("train")
+    config.batch_size = default_batch_size(images)
+    if config.batch_size < DEFAULT_BATCH:
+        progress.note(
+            f"batch {config.batch_size}: about a tenth of the {images} training images, so that an epoch takes "
+            f"about ten steps (--batch-size chooses another)"
+        )
+
+
+# Validation figures from one or two images of a class are noise: a class gives at least this many
+# (where it keeps as many to train on), even below ``val_split`` of it.
+MIN_VAL_PER_CLASS = 3
+
+
+def holdout_of(config: TrainConfig) -> Holdout:
+    """The validation split a run holds out: ``val_split`` of each class (at least a few), or its fold."""
+    return Holdout(
+        fraction=config.val_split, min_per_class=MIN_VAL_PER_CLASS, fold=config.fold, folds=config.folds
+    )
+
+
 def _run_data(config: TrainConfig) -> DataBundle:
-    """The data the configuration names, at the size and with the classes it asks for."""
+    """The data the configuration names, at the size and with the classes it asks for: a named set or IDX
+    files at their own size unless a size is asked, a folder at ``folder_image_size``."""
+    image_size = tuple(config.image_size) if config.image_size else None
+    if source_kind(config.data) == "folder":
+        image_size = folder_image_size(config)[0]
     bundle = load_data(
         config.data,
         data_root=config.data_root,
-        image_size=tuple(config.image_size) if config.image_size else None,  # None: the data's own size
+        image_size=image_size,
+        resize=config.resize,  # None: crop for a folder, squash for the rest (convlab.data.load_data)
         in_chans=config.in_chans,
-        val_split=config.val_split,
+        val_split=holdout_of(config),
         seed=config.seed,
         limit=config.limit,
         classes=config.classes,
@@ -365,6 +459,75 @@ def _run_data(config: TrainConfig) -> DataBundle:
     return bundle
 
 
+def folder_image_size(config: TrainConfig) -> tuple[tuple[int, int], str]:
+    """The (H, W) a folder of photos trains at, and why: the size asked, else the model's declared input size
+    (ModelInfo.input_size, the size its paper feeds it), else FOLDER_IMAGE_SIZE for a network of your own,
+    which declares none. Never the photos' own size: a 3024x4032 phone photo costs 12,000x the multiply-adds
+    of a 32x32 one in every convolution, and a folder of mixed sizes has no size of its own."""
+    if config.image_size:
+        source = "the pretrained source's input size or --image-size" if config.pretrained else "--image-size"
+        return (int(config.image_size[0]), int(config.image_size[1])), source
+    if not is_reference(config.model):
+        _, height, width = get_model_info(config.model).input_size
+        return (height, width), f"{config.model}'s declared input size"
+    return (FOLDER_IMAGE_SIZE, FOLDER_IMAGE_SIZE), "convlab's size for a network that declares none"
+
+
+def _folder_input_notes(config: TrainConfig, bundle: DataBundle) -> list[str]:
+    """For folder data: the size and resize rule training uses and why (one line), and the bundle's warning
+    when most images are much larger or smaller than that size."""
+    if source_kind(config.data) != "folder":
+        return []
+    (height, width), why = folder_image_size(config)
+    rule = bundle.resize
+    rule_why = "--resize" if config.resize else "the default for folders"
+    lines = [
+        f"images resized to {height}x{width} ({why}) by {rule} ({rule_why}): {RESIZE_DESCRIPTIONS[rule]}; "
+        f"--image-size and --resize choose others"
+    ]
+    warning = bundle.size_warning()
+    return lines + ([warning] if warning else [])
+
+
+def _network(
+    config: TrainConfig, bundle: DataBundle, run_dir: Path, resuming: bool, network: nn.Module | None
+) -> nn.Module:
+    """The network to train: the one given, else (resuming a network of yours) the one its run folder
+    records, built from the copy the folder keeps (the original file may have moved), else ``build_model``."""
+    if network is not None:
+        if config.activation is not None:
+            raise ConvlabError(
+                f"--activation {config.activation} replaces a zoo model's activation; a network you built "
+                f"has its own (leave activation out)."
+            )
+        return init_weights(network, config.init)
+    if resuming:
+        spec = read_record(run_dir / "last.safetensors").model
+        if spec.code is not None:
+            return spec.build()
+    return build_model(config, bundle)
+
+
+def _is_own(model: nn.Module) -> bool:
+    """A network of the user's: one without a spec, or built by a builder that is not the zoo's."""
+    spec = getattr(model, "convlab_spec", None)
+    return not isinstance(spec, ModelSpec) or spec.code is not None
+
+
+def _label(model: nn.Module) -> str:
+    spec = getattr(model, "convlab_spec", None)
+    return spec.name if isinstance(spec, ModelSpec) else type(model).__name__
+
+
+def _record_own_network(model: nn.Module, bundle: DataBundle, config: TrainConfig) -> None:
+    """Check that a network of yours gives logits for the data's classes, then record how to rebuild it
+    (its spec, with the input size the data now has)."""
+    shape = (bundle.in_chans, *bundle.image_size)
+    check_logits(model, _label(model), shape, len(bundle.classes), bundle.name)
+    spec = spec_for_network(model, len(bundle.classes), bundle.in_chans, shape, config.options)
+    model.convlab_spec = spec if spec.code is None else spec.sized(shape)  # a zoo model keeps its own
+
+
 def build_model(config: TrainConfig, bundle) -> nn.Module:
     """``create_model`` for the data's classes and channels, with the run's init, activation and options."""
     options = dict(config.options)
@@ -372,7 +535,8 @@ def build_model(config: TrainConfig, bundle) -> nn.Module:
         options["activation"] = config.activation
     height, width = bundle.image_size
     if (
-        "input_size" in get_model_info(config.model).options
+        not is_reference(config.model)
+        and "input_size" in get_model_info(config.model).options
         and "input_size" not in options
         and height == width
     ):
@@ -474,6 +638,7 @@ def _steps(run: _Run) -> _Steps:
         config.momentum,
         config.weight_decay,
         groups=run.transfer.groups if run.transfer else None,
+        batch_size=config.batch_size,
     )
     schedule = Schedule(optimizer, config.schedule, config.epochs, steps_per_epoch, config.warmup_epochs)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
@@ -497,7 +662,7 @@ def _train_epochs(run: _Run, resuming: bool) -> TrainResult:
             _save_epoch(run, steps, standing, row, improved, rows)
             saved_epoch = epoch
             history.append(row)
-            progress.note(epoch_line(epoch, config.epochs, row))
+            progress.note(epoch_line(epoch, config.epochs, row, len(run.bundle.classes)))
             _log_scalars(writer, row)
             if _early_stop(run, standing):
                 break
@@ -533,12 +698,34 @@ def _begin_epochs(run: _Run, steps: _Steps, resuming: bool) -> Standing:
         run.transfer.start_epoch(run.model, standing.epoch + 1, progress)
         for line in [*run.transfer.notes, *trainable_lines(run.model)]:
             progress.note(line)
+    progress.note(_optimisation_line(config, steps))
     save_config(config, run.run_dir / "config.yaml")
     if run.bundle.skipped:
         listing = "".join(f"{file}\t{reason}\n" for file, reason in run.bundle.skipped)
         atomic_write(run.run_dir / "skipped.txt", lambda tmp: Path(tmp).write_text(listing))
         progress.note(f"skipped {len(run.bundle.skipped)} unreadable files (listed in skipped.txt)")
     return standing
+
+
+def optimisation_settings(config: TrainConfig) -> dict[str, Any]:
+    """The learning rate, momentum and weight decay a run trains with, defaults resolved, and why the rate."""
+    spec = OPTIMIZERS[config.optimizer]
+    lr = config.lr if config.lr is not None else default_lr(config.optimizer, config.batch_size)
+    why = "given" if config.lr is not None else lr_words(config.optimizer, config.batch_size)
+    momentum = config.momentum if config.momentum is not None else spec.momentum
+    decay = config.weight_decay if config.weight_decay is not None else spec.weight_decay
+    return {"lr": lr, "lr_why": why, "momentum": momentum, "weight_decay": decay}
+
+
+def _optimisation_line(config: TrainConfig, steps: _Steps) -> str:
+    """``optimizer momentum: lr 0.1 (momentum's default at batch 64), momentum 0.9, ...`` for train.log."""
+    chosen = optimisation_settings(config)
+    momentum = "" if chosen["momentum"] is None else f", momentum {chosen['momentum']:g}"
+    return (
+        f"optimizer {config.optimizer}: lr {chosen['lr']:g} ({chosen['lr_why']}){momentum}, weight decay "
+        f"{chosen['weight_decay']:g}; batch {config.batch_size}, {steps.per_epoch} steps an epoch; "
+        f"schedule {config.schedule}"
+    )
 
 
 def _restore(
@@ -558,7 +745,12 @@ def _restore(
     model.load_state_dict(state["model"])
     if config.epochs != state["epochs"] and schedule.depends_on_length:
         # More epochs: the schedule is redrawn over the new length and continues from the step reached.
-        schedule.fast_forward(state["epoch"] * steps_per_epoch)
+        with warnings.catch_warnings():
+            # The replay steps a fresh schedule with no optimizer step, on purpose; torch takes that for
+            # the wrong order. Harmless: the resumed epochs' learning rates are an unbroken run's
+            # (tests/cli/test_terminal.py).
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+            schedule.fast_forward(state["epoch"] * steps_per_epoch)
         redrawn = [group["lr"] for group in optimizer.param_groups]
         optimizer.load_state_dict(state["optimizer"])
         for group, lr in zip(optimizer.param_groups, redrawn):
@@ -648,7 +840,15 @@ def checkpoint_record(
         model=ModelSpec.of(model),
         classes=list(bundle.classes),
         input=InputSpec.of(bundle),
-        data=DataSpec(name=bundle.name, source=bundle.source, val_split=config.val_split, seed=config.seed),
+        data=DataSpec(
+            name=bundle.name,
+            source=bundle.source,
+            val_split=config.val_split,
+            seed=config.seed,
+            min_val_per_class=MIN_VAL_PER_CLASS,
+            fold=config.fold,
+            folds=config.folds,
+        ),
         epoch=epoch,
         metrics={key: row.get(key) for key in ("val_top1", "val_top5", "val_loss", "train_loss")},
         config=config.to_dict(),
@@ -747,14 +947,16 @@ def _finish(run: _Run, model: nn.Module, standing: Standing, history: list[dict[
     """Test the best weights of ``model`` (when the data has a test split), write the report and say where
     it all is."""
     config, bundle, run_dir = run.config, run.bundle, run.run_dir
-    test = None
+    test = final = None
     if standing.best_epoch > 0:
         load_weights(model, run_dir / "best.safetensors", map_location=run.device)
         if "test" in bundle.splits():
-            test = evaluate_model(
+            test = final = evaluate_model(
                 model, bundle, "test", device=run.device, amp=config.amp, tta=config.test_tta
             )
-        report = write_report(run_dir, test, model=model, bundle=bundle)
+        elif run.has_val:  # no test split (a folder of photos): the report evaluates the validation split
+            final = evaluate_model(model, bundle, "val", device=run.device, amp=config.amp)
+        report = write_report(run_dir, final, model=model, bundle=bundle, settings=resolved_settings(run))
         transfer = read_record(run_dir / "last.safetensors").transfer  # the trainable set at the end
         if transfer:
             add_report_section(report, transfer)
@@ -772,12 +974,38 @@ def _finish(run: _Run, model: nn.Module, standing: Standing, history: list[dict[
     )
 
 
+def resolved_settings(run: _Run) -> dict[str, str]:
+    """What the run resolved for settings its configuration leaves unset, and what it ran on: the report's
+    configuration table shows these instead of blanks."""
+    config, bundle = run.config, run.bundle
+    chosen = optimisation_settings(config)
+    spec = InputSpec.of(bundle)
+    height, width = spec.size
+    settings = {
+        "lr": f"{chosen['lr']:g} ({chosen['lr_why']})",
+        "momentum": "none (the optimizer has none)"
+        if chosen["momentum"] is None
+        else f"{chosen['momentum']:g}",
+        "weight_decay": f"{chosen['weight_decay']:g}",
+        "image_size": f"{height}x{width}",
+        "in_chans": str(spec.channels),
+        "num_classes": str(len(bundle.classes)),
+        "activation": "the model's own",
+        "normalisation": "mean ({}), std ({})".format(
+            ", ".join(f"{m:.4f}" for m in spec.mean), ", ".join(f"{s:.4f}" for s in spec.std)
+        ),
+        "device": str(run.device),
+        "threads": str(torch.get_num_threads()),
+    }
+    return settings
+
+
 def _summary_line(run_dir: Path, best_val_top1: float | None, best_epoch: int, test) -> str:
     summary = []
     if best_val_top1 is not None:
         summary.append(f"best val top-1 {best_val_top1:.2%} (epoch {best_epoch})")
     if test is not None:
         views = f", test-time augmentation {test.tta}" if test.tta else ""
-        summary.append(f"test top-1 {test.top1:.2%} top-5 {test.top5:.2%} (best weights{views})")
+        summary.append(f"test top-1 {test.top1:.2%} top-{test.top5_k} {test.top5:.2%} (best weights{views})")
     summary.append(f"run folder {run_dir}")
     return "; ".join(summary)

@@ -1,13 +1,14 @@
 """Optimizers and learning-rate schedules by name: the one place that builds them, on torch.optim.
 
 The optimizers of the lecture notes (002) with the defaults a run gets when ``--lr`` or
-``--momentum`` is not given:
+``--momentum`` is not given (the table is ``convlab.choices.OPTIMIZERS``; its rates are for batch 64
+and scale with the batch size: linearly for SGD, with the square root for the adaptive methods):
 
 | name     | torch.optim                      | default lr | other defaults                 | why                                     |
 |----------|----------------------------------|------------|--------------------------------|-----------------------------------------|
 | sgd      | SGD                              | 0.1        | momentum 0                     | plain w -= lr * g                       |
-| momentum | SGD                              | 0.01       | momentum 0.9                   | notes' gamma 0.9; the step lr/(1-0.9) = 0.1 matches plain sgd |
-| nesterov | SGD(nesterov=True)               | 0.01       | momentum 0.9                   | as momentum, gradient at the look-ahead point |
+| momentum | SGD                              | 0.1        | momentum 0.9                   | notes' gamma 0.9; He et al. 2015's rate, the one that beats the tutorial's loop in one epoch (docs/workflow.md#defaults) |
+| nesterov | SGD(nesterov=True)               | 0.1        | momentum 0.9                   | as momentum, gradient at the look-ahead point |
 | adagrad  | Adagrad                          | 0.01       |                                | notes: "most implementations use 0.01"  |
 | adadelta | Adadelta                         | 1.0        | rho 0.9                        | Zeiler 2012 needs no lr: 1.0 is his update unscaled |
 | rmsprop  | RMSprop                          | 0.001      | alpha (the notes' gamma) 0.9   | Hinton's suggestion, quoted in the notes |
@@ -42,7 +43,7 @@ import torch
 from torch import nn
 from torch.optim import lr_scheduler
 
-from convlab.choices import OPTIMIZERS, SCHEDULES, OptimizerDefaults
+from convlab.choices import DEFAULT_BATCH, OPTIMIZERS, SCHEDULES, OptimizerDefaults, default_lr
 from convlab.errors import ConvlabError, unknown_name_error
 
 STEP_GAMMA = 0.1  # the notes' step decay: divide by 10 ...
@@ -52,12 +53,6 @@ ONECYCLE_RISE = 0.3  # OneCycleLR's default pct_start
 PLATEAU_FACTOR = 0.1
 PLATEAU_PATIENCE = 2  # epochs without a lower val loss before the lr drops
 WARMUP_START = 0.01  # warm-up starts at lr/100 and rises linearly to lr
-
-
-def default_lr(name: str) -> float:
-    if name not in OPTIMIZERS:
-        raise unknown_name_error("optimizer", name, OPTIMIZERS)
-    return OPTIMIZERS[name].lr
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -95,8 +90,10 @@ def build_optimizer(
     momentum: float | None = None,
     weight_decay: float | None = None,
     groups: list[dict[str, Any]] | None = None,
+    batch_size: int = DEFAULT_BATCH,
 ) -> torch.optim.Optimizer:
-    """The optimizer ``name`` over ``model``'s trainable parameters; None picks the table's default.
+    """The optimizer ``name`` over ``model``'s trainable parameters; None picks the table's default
+    (a learning rate for ``batch_size``: convlab.choices.default_lr).
 
     ``groups`` (from ``convlab.transfer.apply_transfer``) gives each group its own learning rate,
     ``lr * lr_scale``: a fine-tuned backbone below its new head."""
@@ -104,7 +101,7 @@ def build_optimizer(
         raise unknown_name_error("optimizer", name, OPTIMIZERS)
     spec = OPTIMIZERS[name]
     factory = optimizer_class(spec)
-    kwargs: dict[str, Any] = {"lr": spec.lr if lr is None else float(lr), **spec.extra}
+    kwargs: dict[str, Any] = {"lr": default_lr(name, batch_size) if lr is None else float(lr), **spec.extra}
     if momentum is not None and spec.momentum is None:
         raise ConvlabError(
             f"Optimizer '{name}' has no momentum; --momentum applies to sgd, momentum, nesterov, rmsprop, adam, adamw."
