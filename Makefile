@@ -46,8 +46,8 @@ bench: $(STAMP) data
 	$(PY) benchmarks/run.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff format --check src tests benchmarks examples
 
 # The web-page test drives Debian's chromium; .ci/browser-deps.sh installs it where apt is available.
 test: $(STAMP) data lint

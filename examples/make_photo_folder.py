@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from convlab.data import load_data
+from convlab.data import locate, read_idx
 
 # The garments to photograph: (folder name, Fashion-MNIST class index)
 CLASSES = (("sneaker", 7), ("bag", 8), ("trouser", 1), ("dress", 3))
@@ -32,7 +32,9 @@ def photograph(garment: np.ndarray, size: tuple[int, int], rng: np.random.Genera
     table = rng.integers(90, 170, 3)
     pixels = np.clip(table + rng.normal(0, 12, (height, width, 3)), 0, 255)
     side = int(min(width, height) * rng.uniform(0.45, 0.7))
-    item = np.asarray(Image.fromarray(garment).resize((side, side), Image.Resampling.BILINEAR), np.float64) / 255
+    item = (
+        np.asarray(Image.fromarray(garment).resize((side, side), Image.Resampling.BILINEAR), np.float64) / 255
+    )
     top = rng.integers(0, height - side)
     left = rng.integers(0, width - side)
     colour = rng.integers(20, 90, 3)
@@ -43,14 +45,19 @@ def photograph(garment: np.ndarray, size: tuple[int, int], rng: np.random.Genera
 
 def make(folder: Path, per_class: int, seed: int, clean: bool) -> None:
     rng = np.random.default_rng(seed)
-    fashion = load_data("fashion-mnist", val_split=0)
-    images, labels = fashion._images[fashion._split_indices["test"]], fashion.labels("test")
+    where = locate("fashion-mnist")
+    if where is None:
+        raise SystemExit(
+            "Fashion-MNIST is not on this machine: `make data`, or `convlab data download fashion-mnist`."
+        )
+    images = read_idx(where / "t10k-images-idx3-ubyte.gz")  # 10,000 x 28 x 28 uint8
+    labels = read_idx(where / "t10k-labels-idx1-ubyte.gz")
     for name, label in CLASSES:
         (folder / name).mkdir(parents=True, exist_ok=True)
-        pool = np.flatnonzero(labels.numpy() == label)
+        pool = np.flatnonzero(labels == label)
         for number, index in enumerate(rng.choice(pool, per_class, replace=False)):
             portrait = rng.random() < 0.4
-            photo = photograph(images[index, 0].numpy(), PORTRAIT if portrait else LANDSCAPE, rng)
+            photo = photograph(images[index], PORTRAIT if portrait else LANDSCAPE, rng)
             path = folder / name / f"IMG_{seed:02d}{number:03d}.jpg"
             if portrait and rng.random() < 0.5:  # stored sideways, as a phone does; EXIF says how to view it
                 exif = Image.Exif()
@@ -72,7 +79,9 @@ def main() -> None:
     parser.add_argument("--clean", action="store_true", help="no hidden file, note or broken JPEG")
     args = parser.parse_args()
     make(args.folder, args.per_class, args.seed, args.clean)
-    print(f"wrote {args.per_class} photos of each of {', '.join(name for name, _ in CLASSES)} to {args.folder}")
+    print(
+        f"wrote {args.per_class} photos of each of {', '.join(name for name, _ in CLASSES)} to {args.folder}"
+    )
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ SOURCE = Path(__file__).resolve().parents[1] / "src"
 # Bottom to top. A unit may import from its own package and from units on lower rows only; units on one
 # row are independent of each other. `convlab/__init__.py` is the lazy public API (names, not imports).
 LAYERS = [
-    ("convlab.errors", "convlab.files", "convlab.lazy"),
-    ("convlab.choices",),  # the names settings take: torch-free, for the parser and every layer
+    ("convlab.errors", "convlab.lazy"),
+    ("convlab.choices", "convlab.files"),  # torch-free: the names settings take, atomic file writes
     ("convlab.runtime", "convlab.threads", "convlab.speed", "convlab.layers", "convlab.data"),
     ("convlab.models",),
     ("convlab.record", "convlab.analysis"),

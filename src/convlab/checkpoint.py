@@ -20,7 +20,7 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from convlab import __version__
 from convlab.errors import ConvlabError
-from convlab.files import atomic_write
+from convlab.files import atomic_write, require_file_or_folder
 from convlab.record import FORMAT, RunRecord, record_for
 
 METADATA_KEY = "convlab"  # the safetensors header entry that holds the record
@@ -50,11 +50,7 @@ def resolve_checkpoint(source: str | Path, prefer: str = "best") -> Path:
             if (path / name).is_file():
                 return path / name
         raise ConvlabError(f"Run folder '{path}' holds no checkpoint (best.safetensors or last.safetensors).")
-    if not path.is_file():
-        raise ConvlabError(
-            f"No checkpoint at '{path}': give a run folder or a .safetensors file written by convlab."
-        )
-    return path
+    return require_file_or_folder(path)
 
 
 def read_record(source: str | Path) -> RunRecord:

@@ -19,6 +19,9 @@ PRECISIONS = ("off", "bf16", "fp16")
 # Training takes the first two: float16 training needs a gradient scaler, which convlab's loop does not run.
 TRAINING_PRECISIONS = ("off", "bf16")
 
+# ---- what every zoo builder is given besides its options (convlab.models.create_model): never an option
+MODEL_ARGUMENTS = ("num_classes", "in_chans", "init")
+
 # ---- weights and nonlinearities (convlab.layers)
 INIT_SCHEMES = ("default", "kaiming", "xavier", "lecun")
 ACTIVATIONS = (

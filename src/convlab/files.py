@@ -9,6 +9,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from convlab.errors import ConvlabError
+
 
 def atomic_write(path: Path, write) -> None:
     """Write through a temporary file in the same folder, then rename: a crash never leaves half a file."""
@@ -26,3 +28,14 @@ def atomic_write(path: Path, write) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def require_file_or_folder(path: str | Path) -> Path:
+    """``path`` when something is there; otherwise the one sentence every command gives for a missing
+    checkpoint. Torch-free, so that the command line answers a mistyped path before loading torch."""
+    path = Path(path)
+    if not path.exists():
+        raise ConvlabError(
+            f"No checkpoint at '{path}': give a run folder or a .safetensors file written by convlab."
+        )
+    return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from convlab.choices import TTA_MODES
+from convlab.files import require_file_or_folder
 
 CONFUSION_PRINTED_UP_TO = 20  # classes; a larger matrix does not fit a terminal, see confusion-<split>.png
 
@@ -20,7 +21,11 @@ def add_parser(subparsers) -> None:
         "side: eval-<split>[-<tta>].json and confusion-<split>[-<tta>].png, with the data's name first for "
         "other data (eval-holdout-all.json). Top-5 is capped at the number of classes.",
     )
-    parser.add_argument("source", metavar="RUN_OR_CHECKPOINT", help="run folder or .safetensors checkpoint")
+    parser.add_argument(
+        "source",
+        metavar="RUN_OR_CHECKPOINT",
+        help="run folder or .safetensors checkpoint",
+    )
     parser.add_argument(
         "--data",
         default=None,
@@ -49,6 +54,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    require_file_or_folder(args.source)  # a mistyped path is answered before torch loads
     from convlab.evaluation import evaluate
 
     result = evaluate(

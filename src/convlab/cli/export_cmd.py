@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from convlab.files import require_file_or_folder
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -14,7 +16,11 @@ def add_parser(subparsers) -> None:
         "PyTorch's (1e-4 of the largest |logit| when logits go beyond +-1); otherwise nothing is written. Default output: model.onnx or model.torchscript.pt in the "
         "run folder.",
     )
-    parser.add_argument("source", metavar="RUN_OR_CHECKPOINT", help="run folder or .safetensors checkpoint")
+    parser.add_argument(
+        "source",
+        metavar="RUN_OR_CHECKPOINT",
+        help="run folder or .safetensors checkpoint",
+    )
     parser.add_argument("--format", default="onnx", help="onnx or torchscript (default: onnx)")
     parser.add_argument(
         "--out",
@@ -44,6 +50,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    require_file_or_folder(args.source)  # a mistyped path is answered before torch loads
     from convlab.exporting import export
 
     result = export(

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from convlab.choices import PRECISIONS
+import argparse
+
+import yaml
+
+from convlab.choices import MODEL_ARGUMENTS, PRECISIONS
+from convlab.errors import ConvlabError
 
 
 def add_inference_options(parser) -> None:
@@ -20,3 +25,27 @@ def add_inference_options(parser) -> None:
         action="store_true",
         help="NHWC weights and batches, the layout oneDNN's convolutions run fastest in (checkpoints only)",
     )
+
+
+def parse_model_option(text: str) -> tuple[str, object]:
+    """``key=value`` of ``--option``, the value read as YAML (``hidden=[500,150]``, ``pool=max``); a value YAML
+    cannot read stays text. A malformed pair, or a setting with a flag of its own, is a ConvlabError."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConvlabError(f"Option '{text}' is not of the form KEY=VALUE, e.g. --option activation=relu.")
+    if key in MODEL_ARGUMENTS:
+        flag = "--" + key.replace("_", "-")
+        raise ConvlabError(f"{key} has a flag of its own: give {flag} {value or 'N'}, not --option {text}.")
+    try:
+        return key, yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        return key, value
+
+
+def model_option(text: str) -> tuple[str, object]:
+    """``parse_model_option`` as an argparse type: a bad pair is a usage error of the command."""
+    try:
+        return parse_model_option(text)
+    except ConvlabError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None

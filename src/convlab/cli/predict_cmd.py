@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from convlab.cli.options import add_inference_options
+from convlab.files import require_file_or_folder
 
 
 def add_parser(subparsers) -> None:
@@ -47,6 +48,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    require_file_or_folder(args.source)  # a mistyped path is answered before torch loads
     from convlab.files import atomic_write
     from convlab.prediction import predict
 

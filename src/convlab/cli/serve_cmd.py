@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from convlab.cli.options import add_inference_options
+from convlab.files import require_file_or_folder
 from convlab.serve.limits import DEFAULT_MAX_FILES, DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_MB
 
 
@@ -59,6 +60,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    require_file_or_folder(args.source)  # a mistyped path is answered before torch loads
     from convlab.serve.startup import check_options, listen
 
     max_pixels = round(args.max_megapixels * 1e6)

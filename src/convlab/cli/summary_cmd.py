@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import yaml
-
+from convlab.cli.options import parse_model_option
 from convlab.errors import ConvlabError
 
 
@@ -42,20 +41,6 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def parse_options(pairs: list[str]) -> dict:
-    """``["stride_in=1x1", "aux_logits=false"]`` -> ``{"stride_in": "1x1", "aux_logits": False}``."""
-    options = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConvlabError(f"Option '{pair}' is not of the form KEY=VALUE, e.g. --option stride_in=1x1.")
-        try:
-            options[key.strip()] = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError:
-            options[key.strip()] = text
-    return options
-
-
 def _recorded_network(args) -> tuple[object, str | None] | None:
     """A run folder or checkpoint: ``(network, input size)`` as its record describes them, the network built
     on the meta device (no weights) and the input the one it was trained on unless --input says otherwise;
@@ -80,7 +65,7 @@ def _recorded_network(args) -> tuple[object, str | None] | None:
 
 
 def run(args) -> int:
-    options = parse_options(args.option)  # a malformed --option is answered before torch loads
+    options = dict(parse_model_option(pair) for pair in args.option)  # answered before torch loads
     # imported here, not at the top: the parser loads every command module, and this import loads torch
     from convlab.analysis.summary import print_summary, summary
 

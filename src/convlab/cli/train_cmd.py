@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import yaml
-
 from convlab.choices import (
     ACTIVATIONS,
     AUGMENTATIONS,
@@ -19,19 +17,9 @@ from convlab.choices import (
     SCHEDULES,
     TRAINING_PRECISIONS,
 )
+from convlab.cli.options import model_option
 from convlab.training.config import TrainConfig, resolve_config
 from convlab.training.recipes import RECIPES
-
-
-def _option(text: str) -> tuple[str, object]:
-    """``key=value`` with the value read as a YAML scalar or list: ``hidden=[500,150]``, ``pool=max``."""
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected key=value (e.g. activation=relu), got '{text}'")
-    try:
-        return key.strip(), yaml.safe_load(value)
-    except yaml.YAMLError:
-        raise argparse.ArgumentTypeError(f"the value of '{text}' is not a YAML scalar or list") from None
 
 
 def add_parser(subparsers) -> None:
@@ -144,7 +132,7 @@ def _what_flags_take() -> dict[str, dict[str, Any]]:
         "--augment": {"metavar": "LIST"},
         "--init": {"choices": INIT_SCHEMES},
         "--activation": {"metavar": "NAME"},
-        "--option": {"metavar": "KEY=VALUE", "type": _option, "action": "append", "dest": "options"},
+        "--option": {"metavar": "KEY=VALUE", "type": model_option, "action": "append", "dest": "options"},
         "--pretrained": {"metavar": "SOURCE"},
         "--allow-partial": {"action": "store_true"},
         "--transfer": {"metavar": "MODE"},

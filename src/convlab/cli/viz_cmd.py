@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from convlab.files import require_file_or_folder
+
 WHAT = ("filters", "feature-maps", "gradcam", "saliency")
 NEEDS_IMAGE = ("feature-maps", "gradcam", "saliency")
 
@@ -15,7 +17,11 @@ def add_parser(subparsers) -> None:
         "(Selvaraju et al. 2017) or the gradient saliency map (Simonyan et al. 2013) of an image for a class. "
         "Images are converted with the checkpoint's preprocessing.",
     )
-    parser.add_argument("source", metavar="RUN_OR_CHECKPOINT", help="run folder or .safetensors checkpoint")
+    parser.add_argument(
+        "source",
+        metavar="RUN_OR_CHECKPOINT",
+        help="run folder or .safetensors checkpoint",
+    )
     parser.add_argument("--what", choices=WHAT, default="filters", help="what to draw (default: filters)")
     parser.add_argument(
         "--image", metavar="IMG", help="image file (needed by feature-maps, gradcam, saliency)"
@@ -37,6 +43,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    require_file_or_folder(args.source)  # a mistyped path is answered before torch loads
     from convlab import viz
     from convlab.errors import ConvlabError
 

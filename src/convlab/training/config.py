@@ -17,6 +17,7 @@ import yaml
 from convlab.choices import (
     ACTIVATIONS,
     INIT_SCHEMES,
+    MODEL_ARGUMENTS,
     OPTIMIZERS,
     SCHEDULES,
     TRAINABLE_FORMS,
@@ -270,6 +271,11 @@ def check_config(config: TrainConfig) -> TrainConfig:
     if not isinstance(config.options, dict):
         raise ConvlabError(
             f"{setting_label('options')} must be a mapping of model options, got {config.options!r}."
+        )
+    for name in set(config.options) & set(MODEL_ARGUMENTS):
+        raise ConvlabError(
+            f"{name} is not a model option but a setting of its own: give {setting_label(name)}, not "
+            f"{setting_label('options')} {name}=..."
         )
     config.image_size = parse_image_size(config.image_size)
     config.resize = check_resize(config.resize)

@@ -988,6 +988,7 @@ def resolved_settings(run: _Run) -> dict[str, str]:
         else f"{chosen['momentum']:g}",
         "weight_decay": f"{chosen['weight_decay']:g}",
         "image_size": f"{height}x{width}",
+        "resize": spec.resize,
         "in_chans": str(spec.channels),
         "num_classes": str(len(bundle.classes)),
         "activation": "the model's own",
