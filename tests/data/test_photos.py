@@ -21,7 +21,7 @@ from convlab.models import create_model
 from convlab.record import record_for
 from convlab.serve.limits import decode_upload
 from convlab.training.config import TrainConfig, resolve_config
-from convlab.training.engine import folder_image_size
+from convlab.training.inputs import folder_image_size
 from convlab.viz.inputs import Subject, prepare_image
 
 RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 255, 0)

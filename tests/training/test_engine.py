@@ -10,7 +10,7 @@ import yaml
 from safetensors.torch import load_file
 from torch import nn
 
-import convlab.training.engine as engine
+import convlab.training.inputs as inputs
 from convlab.checkpoint import load_checkpoint, read_record
 from convlab.errors import ConvlabError
 from convlab.evaluation import evaluate_model
@@ -152,8 +152,8 @@ class SabotagedLoader:
 
 
 def sabotage(monkeypatch, epoch: int, failure: str) -> None:
-    load_data = engine.load_data  # the name the engine loads its data through
-    monkeypatch.setattr(engine, "load_data", lambda *a, **k: Sabotaged(load_data(*a, **k), epoch, failure))
+    load_data = inputs.load_data  # the name training loads its data through
+    monkeypatch.setattr(inputs, "load_data", lambda *a, **k: Sabotaged(load_data(*a, **k), epoch, failure))
 
 
 def test_resume_after_ctrl_c_continues_exactly_and_same_seed_gives_same_numbers(

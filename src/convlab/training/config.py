@@ -76,7 +76,7 @@ class TrainConfig:
     folds: int | None = None  # K-fold cross-validation: K runs, each holding out one fold as validation
     fold: int | None = None  # which fold this run holds out (set by cross-validation for each of its runs)
     # [H, W]; None: a named set's own size (or the nearest the model takes); a folder's: the model's declared
-    # input size, or FOLDER_IMAGE_SIZE for a network that declares none (training.engine.folder_image_size)
+    # input size, or FOLDER_IMAGE_SIZE for a network that declares none (training.inputs.folder_image_size)
     image_size: list[int] | None = None
     resize: str | None = None  # crop or squash (choices.RESIZE_RULES); None: crop for folders, else squash
     in_chans: int | None = None  # None: the data's native channels

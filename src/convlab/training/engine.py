@@ -23,25 +23,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from convlab.analysis import check_input_size
-from convlab.analysis.input_check import working_sizes
 from convlab.checkpoint import load_weights, read_record, save_checkpoint
 from convlab.choices import (
-    DEFAULT_BATCH,
-    FOLDER_IMAGE_SIZE,
     OPTIMIZERS,
-    RESIZE_DESCRIPTIONS,
     default_lr,
     lr_words,
 )
-from convlab.data import DataBundle, Holdout, load_data
-from convlab.data.load import source_kind
+from convlab.data import DataBundle
 from convlab.errors import ConvlabError
 from convlab.evaluation import evaluate_model
 from convlab.files import atomic_write
-from convlab.layers.init import init_weights
-from convlab.models import ModelSpec, create_model, get_model_info, is_reference, spec_for_network
-from convlab.models.user import check_channels, check_logits, code_of
+from convlab.models import ModelSpec, is_reference
+from convlab.models.user import check_channels, code_of
 from convlab.record import DataSpec, InputSpec, RunRecord
 from convlab.report import METRIC_COLUMNS, write_report
 from convlab.runtime import check_device
@@ -49,6 +42,19 @@ from convlab.speed import use_fast_layers
 from convlab.threads import resolve_threads
 from convlab.training.config import FIELDS, TrainConfig, load_config_file, resolve_config, save_config
 from convlab.training.crossval import CrossValidation, cross_validate
+from convlab.training.inputs import (
+    MIN_VAL_PER_CLASS,
+    data_text,
+    drops_last_batch,
+    fit_input_size,
+    folder_input_notes,
+    is_own_network,
+    network_for_run,
+    network_label,
+    record_own_network,
+    resolve_batch_size,
+    run_data,
+)
 from convlab.training.optim import Schedule, build_optimizer
 from convlab.training.progress import TrainProgress, epoch_line
 from convlab.training.state import load_state, restore_rng, save_state, seed_everything
@@ -365,7 +371,7 @@ class _Run:
             epoch=epoch,
             seed=self.config.seed,
             device=self.device,
-            drop_last=_drops_last_batch(self.bundle, self.config.batch_size),
+            drop_last=drops_last_batch(self.bundle, self.config.batch_size),
         )
 
 
@@ -373,18 +379,18 @@ def _set_up(config: TrainConfig, run_dir: Path, resuming: bool, network: nn.Modu
     """Device, seeds, data and model: the model fitted to the data, on its device, in the run's layout."""
     device = check_device(None if config.device == "auto" else config.device)  # None: CUDA when present
     seed_everything(config.seed)
-    bundle = _run_data(config)
+    bundle = run_data(config)
     progress = TrainProgress(run_dir / "train.log")
-    _resolve_batch_size(config, bundle, progress)
-    for line in _folder_input_notes(config, bundle):
+    resolve_batch_size(config, bundle, progress)
+    for line in folder_input_notes(config, bundle):
         progress.note(line)
-    model = _network(config, bundle, run_dir, resuming, network)
-    own = network is not None or _is_own(model)
+    model = network_for_run(config, bundle, run_dir, resuming, network)
+    own = network is not None or is_own_network(model)
     if own:  # before fitting the size: the inspector's advice is for zoo models, yours gets its own
-        check_channels(model, _label(model), (bundle.in_chans, *bundle.image_size), bundle.name)
+        check_channels(model, network_label(model), (bundle.in_chans, *bundle.image_size), bundle.name)
     bundle = fit_input_size(model, bundle, config, progress)
     if own:
-        _record_own_network(model, bundle, config)
+        record_own_network(model, bundle, config)
     transfer = start_transfer(model, bundle, config, run_dir, resuming) if config.pretrained else None
     model.to(device)
     use_fast_layers(model, (bundle.in_chans, *bundle.image_size))  # the same sums, faster: convlab.speed
@@ -396,190 +402,6 @@ def _set_up(config: TrainConfig, run_dir: Path, resuming: bool, network: nn.Modu
     if config.early_stop is not None and not run.has_val:
         raise ConvlabError("--early-stop needs a validation split; give --val-split above 0.")
     return run
-
-
-# A batch of one breaks batch norm (one value per channel): the smallest batch a small set gets.
-SMALLEST_DEFAULT_BATCH = 2
-
-
-def default_batch_size(train_images: int) -> int:
-    """DEFAULT_BATCH, or about a tenth of a small training set, so that an epoch still takes about ten steps
-    (80 photos in one batch of 64 and a remainder would learn from one step an epoch)."""
-    return max(SMALLEST_DEFAULT_BATCH, min(DEFAULT_BATCH, train_images // 10))
-
-
-def _resolve_batch_size(config: TrainConfig, bundle: DataBundle, progress: TrainProgress) -> None:
-    """Fill in the batch size when none was given (config.yaml then records it, and a resume keeps it)."""
-    if config.batch_size is not None:
-        return
-    images = bundle.size("train")
-    config.batch_size = default_batch_size(images)
-    if config.batch_size < DEFAULT_BATCH:
-        progress.note(
-            f"batch {config.batch_size}: about a tenth of the {images} training images, so that an epoch takes "
-            f"about ten steps (--batch-size chooses another)"
-        )
-
-
-# Validation figures from one or two images of a class are noise: a class gives at least this many
-# (where it keeps as many to train on), even below ``val_split`` of it.
-MIN_VAL_PER_CLASS = 3
-
-
-def holdout_of(config: TrainConfig) -> Holdout:
-    """The validation split a run holds out: ``val_split`` of each class (at least a few), or its fold."""
-    return Holdout(
-        fraction=config.val_split, min_per_class=MIN_VAL_PER_CLASS, fold=config.fold, folds=config.folds
-    )
-
-
-def _run_data(config: TrainConfig) -> DataBundle:
-    """The data the configuration names, at the size and with the classes it asks for: a named set or IDX
-    files at their own size unless a size is asked, a folder at ``folder_image_size``."""
-    image_size = tuple(config.image_size) if config.image_size else None
-    if source_kind(config.data) == "folder":
-        image_size = folder_image_size(config)[0]
-    bundle = load_data(
-        config.data,
-        data_root=config.data_root,
-        image_size=image_size,
-        resize=config.resize,  # None: crop for a folder, squash for the rest (convlab.data.load_data)
-        in_chans=config.in_chans,
-        val_split=holdout_of(config),
-        seed=config.seed,
-        limit=config.limit,
-        classes=config.classes,
-        limit_per_class=config.limit_per_class,
-    )
-    if config.num_classes is not None and config.num_classes != len(bundle.classes):
-        raise ConvlabError(
-            f"--num-classes {config.num_classes} does not match data '{bundle.name}', which has "
-            f"{len(bundle.classes)} classes; leave --num-classes out to use the data's."
-        )
-    return bundle
-
-
-def folder_image_size(config: TrainConfig) -> tuple[tuple[int, int], str]:
-    """The (H, W) a folder of photos trains at, and why: the size asked, else the model's declared input size
-    (ModelInfo.input_size, the size its paper feeds it), else FOLDER_IMAGE_SIZE for a network of your own,
-    which declares none. Never the photos' own size: a 3024x4032 phone photo costs 12,000x the multiply-adds
-    of a 32x32 one in every convolution, and a folder of mixed sizes has no size of its own."""
-    if config.image_size:
-        source = "the pretrained source's input size or --image-size" if config.pretrained else "--image-size"
-        return (int(config.image_size[0]), int(config.image_size[1])), source
-    if not is_reference(config.model):
-        _, height, width = get_model_info(config.model).input_size
-        return (height, width), f"{config.model}'s declared input size"
-    return (FOLDER_IMAGE_SIZE, FOLDER_IMAGE_SIZE), "convlab's size for a network that declares none"
-
-
-def _folder_input_notes(config: TrainConfig, bundle: DataBundle) -> list[str]:
-    """For folder data: the size and resize rule training uses and why (one line), and the bundle's warning
-    when most images are much larger or smaller than that size."""
-    if source_kind(config.data) != "folder":
-        return []
-    (height, width), why = folder_image_size(config)
-    rule = bundle.resize
-    rule_why = "--resize" if config.resize else "the default for folders"
-    lines = [
-        f"images resized to {height}x{width} ({why}) by {rule} ({rule_why}): {RESIZE_DESCRIPTIONS[rule]}; "
-        f"--image-size and --resize choose others"
-    ]
-    warning = bundle.size_warning()
-    return lines + ([warning] if warning else [])
-
-
-def _network(
-    config: TrainConfig, bundle: DataBundle, run_dir: Path, resuming: bool, network: nn.Module | None
-) -> nn.Module:
-    """The network to train: the one given, else (resuming a network of yours) the one its run folder
-    records, built from the copy the folder keeps (the original file may have moved), else ``build_model``."""
-    if network is not None:
-        if config.activation is not None:
-            raise ConvlabError(
-                f"--activation {config.activation} replaces a zoo model's activation; a network you built "
-                f"has its own (leave activation out)."
-            )
-        return init_weights(network, config.init)
-    if resuming:
-        spec = read_record(run_dir / "last.safetensors").model
-        if spec.code is not None:
-            return spec.build()
-    return build_model(config, bundle)
-
-
-def _is_own(model: nn.Module) -> bool:
-    """A network of the user's: one without a spec, or built by a builder that is not the zoo's."""
-    spec = getattr(model, "convlab_spec", None)
-    return not isinstance(spec, ModelSpec) or spec.code is not None
-
-
-def _label(model: nn.Module) -> str:
-    spec = getattr(model, "convlab_spec", None)
-    return spec.name if isinstance(spec, ModelSpec) else type(model).__name__
-
-
-def _record_own_network(model: nn.Module, bundle: DataBundle, config: TrainConfig) -> None:
-    """Check that a network of yours gives logits for the data's classes, then record how to rebuild it
-    (its spec, with the input size the data now has)."""
-    shape = (bundle.in_chans, *bundle.image_size)
-    check_logits(model, _label(model), shape, len(bundle.classes), bundle.name)
-    spec = spec_for_network(model, len(bundle.classes), bundle.in_chans, shape, config.options)
-    model.convlab_spec = spec if spec.code is None else spec.sized(shape)  # a zoo model keeps its own
-
-
-def build_model(config: TrainConfig, bundle) -> nn.Module:
-    """``create_model`` for the data's classes and channels, with the run's init, activation and options."""
-    options = dict(config.options)
-    if config.activation is not None:
-        options["activation"] = config.activation
-    height, width = bundle.image_size
-    if (
-        not is_reference(config.model)
-        and "input_size" in get_model_info(config.model).options
-        and "input_size" not in options
-        and height == width
-    ):
-        options["input_size"] = height  # models sized by an option (the MLP's input layer) follow the data
-    return create_model(
-        config.model, num_classes=len(bundle.classes), in_chans=bundle.in_chans, init=config.init, **options
-    )
-
-
-def fit_input_size(model: nn.Module, bundle, config: TrainConfig, progress: TrainProgress):
-    """Resize the data to the nearest size the model takes (LeNet-5: 28x28 -> 32x32), unless a size was chosen."""
-    channels, height, width = size = (bundle.in_chans, *bundle.image_size)
-    try:
-        check_input_size(model, size)
-        return bundle
-    except ConvlabError:
-        if config.image_size is not None:
-            raise  # the user's size: the inspector's message says what would work
-        smallest, largest = working_sizes(model, channels, max(height, width))
-        if smallest is not None and min(height, width) < smallest:
-            side = smallest
-        elif largest is not None and max(height, width) > largest:
-            side = largest
-        else:
-            raise
-    progress.note(
-        f"{config.model} cannot take {height}x{width} images; resizing {bundle.name} to {side}x{side}, "
-        f"the nearest size it takes (choose one with --image-size)"
-    )
-    return bundle.resized((side, side))
-
-
-def _drops_last_batch(bundle: DataBundle, batch_size: int) -> bool:
-    """Whether training drops the last partial batch: it does, because a batch of one breaks BatchNorm and
-    the order is reshuffled each epoch, so every image is still seen; a training set of one batch or less
-    keeps it, or there would be no step at all."""
-    return bundle.size("train") > batch_size
-
-
-def _data_text(bundle: DataBundle) -> str:
-    """``fashion-mnist (54000 images, 1x28x28)``, as the first line of train.log names the data."""
-    height, width = bundle.image_size
-    return f"{bundle.name} ({bundle.size('train')} images, {bundle.in_chans}x{height}x{width})"
 
 
 def _tensorboard(run_dir: Path, purge_step: int | None = None):
@@ -691,7 +513,7 @@ def _begin_epochs(run: _Run, steps: _Steps, resuming: bool) -> Standing:
     else:
         standing = Standing()
         progress.note(
-            f"training {config.model} on {_data_text(run.bundle)} on {run.device}"
+            f"training {config.model} on {data_text(run.bundle)} on {run.device}"
             f"{_threads_note(run.device)}; run folder {run.run_dir}"
         )
     if run.transfer is not None:
@@ -920,7 +742,7 @@ def _linear_probe_run(run: _Run) -> TrainResult:
         run.run_dir,
     )
     progress.note(
-        f"linear probe of {config.model} on {_data_text(bundle)} on {run.device}; run folder {run_dir}"
+        f"linear probe of {config.model} on {data_text(bundle)} on {run.device}; run folder {run_dir}"
     )
     for line in transfer.notes:
         progress.note(line)

@@ -1,0 +1,228 @@
+"""What a run trains on and what it trains: the data at its size, split and batch, and the network fitted
+to it (a zoo model, your own, or a source's), each choice said in the log. ``engine`` runs them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from convlab.analysis import check_input_size
+from convlab.analysis.input_check import working_sizes
+from convlab.checkpoint import read_record
+from convlab.choices import (
+    DEFAULT_BATCH,
+    FOLDER_IMAGE_SIZE,
+    RESIZE_DESCRIPTIONS,
+)
+from convlab.data import DataBundle, Holdout, load_data
+from convlab.data.load import source_kind
+from convlab.errors import ConvlabError
+from convlab.layers.init import init_weights
+from convlab.models import ModelSpec, create_model, get_model_info, is_reference, spec_for_network
+from convlab.models.user import check_logits
+from convlab.training.config import TrainConfig
+from convlab.training.progress import TrainProgress
+
+# Szegedy et al. 2014, section 5: the auxiliary classifiers' losses are "added to the total loss of the
+# network with a discount weight (... weighted by 0.3)" during training; inference discards them.
+AUX_LOSS_WEIGHT = 0.3
+# Everything else would change the run; the speed levers (threads, channels_last, compile) change its pace
+# only, and test_tta how the finished run is tested, not how it trains.
+RESUME_MAY_CHANGE = (
+    "epochs",
+    "early_stop",
+    "device",
+    "out",
+    "resume",
+    "threads",
+    "channels_last",
+    "compile",
+    "test_tta",
+)
+RUN_FILES = ("config.yaml", "state.pt", "last.safetensors", "best.safetensors", "metrics.csv")
+
+
+# A batch of one breaks batch norm (one value per channel): the smallest batch a small set gets.
+SMALLEST_DEFAULT_BATCH = 2
+
+
+def default_batch_size(train_images: int) -> int:
+    """DEFAULT_BATCH, or about a tenth of a small training set, so that an epoch still takes about ten steps
+    (80 photos in one batch of 64 and a remainder would learn from one step an epoch)."""
+    return max(SMALLEST_DEFAULT_BATCH, min(DEFAULT_BATCH, train_images // 10))
+
+
+def resolve_batch_size(config: TrainConfig, bundle: DataBundle, progress: TrainProgress) -> None:
+    """Fill in the batch size when none was given (config.yaml then records it, and a resume keeps it)."""
+    if config.batch_size is not None:
+        return
+    images = bundle.size("train")
+    config.batch_size = default_batch_size(images)
+    if config.batch_size < DEFAULT_BATCH:
+        progress.note(
+            f"batch {config.batch_size}: about a tenth of the {images} training images, so that an epoch takes "
+            f"about ten steps (--batch-size chooses another)"
+        )
+
+
+# Validation figures from one or two images of a class are noise: a class gives at least this many
+# (where it keeps as many to train on), even below ``val_split`` of it.
+MIN_VAL_PER_CLASS = 3
+
+
+def holdout_of(config: TrainConfig) -> Holdout:
+    """The validation split a run holds out: ``val_split`` of each class (at least a few), or its fold."""
+    return Holdout(
+        fraction=config.val_split, min_per_class=MIN_VAL_PER_CLASS, fold=config.fold, folds=config.folds
+    )
+
+
+def run_data(config: TrainConfig) -> DataBundle:
+    """The data the configuration names, at the size and with the classes it asks for: a named set or IDX
+    files at their own size unless a size is asked, a folder at ``folder_image_size``."""
+    image_size = tuple(config.image_size) if config.image_size else None
+    if source_kind(config.data) == "folder":
+        image_size = folder_image_size(config)[0]
+    bundle = load_data(
+        config.data,
+        data_root=config.data_root,
+        image_size=image_size,
+        resize=config.resize,  # None: crop for a folder, squash for the rest (convlab.data.load_data)
+        in_chans=config.in_chans,
+        val_split=holdout_of(config),
+        seed=config.seed,
+        limit=config.limit,
+        classes=config.classes,
+        limit_per_class=config.limit_per_class,
+    )
+    if config.num_classes is not None and config.num_classes != len(bundle.classes):
+        raise ConvlabError(
+            f"--num-classes {config.num_classes} does not match data '{bundle.name}', which has "
+            f"{len(bundle.classes)} classes; leave --num-classes out to use the data's."
+        )
+    return bundle
+
+
+def folder_image_size(config: TrainConfig) -> tuple[tuple[int, int], str]:
+    """The (H, W) a folder of photos trains at, and why: the size asked, else the model's declared input size
+    (ModelInfo.input_size, the size its paper feeds it), else FOLDER_IMAGE_SIZE for a network of your own,
+    which declares none. Never the photos' own size: a 3024x4032 phone photo costs 12,000x the multiply-adds
+    of a 32x32 one in every convolution, and a folder of mixed sizes has no size of its own."""
+    if config.image_size:
+        source = "the pretrained source's input size or --image-size" if config.pretrained else "--image-size"
+        return (int(config.image_size[0]), int(config.image_size[1])), source
+    if not is_reference(config.model):
+        _, height, width = get_model_info(config.model).input_size
+        return (height, width), f"{config.model}'s declared input size"
+    return (FOLDER_IMAGE_SIZE, FOLDER_IMAGE_SIZE), "convlab's size for a network that declares none"
+
+
+def folder_input_notes(config: TrainConfig, bundle: DataBundle) -> list[str]:
+    """For folder data: the size and resize rule training uses and why (one line), and the bundle's warning
+    when most images are much larger or smaller than that size."""
+    if source_kind(config.data) != "folder":
+        return []
+    (height, width), why = folder_image_size(config)
+    rule = bundle.resize
+    rule_why = "--resize" if config.resize else "the default for folders"
+    lines = [
+        f"images resized to {height}x{width} ({why}) by {rule} ({rule_why}): {RESIZE_DESCRIPTIONS[rule]}; "
+        f"--image-size and --resize choose others"
+    ]
+    warning = bundle.size_warning()
+    return lines + ([warning] if warning else [])
+
+
+def network_for_run(
+    config: TrainConfig, bundle: DataBundle, run_dir: Path, resuming: bool, network: nn.Module | None
+) -> nn.Module:
+    """The network to train: the one given, else (resuming a network of yours) the one its run folder
+    records, built from the copy the folder keeps (the original file may have moved), else ``build_model``."""
+    if network is not None:
+        if config.activation is not None:
+            raise ConvlabError(
+                f"--activation {config.activation} replaces a zoo model's activation; a network you built "
+                f"has its own (leave activation out)."
+            )
+        return init_weights(network, config.init)
+    if resuming:
+        spec = read_record(run_dir / "last.safetensors").model
+        if spec.code is not None:
+            return spec.build()
+    return build_model(config, bundle)
+
+
+def is_own_network(model: nn.Module) -> bool:
+    """A network of the user's: one without a spec, or built by a builder that is not the zoo's."""
+    spec = getattr(model, "convlab_spec", None)
+    return not isinstance(spec, ModelSpec) or spec.code is not None
+
+
+def network_label(model: nn.Module) -> str:
+    spec = getattr(model, "convlab_spec", None)
+    return spec.name if isinstance(spec, ModelSpec) else type(model).__name__
+
+
+def record_own_network(model: nn.Module, bundle: DataBundle, config: TrainConfig) -> None:
+    """Check that a network of yours gives logits for the data's classes, then record how to rebuild it
+    (its spec, with the input size the data now has)."""
+    shape = (bundle.in_chans, *bundle.image_size)
+    check_logits(model, network_label(model), shape, len(bundle.classes), bundle.name)
+    spec = spec_for_network(model, len(bundle.classes), bundle.in_chans, shape, config.options)
+    model.convlab_spec = spec if spec.code is None else spec.sized(shape)  # a zoo model keeps its own
+
+
+def build_model(config: TrainConfig, bundle) -> nn.Module:
+    """``create_model`` for the data's classes and channels, with the run's init, activation and options."""
+    options = dict(config.options)
+    if config.activation is not None:
+        options["activation"] = config.activation
+    height, width = bundle.image_size
+    if (
+        not is_reference(config.model)
+        and "input_size" in get_model_info(config.model).options
+        and "input_size" not in options
+        and height == width
+    ):
+        options["input_size"] = height  # models sized by an option (the MLP's input layer) follow the data
+    return create_model(
+        config.model, num_classes=len(bundle.classes), in_chans=bundle.in_chans, init=config.init, **options
+    )
+
+
+def fit_input_size(model: nn.Module, bundle, config: TrainConfig, progress: TrainProgress):
+    """Resize the data to the nearest size the model takes (LeNet-5: 28x28 -> 32x32), unless a size was chosen."""
+    channels, height, width = size = (bundle.in_chans, *bundle.image_size)
+    try:
+        check_input_size(model, size)
+        return bundle
+    except ConvlabError:
+        if config.image_size is not None:
+            raise  # the user's size: the inspector's message says what would work
+        smallest, largest = working_sizes(model, channels, max(height, width))
+        if smallest is not None and min(height, width) < smallest:
+            side = smallest
+        elif largest is not None and max(height, width) > largest:
+            side = largest
+        else:
+            raise
+    progress.note(
+        f"{config.model} cannot take {height}x{width} images; resizing {bundle.name} to {side}x{side}, "
+        f"the nearest size it takes (choose one with --image-size)"
+    )
+    return bundle.resized((side, side))
+
+
+def drops_last_batch(bundle: DataBundle, batch_size: int) -> bool:
+    """Whether training drops the last partial batch: it does, because a batch of one breaks BatchNorm and
+    the order is reshuffled each epoch, so every image is still seen; a training set of one batch or less
+    keeps it, or there would be no step at all."""
+    return bundle.size("train") > batch_size
+
+
+def data_text(bundle: DataBundle) -> str:
+    """``fashion-mnist (54000 images, 1x28x28)``, as the first line of train.log names the data."""
+    height, width = bundle.image_size
+    return f"{bundle.name} ({bundle.size('train')} images, {bundle.in_chans}x{height}x{width})"
