@@ -82,14 +82,44 @@ def _subfolders(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if p.is_dir() and _visible(p)), key=lambda p: p.name)
 
 
-def image_files(folder: str | Path, ignored: list[Path] | None = None) -> list[Path]:
+def _directory_identity(path: str | Path) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the directory ``path`` leads to, links followed; None if it cannot be reached."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def image_files(
+    folder: str | Path, ignored: list[Path] | None = None, visited: set[tuple[int, int]] | None = None
+) -> list[Path]:
     """The image files under ``folder`` (any depth), sorted; the rest (hidden files and folders, other
-    extensions) go to ``ignored``, a hidden folder as itself rather than its contents."""
+    extensions) go to ``ignored``, a hidden folder as itself rather than its contents.
+
+    Directory links are followed, but no real directory is walked twice: a link back to a folder already
+    walked (a loop) or reserved in ``visited`` (the other class folders of a scan) goes to ``ignored`` as
+    itself, so a loop ends and no file is listed twice or under two classes."""
+    seen = visited if visited is not None else set()
+    start = _directory_identity(folder)
+    if start is not None:
+        seen.add(start)
     found = []
     for directory, subdirs, names in os.walk(folder, followlinks=True):
-        if ignored is not None:
-            ignored += [Path(directory) / d for d in sorted(subdirs) if d.startswith(".")]
-        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+        kept = []
+        for name in sorted(subdirs):
+            if name.startswith("."):
+                if ignored is not None:
+                    ignored.append(Path(directory) / name)
+                continue
+            identity = _directory_identity(os.path.join(directory, name))
+            if identity is None or identity in seen:  # a link loop, or a second way into a walked folder
+                if ignored is not None:
+                    ignored.append(Path(directory) / name)
+                continue
+            seen.add(identity)
+            kept.append(name)
+        subdirs[:] = kept
         for name in sorted(names):
             if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
                 found.append(Path(directory) / name)
@@ -153,6 +183,10 @@ def scan_folder(root: Path) -> FolderScan:
             f"Data folder '{split_roots['train']}' has no class sub-folders{hint}; expected <class>/<image> "
             f"folders such as '{split_roots['train'] / 'cat' / '001.jpg'}'."
         )
+    # The root, split and class folders are walked only as themselves: a link inside a class folder that
+    # leads back to any of them is skipped (and listed in ignored) rather than relabelling another class.
+    structure = [root, *split_roots.values(), *(f for p in split_roots.values() for f in _subfolders(p))]
+    visited = {identity for identity in map(_directory_identity, structure) if identity is not None}
     layout = {}
     for split, split_root in split_roots.items():
         if split_root != root:
@@ -164,7 +198,7 @@ def scan_folder(root: Path) -> FolderScan:
                     f"Class folder '{folder}' is not among the training classes ({', '.join(classes)}); "
                     f"{split} folders must use the training class names."
                 )
-            pairs += [(path, classes.index(folder.name)) for path in image_files(folder, ignored)]
+            pairs += [(path, classes.index(folder.name)) for path in image_files(folder, ignored, visited)]
         layout[split] = pairs
     counts = Counter(label for _, label in layout["train"])
     if not layout["train"]:

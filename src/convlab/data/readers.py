@@ -4,7 +4,8 @@ CIFAR, SVHN and STL-10 are the layouts torchvision downloads. We read the files 
 rather than through torchvision.datasets.CIFAR10/SVHN/STL10 because those constructors check
 every file's MD5 against the official release and refuse anything else (a re-packed copy, or
 the tiny files the tests write); the formats themselves are a few lines each. Downloads do go
-through torchvision, which checks the archive's MD5 after downloading.
+through torchvision, which checks the archive's MD5 after downloading. The CIFAR pickles are read by an
+allow-list unpickler (``_CifarUnpickler``) that builds plain data only, so a planted file runs no code.
 """
 
 from __future__ import annotations
@@ -80,13 +81,101 @@ CIFAR10_FILES = {
 CIFAR100_FILES = {"train": ["train"], "test": ["test"], "meta": "meta"}
 
 
+class _RefusedGlobal(pickle.UnpicklingError):
+    """A pickle names a callable outside the CIFAR allow-list."""
+
+
+class _NdarrayMark:
+    """What the name numpy.ndarray unpickles to: a marker only _reconstruct accepts, not the class itself,
+    so no opcode can call ndarray(shape) with a forged shape."""
+
+
+def _reconstruct(subtype, shape, dtype):
+    # numpy's array pickle: _reconstruct(ndarray, (0,), b'b'), then __setstate__ with the real shape and data.
+    # Built empty whatever shape is asked for, so a forged shape cannot allocate; the state sets the size.
+    if not isinstance(subtype, _NdarrayMark):
+        raise pickle.UnpicklingError(f"_reconstruct of {subtype!r}, not numpy.ndarray")
+    return np.ndarray.__new__(np.ndarray, (0,), np.dtype(dtype))
+
+
+def _dtype(spec, align=False, copy=True):
+    dtype = np.dtype(spec, bool(align), bool(copy))
+    if dtype.hasobject:  # object arrays hold pickled objects, not numbers
+        raise pickle.UnpicklingError("numpy object dtype")
+    return dtype
+
+
+def _scalar(dtype, data=None):
+    if not isinstance(dtype, np.dtype) or dtype.hasobject:
+        raise pickle.UnpicklingError("numpy scalar of an object dtype")
+    if isinstance(data, str):  # a Python 2 pickle's str, decoded as latin1
+        data = data.encode("latin1")
+    return np.frombuffer(data, dtype=dtype, count=1)[0]
+
+
+def _frombuffer(buffer, dtype, shape, order):
+    if not isinstance(dtype, np.dtype) or dtype.hasobject:
+        raise pickle.UnpicklingError("numpy buffer of an object dtype")
+    return np.frombuffer(buffer, dtype=dtype).reshape(shape, order=order).copy()
+
+
+def _latin1(text, encoding="latin1"):
+    # How Python 3 writes bytes in protocol 2: _codecs.encode(str, 'latin1'); nothing else is accepted.
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("_codecs.encode other than latin1 of a str")
+    return text.encode("latin1")
+
+
+# Every global a CIFAR batch (Python 2 or 3, any protocol, numpy 1 or 2) refers to, each mapped to a
+# function that builds only that data; a pickle that names anything else (os.system, builtins.eval...)
+# is refused before it is called.
+_CIFAR_GLOBALS = {
+    ("numpy", "ndarray"): _NdarrayMark(),
+    ("numpy", "dtype"): _dtype,
+    ("_codecs", "encode"): _latin1,
+    **{(f"{core}.multiarray", "_reconstruct"): _reconstruct for core in ("numpy.core", "numpy._core")},
+    **{(f"{core}.multiarray", "scalar"): _scalar for core in ("numpy.core", "numpy._core")},
+    **{(f"{core}.numeric", "_frombuffer"): _frombuffer for core in ("numpy.core", "numpy._core")},
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles plain data only: dicts, lists, tuples, str, bytes, numbers and numpy arrays. No pickled
+    callable runs: ``find_class`` (the only way a pickle reaches code, EXT opcodes included) answers only
+    the names above."""
+
+    def find_class(self, module: str, name: str):
+        try:
+            return _CIFAR_GLOBALS[(module, name)]
+        except KeyError:
+            raise _RefusedGlobal(f"{module}.{name}") from None
+
+
 def _unpickle(path: Path) -> dict:
-    # Only the fixed file names of the CIFAR release are ever unpickled (as torchvision does);
+    # The CIFAR batches are pickles: read them with an allow-list unpickler rather than check the release's
+    # MD5s, so that re-packed copies and the tests' tiny files still load while no pickle can run code.
     # latin1 turns the Python 2 strings of the originals into str keys.
     try:
         with open(path, "rb") as handle:
-            entry = pickle.load(handle, encoding="latin1")
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as error:
+            entry = _CifarUnpickler(handle, encoding="latin1").load()
+    except _RefusedGlobal as error:
+        raise ConvlabError(
+            f"CIFAR file '{path}' is refused without being run: it names the Python callable '{error}', and "
+            f"convlab reads only plain data from CIFAR pickles (dicts, lists, strings, numbers, numpy arrays)."
+        ) from None
+    except (
+        OSError,
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        MemoryError,
+        RecursionError,
+        UnicodeError,
+    ) as error:
         raise ConvlabError(f"Cannot read CIFAR file '{path}' ({error}).") from None
     if not isinstance(entry, dict):
         raise ConvlabError(
@@ -106,13 +195,18 @@ def _cifar_split(folder: Path, names: list[str], label_key: str) -> tuple[torch.
         entry = _unpickle(folder / name)
         if "data" not in entry or label_key not in entry:
             raise ConvlabError(f"CIFAR file '{folder / name}' lacks the 'data' or '{label_key}' entry.")
-        data = np.asarray(entry["data"], dtype=np.uint8)
+        try:
+            data = np.asarray(entry["data"], dtype=np.uint8)
+            labels.append(np.asarray(entry[label_key], dtype=np.int64).reshape(-1))
+        except (TypeError, ValueError, OverflowError) as error:
+            raise ConvlabError(
+                f"CIFAR file '{folder / name}' has 'data' or '{label_key}' that are not numbers ({error})."
+            ) from None
         if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
             raise ConvlabError(
                 f"CIFAR file '{folder / name}' has data of shape {data.shape}; expected (N, 3072)."
             )
         images.append(data.reshape(-1, 3, 32, 32))  # rows hold the R plane, then G, then B, each 32x32
-        labels.append(np.asarray(entry[label_key], dtype=np.int64))
     return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
 
 
