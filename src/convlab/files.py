@@ -1,15 +1,31 @@
-"""Writing files so that a crash never leaves half of one: checkpoints, metrics, reports, configs.
+"""Writing files so that a crash never leaves half of one: checkpoints, metrics, reports, configs; and the
+lock that keeps a run folder to one training at a time.
 
 Torch-free, so that every layer, the configuration included, writes the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import tempfile
+from datetime import datetime
 from pathlib import Path
 
 from convlab.errors import ConvlabError
+
+try:
+    import fcntl
+except ImportError:  # Windows has no flock; convlab's machines are Linux, so there a run folder is unlocked
+    fcntl = None
+
+# The lock file inside a run folder; hidden, and not one of the files that make a folder "hold a run".
+LOCK_FILE = ".lock"
+
+
+class RunFolderInUse(ConvlabError):
+    """Another training holds the run folder's lock."""
 
 
 def atomic_write(path: Path, write) -> None:
@@ -39,3 +55,91 @@ def require_file_or_folder(path: str | Path) -> Path:
             f"No checkpoint at '{path}': give a run folder or a .safetensors file written by convlab."
         )
     return path
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | Path):
+    """Hold ``run_dir`` for one training, from before its previous-run check to its last write.
+
+    An exclusive ``flock`` on ``run_dir/.lock`` (created, with the folder, if missing); a second
+    writer, in this process or another, gets one sentence naming the holder. The operating system
+    drops a flock when its process ends, however it ends (exception, Ctrl-C, SIGKILL), so a killed run never leaves a stale lock: the file may remain, the lock does not.
+    On release the file is removed, and the folder too when the lock created it and it is empty
+    (a run refused before writing anything leaves nothing behind).
+    """
+    run_dir = Path(run_dir)
+    if fcntl is None:  # no flock on Windows: run unlocked
+        yield
+        return
+    created = [folder for folder in (run_dir, *run_dir.parents) if not folder.exists()]  # innermost first
+    fd = _acquire(run_dir)
+    path = run_dir / LOCK_FILE
+    try:
+        yield
+    finally:
+        # Unlink while still locked: a writer that opened the old file then finds it gone and retries.
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)
+        for folder in created:
+            try:
+                folder.rmdir()  # only when empty
+            except OSError:
+                break
+
+
+def _acquire(run_dir: Path) -> int:
+    """A descriptor of ``run_dir/.lock`` holding its exclusive lock, with the holder written into it."""
+    path = run_dir / LOCK_FILE
+    for _ in range(100):
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:  # the folder was removed by a holder releasing it: try again
+                continue
+        except (FileExistsError, NotADirectoryError):
+            raise ConvlabError(
+                f"'{run_dir}' cannot be a run folder: it, or a folder above it, is a file; choose another --out."
+            ) from None
+        except OSError as error:
+            raise ConvlabError(
+                f"Cannot lock run folder '{run_dir}': {error.strerror or error}; choose another --out."
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # held by another open of the file: another training
+            holder = _holder(fd)
+            os.close(fd)
+            raise RunFolderInUse(
+                f"Run folder '{run_dir}' is in use by another training{holder}; "
+                "wait for it to finish or choose another --out."
+            ) from None
+        except OSError as error:  # a file system without locks
+            os.close(fd)
+            raise ConvlabError(
+                f"Cannot lock run folder '{run_dir}': {error.strerror or error}; choose another --out."
+            ) from None
+        # The file may have been unlinked by the holder between our open and our lock: then this lock
+        # guards nothing, and the next try opens the file that is there now.
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if not same:
+            os.close(fd)
+            continue
+        owner = f"{os.getpid()} {socket.gethostname()} {datetime.now().isoformat(timespec='seconds')}\n"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, owner.encode(), 0)
+        return fd
+    raise ConvlabError(f"Cannot lock run folder '{run_dir}': it keeps changing; choose another --out.")
+
+
+def _holder(fd: int) -> str:
+    """`` (pid N on HOST since TIME)`` from the lock file, or nothing when the holder has not written it yet."""
+    try:
+        pid, host, since = os.pread(fd, 512, 0).decode().split()
+    except (OSError, UnicodeDecodeError, ValueError):
+        return ""
+    return f" (pid {pid} on {host} since {since.replace('T', ' ')})"

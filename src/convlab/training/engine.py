@@ -32,7 +32,7 @@ from convlab.choices import (
 from convlab.data import DataBundle
 from convlab.errors import ConvlabError
 from convlab.evaluation import evaluate_model
-from convlab.files import atomic_write
+from convlab.files import RunFolderInUse, atomic_write, run_lock
 from convlab.models import ModelSpec, is_reference
 from convlab.models.user import check_channels, code_of
 from convlab.record import DataSpec, InputSpec, RunRecord
@@ -237,14 +237,16 @@ def train(
     Your own network must return logits (N x classes); it is checked against the data before training.
     """
     network, config, overrides = _own_network(config, overrides)
-    config, run_dir, resuming = _prepare(config, overrides)
-    if config.folds is not None and config.fold is None:  # K runs, one per fold (convlab.training.crossval)
-        return cross_validate(config, run_dir, train, network)
-    with intra_op_threads(config.threads):
-        run = _set_up(config, run_dir, resuming, network)
-        if config.transfer == "linear-probe":
-            return _linear_probe_run(run)
-        return _train_epochs(run, resuming)
+    # The run folder is locked from before its previous-run check to the run's last write (files.run_lock).
+    with contextlib.ExitStack() as held:
+        config, run_dir, resuming = _prepare(config, overrides, held)
+        if config.folds is not None and config.fold is None:  # K runs, one per fold (training.crossval)
+            return cross_validate(config, run_dir, train, network)
+        with intra_op_threads(config.threads):
+            run = _set_up(config, run_dir, resuming, network)
+            if config.transfer == "linear-probe":
+                return _linear_probe_run(run)
+            return _train_epochs(run, resuming)
 
 
 def _own_network(config: Any, overrides: dict[str, Any]) -> tuple[nn.Module | None, Any, dict[str, Any]]:
@@ -267,16 +269,31 @@ def _own_network(config: Any, overrides: dict[str, Any]) -> tuple[nn.Module | No
     return network, config, overrides
 
 
-def _prepare(config: Any, overrides: dict[str, Any]) -> tuple[TrainConfig, Path, bool]:
-    """The resolved configuration, the run folder and whether this resumes a run."""
+def _prepare(
+    config: Any, overrides: dict[str, Any], held: contextlib.ExitStack
+) -> tuple[TrainConfig, Path, bool]:
+    """The resolved configuration, the run folder (its lock entered into ``held``) and whether this resumes
+    a run. The lock comes before the checks, so two runs started at one moment cannot both pass them."""
     given = _explicit_settings(config, overrides)
     if given.get("resume"):
+        if Path(given["resume"]).is_dir():  # otherwise _resume_config says it is not a run folder
+            held.enter_context(run_lock(given["resume"]))
         config = _resume_config(Path(given["resume"]), given)
         return config, Path(config.out), True
     config = resolve_config(config, **overrides)
     if config.pretrained is not None:
         apply_source_defaults(config, given)
-    run_dir = Path(config.out) if config.out else default_run_dir(config)
+    if config.out:
+        run_dir = Path(config.out)
+        held.enter_context(run_lock(run_dir))
+    else:  # a default folder taken by a run started in the same second: the next numbered one
+        for _ in range(100):
+            run_dir = default_run_dir(config)
+            with contextlib.suppress(RunFolderInUse):
+                held.enter_context(run_lock(run_dir))
+                break
+        else:
+            held.enter_context(run_lock(run_dir))  # says which folder is in use
     _refuse_previous_run(run_dir)
     config.out = str(run_dir)
     return config, run_dir, False
