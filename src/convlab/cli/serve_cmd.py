@@ -55,16 +55,24 @@ def add_parser(subparsers) -> None:
         default=DEFAULT_MAX_FILES,
         help=f"most images in one batch request (default: {DEFAULT_MAX_FILES})",
     )
+    parser.add_argument(
+        "--token",
+        default=None,
+        help="require the header 'Authorization: Bearer TOKEN' on every endpoint but /health and the page "
+        "(401 otherwise); prefer the environment variable CONVLAB_SERVE_TOKEN, which `ps` does not show "
+        "(--token wins over it). No TLS: see docs/shipping.md, 'On a network'",
+    )
     add_inference_options(parser)
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     require_file_or_folder(args.source)  # a mistyped path is answered before torch loads
-    from convlab.serve.startup import check_options, listen
+    from convlab.serve.startup import check_options, listen, resolve_token
 
     max_pixels = round(args.max_megapixels * 1e6)
     check_options(args.port, args.workers, args.max_upload_mb, max_pixels, args.max_files)
+    token = resolve_token(args.token)  # --token, else CONVLAB_SERVE_TOKEN
     # The port is taken before torch and the model load: a busy one is refused in well under a second.
     listener = listen(args.host, args.port)
     from convlab.serve import serve
@@ -78,6 +86,7 @@ def run(args) -> int:
         max_files=args.max_files,
         amp=args.amp,
         channels_last=args.channels_last,
+        token=token,
         listener=listener,
     )
     return 0

@@ -7,9 +7,11 @@ port before it loads anything, and says one line when the server answers.
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import socket
+import sys
 import time
 from importlib.resources import files
 from pathlib import Path
@@ -38,7 +40,14 @@ from convlab.serve.limits import (
     decode_upload,
 )
 from convlab.serve.model import ServedModel
-from convlab.serve.startup import announce_when_ready, check_options, listen, ready_line
+from convlab.serve.startup import (
+    announce_when_ready,
+    check_options,
+    check_token,
+    listen,
+    network_warning,
+    ready_line,
+)
 
 SETTINGS_VARIABLE = "CONVLAB_SERVE_SETTINGS"  # how `serve` hands its arguments to worker processes
 STATIC = files("convlab.serve") / "static"
@@ -49,6 +58,10 @@ PAGE_POLICY = (
     "frame-ancestors 'none'; form-action 'none'"
 )
 UPLOAD_FIELDS = ("file", "files")
+# Open with a token: liveness for load balancers, and the page with its script and style, which hold no
+# secret (the page asks for the token and sends it with its API calls).
+OPEN_PATHS = ("/health", "/")
+OPEN_PREFIX = "/static/"
 
 
 class Prediction(BaseModel):
@@ -122,6 +135,10 @@ ERROR_RESPONSES = {
     },
     413: {"model": ErrorAnswer, "description": "Body over --max-upload-mb, or an image with too many pixels"},
     415: {"model": ErrorAnswer, "description": "Not an image of an accepted type"},
+    401: {
+        "model": ErrorAnswer,
+        "description": "Missing or wrong bearer token (only on a server with a token)",
+    },
 }
 
 PREDICT_DESCRIPTION = """Classify images with the served model.
@@ -190,6 +207,34 @@ async def read_uploads(request: Request, max_files: int) -> tuple[list[tuple[str
     )
 
 
+class BearerToken:
+    """ASGI middleware: with a token, every request but OPEN_PATHS needs ``Authorization: Bearer <token>``;
+    a missing or wrong one gets 401 with ``{"error": ...}`` and ``WWW-Authenticate: Bearer``, before the body
+    is read. The comparison takes the same time wherever the tokens differ (``hmac.compare_digest``)."""
+
+    def __init__(self, app, token: str) -> None:
+        self.app = app
+        self.expected = token.encode("ascii")
+
+    async def __call__(self, scope, receive, send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in OPEN_PATHS or path.startswith(OPEN_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        given = next((value for name, value in scope["headers"] if name == b"authorization"), None)
+        scheme, _, credentials = (given or b"").strip().partition(b" ")
+        if scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self.expected):
+            await self.app(scope, receive, send)
+            return
+        if given is None:
+            message = "This server needs a token: send the header 'Authorization: Bearer <token>'."
+            challenge = 'Bearer realm="convlab"'
+        else:
+            message = "The bearer token is wrong (or the Authorization header is not 'Bearer <token>')."
+            challenge = 'Bearer realm="convlab", error="invalid_token"'
+        await _error(401, message, {"WWW-Authenticate": challenge})(scope, receive, send)
+
+
 def _milliseconds(started: float) -> float:
     return round((time.perf_counter() - started) * 1000.0, 2)
 
@@ -213,14 +258,19 @@ def create_app(
     max_files: int = DEFAULT_MAX_FILES,
     amp: str = "off",
     channels_last: bool = False,
+    token: str | None = None,
 ) -> FastAPI:
     """The service for ``source`` (run folder, .safetensors checkpoint, .onnx file or ``(model, record)``).
 
     The model is loaded here, once. ``max_upload_mb`` bounds a request body (all its images together),
     ``max_pixels`` each decoded image, ``max_files`` the images in one batch. ``amp`` and
     ``channels_last`` choose the fast CPU path for a checkpoint's predictions (``convlab.prediction.fast_path``).
+    With ``token``, every endpoint but ``GET /health`` and the page (``GET /``, ``/static/``) needs the header
+    ``Authorization: Bearer <token>`` (401 without it).
     """
     check_options(0, 1, max_upload_mb, max_pixels, max_files)
+    if token is not None:
+        check_token(token)
     served = ServedModel(source, device, amp=amp, channels_last=channels_last)
     page = (STATIC / "index.html").read_text(encoding="utf-8")
 
@@ -232,6 +282,8 @@ def create_app(
     )
     app.state.served = served
     app.add_middleware(BodySizeLimit, max_bytes=int(max_upload_mb * MEGABYTE))
+    if token is not None:
+        app.add_middleware(BearerToken, token=token)  # added last, so it runs first: before any body is read
 
     def decode_all(uploads: list[tuple[str, bytes]]):
         return [
@@ -339,6 +391,7 @@ def serve(
     max_files: int = DEFAULT_MAX_FILES,
     amp: str = "off",
     channels_last: bool = False,
+    token: str | None = None,
     listener: socket.socket | None = None,
 ) -> None:
     """Serve ``source`` (anything ``convlab predict`` takes) over HTTP with uvicorn until interrupted.
@@ -347,10 +400,13 @@ def serve(
     ``listener`` is a socket already bound by ``convlab.serve.startup.listen``, which ``host`` and ``port``
     then do not describe), the model is loaded, and one line naming the model and its URL is printed when
     the server answers. uvicorn's own start-up and request lines are not shown; warnings and errors are.
+    ``token``: see ``create_app``; without one, a server that other machines may reach says so on stderr.
     """
     import uvicorn
 
     check_options(port, workers, max_upload_mb, max_pixels, max_files)
+    if token is not None:
+        check_token(token)
     settings = {
         "device": None if device is None else str(device),
         "max_upload_mb": float(max_upload_mb),
@@ -358,12 +414,16 @@ def serve(
         "max_files": int(max_files),
         "amp": str(amp),
         "channels_last": bool(channels_last),
+        "token": token,  # reaches worker processes in the environment, never on a command line or a log line
     }
     listener = listener if listener is not None else listen(host, int(port))
+    warning = network_warning(listener, token)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     try:
         if int(workers) == 1:
             app = create_app(source, **settings)
-            announce_when_ready(listener, ready_line(app.state.served, listener))
+            announce_when_ready(listener, ready_line(app.state.served, listener, token is not None))
             try:
                 uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listener])
             except KeyboardInterrupt:  # Ctrl+C: uvicorn has shut down cleanly and passes the signal on
@@ -390,5 +450,5 @@ def _serve_workers(source, settings: dict, workers: int, listener: socket.socket
     config = Config(
         "convlab.serve.app:app_from_environment", factory=True, workers=workers, log_level="warning"
     )
-    announce_when_ready(listener, ready_line(served, listener))
+    announce_when_ready(listener, ready_line(served, listener, settings["token"] is not None))
     Multiprocess(config, sockets=[listener]).run()  # until Ctrl+C or SIGTERM, which it handles itself

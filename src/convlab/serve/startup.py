@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import errno
 import http.client
+import ipaddress
+import os
 import socket
 import threading
 import time
@@ -15,6 +17,8 @@ WILDCARD_HOSTS = {
     "0.0.0.0": "127.0.0.1",
     "::": "::1",
 }  # listening everywhere; this machine reaches it on loopback
+TOKEN_VARIABLE = "CONVLAB_SERVE_TOKEN"  # the bearer token, where `ps` does not show it (--token wins)
+MAKE_A_TOKEN = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 
 def check_options(port: int, workers: int, max_upload_mb: float, max_pixels: int, max_files: int) -> None:
@@ -30,6 +34,53 @@ def check_options(port: int, workers: int, max_upload_mb: float, max_pixels: int
             f"--max-megapixels and --max-files must be positive, got {int(max_pixels) / 1e6:g} MP "
             f"and {max_files} files."
         )
+
+
+def check_token(token: str, where: str = "token") -> None:
+    """A bearer token is refused in one sentence (that never repeats it) when it cannot travel in a header."""
+    if not token:
+        raise ConvlabError(
+            f"{where} is empty; give a secret (e.g. from {MAKE_A_TOKEN}), or unset it to serve without a token."
+        )
+    if not all("!" <= character <= "~" for character in token):
+        raise ConvlabError(
+            f"{where} holds a space, a control or a non-ASCII character; a bearer token travels in an HTTP "
+            f"header, so use printable ASCII (e.g. from {MAKE_A_TOKEN})."
+        )
+
+
+def resolve_token(option: str | None, environ=None) -> str | None:
+    """The token of `convlab serve`: ``--token`` if given, else the environment variable CONVLAB_SERVE_TOKEN,
+    else None (no token). A set but empty variable is refused rather than read as "no token"."""
+    environ = os.environ if environ is None else environ
+    if option is not None:
+        check_token(option, "--token")
+        return option
+    if TOKEN_VARIABLE in environ:
+        check_token(environ[TOKEN_VARIABLE], TOKEN_VARIABLE)
+        return environ[TOKEN_VARIABLE]
+    return None
+
+
+def is_loopback(listener: socket.socket) -> bool:
+    """Whether only this machine can reach the socket (127.0.0.0/8 or ::1)."""
+    host = listener.getsockname()[0].split("%")[0]  # an IPv6 scope (fe80::1%eth0) is no address
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def network_warning(listener: socket.socket, token: str | None) -> str | None:
+    """The line ``serve`` prints at start-up when other machines may reach it and no token is asked for."""
+    if token or is_loopback(listener):
+        return None
+    host, port = listener.getsockname()[:2]
+    return (
+        f"Warning: listening on {host} port {port}, which other machines may reach, without a token: anyone who "
+        f"can reach this port can use the model. Set {TOKEN_VARIABLE} (see docs/shipping.md, 'On a network'), "
+        "or use --host 127.0.0.1."
+    )
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -77,12 +128,14 @@ def url_of(listener: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def ready_line(served, listener: socket.socket) -> str:
-    """The one line ``serve`` prints for a ServedModel: the model, the file it came from, and the URL to open."""
+def ready_line(served, listener: socket.socket, token: bool = False) -> str:
+    """The one line ``serve`` prints for a ServedModel: the model, the file it came from, and the URL to open;
+    with ``token``, that a bearer token is required (never the token itself)."""
     everywhere = listener.getsockname()[0] in WILDCARD_HOSTS
     return (
         f"Serving {served.name} ({len(served.classes)} classes, {served.format} {served.source}) at {url_of(listener)}"
-        f"{' and on every address of this machine' if everywhere else ''} (Ctrl+C to stop)"
+        f"{' and on every address of this machine' if everywhere else ''}"
+        f" ({'bearer token required; ' if token else ''}Ctrl+C to stop)"
     )
 
 

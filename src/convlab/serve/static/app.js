@@ -1,10 +1,16 @@
 // The page of `convlab serve`: send an image to /predict and /gradcam, show the top classes and the overlay.
-// body[data-state] is loading -> idle -> busy -> done | error, so that tests can wait on it.
+// body[data-state] is loading -> idle -> busy -> done | error, so that tests can wait on it; "token" while it
+// asks for the access token of a server started with one.
 "use strict";
 
 const TOP_K = 5;
+const TOKEN_KEY = "convlab-serve-token"; // in this tab's sessionStorage: gone when the tab closes
 const element = (id) => document.getElementById(id);
 let card = null;
+let token = sessionStorage.getItem(TOKEN_KEY);
+
+// The server answered 401: it needs a token, or refused the one sent.
+class NeedsToken extends Error {}
 
 function setState(state) {
   document.body.dataset.state = state;
@@ -16,8 +22,19 @@ function showError(message) {
   setState("error");
 }
 
-async function askJson(url, options) {
-  const response = await fetch(url, options);
+async function askJson(url, options = {}) {
+  const headers = token ? { Authorization: `Bearer ${token}` } : {};
+  const response = await fetch(url, { ...options, headers });
+  if (response.status === 401) {
+    const refused = token !== null;
+    token = null;
+    sessionStorage.removeItem(TOKEN_KEY);
+    throw new NeedsToken(
+      refused
+        ? "The server refused that token; enter it again."
+        : "This server needs an access token; ask whoever runs it.",
+    );
+  }
   let answer;
   try {
     answer = await response.json();
@@ -122,8 +139,37 @@ async function classify(file) {
     setState("done");
   } catch (error) {
     element("result").hidden = true;
-    showError(error.message);
+    if (error instanceof NeedsToken) {
+      askForToken(error.message);
+    } else {
+      showError(error.message);
+    }
   }
+}
+
+function askForToken(message) {
+  card = null;
+  element("error").hidden = true;
+  element("token-message").textContent = message;
+  element("token-form").hidden = false;
+  element("token-input").focus();
+  setState("token");
+}
+
+function watchTokenForm() {
+  element("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const input = element("token-input");
+    token = input.value.trim();
+    input.value = "";
+    if (token === "") {
+      token = null;
+      return;
+    }
+    sessionStorage.setItem(TOKEN_KEY, token);
+    element("token-form").hidden = true;
+    loadCard();
+  });
 }
 
 function watchInputs() {
@@ -147,16 +193,26 @@ function watchInputs() {
   });
 }
 
-async function start() {
-  watchInputs();
+async function loadCard() {
+  setState("loading");
   try {
     card = await askJson("model");
     element("model-line").textContent = describeModel(card);
     setState("idle");
   } catch (error) {
     element("model-line").textContent = "The model card could not be loaded.";
-    showError(error.message);
+    if (error instanceof NeedsToken) {
+      askForToken(error.message);
+    } else {
+      showError(error.message);
+    }
   }
+}
+
+function start() {
+  watchInputs();
+  watchTokenForm();
+  loadCard();
 }
 
 start();
