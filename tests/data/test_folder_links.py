@@ -57,3 +57,18 @@ def test_data_info_names_the_skipped_links(tmp_path, capsys):
     assert main(["data", "info", str(data)]) == 0
     out = capsys.readouterr().out
     assert "cat/up/" in out and "cat/sibling/" in out
+
+
+def test_a_class_folder_that_links_to_another_class_is_refused(tmp_path):
+    from PIL import Image
+
+    from convlab.data import load_data
+    from convlab.errors import ConvlabError
+
+    for name in ("cat", "dog"):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / name / f"{i}.png")
+    (tmp_path / "kitty").symlink_to(tmp_path / "cat", target_is_directory=True)
+    with pytest.raises(ConvlabError, match="Class folders 'cat' and 'kitty' .* are the same folder"):
+        load_data(str(tmp_path), image_size=(8, 8))

@@ -186,6 +186,7 @@ def scan_folder(root: Path) -> FolderScan:
     # The root, split and class folders are walked only as themselves: a link inside a class folder that
     # leads back to any of them is skipped (and listed in ignored) rather than relabelling another class.
     structure = [root, *split_roots.values(), *(f for p in split_roots.values() for f in _subfolders(p))]
+    _refuse_linked_classes(split_roots)
     visited = {identity for identity in map(_directory_identity, structure) if identity is not None}
     layout = {}
     for split, split_root in split_roots.items():
@@ -227,12 +228,30 @@ def find_folder_layout(root: Path) -> tuple[list[str], dict[str, list[tuple[Path
     return scan.classes, scan.layout
 
 
+def _refuse_linked_classes(split_roots: dict[str, Path]) -> None:
+    """Refuse two class folders that are one real folder (one a link to the other): each of its photos would
+    be a training image of two classes at once."""
+    for split_root in split_roots.values():
+        first: dict[tuple[int, int], Path] = {}
+        for folder in _subfolders(split_root):
+            identity = _directory_identity(folder)
+            if identity is None:
+                continue
+            if identity in first:
+                raise ConvlabError(
+                    f"Class folders '{first[identity].name}' and '{folder.name}' in '{split_root}' are the same "
+                    f"folder (one links to the other), so each of its images would belong to two classes; "
+                    f"remove the link or give the class its own folder."
+                )
+            first[identity] = folder
+
+
 def describe_ignored(ignored: Sequence[str], shown: int = 5) -> str:
     """``ignored 3 files: .DS_Store, notes.txt, cat/x.heic (hidden, or not images: ...)``, for ``data info``."""
     listing = ", ".join([*ignored[:shown], *(["..."] if len(ignored) > shown else [])])
     return (
-        f"ignored {len(ignored)} file{'s' if len(ignored) != 1 else ''}: {listing} (hidden, or not images: "
-        f"accepted extensions are {', '.join(IMAGE_EXTENSIONS)})"
+        f"ignored {len(ignored)} file{'s' if len(ignored) != 1 else ''}: {listing} (hidden, links back into folders "
+        f"already read, or not images: accepted extensions are {', '.join(IMAGE_EXTENSIONS)})"
     )
 
 
