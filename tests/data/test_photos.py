@@ -320,6 +320,6 @@ def test_data_info_names_the_files_it_did_not_consider(tmp_path, capsys):
     assert "images: 64x48 (crop), 3 channel(s)" in out  # the most common size, the phone's upright
     assert "file sizes: 64x48 (2), 48x64 (2)" in out
     assert (
-        "ignored 5 files: .DS_Store, .git/, notes.txt, cat/.hidden.jpg, dog/IMG_0001.HEIC (hidden, or not "
-        "images: accepted extensions are .jpg, .jpeg, .png" in out
+        "ignored 5 files: .DS_Store, .git/, notes.txt, cat/.hidden.jpg, dog/IMG_0001.HEIC (hidden, links back "
+        "into folders already read, or not images: accepted extensions are .jpg, .jpeg, .png" in out
     )
