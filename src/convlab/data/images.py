@@ -21,8 +21,10 @@ from convlab.choices import RESIZE_RULES
 from convlab.errors import ConvlabError, unknown_name_error
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-# Formats torchvision.io.decode_image reads; the other extensions go straight to PIL.
-TORCHVISION_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp")
+# Only JPEG goes to torchvision's decoder (libjpeg-turbo, the fast one), chosen by the file's bytes, not its
+# name. Its PNG decoder kills the process (SIGSEGV) on most corrupted PNGs, where PIL raises a clean error
+# (tests/data/test_untrusted_images.py keeps such files), so PNG and every other format go to PIL.
+JPEG_MAGIC = b"\xff\xd8\xff"
 # PIL modes that hold one (gray) channel; every other mode is converted to RGB.
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 # ITU-R BT.601 luma, the weights PIL's convert("L") and libjpeg use, in thousandths so that the
@@ -206,7 +208,9 @@ def decode_image_file(path: str | Path, in_chans: int | None = None) -> torch.Te
         in_chans = native_channels(path)
     try:
         image = None
-        if path.suffix.lower() in TORCHVISION_EXTENSIONS:
+        with open(path, "rb") as handle:
+            is_jpeg = handle.read(len(JPEG_MAGIC)) == JPEG_MAGIC
+        if is_jpeg:
             try:
                 image = _decode_with_torchvision(path)
             except (RuntimeError, ImportError):
