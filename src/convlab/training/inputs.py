@@ -25,25 +25,6 @@ from convlab.models.user import check_logits
 from convlab.training.config import TrainConfig
 from convlab.training.progress import TrainProgress
 
-# Szegedy et al. 2014, section 5: the auxiliary classifiers' losses are "added to the total loss of the
-# network with a discount weight (... weighted by 0.3)" during training; inference discards them.
-AUX_LOSS_WEIGHT = 0.3
-# Everything else would change the run; the speed levers (threads, channels_last, compile) change its pace
-# only, and test_tta how the finished run is tested, not how it trains.
-RESUME_MAY_CHANGE = (
-    "epochs",
-    "early_stop",
-    "device",
-    "out",
-    "resume",
-    "threads",
-    "channels_last",
-    "compile",
-    "test_tta",
-)
-RUN_FILES = ("config.yaml", "state.pt", "last.safetensors", "best.safetensors", "metrics.csv")
-
-
 # A batch of one breaks batch norm (one value per channel): the smallest batch a small set gets.
 SMALLEST_DEFAULT_BATCH = 2
 
