@@ -75,14 +75,7 @@ def load_weights(
     """Load a checkpoint's (or run folder's) weights into ``model`` in place; returns the checkpoint's record."""
     path = resolve_checkpoint(source)
     record = read_record(path)
-    state = load_file(str(path), device=str(map_location))
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        first = str(error).splitlines()[1:3]
-        raise ConvlabError(
-            f"Checkpoint '{path}' does not fit model '{record.model.name}' as recorded: {' '.join(first).strip()}"
-        ) from None
+    _load_state(model, path, record, map_location)
     return record
 
 
@@ -94,11 +87,24 @@ def load_checkpoint(
     ``model``: a network you built with the code the run was trained with, to load the weights into
     instead (``convlab.load(run, model=MyNet())``), for a run whose record cannot rebuild it alone.
     """
-    record = read_record(source)
+    path = resolve_checkpoint(source)
+    record = read_record(path)
     if model is None:
         model = record.model.build()
     else:
         model.convlab_spec = record.model  # the record describes these weights from now on
-    load_weights(model, source, map_location)
+    _load_state(model, path, record, map_location)
     model.eval()
     return model, record
+
+
+def _load_state(model: torch.nn.Module, path: Path, record: RunRecord, map_location) -> None:
+    """The weights of the checkpoint at ``path`` into ``model``; a misfit is one sentence."""
+    state = load_file(str(path), device=str(map_location))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        first = str(error).splitlines()[1:3]
+        raise ConvlabError(
+            f"Checkpoint '{path}' does not fit model '{record.model.name}' as recorded: {' '.join(first).strip()}"
+        ) from None
