@@ -6,6 +6,12 @@ conftest is pytest's to load and not a module to import from.
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import torch
@@ -53,3 +59,25 @@ def randomise_batch_norms(model: nn.Module) -> None:
                 module.running_var.uniform_(0.5, 1.5)
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.uniform_(-0.2, 0.2)
+
+
+@contextlib.contextmanager
+def serving(*arguments: str, env: dict | None = None):
+    """``convlab serve ARGUMENTS`` in a child process, as a user starts it: yields ``(process, lines)`` once it
+    printed its ready line, which is ``lines.get()``'s first item (None if it ended first; every later line
+    follows, then None at the end). Stopped with Ctrl+C on leaving."""
+    command = [sys.executable, "-m", "convlab.cli", "serve", *arguments]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    lines: queue.Queue = queue.Queue()
+
+    def read_lines() -> None:
+        for line in process.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read_lines, daemon=True).start()
+    try:
+        yield process, lines
+    finally:
+        process.send_signal(signal.SIGINT)  # Ctrl+C
+        process.wait(timeout=60)

@@ -3,13 +3,10 @@ file `convlab predict` takes (TorchScript included) served with the same answers
 
 from __future__ import annotations
 
-import queue
 import re
-import signal
 import socket
 import subprocess
 import sys
-import threading
 
 import httpx
 import pytest
@@ -19,6 +16,7 @@ from convlab.errors import ConvlabError
 from convlab.serve import create_app
 from convlab.serve.model import ServedModel
 from convlab.serve.startup import listen
+from tests.helpers import serving
 
 
 def test_a_busy_port_is_refused_before_torch_or_the_model_loads(checkpoint):
@@ -50,29 +48,9 @@ def test_a_second_server_cannot_take_the_port_while_the_first_loads_its_model():
     listen("127.0.0.1", port).close()  # free again once the first is gone
 
 
-def read_lines(stream, lines: queue.Queue) -> None:
-    for line in stream:
-        lines.put(line)
-    lines.put(None)
-
-
 def test_serve_prints_one_line_with_the_model_and_the_url_when_ready(checkpoint, samples):
     paths, _ = samples
-    command = [
-        sys.executable,
-        "-m",
-        "convlab.cli",
-        "serve",
-        str(checkpoint.parent),
-        "--port",
-        "0",
-        "--device",
-        "cpu",
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=read_lines, args=(process.stdout, lines), daemon=True).start()
-    try:
+    with serving(str(checkpoint.parent), "--port", "0", "--device", "cpu") as (process, lines):
         ready = lines.get(timeout=120)
         assert ready is not None, process.stderr.read()
         match = re.fullmatch(
@@ -86,9 +64,6 @@ def test_serve_prints_one_line_with_the_model_and_the_url_when_ready(checkpoint,
             url + "/predict", files={"file": (paths[0].name, paths[0].read_bytes(), "image/png")}
         )
         assert answer.json()["predictions"][0]["label"] == "Ankle boot"
-    finally:
-        process.send_signal(signal.SIGINT)  # Ctrl+C
-        process.wait(timeout=60)
     assert (
         lines.get(timeout=10) is None
     )  # nothing after the ready line: no uvicorn start-up, request or stop lines

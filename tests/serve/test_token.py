@@ -5,18 +5,14 @@ that other machines may reach has none. Every server here listens on 127.0.0.1."
 from __future__ import annotations
 
 import os
-import queue
 import re
-import signal
-import subprocess
-import sys
-import threading
 
 import httpx
 import pytest
 
 from convlab.errors import ConvlabError
 from convlab.serve.startup import TOKEN_VARIABLE, network_warning, resolve_token
+from tests.helpers import serving
 
 TOKEN = "tok-5Jq2-x9ZrB7mKp_w3"  # what `secrets.token_urlsafe` gives, shorter
 WAIT_SECONDS = 30
@@ -114,37 +110,12 @@ def test_a_server_other_machines_may_reach_warns_without_a_token():
         assert network_warning(Bound(host), TOKEN) is None
 
 
-def read_lines(stream, lines: queue.Queue) -> None:
-    for line in stream:
-        lines.put(line)
-    lines.put(None)
-
-
 @pytest.mark.slow  # three processes start torch: the supervisor checks the model, then each worker loads it
 def test_the_environment_token_reaches_every_worker_and_is_never_printed(checkpoint, samples):
     paths, _ = samples
-    command = [
-        sys.executable,
-        "-m",
-        "convlab.cli",
-        "serve",
-        str(checkpoint),
-        "--port",
-        "0",
-        "--device",
-        "cpu",
-    ]
     environment = {**os.environ, TOKEN_VARIABLE: TOKEN}
-    process = subprocess.Popen(
-        [*command, "--workers", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=environment,
-    )
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=read_lines, args=(process.stdout, lines), daemon=True).start()
-    try:
+    arguments = (str(checkpoint), "--port", "0", "--device", "cpu", "--workers", "2")
+    with serving(*arguments, env=environment) as (process, lines):
         ready = lines.get(timeout=120)
         assert ready is not None, process.stderr.read()
         match = re.fullmatch(
@@ -162,9 +133,6 @@ def test_the_environment_token_reaches_every_worker_and_is_never_printed(checkpo
             statuses.add(-httpx.post(url + "/predict", files=upload(paths[0])).status_code)
         assert statuses == {200, -401}
         assert httpx.get(url + "/health").status_code == 200
-    finally:
-        process.send_signal(signal.SIGINT)  # Ctrl+C
-        process.wait(timeout=60)
     rest = []
     while (line := lines.get(timeout=10)) is not None:
         rest.append(line)
