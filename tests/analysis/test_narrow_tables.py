@@ -12,7 +12,7 @@ import pytest
 from rich.console import Console
 
 from convlab.analysis.format import format_count, format_si, name_pieces, print_zoo_table
-from convlab.analysis.summary import summary
+from convlab.analysis.inspector import summary
 from convlab.analysis.zoo import zoo_table
 
 # A figure as the tables print it: 61,706  64x112x112  714.19  7

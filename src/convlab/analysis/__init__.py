@@ -6,9 +6,6 @@ works its arithmetic out without loading torch, which the forward-pass inspector
 
 from __future__ import annotations
 
-import sys
-from types import ModuleType
-
 from convlab.lazy import lazy_exports
 
 # public name -> module that defines it
@@ -21,33 +18,13 @@ _API = {
     "parse_input_size": "convlab.analysis.input_check",
     "ReceptiveField": "convlab.analysis.receptive_field",
     "kernel_span": "convlab.analysis.receptive_field",
-    "CONVENTIONS": "convlab.analysis.summary",
-    "Summary": "convlab.analysis.summary",
-    "Totals": "convlab.analysis.summary",
-    "summary": "convlab.analysis.summary",
+    "CONVENTIONS": "convlab.analysis.inspector",
+    "Summary": "convlab.analysis.inspector",
+    "Totals": "convlab.analysis.inspector",
+    "summary": "convlab.analysis.inspector",
     "LayerRow": "convlab.analysis.trace",
     "zoo_table": "convlab.analysis.zoo",
 }
 
 __all__ = sorted(_API)
-_load, __dir__ = lazy_exports("convlab.analysis", _API, globals())
-
-
-def __getattr__(name: str) -> object:
-    value = _load(name)
-    if isinstance(value, ModuleType):  # `summary` names a submodule and the function in it: the function
-        value = globals()[name] = getattr(value, name)
-    return value
-
-
-class _Package(ModuleType):
-    """Keeps ``convlab.analysis.summary`` the function when the submodule of that name is imported
-    first: the import system then sets the package's attribute to the module."""
-
-    def __setattr__(self, name: str, value: object) -> None:
-        if isinstance(value, ModuleType) and _API.get(name) == value.__name__:
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+__getattr__, __dir__ = lazy_exports("convlab.analysis", _API, globals())

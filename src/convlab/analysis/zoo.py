@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from convlab.analysis.summary import summary
+from convlab.analysis.inspector import summary
 from convlab.errors import ConvlabError
 from convlab.models import get_model_info, list_models
 

@@ -67,7 +67,7 @@ def _recorded_network(args) -> tuple[object, str | None] | None:
 def run(args) -> int:
     options = dict(parse_model_option(pair) for pair in args.option)  # answered before torch loads
     # imported here, not at the top: the parser loads every command module, and this import loads torch
-    from convlab.analysis.summary import print_summary, summary
+    from convlab.analysis.inspector import print_summary, summary
 
     recorded = _recorded_network(args)
     if recorded is not None:
