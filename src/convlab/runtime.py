@@ -37,6 +37,12 @@ def check_device(device: str | torch.device | None) -> torch.device:
     return resolved
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where a model's parameters are (the CPU for a model without any)."""
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
 def is_reduced(amp: str | bool | None) -> bool:
     """Whether ``amp`` asks for a reduced precision (anything but float32)."""
     return amp not in OFF

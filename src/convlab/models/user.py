@@ -32,6 +32,7 @@ from torch import nn
 
 from convlab.errors import ConvlabError, closest_names
 from convlab.files import atomic_write
+from convlab.runtime import model_device
 
 REFERENCE_FORMS = "path/to/file.py:function or package.module:function"
 # How a record says where a user's network comes from; anything else is refused (no code runs).
@@ -306,7 +307,7 @@ def first_conv_called(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[s
     called: list[nn.Module] = []
     hooks = [module.register_forward_pre_hook(lambda module, args: called.append(module)) for module in names]
     try:
-        for device in ("meta", _device_of(model)):
+        for device in ("meta", model_device(model)):
             try:
                 _forward_shape(model, input_shape, device)
             except Exception:  # a wrong channel count fails in the very convolution the hook saw first
@@ -333,10 +334,6 @@ def check_channels(model: nn.Module, label: str, input_shape: tuple[int, ...], d
     )
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    return next((t.device for t in model.parameters()), torch.device("cpu"))
-
-
 def check_logits(
     model: nn.Module, label: str, input_shape: tuple[int, ...], num_classes: int, data: str
 ) -> None:
@@ -346,7 +343,7 @@ def check_logits(
         output = _forward_shape(model, input_shape, "meta")
     except Exception:
         try:
-            output = _forward_shape(model, input_shape, _device_of(model))
+            output = _forward_shape(model, input_shape, model_device(model))
         except Exception as error:
             size = "x".join(str(s) for s in input_shape)
             raise ConvlabError(

@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from convlab.record import RunRecord
-from convlab.runtime import logits_of
+from convlab.runtime import logits_of, model_device
 from convlab.viz.cam import default_cam_layer, grad_cam_maps
 from convlab.viz.feature_maps import eval_mode, trace_layers
 from convlab.viz.filters import filters
-from convlab.viz.inputs import denormalise, model_device
+from convlab.viz.inputs import denormalise
 from convlab.viz.render import overlay, save_grid, save_panels
 
 SEARCH_BATCH = 128  # validation images classified per batch while looking for right and wrong examples

@@ -15,7 +15,7 @@ from convlab.data import normalize, read_image
 from convlab.data.images import resize_image, to_channels
 from convlab.errors import ConvlabError
 from convlab.record import InputSpec, RunRecord
-from convlab.runtime import check_device
+from convlab.runtime import check_device, model_device
 from convlab.viz.render import to_display, unit_range
 
 LISTED_NAMES = 20  # class names shown in an error message; the rest are counted
@@ -58,11 +58,6 @@ class Subject:
     def preprocessing(self) -> InputSpec | None:
         """The record's input spec (channels, size, mean, std); None for a bare model."""
         return self.record.input if self.record else None
-
-
-def model_device(model: nn.Module) -> torch.device:
-    parameter = next(model.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
 
 
 def load_subject(source, device: str | torch.device | None = None) -> tuple[Subject, torch.device]:
