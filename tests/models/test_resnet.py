@@ -235,3 +235,33 @@ def test_cifar_options_reach_every_block():
     )
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 2)
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 2)
+
+
+PLAIN_NETS = ["plain20", "plain32", "plain44", "plain56"]
+
+
+@pytest.mark.parametrize("name", PLAIN_NETS)
+def test_plain_nets_have_their_resnets_parameters_and_depth(name):
+    depth = int(name.removeprefix("plain"))
+    plain, residual = create_model(name), create_model(f"resnet{depth}")
+    # Figure 6 compares networks with the same weights; option A shortcuts add none (0.27M ... 0.85M).
+    assert count_parameters(plain) == count_parameters(residual) == cifar_resnet_parameters(depth // 6)
+    assert [p.shape for p in plain.parameters()] == [p.shape for p in residual.parameters()]
+    assert sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in plain.modules()) == depth
+
+
+def test_plain_net_has_no_shortcut_to_carry_the_input():
+    torch.manual_seed(0)
+    plain, residual = create_model("plain20").eval(), create_model("resnet20").eval()
+    residual.load_state_dict(plain.state_dict())
+    block_input = torch.randn(1, 16, 8, 8)
+    for block in (plain.layer1[0], residual.layer1[0]):
+        for conv in (block.conv1, block.conv2):
+            nn.init.zeros_(conv.weight)  # the branch gives act(bn(0)) = act(bn bias) = 0
+    assert torch.count_nonzero(plain.layer1[0](block_input)) == 0
+    assert torch.equal(residual.layer1[0](block_input), torch.relu(block_input))
+
+
+def test_plain_nets_refuse_residual_options():
+    with pytest.raises(ConvlabError, match="shortcut"):
+        create_model("plain20", shortcut="B")

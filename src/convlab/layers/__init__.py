@@ -18,7 +18,7 @@ from convlab.layers.inception import (
 )
 from convlab.layers.init import init_weights
 from convlab.layers.inverted_residual import InvertedResidual
-from convlab.layers.residual import BasicBlock, Bottleneck, PadChannelsShortcut, make_shortcut
+from convlab.layers.residual import BasicBlock, Bottleneck, PadChannelsShortcut, PlainBlock, make_shortcut
 from convlab.layers.se import SqueezeExcitation
 from convlab.layers.transformer import PatchEmbedding, TransformerEncoder, TransformerEncoderBlock
 
@@ -26,6 +26,7 @@ __all__ = [
     "ACTIVATIONS",
     "INIT_SCHEMES",
     "BasicBlock",
+    "PlainBlock",
     "Bottleneck",
     "ConvNeXtBlock",
     "ConvNormAct",

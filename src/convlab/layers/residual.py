@@ -1,4 +1,5 @@
-"""Residual blocks (He et al. 2015): the basic and bottleneck blocks and their shortcuts.
+"""Residual blocks (He et al. 2015): the basic and bottleneck blocks and their shortcuts, and the plain
+block (the basic block without its shortcut) that the paper's degradation experiment compares them with.
 
 A block computes out = act(F(x) + shortcut(x)); an optional squeeze-and-excitation gate
 (Hu et al. 2018) rescales F(x) before the addition, which turns a ResNet into an SE-ResNet.
@@ -106,6 +107,31 @@ class BasicBlock(nn.Module):
     def zero_init_last_bn(self) -> None:
         """Start the residual branch at zero, so the block begins as act(shortcut(x)) (Goyal et al. 2017)."""
         nn.init.zeros_(self.bn2.weight)
+
+
+class PlainBlock(nn.Module):
+    """A basic block without its shortcut: out = act(bn(conv(act(bn(conv(x)))))) (He et al. 2015, section 4.2).
+
+    The "plain" networks of the paper's Figure 6 stack these: same layers and parameters as a ResNet with
+    option A shortcuts, so any difference in how well they train comes from the shortcuts alone.
+    ``shortcut`` is accepted and ignored, so that one stage builder makes plain and residual stages alike.
+    """
+
+    expansion = 1
+
+    def __init__(
+        self, in_channels: int, width: int, stride: int = 1, *, activation: str = "relu", shortcut: str = "A"
+    ) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, width, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.act1 = make_activation(activation)
+        self.conv2 = nn.Conv2d(width, width, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.act2 = make_activation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act2(self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x))))))
 
 
 class Bottleneck(nn.Module):

@@ -1,4 +1,6 @@
-"""ResNet (He et al. 2015): the ImageNet ResNet-18/34/50/101/152 and the CIFAR ResNet-20/32/44/56/110.
+"""ResNet (He et al. 2015): the ImageNet ResNet-18/34/50/101/152, the CIFAR ResNet-20/32/44/56/110, and
+the plain CIFAR networks plain-20/32/44/56 (the same layers without shortcuts, Figure 6) for the
+degradation experiment: deeper plain networks train worse, even on the training set.
 
 The ImageNet models have torchvision's state_dict keys, so its checkpoints load unchanged.
 """
@@ -9,7 +11,7 @@ import torch
 from torch import nn
 
 from convlab.layers.activations import make_activation
-from convlab.layers.residual import BasicBlock, Bottleneck
+from convlab.layers.residual import BasicBlock, Bottleneck, PlainBlock
 from convlab.models._registry import Option, activation_option, register_model
 
 PAPER = "He, Zhang, Ren, Sun, Deep Residual Learning for Image Recognition (CVPR 2016)"
@@ -48,6 +50,8 @@ CIFAR_RESNET_OPTIONS = {
     ),
     "zero_init_residual": ZERO_INIT_RESIDUAL,
 }
+# A plain network has no shortcut to choose and no residual branch to start at zero.
+PLAIN_OPTIONS = {"activation": activation_option("relu")}
 
 
 def make_stages(
@@ -124,7 +128,10 @@ class ResNet(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """CIFAR ResNet (section 4.2): 3x3 conv 16, three stages of n basic blocks (16/32/64), average pool, fc."""
+    """CIFAR ResNet (section 4.2): 3x3 conv 16, three stages of n basic blocks (16/32/64), average pool, fc.
+
+    ``block`` PlainBlock gives the plain network of the same depth (no shortcuts).
+    """
 
     def __init__(
         self,
@@ -135,13 +142,14 @@ class CifarResNet(nn.Module):
         activation: str = "relu",
         shortcut: str = "A",
         zero_init_residual: bool = False,
+        block: type[nn.Module] = BasicBlock,
     ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_chans, CIFAR_WIDTHS[0], 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(CIFAR_WIDTHS[0])
         self.act = make_activation(activation)
         self.layer1, self.layer2, self.layer3 = make_stages(
-            BasicBlock,
+            block,
             CIFAR_WIDTHS[0],
             CIFAR_WIDTHS,
             [blocks_per_stage] * len(CIFAR_WIDTHS),
@@ -170,18 +178,18 @@ def cifar_resnet(depth: int, num_classes: int, in_chans: int, **options) -> Cifa
     return CifarResNet(CIFAR_BLOCKS_PER_STAGE[depth], num_classes, in_chans, **options)
 
 
+def plain_cifar_net(depth: int, num_classes: int, in_chans: int, **options) -> CifarResNet:
+    """The plain network of ``depth`` = 6n + 2 layers: the CIFAR ResNet's layers without its shortcuts."""
+    return CifarResNet(CIFAR_BLOCKS_PER_STAGE[depth], num_classes, in_chans, block=PlainBlock, **options)
+
+
 def _imagenet(torchvision: str, options: dict[str, Option]):
     return register_model(family="resnet", year=2015, paper=PAPER, torchvision=torchvision, options=options)
 
 
-def _cifar():
+def _cifar(options: dict[str, Option] = CIFAR_RESNET_OPTIONS):
     return register_model(
-        family="resnet",
-        year=2015,
-        paper=PAPER,
-        input_size=CIFAR_INPUT,
-        num_classes=10,
-        options=CIFAR_RESNET_OPTIONS,
+        family="resnet", year=2015, paper=PAPER, input_size=CIFAR_INPUT, num_classes=10, options=options
     )
 
 
@@ -243,3 +251,27 @@ def resnet56(num_classes: int, in_chans: int, **options) -> CifarResNet:
 def resnet110(num_classes: int, in_chans: int, **options) -> CifarResNet:
     """CIFAR ResNet-110: 18 basic blocks per stage at widths 16/32/64, 1.7M parameters."""
     return cifar_resnet(110, num_classes, in_chans, **options)
+
+
+@_cifar(PLAIN_OPTIONS)
+def plain20(num_classes: int, in_chans: int, **options) -> CifarResNet:
+    """Plain-20: ResNet-20 without shortcuts (Figure 6), 0.27M parameters, as ResNet-20."""
+    return plain_cifar_net(20, num_classes, in_chans, **options)
+
+
+@_cifar(PLAIN_OPTIONS)
+def plain32(num_classes: int, in_chans: int, **options) -> CifarResNet:
+    """Plain-32: ResNet-32 without shortcuts (Figure 6), 0.46M parameters, as ResNet-32."""
+    return plain_cifar_net(32, num_classes, in_chans, **options)
+
+
+@_cifar(PLAIN_OPTIONS)
+def plain44(num_classes: int, in_chans: int, **options) -> CifarResNet:
+    """Plain-44: ResNet-44 without shortcuts (Figure 6), 0.66M parameters, as ResNet-44."""
+    return plain_cifar_net(44, num_classes, in_chans, **options)
+
+
+@_cifar(PLAIN_OPTIONS)
+def plain56(num_classes: int, in_chans: int, **options) -> CifarResNet:
+    """Plain-56: ResNet-56 without shortcuts (Figure 6), 0.85M parameters, as ResNet-56."""
+    return plain_cifar_net(56, num_classes, in_chans, **options)
