@@ -23,6 +23,7 @@ _API = {
     "load_data": "convlab.data",
     "train": "convlab.training",
     "TrainConfig": "convlab.training",
+    "sweep": "convlab.training",
     "evaluate": "convlab.evaluation",
     "predict": "convlab.prediction",
     "load": "convlab.prediction",

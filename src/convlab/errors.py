@@ -13,6 +13,11 @@ class ConvlabError(Exception):
     """An error caused by the user's input, with a message meant to be read as it is."""
 
 
+class TrainingDiverged(ConvlabError):
+    """A run stopped because its loss went non-finite (NaN or infinity): too high a learning rate, most
+    often. A sweep records such a configuration as diverged and goes on with the next."""
+
+
 def closest_names(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
     """The accepted names nearest to ``name`` (by spelling), best first."""
     choices = list(choices)

@@ -19,11 +19,13 @@ COMMANDS = (
     "convlab.cli.summary_cmd",
     "convlab.cli.conv_arith_cmd",
     "convlab.cli.train_cmd",
+    "convlab.cli.sweep_cmd",
     "convlab.cli.eval_cmd",
     "convlab.cli.predict_cmd",
     "convlab.cli.export_cmd",
     "convlab.cli.features_cmd",
     "convlab.cli.viz_cmd",
+    "convlab.cli.plot_cmd",
     "convlab.cli.serve_cmd",
     "convlab.cli.data_cmd",
 )

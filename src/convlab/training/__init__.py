@@ -21,6 +21,8 @@ _API = {
     "TrainResult": "convlab.training.engine",
     "train": "convlab.training.engine",
     "train_step": "convlab.training.engine",
+    "sweep": "convlab.training.sweeps",
+    "SweepResult": "convlab.training.sweeps",
     "OPTIMIZERS": "convlab.choices",
     "SCHEDULES": "convlab.choices",
     "Schedule": "convlab.training.optim",
