@@ -99,6 +99,20 @@ class Summary:
     def __str__(self) -> str:
         return self.render()
 
+    def _repr_html_(self) -> str:
+        """In a notebook: every column as an HTML table (nothing left out for width), then the totals."""
+        from convlab.notebook import html_table, lines_html
+
+        columns = summary_columns(self)
+        table = html_table(
+            [column.header for column in columns],
+            list(zip(*(column.cells for column in columns))),
+            footer=[column.footer for column in columns],
+            caption=f"{self.model} at {'x'.join(map(str, self.input_size))}",
+            right=[column.justify == "right" for column in columns],
+        )
+        return table + lines_html(totals_lines(self))
+
 
 # --- the public door ------------------------------------------------------------------------------------
 

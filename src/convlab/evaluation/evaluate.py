@@ -65,6 +65,24 @@ class EvalResult:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
+    def _repr_html_(self) -> str:
+        """In a notebook: the headline figures, then precision, recall and F1 of every class."""
+        from convlab.notebook import html_table, lines_html
+
+        views = f", test-time augmentation {self.tta}" if self.tta else ""
+        headline = (
+            f"{self.split} split of {self.data or 'the data'}: {self.n} images{views}; top-1 {self.top1:.2%}, "
+            f"top-{self.top5_k} {self.top5:.2%}, loss {self.loss:.4f}"
+        )
+        rows = [
+            [c["class"], f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", c["support"]]
+            for c in self.per_class
+        ]
+        table = html_table(
+            ["class", "precision", "recall", "F1", "images"], rows, right=[False, True, True, True, True]
+        )
+        return lines_html([*self.notes, headline]) + table
+
 
 def evaluate_model(
     model: nn.Module,

@@ -87,6 +87,14 @@ class SweepResult:
     def table(self) -> str:
         return "\n".join(_text_table(self.varied, self.rows))
 
+    def _repr_html_(self) -> str:
+        """In a notebook: the table, then the overlaid curves."""
+        from convlab.notebook import html_table, png_html
+
+        header = [*self.varied, *HEADER]
+        table = html_table(header, [_cells(self.varied, row) for row in self.rows])
+        return table + png_html(self.sweep_dir / CURVES_FILE, "loss and validation top-1 of every run")
+
 
 # ---------------------------------------------------------------------------------------------------------
 # The plan
