@@ -126,3 +126,15 @@ def test_vgg_mini_width_scales_every_stage_and_any_input_size_works():
     assert logits.shape == (4, 10) and model.features[0].weight.grad.abs().sum() > 0
     with pytest.raises(ConvlabError, match="width must be a whole number"):
         on_meta("vgg_mini", width=0)
+
+
+def test_vgg_mini_without_batch_norm_is_the_same_stack_with_conv_biases():
+    plain = on_meta("vgg_mini", batch_norm=False)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+    convs = [m for m in plain.features if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [16, 32, 32, 64, 64, 128]
+    # batch norm's scale and shift (2 per channel) go; the convolutions keep their biases either way
+    assert all(c.bias is not None for c in convs)
+    assert count_parameters(plain) == 145_290 - 2 * sum(c.out_channels for c in convs)
+    with pytest.raises(ConvlabError, match="batch_norm must be true or false"):
+        on_meta("vgg_mini", batch_norm="no")

@@ -83,6 +83,11 @@ VGG_MINI_OPTIONS = {
     "width": Option(1, "multiplies every stage's maps (2: 32-256 maps, 4x the multiply-adds)"),
     "activation": activation_option("relu"),
     "dropout": Option(0.0, "dropout before the classifier"),
+    "batch_norm": Option(
+        True,
+        "batch normalisation after every convolution; False gives the same stack without it, to see "
+        "what it buys (docs/experiments.md)",
+    ),
 }
 
 
@@ -262,7 +267,9 @@ class MiniVGG(nn.Module):
 @register_model(
     family="vgg", year=2014, paper=PAPER, input_size=(1, 28, 28), num_classes=10, options=VGG_MINI_OPTIONS
 )
-def vgg_mini(num_classes: int, in_chans: int, *, width: int, activation: str, dropout: float) -> MiniVGG:
+def vgg_mini(
+    num_classes: int, in_chans: int, *, width: int, activation: str, dropout: float, batch_norm: bool
+) -> MiniVGG:
     """A VGG for 28x28 images: 3x3 conv-BN-ReLU stages of 16-128 maps, global pooling, 145K parameters."""
     if not isinstance(width, int) or width < 1:
         raise ConvlabError(f"width must be a whole number of at least 1, got {width!r}.")
@@ -272,5 +279,7 @@ def vgg_mini(num_classes: int, in_chans: int, *, width: int, activation: str, dr
         entry if entry == "maxpool" else f"{entry.rsplit('-', 1)[0]}-{int(entry.rsplit('-', 1)[1]) * width}"
         for entry in MINI_CONFIG
     ]
-    features = make_features(config, in_chans, activation, batch_norm=True)
+    if not isinstance(batch_norm, bool):
+        raise ConvlabError(f"batch_norm must be true or false, got {batch_norm!r}.")
+    features = make_features(config, in_chans, activation, batch_norm=batch_norm)
     return MiniVGG(features, 128 * width, num_classes, dropout)
