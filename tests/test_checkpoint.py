@@ -59,3 +59,33 @@ def test_models_without_a_record_of_how_to_rebuild_them_cannot_be_saved(tmp_path
     ):
         save_checkpoint(tmp_path / "m.safetensors", torch.nn.Linear(2, 2))
     assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_weights_are_compared_with_the_record_before_the_network_is_built(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    model = convlab.create_model("resnet20", num_classes=3)
+    path = save_checkpoint(tmp_path / "m.safetensors", model, {"classes": ["a", "b", "c"]})
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    state = load_file(str(path))
+    # batch norm's counters may be absent, as load_state_dict allows (state dicts from before torch 0.4.1)
+    counters = {key: value for key, value in state.items() if not key.endswith("num_batches_tracked")}
+    save_file(counters, str(tmp_path / "no-counters.safetensors"), metadata=metadata)
+    loaded, _ = load_checkpoint(tmp_path / "no-counters.safetensors")
+    assert torch.equal(loaded.fc.weight, model.fc.weight)
+    # any other tensor missing, or one more than the network has, is one sentence naming the first
+    save_file(
+        {k: v for k, v in state.items() if k != "fc.bias"},
+        str(tmp_path / "missing.safetensors"),
+        metadata=metadata,
+    )
+    with pytest.raises(
+        ConvlabError,
+        match=r"missing.safetensors' does not fit model 'resnet20' as recorded: the file lacks fc.bias\.$",
+    ):
+        load_checkpoint(tmp_path / "missing.safetensors")
+    save_file({**state, "head.extra": torch.zeros(1)}, str(tmp_path / "extra.safetensors"), metadata=metadata)
+    with pytest.raises(ConvlabError, match=r"the file holds head.extra, which the recorded network lacks\.$"):
+        load_checkpoint(tmp_path / "extra.safetensors")

@@ -46,7 +46,7 @@ def test_keys_a_newer_convlab_wrote_are_kept_and_an_unknown_format_is_refused():
     assert RunRecord.from_dict(document).to_dict()["future"] == {"x": 1}
     with pytest.raises(ConvlabError, match="format 'convlab-checkpoint/9'.*reads convlab-checkpoint/1"):
         RunRecord.from_dict({**document, "format": "convlab-checkpoint/9"})
-    with pytest.raises(ConvlabError, match="The record's model has no 'num_classes'"):
+    with pytest.raises(ConvlabError, match="The record has no 'model.num_classes'"):
         RunRecord.from_dict({"model": {"name": "mlp", "in_chans": 1}})
     with pytest.raises(ConvlabError, match="not valid JSON"):
         RunRecord.from_json("{not json")
@@ -71,7 +71,9 @@ def test_save_and_load_round_trip_weights_and_record(tmp_path):
         assert torch.equal(loaded.state_dict()[name], tensor)
     assert read_record(path) == record
     # the spec written is always the model's own, whatever the record passed in said
-    other = record_for(model, {"model": {"name": "mlp", "num_classes": 1, "in_chans": 1}, "classes": ["a"]})
+    other = record_for(
+        model, {"model": {"name": "mlp", "num_classes": 1, "in_chans": 1}, "classes": list("abc")}
+    )
     assert other.model == ModelSpec.of(model)
 
 

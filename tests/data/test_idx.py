@@ -62,6 +62,38 @@ def test_truncated_file_is_a_clear_error(tmp_path):
         read_idx(path, IMAGES_MAGIC)
 
 
+def test_sizes_are_checked_against_the_file_before_values_are_read(tmp_path):
+    # Issue 16: a header claiming 10^9 images of 10^4 x 10^4 is refused from its 16 bytes, before any allocation.
+    path = tmp_path / "huge.gz"
+    path.write_bytes(gzip.compress(struct.pack(">IIII", 0x803, 10**9, 10**4, 10**4) + bytes(100)))
+    with pytest.raises(
+        ConvlabError, match=r"declares 1000000000 x 10000 x 10000 values of 1 byte = 100,000,000,000,000,000"
+    ):
+        read_idx(path, IMAGES_MAGIC)
+    # Within the limit, a gzip file is inflated only as far as its header says, then must end there.
+    values = struct.pack(">II", 0x801, 3) + bytes([1, 2, 3])
+    (tmp_path / "short.gz").write_bytes(gzip.compress(values[:-1]))
+    with pytest.raises(
+        ConvlabError, match=r"holds 2 bytes of values, but its header says 3 values of 1 byte"
+    ):
+        read_idx(tmp_path / "short.gz")
+    (tmp_path / "long.gz").write_bytes(gzip.compress(values + b"\x04"))
+    with pytest.raises(ConvlabError, match=r"holds more values than its header says \(3 values"):
+        read_idx(tmp_path / "long.gz")
+    (tmp_path / "cut.gz").write_bytes(gzip.compress(values)[:-4])
+    with pytest.raises(
+        ConvlabError, match=r"damaged gzip file: the compressed stream is cut off before its end"
+    ):
+        read_idx(tmp_path / "cut.gz")
+    (tmp_path / "appended.gz").write_bytes(gzip.compress(values) + gzip.compress(values))
+    with pytest.raises(
+        ConvlabError, match=r"has bytes after the end of its gzip stream; an IDX file holds one"
+    ):
+        read_idx(tmp_path / "appended.gz")
+    (tmp_path / "exact.gz").write_bytes(gzip.compress(values))
+    assert read_idx(tmp_path / "exact.gz").tolist() == [1, 2, 3]
+
+
 def test_real_fashion_mnist_header():
     labels = read_idx("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz", LABELS_MAGIC)
     assert labels.shape == (10000,) and labels[:5].tolist() == [9, 2, 1, 1, 6]

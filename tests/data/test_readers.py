@@ -163,3 +163,64 @@ def test_digits_from_scikit_learn():
     other = load_data("digits", seed=5)
     assert torch.equal(other.labels("test"), bundle.labels("test"))
     assert "scikit-learn" in bundle.source
+
+
+def test_sizes_a_file_declares_are_checked_before_they_are_allocated(tmp_path):
+    # Issue 16: an SVHN header claiming 10^9 images is refused from the headers, before loadmat allocates them.
+    import struct
+
+    folder = tmp_path / "svhn"
+    folder.mkdir()
+    path = folder / "train_32x32.mat"
+    scipy.io.savemat(path, {"X": np.zeros((32, 32, 3, 5), np.uint8), "y": np.ones((5, 1))})
+    data = path.read_bytes()
+    for honest, claimed in (((32, 32, 3, 5), (32, 32, 3, 10**9)), ((5, 1), (10**9, 1))):
+        assert (
+            data.count(struct.pack(f"<{len(honest)}i", *honest)) == 1
+        )  # the array's dimensions, as MATLAB v5 writes them
+        data = data.replace(
+            struct.pack(f"<{len(honest)}i", *honest), struct.pack(f"<{len(claimed)}i", *claimed)
+        )
+    path.write_bytes(data)
+    (folder / "test_32x32.mat").write_bytes(data)
+    with pytest.raises(
+        ConvlabError,
+        match=r"declares 3,072,000,000,000 pixel values in [\d,]+ bytes, more than even a compressed",
+    ):
+        load_data("svhn", data_root=tmp_path, download=False)
+
+
+def test_labels_that_are_not_one_class_per_image_are_refused(tmp_path):
+    folder = write_cifar10(tmp_path)
+    entry = {"data": pattern(4).reshape(4, -1), "labels": [0, 1, 2]}
+    (folder / "data_batch_2").write_bytes(pickle.dumps(entry, protocol=2))
+    with pytest.raises(
+        ConvlabError, match=r"data_batch_2' holds 4 images but 3 labels; expected one per image"
+    ):
+        load_data("cifar10", data_root=tmp_path, download=False)
+    entry["labels"] = [0, 1, 2, 10]
+    (folder / "data_batch_2").write_bytes(pickle.dumps(entry, protocol=2))
+    with pytest.raises(ConvlabError, match=r"data_batch_2' has labels from 0 to 10; expected 0 to 9"):
+        load_data("cifar10", data_root=tmp_path, download=False)
+
+    stl = tmp_path / "stl10_binary"
+    stl.mkdir()
+    for split in ("train", "test"):
+        (stl / f"{split}_X.bin").write_bytes(bytes(3 * 96 * 96 * 3))
+        (stl / f"{split}_y.bin").write_bytes(bytes([1, 0, 10]))  # STL-10 stores 1..10; 0 is no class
+    with pytest.raises(ConvlabError, match=r"train_y.bin' has labels from 0 to 10; expected 1 to 10"):
+        load_data("stl10", data_root=tmp_path, download=False)
+
+
+def test_a_pickle_declaring_a_terabyte_of_bytes_is_one_sentence_with_a_reason(tmp_path):
+    import struct
+
+    folder = write_cifar10(tmp_path)
+    # protocol 4, BINBYTES8 of 2^40 bytes, then 3: Python asks for the terabyte (MemoryError, which has no
+    # message) or reads what there is (truncated), depending on how the machine overcommits memory
+    (folder / "data_batch_3").write_bytes(b"\x80\x04\x8e" + struct.pack("<Q", 2**40) + b"abc")
+    with pytest.raises(
+        ConvlabError,
+        match=r"Cannot read CIFAR file '.*data_batch_3' \((MemoryError: it declares|pickle data)",
+    ):
+        load_data("cifar10", data_root=tmp_path, download=False)

@@ -10,6 +10,7 @@ allow-list unpickler (``_CifarUnpickler``) that builds plain data only, so a pla
 
 from __future__ import annotations
 
+import math
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,7 +177,9 @@ def _unpickle(path: Path) -> dict:
         RecursionError,
         UnicodeError,
     ) as error:
-        raise ConvlabError(f"Cannot read CIFAR file '{path}' ({error}).") from None
+        # MemoryError has no message: a length the pickle declares beyond what memory holds
+        reason = str(error) or f"{type(error).__name__}: it declares more data than memory holds"
+        raise ConvlabError(f"Cannot read CIFAR file '{path}' ({reason}).") from None
     if not isinstance(entry, dict):
         raise ConvlabError(
             f"CIFAR file '{path}' holds a {type(entry).__name__}, not the dict of the CIFAR format."
@@ -189,7 +192,23 @@ def has_cifar(folder: Path, fine: bool) -> bool:
     return all((folder / name).is_file() for name in files["train"] + files["test"])
 
 
-def _cifar_split(folder: Path, names: list[str], label_key: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _check_labels(labels: np.ndarray, images: int, classes: int, path: Path, stored: str = "") -> None:
+    """One label per image, each a class index: a file that says otherwise is refused here, where its name is
+    known, rather than failing later in a loss or a bincount. ``stored``: how the format writes the labels."""
+    if labels.size != images:
+        raise ConvlabError(
+            f"'{path}' holds {images:,} images but {labels.size:,} labels; expected one per image."
+        )
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        raise ConvlabError(
+            f"'{path}' has labels from {labels.min() + (1 if stored else 0)} to {labels.max() + (1 if stored else 0)}; "
+            f"expected {stored or f'0 to {classes - 1}'}."
+        )
+
+
+def _cifar_split(
+    folder: Path, names: list[str], label_key: str, classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = [], []
     for name in names:
         entry = _unpickle(folder / name)
@@ -206,6 +225,7 @@ def _cifar_split(folder: Path, names: list[str], label_key: str) -> tuple[torch.
             raise ConvlabError(
                 f"CIFAR file '{folder / name}' has data of shape {data.shape}; expected (N, 3072)."
             )
+        _check_labels(labels[-1], len(data), classes, folder / name)
         images.append(data.reshape(-1, 3, 32, 32))  # rows hold the R plane, then G, then B, each 32x32
     return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
 
@@ -215,8 +235,9 @@ def read_cifar(folder: Path, fine: bool = False) -> Arrays:
     (train, test, meta; the 100 fine labels)."""
     files = CIFAR100_FILES if fine else CIFAR10_FILES
     label_key = "fine_labels" if fine else "labels"
-    train_images, train_labels = _cifar_split(folder, files["train"], label_key)
-    test_images, test_labels = _cifar_split(folder, files["test"], label_key)
+    classes = 100 if fine else 10
+    train_images, train_labels = _cifar_split(folder, files["train"], label_key, classes)
+    test_images, test_labels = _cifar_split(folder, files["test"], label_key, classes)
     classes = None
     if (folder / files["meta"]).is_file():
         meta = _unpickle(folder / files["meta"])
@@ -236,9 +257,33 @@ def has_svhn(folder: Path) -> bool:
     return all((folder / name).is_file() for name in SVHN_FILES.values())
 
 
+# The most values a compressed MATLAB variable can inflate to per byte of file: deflate's limit is 1,032.
+DEFLATE_MAX_RATIO = 1032
+
+
 def _svhn_split(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     import scipy.io
 
+    try:
+        declared = {name: shape for name, shape, _ in scipy.io.whosmat(path)}  # the headers only
+    except Exception as error:  # scipy raises ValueError, TypeError, MatReadError... for damaged files
+        raise ConvlabError(f"Cannot read SVHN file '{path}' ({error}).") from None
+    # A header's dimensions are checked before loadmat allocates them: X as (H, W, 3, N) and y as N labels,
+    # and no more values than the file could hold even compressed (a 1 KB file claiming 10^9 images).
+    x_shape, y_shape = declared.get("X"), declared.get("y")
+    if x_shape is None or y_shape is None:
+        raise ConvlabError(f"SVHN file '{path}' lacks the 'X' or 'y' variable of the SVHN format.")
+    if len(x_shape) != 4 or x_shape[2] != 3 or math.prod(y_shape) != x_shape[3]:
+        raise ConvlabError(
+            f"SVHN file '{path}' declares X of shape {x_shape} and y of shape {y_shape}; expected "
+            "(32, 32, 3, N) and N labels."
+        )
+    limit = DEFLATE_MAX_RATIO * path.stat().st_size
+    if math.prod(x_shape) + math.prod(y_shape) > limit:
+        raise ConvlabError(
+            f"SVHN file '{path}' declares {math.prod(x_shape):,} pixel values in {path.stat().st_size:,} bytes, "
+            f"more than even a compressed file holds ({DEFLATE_MAX_RATIO:,} per byte); the file is damaged."
+        )
     try:
         loaded = scipy.io.loadmat(path, variable_names=["X", "y"])
     except Exception as error:  # scipy raises ValueError, TypeError, MatReadError... for damaged files
@@ -249,6 +294,7 @@ def _svhn_split(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     if data.ndim != 4 or data.shape[2] != 3:
         raise ConvlabError(f"SVHN file '{path}' has X of shape {data.shape}; expected (32, 32, 3, N).")
     labels = np.asarray(loaded["y"], dtype=np.int64).reshape(-1)
+    _check_labels(labels - 1, data.shape[3], 10, path, stored="1 to 10 (the digit 0 is stored as 10)")
     labels[labels == 10] = 0  # SVHN labels the digit 0 as 10 (Netzer et al. 2011)
     images = np.ascontiguousarray(data.transpose(3, 2, 0, 1))
     return torch.from_numpy(images), torch.from_numpy(labels)
@@ -285,6 +331,7 @@ def _stl10_split(folder: Path, images_name: str, labels_name: str) -> tuple[torc
             f"STL-10 file '{folder / images_name}' holds {data.size} bytes, not {labels.size} images of "
             f"3x96x96 for the {labels.size} labels of '{folder / labels_name}'."
         )
+    _check_labels(labels, labels.size, 10, folder / labels_name, stored="1 to 10")
     # Each image is stored channel by channel in column-major order: transpose to (C, H, W).
     images = np.ascontiguousarray(data.reshape(-1, 3, STL10_SIZE, STL10_SIZE).transpose(0, 1, 3, 2))
     return torch.from_numpy(images), torch.from_numpy(labels)

@@ -72,6 +72,29 @@ class OnnxClassifier:
         self.mean, self.std = spec.mean, spec.std
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
+        self._check_record_against_graph()
+
+    def _check_record_against_graph(self) -> None:
+        """Refuse a record that disagrees with the graph it travels with: its input size drives the resize of
+        every served image, and its classes name the outputs (the graph's own sizes are what it runs; a
+        symbolic size, the batch, is not compared)."""
+        where = f"The record in '{self.path}'"
+        graph_input = list(self.session.get_inputs()[0].shape)
+        recorded = [self.channels, *self.size]
+        if len(graph_input) == 4 and any(
+            isinstance(g, int) and g != r for g, r in zip(graph_input[1:], recorded, strict=True)
+        ):
+            takes = " x ".join(str(g) for g in graph_input[1:])
+            raise ConvlabError(
+                f"{where} gives input {' x '.join(map(str, recorded))} but its ONNX graph takes {takes}; "
+                "convlab serves a record only with the graph it describes."
+            )
+        outputs = list(self.session.get_outputs()[0].shape)
+        if self.classes and outputs and isinstance(outputs[-1], int) and outputs[-1] != len(self.classes):
+            raise ConvlabError(
+                f"{where} names {len(self.classes):,} classes but its ONNX graph outputs {outputs[-1]:,}; "
+                "convlab serves a record only with the graph it describes."
+            )
 
     @property
     def providers(self) -> list[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from convlab.checkpoint import check_against_weights
 from convlab.errors import ConvlabError
 from convlab.record import RunRecord
 
@@ -56,6 +57,14 @@ def load_torchscript(
         raise ConvlabError(
             f"'{path}' is a TorchScript file but not one exported by convlab (no {EXTRA_FILE} inside)."
         )
-    record = RunRecord.from_json(files[EXTRA_FILE], where=f"The record in '{path}'")
+    where = f"The record in '{path}'"
+    record = RunRecord.from_json(files[EXTRA_FILE], where=where)
+    if record.model.code is None:
+        # The module's own weights say what the record's network must be: a zoo record is built on the meta
+        # device and compared with them, and its input is run through that copy (no memory), so that a record
+        # claiming other sizes than its module (the input every served image is resized to) is refused here.
+        # A network of yours is not built: loading a TorchScript file runs none of your code, and still runs none.
+        shapes = {key: tuple(tensor.shape) for key, tensor in module.state_dict().items()}
+        check_against_weights(record, shapes, where)
     # a network of yours built from a file: the record's copy of it lies beside this file
     return module.eval(), record.replace(model=record.model.located(Path(path).parent))

@@ -13,6 +13,7 @@ The same door takes your own network (convlab.models.user): a builder registered
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 from collections.abc import Callable, Mapping
@@ -38,6 +39,47 @@ from convlab.models.user import (
     same_architecture,
     signature_default,
 )
+
+# A network built on the meta device costs no tensor memory, but each module, parameter and buffer is still a
+# Python object (a module about a kilobyte): a record asking for depth 10^6 would exhaust memory without a
+# single weight. The zoo's largest, DenseNet-201, registers 715 modules and 1,207 tensors.
+MAX_META_REGISTRATIONS = 20_000
+
+
+class NetworkTooLarge(ConvlabError):
+    """A network being built registered more modules and tensors than its caller allowed."""
+
+    def __init__(self, limit: int):
+        super().__init__(
+            f"The network registers more than {limit:,} modules, parameters and buffers, the most its build allows."
+        )
+        self.limit = limit
+
+
+@contextlib.contextmanager
+def registration_budget(limit: int):
+    """Stop any network being built inside the block with NetworkTooLarge once ``limit`` modules, parameters and
+    buffers were registered (torch's global registration hooks; a module built by another thread meanwhile
+    counts too, which can only stop a build early, never let one through)."""
+    count = 0
+
+    def hook(*_) -> None:
+        nonlocal count
+        count += 1
+        if count > limit:
+            raise NetworkTooLarge(limit)
+
+    registry = torch.nn.modules.module
+    handles = [
+        registry.register_module_module_registration_hook(hook),
+        registry.register_module_parameter_registration_hook(hook),
+        registry.register_module_buffer_registration_hook(hook),
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 class Option(NamedTuple):
@@ -380,3 +422,10 @@ class ModelSpec:
             model = call_builder(builder, self.name, self.num_classes, self.in_chans, self.options)
         model.convlab_spec = self  # init: what the recorded weights started from, not what build drew
         return model
+
+    def build_on_meta(self, max_registrations: int = MAX_META_REGISTRATIONS) -> nn.Module:
+        """The network ``build`` would make, on the meta device: its shapes without its memory, stopped with
+        NetworkTooLarge past ``max_registrations`` modules, parameters and buffers. A network of yours runs
+        its builder here too, which may not work on the meta device (it raises what ``build`` raises)."""
+        with torch.device("meta"), registration_budget(max_registrations):
+            return self.build()

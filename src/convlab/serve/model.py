@@ -16,18 +16,24 @@ import torch
 from PIL import Image
 from torch import nn
 
+from convlab.checkpoint import meta_network
 from convlab.data import normalize
 from convlab.errors import ConvlabError
 from convlab.exporting.runtime import OnnxLogits
 from convlab.models import ModelSpec
+from convlab.models._registry import MAX_META_REGISTRATIONS
 from convlab.prediction import EXPORTED_FORMATS, fast_path, load_any, predict_tensors, resolve_source
 from convlab.runtime import check_device
 from convlab.viz.cam import grad_cam
 
 
-def parameter_count(spec: ModelSpec) -> int:
-    """Parameters of the architecture a record describes, built on the meta device (no weights allocated)."""
-    with torch.device("meta"):
+def parameter_count(spec: ModelSpec, source: str) -> int:
+    """Parameters of the architecture an exported file's record describes, built on the meta device (no
+    weights allocated) within MAX_META_REGISTRATIONS modules and tensors: OnnxClassifier checks the record
+    against the graph's input and output, but the model's options could still ask for depth 10^6, which
+    only building shows."""
+    model = meta_network(spec, MAX_META_REGISTRATIONS, f"The record of '{source}'")
+    if model is None:  # a network of yours that does not build on the meta device: its code is trusted
         model = spec.build()
     return sum(p.numel() for p in model.parameters())
 
@@ -58,7 +64,7 @@ class ServedModel:
         if self.format == "onnx":
             # where batches are made; onnxruntime copies them to its provider
             self.device = torch.device("cpu")
-            self.parameters = parameter_count(record.model)
+            self.parameters = parameter_count(record.model, self.source)
         else:
             self.device = check_device(device)
             model.to(self.device)
