@@ -70,6 +70,28 @@ def test_bad_settings_name_the_setting_and_what_is_accepted(tmp_path):
     assert resolve_config(augment="flip, crop").augment == ["flip", "crop"]
 
 
+def test_checkpoint_every_is_a_number_of_steps_from_the_file_the_flag_or_python(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("checkpoint-every: 50\n")
+    assert resolve_config(path).checkpoint_every == 50
+    assert resolve_config(checkpoint_every="20").checkpoint_every == 20  # as YAML may give it
+    assert resolve_config().checkpoint_every is None  # at epoch ends only
+    assert build_parser().parse_args(["train", "--checkpoint-every", "100"]).checkpoint_every == 100
+    with pytest.raises(
+        ConvlabError, match=r"^checkpoint_every \(--checkpoint-every\) must be at least 1, got 0\.$"
+    ):
+        resolve_config(checkpoint_every=0)
+
+
+def test_what_yaml_reads_otherwise_than_meant_is_settled(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("amp: off\nlr: .nan\n")  # YAML 1.1 reads a bare off as false
+    with pytest.raises(ConvlabError, match=r"^lr \(--lr\) must be a finite number, got nan\.$"):
+        resolve_config(path)
+    path.write_text("amp: off\n")
+    assert resolve_config(path).amp == "off"
+
+
 def test_every_flag_says_its_default_and_names_the_choices():
     parser = build_parser()
     train_parser = parser._subparsers._group_actions[0].choices["train"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from convlab.choices import (
@@ -18,6 +19,7 @@ from convlab.choices import (
     TRAINING_PRECISIONS,
 )
 from convlab.cli.options import model_option
+from convlab.files import WriteError
 from convlab.training.config import TrainConfig, resolve_config
 from convlab.training.recipes import RECIPES
 
@@ -107,7 +109,8 @@ def _flag_helps() -> dict[str | None, dict[str, str]]:
             "--seed": f"seed for weights, data order and augmentation (default {defaults.seed})",
             "--device": f"where to train (default {defaults.device}: CUDA when present)",
             "--out": "run folder (default runs/<model>-<data>-<YYYYmmdd-HHMMSS>); must not hold a previous run",
-            "--resume": "continue a run where it stopped (default: a new run)",
+            "--resume": "continue a run where it stopped: its last checkpoint, or from the start when it stopped before its first (default: a new run)",
+            "--checkpoint-every": "also save the resumable state (state.pt) every N optimizer steps inside an epoch, so that a killed run loses at most N steps and --resume continues from there exactly (default: at the end of each epoch only)",
         },
     }
 
@@ -160,6 +163,7 @@ def _what_flags_take() -> dict[str, dict[str, Any]]:
         "--device": {"metavar": "cpu|cuda|auto"},
         "--out": {"metavar": "DIR"},
         "--resume": {"metavar": "RUN_DIR"},
+        "--checkpoint-every": {"type": int, "metavar": "N"},
     }
 
 
@@ -172,5 +176,10 @@ def run(args: argparse.Namespace) -> int:
         resolve_config(getattr(args, "config", None), **settings)
     from convlab.training import train  # the engine, and all it runs on
 
-    train(getattr(args, "config", None), **settings)
+    try:
+        train(getattr(args, "config", None), **settings)
+    except WriteError as error:
+        # The disk or the folder failed, not the command line: status 1, where 2 says the usage was wrong.
+        print(f"convlab: error: {error}", file=sys.stderr)
+        return 1
     return 0

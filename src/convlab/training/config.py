@@ -7,6 +7,8 @@ flags or ``train(**overrides)``). The resolved configuration is saved as the run
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +72,9 @@ class TrainConfig:
     out: str | None = None  # None: runs/<model>-<data>-<YYYYmmdd-HHMMSS>
     resume: str | None = None
     early_stop: int | None = None  # patience in epochs without a better val top-1
+    # state.pt every N optimizer steps inside an epoch as well (None: at epoch ends only): a killed run
+    # resumes from the last of them, so it loses at most N steps
+    checkpoint_every: int | None = None
     device: str = "auto"
     data_root: str | None = None
     val_split: float = 0.1
@@ -120,12 +125,18 @@ def parse_image_size(value: Any) -> list[int] | None:
             )
         height = int(match.group(1))
         size = [height, int(match.group(2)) if match.group(2) else height]
+    elif isinstance(value, bool):
+        raise ConvlabError(
+            f"{setting_label('image_size')} {value!r} is not understood; give N (square) or HxW."
+        )
     elif isinstance(value, int):
         size = [value, value]
     else:
         try:
+            if any(isinstance(v, bool) for v in value):
+                raise TypeError
             size = [int(v) for v in value]
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ConvlabError(
                 f"{setting_label('image_size')} {value!r} is not understood; give N (square) or HxW."
             ) from None
@@ -138,15 +149,37 @@ def parse_image_size(value: Any) -> list[int] | None:
     return size
 
 
+# The largest integer a setting may be: torch keeps seeds, sizes and counts as 64-bit integers.
+MAX_INTEGER = 2**63 - 1
+# A configuration holds a few dozen values; YAML's aliases can make a short file stand for billions
+# (each alias a reference to an anchored value, which a check or an error message would then walk).
+MAX_CONFIG_VALUES = 10_000
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """The mapping in a YAML file, keys normalised (``batch-size`` -> ``batch_size``) and checked."""
+    """The mapping in a YAML (or JSON) file, keys normalised (``batch-size`` -> ``batch_size``) and checked.
+
+    ``yaml.safe_load`` builds plain values only: a tag naming Python code (``!!python/object``) is refused
+    as invalid YAML, never run.
+    """
     path = Path(path)
     try:
-        loaded = yaml.safe_load(path.read_text())
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        _check_values(loaded, {})
     except OSError as error:
         raise ConvlabError(f"Cannot read configuration file '{path}' ({error.strerror}).") from None
+    except UnicodeDecodeError:
+        raise ConvlabError(f"Configuration file '{path}' is not UTF-8 text.") from None
     except yaml.YAMLError as error:
-        raise ConvlabError(f"Configuration file '{path}' is not valid YAML ({error}).") from None
+        raise ConvlabError(
+            f"Configuration file '{path}' is not valid YAML ({_yaml_problem(error)})."
+        ) from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise ConvlabError(f"Configuration file '{path}' nests its values too deeply.") from None
+    except _Unusable as error:
+        raise ConvlabError(f"Configuration file '{path}' {error}.") from None
+    except ValueError:  # Python refuses to read an integer of more than 4,300 digits
+        raise ConvlabError(f"Configuration file '{path}' holds a number too long to read.") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
@@ -157,6 +190,44 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         return _normalise_keys(loaded)
     except ConvlabError as error:
         raise ConvlabError(f"In '{path}': {error}") from None
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """PyYAML's complaint on one line: ``found character '\\t' that cannot start any token at line 2, column 1``."""
+    if isinstance(error, yaml.MarkedYAMLError):
+        mark = error.problem_mark or error.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        return f"{error.problem or error.context or 'unreadable'}{where}"
+    return " ".join(str(error).split())
+
+
+class _Unusable(Exception):
+    """What _check_values finds: the rest of a sentence about the settings."""
+
+
+def _check_values(value: Any, counted: dict[int, int | None]) -> int:
+    """How many values ``value`` stands for with its aliases expanded. _Unusable past MAX_CONFIG_VALUES, for
+    a value that holds itself (``&a [*a]``), and for an integer beyond 64 bits (no setting takes one, and
+    Python refuses to print one of more than 4,300 digits: an error message could not show it). Each
+    collection is counted once (``counted``, by id)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INTEGER:
+        raise _Unusable(f"holds an integer beyond 64 bits (at most {MAX_INTEGER:,} in size)")
+    if not isinstance(value, (dict, list, tuple)):
+        return 1
+    if id(value) in counted:
+        if counted[id(value)] is None:
+            raise _Unusable("holds a value that contains itself (a YAML alias of its own anchor)")
+        return counted[id(value)]
+    counted[id(value)] = None  # being counted
+    items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+    total = 1 + sum(_check_values(item, counted) for item in items)
+    if total > MAX_CONFIG_VALUES:
+        raise _Unusable(
+            f"stands for more than {MAX_CONFIG_VALUES:,} values once its aliases are expanded; a "
+            "configuration holds a few dozen"
+        )
+    counted[id(value)] = total
+    return total
 
 
 def _normalise_keys(values: dict[str, Any]) -> dict[str, Any]:
@@ -186,16 +257,30 @@ def resolve_config(config: TrainConfig | dict | str | Path | None = None, **over
     else:
         values = load_config_file(config)
     overrides = _normalise_keys(overrides)
+    if not isinstance(config, (str, Path)):  # a file's values were checked as it was read
+        try:
+            _check_values([values, overrides], {})
+        except _Unusable as error:
+            raise ConvlabError(f"The settings given {error}.") from None
     base = TrainConfig().to_dict()
     recipe = overrides.get("recipe", values.get("recipe"))
     if recipe is not None and not isinstance(config, TrainConfig):
-        base.update(recipe_settings(str(recipe)))
+        if not isinstance(recipe, str):
+            raise ConvlabError(f"{setting_label('recipe')} must be a recipe's name, got {recipe!r}.")
+        base.update(recipe_settings(recipe))
     merged = {**base, **values}
+    for given in (values, overrides):
+        _check_options(given.get("options"))
     options = {**(base.get("options") or {}), **(values.get("options") or {})}
     options.update(overrides.pop("options", None) or {})
     merged.update(overrides)
     merged["options"] = options
     return check_config(TrainConfig(**merged))
+
+
+def _check_options(options: Any) -> None:
+    if options is not None and not isinstance(options, dict):
+        raise ConvlabError(f"{setting_label('options')} must be a mapping of model options, got {options!r}.")
 
 
 def _number(
@@ -215,10 +300,14 @@ def _number(
         if isinstance(value, bool) or (kind is int and isinstance(value, float) and not value.is_integer()):
             raise ValueError
         value = kind(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # int(inf) overflows
         raise ConvlabError(
             f"{setting_label(name)} must be {'an integer' if kind is int else 'a number'}, got {value!r}."
         ) from None
+    if kind is float and not math.isfinite(value):  # NaN would pass every comparison below
+        raise ConvlabError(f"{setting_label(name)} must be a finite number, got {value}.")
+    if kind is int and abs(value) > MAX_INTEGER:  # from text ("1" and 30 zeros); torch takes 64 bits
+        raise ConvlabError(f"{setting_label(name)} must be at most {MAX_INTEGER:,} in size, got {value}.")
     if minimum is not None and (value <= minimum if above else value < minimum):
         raise ConvlabError(
             f"{setting_label(name)} must be {'greater than' if above else 'at least'} {minimum}, got {value}."
@@ -226,6 +315,18 @@ def _number(
     if below is not None and value >= below:
         raise ConvlabError(f"{setting_label(name)} must be less than {below}, got {value}.")
     setattr(config, name, value)
+
+
+def _text(config: TrainConfig, name: str, optional: bool = False, paths: bool = False) -> None:
+    """Field ``name`` must be text (``paths``: or a path or a number, made text), or None when ``optional``."""
+    value = getattr(config, name)
+    if value is None and optional:
+        return
+    if paths and isinstance(value, (int, float, os.PathLike)) and not isinstance(value, bool):
+        value = str(value)
+        setattr(config, name, value)
+    if not isinstance(value, str):
+        raise ConvlabError(f"{setting_label(name)} must be text, got {value!r}.")
 
 
 def check_config(config: TrainConfig) -> TrainConfig:
@@ -241,6 +342,7 @@ def check_config(config: TrainConfig) -> TrainConfig:
     _number(config, "label_smoothing", float, 0, below=1.0)
     _number(config, "seed", int)
     _number(config, "early_stop", int, 1, optional=True)
+    _number(config, "checkpoint_every", int, 1, optional=True)
     _number(config, "val_split", float, 0, below=1.0)
     _number(config, "folds", int, 2, optional=True)
     _number(config, "fold", int, 1, optional=True)
@@ -254,6 +356,15 @@ def check_config(config: TrainConfig) -> TrainConfig:
     _number(config, "limit_per_class", int, 1, optional=True)
     _number(config, "backbone_lr_scale", float, 0, above=True)
     _number(config, "head_epochs", int, 0)
+    if config.amp is False:  # YAML 1.1 reads a bare `amp: off` as false
+        config.amp = "off"
+    for name in ("optimizer", "schedule", "amp", "init", "device"):
+        _text(config, name)
+    for name in ("activation", "resize", "transfer", "trainable", "recipe"):
+        _text(config, name, optional=True)
+    # names of files, folders and networks: text, a path, or a number YAML read as one (out: 2024)
+    for name in ("model", "data", "out", "resume", "data_root", "pretrained"):
+        _text(config, name, optional=True, paths=True)
     if config.optimizer not in OPTIMIZERS:
         raise unknown_name_error(setting_label("optimizer"), str(config.optimizer), OPTIMIZERS)
     if config.schedule not in SCHEDULES:
@@ -262,7 +373,7 @@ def check_config(config: TrainConfig) -> TrainConfig:
         raise unknown_name_error(setting_label("amp"), str(config.amp), TRAINING_PRECISIONS)
     if config.init not in INIT_SCHEMES:
         raise unknown_name_error(setting_label("init"), str(config.init), INIT_SCHEMES)
-    if not (config.device in DEVICES or re.fullmatch(r"cuda:\d+", str(config.device))):
+    if not (config.device in DEVICES or re.fullmatch(r"cuda:[0-9]+", config.device)):
         raise ConvlabError(
             f"Unknown {setting_label('device')} '{config.device}'; accepted: auto, cpu, cuda, cuda:N."
         )
@@ -279,6 +390,10 @@ def check_config(config: TrainConfig) -> TrainConfig:
         )
     config.image_size = parse_image_size(config.image_size)
     config.resize = check_resize(config.resize)
+    if not (config.augment is None or isinstance(config.augment, (str, list))):
+        raise ConvlabError(
+            f"{setting_label('augment')} must be a list of augmentations (e.g. flip,crop), got {config.augment!r}."
+        )
     config.augment = parse_augment(config.augment)
     check_speed_levers(config)
     config.test_tta = check_test_tta(config.test_tta)
@@ -289,10 +404,6 @@ def check_config(config: TrainConfig) -> TrainConfig:
             f"{setting_label('limit_per_class')} {config.limit_per_class} of each class; give one, not both."
         )
     check_transfer(config)
-    for name in ("model", "data", "out", "resume", "data_root", "pretrained"):
-        value = getattr(config, name)
-        if value is not None:
-            setattr(config, name, str(value))
     return config
 
 
@@ -387,6 +498,10 @@ def check_speed_levers(config: TrainConfig) -> None:
     for name in ("channels_last", "compile"):
         if not isinstance(getattr(config, name), bool):
             raise ConvlabError(f"{setting_label(name)} must be true or false, got {getattr(config, name)!r}.")
+    threads = config.threads
+    # parse_threads reads digits as str.isdigit sees them: '²' among them, which int() refuses
+    if not (threads is None or isinstance(threads, int) or (isinstance(threads, str) and threads.isascii())):
+        raise ConvlabError(f"threads must be a positive integer or 'auto' (the idle cores), got {threads!r}.")
     config.threads = parse_threads(config.threads)
 
 

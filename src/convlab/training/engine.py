@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import math
 import re
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -32,7 +34,7 @@ from convlab.choices import (
 from convlab.data import DataBundle
 from convlab.errors import ConvlabError
 from convlab.evaluation import evaluate_model
-from convlab.files import RunFolderInUse, atomic_write, run_lock
+from convlab.files import RunFolderInUse, WriteError, atomic_write, run_lock, write_error
 from convlab.models import ModelSpec, is_reference
 from convlab.models.user import check_channels, code_of
 from convlab.record import DataSpec, InputSpec, RunRecord
@@ -83,8 +85,12 @@ RESUME_MAY_CHANGE = (
     "channels_last",
     "compile",
     "test_tta",
+    "checkpoint_every",  # how often state.pt is written, not what the run computes
 )
 RUN_FILES = ("config.yaml", "state.pt", "last.safetensors", "best.safetensors", "metrics.csv")
+# The write errors that more space would cure; the others (a read-only or missing folder, no permission)
+# need another --out.
+OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 @dataclass
@@ -142,6 +148,34 @@ class NonFiniteLoss(Exception):
         self.step, self.value = step, value
 
 
+@dataclass
+class EpochPosition:
+    """How far an epoch had got at an in-epoch checkpoint (``--checkpoint-every``): the steps done, the
+    learning rate the epoch started with, its training seconds, the running sums of its figures, and the
+    RNG states of that moment (state.pt's ``rng``), which a resume applies once the steps done are replayed.
+
+    The epoch's order and augmentation need nothing saved: the loader draws them from (seed, epoch)."""
+
+    steps: int
+    lr: float
+    seconds: float
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+    seen: int
+    rng: dict[str, Any] | None = None
+
+    def saved(self) -> dict[str, Any]:
+        """What state.pt's ``in_epoch`` holds (the RNG states are state.pt's own ``rng``)."""
+        return {
+            "steps": self.steps,
+            "lr": self.lr,
+            "seconds": self.seconds,
+            "loss_sum": self.loss_sum.detach().cpu(),
+            "correct": self.correct.detach().cpu(),
+            "seen": self.seen,
+        }
+
+
 def train_one_epoch(
     model: nn.Module,
     loader,
@@ -150,31 +184,59 @@ def train_one_epoch(
     criterion: nn.Module,
     config: TrainConfig,
     progress: TrainProgress,
+    position: EpochPosition | None = None,
+    checkpoint=None,
 ) -> dict[str, float]:
-    """Train over ``loader`` once. Sums stay on the device and are read only when the bar refreshes."""
+    """Train over ``loader`` once. Sums stay on the device and are read only when the bar refreshes.
+
+    ``position`` continues the epoch from an in-epoch checkpoint. ``checkpoint(position)`` is called
+    after every ``config.checkpoint_every``-th step of the epoch but its last (the epoch's end saves then).
+    """
     model.train()
     # Transfer: a frozen backbone's BatchNorm keeps its statistics (torch.compile's wrapper holds the model
     # as _orig_mod; train() above reaches it through the wrapper).
     freeze_batchnorm(getattr(model, "_orig_mod", model))
     device = next(model.parameters()).device
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    # the first step whose loss was not finite, and that loss
+    if position is None:
+        position = EpochPosition(
+            steps=0,
+            lr=schedule.lr,
+            seconds=0.0,
+            loss_sum=torch.zeros((), dtype=torch.float64),
+            correct=torch.zeros((), dtype=torch.int64),
+            seen=0,
+        )
+    loss_sum, correct = position.loss_sum.to(device), position.correct.to(device)
+    seen, total, every = position.seen, len(loader), config.checkpoint_every
+    # the first step whose loss was not finite, and that loss (an in-epoch checkpoint is taken only when
+    # there was none)
     first_bad_step = torch.full((), -1, dtype=torch.int64, device=device)
     first_bad_loss = torch.zeros((), device=device)
-    seen = 0
+    batches = iter(loader)
+    if position.steps:
+        # The steps done are replayed unused, so that the next batch, and its augmentation draws, are those
+        # the interrupted run was about to train on. The RNG states (dropout's) come back after: a
+        # DataLoader draws from torch's generator when it starts.
+        for _ in range(position.steps):
+            next(batches)
+        restore_rng(position.rng)
     start = time.perf_counter()
+
+    def elapsed() -> float:
+        return position.seconds + time.perf_counter() - start
 
     def check_and_report(steps_done: int) -> None:
         bad = int(first_bad_step)  # one device sync
         if bad >= 0:
             raise NonFiniteLoss(bad, float(first_bad_loss))
-        elapsed = max(time.perf_counter() - start, 1e-9)
         progress.update(
-            steps_done, float(loss_sum) / max(seen, 1), int(correct) / max(seen, 1), seen / elapsed
+            steps_done,
+            float(loss_sum) / max(seen, 1),
+            int(correct) / max(seen, 1),
+            seen / max(elapsed(), 1e-9),
         )
 
-    for step, (images, labels) in enumerate(loader, start=1):
+    for step, (images, labels) in enumerate(batches, start=position.steps + 1):
         loss, logits = train_step(model, images, labels, optimizer, schedule, criterion, config)
         batch = labels.shape[0]
         loss_sum += loss.double() * batch
@@ -185,13 +247,15 @@ def train_one_epoch(
         seen += batch
         if progress.due():
             check_and_report(step)
-    check_and_report(len(loader))
-    seconds = time.perf_counter() - start
+        if every is not None and checkpoint is not None and step % every == 0 and step < total:
+            check_and_report(step)  # a non-finite loss stops the run before it is saved
+            checkpoint(EpochPosition(step, position.lr, elapsed(), loss_sum, correct, seen))
+    check_and_report(total)
     return {
         "train_loss": float(loss_sum) / seen,
         "train_top1": int(correct) / seen,
         "images": seen,
-        "train_seconds": seconds,
+        "train_seconds": elapsed(),
     }
 
 
@@ -239,14 +303,24 @@ def train(
     network, config, overrides = _own_network(config, overrides)
     # The run folder is locked from before its previous-run check to the run's last write (files.run_lock).
     with contextlib.ExitStack() as held:
-        config, run_dir, resuming = _prepare(config, overrides, held)
+        config, run_dir, start = _prepare(config, overrides, held)
         if config.folds is not None and config.fold is None:  # K runs, one per fold (training.crossval)
-            return cross_validate(config, run_dir, train, network)
+            try:
+                return cross_validate(config, run_dir, train, network)
+            except RunWriteError:
+                raise  # a fold's, said already
+            except WriteError as error:  # the summary's: the folds are finished, each in its folder
+                raise RunWriteError(error, _cannot_write(error)) from None
         with intra_op_threads(config.threads):
-            run = _set_up(config, run_dir, resuming, network)
-            if config.transfer == "linear-probe":
-                return _linear_probe_run(run)
-            return _train_epochs(run, resuming)
+            try:
+                run = _set_up(config, run_dir, start, network)
+                if config.transfer == "linear-probe":
+                    return _linear_probe_run(run)
+                return _train_epochs(run, start)
+            except RunWriteError:
+                raise
+            except WriteError as error:
+                raise _write_failure(error, run_dir) from None
 
 
 def _own_network(config: Any, overrides: dict[str, Any]) -> tuple[nn.Module | None, Any, dict[str, Any]]:
@@ -269,34 +343,61 @@ def _own_network(config: Any, overrides: dict[str, Any]) -> tuple[nn.Module | No
     return network, config, overrides
 
 
+@dataclass
+class _Start:
+    """How a run takes its folder: new, started again (a run stopped before its first state.pt: its
+    config.yaml, from step 1), or resumed (state.pt restores it)."""
+
+    resuming: bool = False
+    restarting: bool = False
+    left_over: list[str] = field(default_factory=list)  # temporary files of a killed write, removed
+
+    @property
+    def new(self) -> bool:
+        return not (self.resuming or self.restarting)
+
+
 def _prepare(
     config: Any, overrides: dict[str, Any], held: contextlib.ExitStack
-) -> tuple[TrainConfig, Path, bool]:
-    """The resolved configuration, the run folder (its lock entered into ``held``) and whether this resumes
-    a run. The lock comes before the checks, so two runs started at one moment cannot both pass them."""
+) -> tuple[TrainConfig, Path, _Start]:
+    """The resolved configuration, the run folder (its lock entered into ``held``) and how the run starts
+    there. The lock comes before the checks, so two runs started at one moment cannot both pass them."""
     given = _explicit_settings(config, overrides)
     if given.get("resume"):
-        if Path(given["resume"]).is_dir():  # otherwise _resume_config says it is not a run folder
-            held.enter_context(run_lock(given["resume"]))
-        config = _resume_config(Path(given["resume"]), given)
-        return config, Path(config.out), True
+        run_dir = Path(given["resume"])
+        # not a folder: _resume_config says it is not a run folder
+        left_over = held.enter_context(run_lock(run_dir)) if run_dir.is_dir() else []
+        config = _resume_config(run_dir, given)
+        if (run_dir / "state.pt").is_file():
+            return config, run_dir, _Start(resuming=True, left_over=left_over)
+        if not _stopped_before_first_checkpoint(run_dir):
+            if config.transfer == "linear-probe":
+                raise ConvlabError(
+                    f"Cannot resume '{run_dir}': it holds a linear probe, one fit with nothing to resume; "
+                    "fit it again with another --out."
+                )
+            raise ConvlabError(
+                f"Cannot resume '{run_dir}': its state.pt is gone, though the run got further than its first "
+                "epoch; a run continues only from its state.pt (train again with another --out)."
+            )
+        return config, run_dir, _Start(restarting=True, left_over=left_over)
     config = resolve_config(config, **overrides)
     if config.pretrained is not None:
         apply_source_defaults(config, given)
     if config.out:
         run_dir = Path(config.out)
-        held.enter_context(run_lock(run_dir))
+        left_over = held.enter_context(run_lock(run_dir))
     else:  # a default folder taken by a run started in the same second: the next numbered one
         for _ in range(100):
             run_dir = default_run_dir(config)
             with contextlib.suppress(RunFolderInUse):
-                held.enter_context(run_lock(run_dir))
+                left_over = held.enter_context(run_lock(run_dir))
                 break
         else:
             held.enter_context(run_lock(run_dir))  # says which folder is in use
     _refuse_previous_run(run_dir)
     config.out = str(run_dir)
-    return config, run_dir, False
+    return config, run_dir, _Start(left_over=left_over)
 
 
 def _explicit_settings(config: Any, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -315,10 +416,8 @@ def _explicit_settings(config: Any, overrides: dict[str, Any]) -> dict[str, Any]
 
 def _resume_config(run_dir: Path, given: dict[str, Any]) -> TrainConfig:
     """The saved configuration of ``run_dir`` with the few settings a resumed run may change."""
-    if not (run_dir / "config.yaml").is_file() or not (run_dir / "state.pt").is_file():
-        raise ConvlabError(
-            f"Cannot resume '{run_dir}': it is not a run folder with a completed epoch (config.yaml and state.pt)."
-        )
+    if not (run_dir / "config.yaml").is_file():
+        raise ConvlabError(f"Cannot resume '{run_dir}': it is not a run folder (it holds no config.yaml).")
     saved = resolve_config(run_dir / "config.yaml")
     changes = {k: v for k, v in given.items() if k != "resume"}
     config = resolve_config(saved, **changes)
@@ -353,12 +452,40 @@ def default_run_dir(config: TrainConfig) -> Path:
 
 
 def _refuse_previous_run(run_dir: Path) -> None:
+    """A new run never overwrites a previous one; the refusal says how to go on with it, where --resume can."""
     held = [name for name in RUN_FILES if (run_dir / name).exists()]
-    if held:
+    if not held:
+        return
+    if _stopped_before_first_checkpoint(run_dir):
         raise ConvlabError(
-            f"'{run_dir}' already holds a run ({', '.join(held)}); resume it with --resume {run_dir} "
-            f"or choose another --out (a previous run is never overwritten)."
+            f"'{run_dir}' holds a run that stopped before its first checkpoint ({', '.join(held)}; no "
+            f"state.pt); start it again with --resume {run_dir} or choose another --out."
         )
+    resume = f"resume it with --resume {run_dir} or " if "state.pt" in held else ""
+    raise ConvlabError(
+        f"'{run_dir}' already holds a run ({', '.join(held)}); {resume}choose another --out "
+        f"(a previous run is never overwritten)."
+    )
+
+
+def _stopped_before_first_checkpoint(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a run that stopped before writing its first state.pt: its config.yaml, no
+    state.pt, and nothing that a later moment of a run writes (a report, a checkpoint past epoch 1: a
+    folder whose state.pt was deleted); a linear probe writes no state.pt, and one with a checkpoint is
+    finished. --resume starts such a run again from step 1, and what it wrote before its first state.pt
+    (epoch 1's checkpoints and metrics.csv row) is written again alike."""
+    if not (run_dir / "config.yaml").is_file() or (run_dir / "state.pt").exists():
+        return False
+    if (run_dir / "report.md").exists():
+        return False
+    last = run_dir / "last.safetensors"
+    if not last.exists():
+        return True
+    try:
+        probe = load_config_file(run_dir / "config.yaml").get("transfer") == "linear-probe"
+        return not probe and read_record(last).epoch == 1
+    except ConvlabError:  # a damaged file: nothing to start again from with confidence
+        return False
 
 
 @dataclass
@@ -392,15 +519,23 @@ class _Run:
         )
 
 
-def _set_up(config: TrainConfig, run_dir: Path, resuming: bool, network: nn.Module | None = None) -> _Run:
+def _set_up(config: TrainConfig, run_dir: Path, start: _Start, network: nn.Module | None = None) -> _Run:
     """Device, seeds, data and model: the model fitted to the data, on its device, in the run's layout."""
     device = check_device(None if config.device == "auto" else config.device)  # None: CUDA when present
     seed_everything(config.seed)
     bundle = run_data(config)
     progress = TrainProgress(run_dir / "train.log")
+    if start.left_over:
+        progress.note(
+            f"removed {len(start.left_over)} temporary file{'s' if len(start.left_over) > 1 else ''} an "
+            f"interrupted write left in {run_dir}: {', '.join(start.left_over)}"
+        )
     resolve_batch_size(config, bundle, progress)
     for line in folder_input_notes(config, bundle):
         progress.note(line)
+    # A resume rebuilds your network and its transfer from the run's last checkpoint; a run stopped inside
+    # its first epoch has none yet, and sets up as a new run did (state.pt then restores the weights).
+    resuming = start.resuming and (run_dir / "last.safetensors").is_file()
     model = network_for_run(config, bundle, run_dir, resuming, network)
     own = network is not None or is_own_network(model)
     if own:  # before fitting the size: the inspector's advice is for zoo models, yours gets its own
@@ -421,12 +556,66 @@ def _set_up(config: TrainConfig, run_dir: Path, resuming: bool, network: nn.Modu
     return run
 
 
-def _tensorboard(run_dir: Path, purge_step: int | None = None):
-    """TensorBoard's writer for the run's tb/ folder. TensorBoard is imported only when a run writes to it:
-    it is heavy, and nothing else in convlab needs it."""
-    from torch.utils.tensorboard import SummaryWriter
+class _TensorBoard:
+    """The run's tb/ folder: each epoch's figures as TensorBoard scalars. TensorBoard is imported only when
+    a run writes to it: it is heavy, and nothing else in convlab needs it.
 
-    return SummaryWriter(str(run_dir / "tb"), purge_step=purge_step)
+    TensorBoard writes on a thread of its own, which prints a write error as a traceback and hands it to
+    the next ``add_scalar`` or ``flush``, without the file's name; here it is a WriteError naming tb/,
+    and the thread stays quiet (``_quiet_tensorboard_thread``).
+    """
+
+    def __init__(self, run_dir: Path, purge_step: int | None = None) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.folder = run_dir / "tb"
+        self._hook = _quiet_tensorboard_thread()
+        try:
+            self.writer = SummaryWriter(str(self.folder), purge_step=purge_step)
+        except OSError as error:
+            self._restore_hook()
+            raise write_error(self.folder, error) from None
+
+    def log(self, row: dict[str, Any]) -> None:
+        try:
+            for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr"):
+                if row.get(key) is not None:
+                    # TensorBoard groups "train/loss", "val/top1", ... by their prefix
+                    name = key.replace("_", "/", 1) if key != "lr" else "lr"
+                    self.writer.add_scalar(name, row[key], row["epoch"])
+            self.writer.flush()
+        except OSError as error:
+            raise write_error(self.folder, error) from None
+
+    def close(self, failing: bool = False) -> None:
+        """Flush and close; when the run is ``failing`` already, a write error here is not the news."""
+        try:
+            self.writer.close()
+        except OSError as error:
+            if not failing:
+                raise write_error(self.folder, error) from None
+        finally:
+            self._restore_hook()
+
+    def _restore_hook(self) -> None:
+        if threading.excepthook is self._hook:
+            threading.excepthook = self._hook.previous
+
+
+def _quiet_tensorboard_thread():
+    """Install (and return) a threading.excepthook that keeps TensorBoard's writer thread from printing its
+    OSError; the thread hands the same error to the run, which says it in one sentence."""
+    from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+
+    previous = threading.excepthook
+
+    def hook(args) -> None:
+        if not (isinstance(args.thread, _AsyncWriterThread) and issubclass(args.exc_type, OSError)):
+            previous(args)
+
+    hook.previous = previous
+    threading.excepthook = hook
+    return hook
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -484,51 +673,97 @@ def _steps(run: _Run) -> _Steps:
     return _Steps(optimizer, schedule, criterion, steps_per_epoch)
 
 
-def _train_epochs(run: _Run, resuming: bool) -> TrainResult:
-    """Epoch after epoch from where the run stands, each saved as it ends, to the last or an early stop."""
+@dataclass
+class _Kept:
+    """What the run folder's state.pt holds: ``epoch`` epochs completed and ``steps`` steps of the next."""
+
+    epoch: int
+    steps: int
+    per_epoch: int
+
+    def __str__(self) -> str:
+        """``epoch 3``, ``epoch 3 and 40 of the 118 steps of epoch 4``, ``no checkpoint yet``."""
+        done = f"epoch {self.epoch}" if self.epoch else ""
+        partial = (
+            f"{self.steps} of the {self.per_epoch} steps of epoch {self.epoch + 1}" if self.steps else ""
+        )
+        return " and ".join(part for part in (done, partial) if part) or "no checkpoint yet"
+
+
+def _train_epochs(run: _Run, start: _Start) -> TrainResult:
+    """Epoch after epoch from where the run stands, each saved as it ends (and every --checkpoint-every
+    steps inside it), to the last or an early stop."""
     config, progress = run.config, run.progress
     steps = _steps(run)
-    standing = _begin_epochs(run, steps, resuming)
-    # A resumed run's TensorBoard log forgets what was logged after the epoch it resumes from.
-    writer = _tensorboard(run.run_dir, purge_step=standing.epoch + 1 if resuming else None)
+    standing, position = _begin_epochs(run, steps, start)
+    kept = _Kept(standing.epoch, position.steps if position else 0, steps.per_epoch)
+
+    def checkpoint(now: EpochPosition) -> None:
+        _save_state(run, steps, standing, now)
+        kept.steps = now.steps
+
+    # A resumed run's TensorBoard log forgets what was logged after the epoch it resumes from (a run
+    # started again: everything, though a run logs an epoch only once state.pt has committed it).
+    board = _TensorBoard(run.run_dir, purge_step=None if start.new else standing.epoch + 1)
     rows = read_metrics_rows(run.run_dir / "metrics.csv", standing.epoch)
     history: list[dict[str, Any]] = []
-    saved_epoch = epoch = standing.epoch
+    epoch = standing.epoch
+    failing = True
     try:
         for epoch in range(standing.epoch + 1, config.epochs + 1):
-            row = _train_and_validate(run, steps, epoch)
+            row = _train_and_validate(run, steps, epoch, position, checkpoint)
+            position = None  # only the first epoch continues from one
             improved = standing.after_epoch(epoch, _best_score(row, epoch))
             _save_epoch(run, steps, standing, row, improved, rows)
-            saved_epoch = epoch
+            kept.epoch, kept.steps = epoch, 0
             history.append(row)
             progress.note(epoch_line(epoch, config.epochs, row, len(run.bundle.classes)))
-            _log_scalars(writer, row)
+            board.log(row)
             if _early_stop(run, standing):
                 break
+        failing = False
     except NonFiniteLoss as bad:
-        message = _non_finite_message(bad, epoch, saved_epoch, steps.optimizer)
-        progress.note(message, echo=False)  # the error itself is what the caller sees
+        message = _non_finite_message(bad, epoch, kept, steps.optimizer)
+        with contextlib.suppress(WriteError):  # a full disk must not hide the advice
+            progress.note(message, echo=False)  # the error itself is what the caller sees
         raise ConvlabError(message) from None
     except KeyboardInterrupt:
-        progress.note(
-            f"interrupted in epoch {epoch}; the run folder keeps epoch {saved_epoch}. "
-            f"Continue with: convlab train --resume {run.run_dir}"
-        )
+        how = "Continue" if kept.epoch or kept.steps else "Start it again"
+        with contextlib.suppress(WriteError):
+            progress.note(
+                f"interrupted in epoch {epoch}; the run folder keeps {kept}. "
+                f"{how} with: convlab train --resume {run.run_dir}"
+            )
         raise
     finally:
-        writer.close()
+        board.close(failing)
         progress.close()
     return _finish(run, run.model, standing, history)
 
 
-def _begin_epochs(run: _Run, steps: _Steps, resuming: bool) -> Standing:
-    """Where the epochs start (a resume restores it), said in train.log; config.yaml and skipped.txt written."""
+def _begin_epochs(run: _Run, steps: _Steps, start: _Start) -> tuple[Standing, EpochPosition | None]:
+    """Where the epochs start (a resume restores it, maybe inside an epoch), said in train.log; config.yaml
+    and skipped.txt written."""
     config, progress = run.config, run.progress
-    if resuming:
-        standing = _restore(run.run_dir, config, run.model, steps.optimizer, steps.schedule, steps.per_epoch)
-        progress.note(f"resuming {run.run_dir} after epoch {standing.epoch} of {config.epochs}")
+    position = None
+    if start.resuming:
+        standing, position = _restore(
+            run.run_dir, config, run.model, steps.optimizer, steps.schedule, steps.per_epoch
+        )
+        if position is None:
+            progress.note(f"resuming {run.run_dir} after epoch {standing.epoch} of {config.epochs}")
+        else:
+            progress.note(
+                f"resuming {run.run_dir} at step {position.steps} of {steps.per_epoch} in epoch "
+                f"{standing.epoch + 1} of {config.epochs}"
+            )
     else:
         standing = Standing()
+        if start.restarting:
+            progress.note(
+                f"starting {run.run_dir} again from its config.yaml: the run stopped before its first "
+                "checkpoint (no state.pt)"
+            )
         progress.note(
             f"training {config.model} on {data_text(run.bundle)} on {run.device}"
             f"{_threads_note(run.device)}; run folder {run.run_dir}"
@@ -543,7 +778,7 @@ def _begin_epochs(run: _Run, steps: _Steps, resuming: bool) -> Standing:
         listing = "".join(f"{file}\t{reason}\n" for file, reason in run.bundle.skipped)
         atomic_write(run.run_dir / "skipped.txt", lambda tmp: Path(tmp).write_text(listing))
         progress.note(f"skipped {len(run.bundle.skipped)} unreadable files (listed in skipped.txt)")
-    return standing
+    return standing, position
 
 
 def optimisation_settings(config: TrainConfig) -> dict[str, Any]:
@@ -569,19 +804,25 @@ def _optimisation_line(config: TrainConfig, steps: _Steps) -> str:
 
 def _restore(
     run_dir: Path, config: TrainConfig, model, optimizer, schedule: Schedule, steps_per_epoch: int
-) -> Standing:
-    """Put model, optimizer, schedule and RNGs back as they were after the run's last completed epoch."""
+) -> tuple[Standing, EpochPosition | None]:
+    """Put model, optimizer, schedule and RNGs back as they were at the run's last checkpoint: the end of
+    an epoch, or (``--checkpoint-every``) a step inside one, whose EpochPosition is returned too; its RNG
+    states apply once the epoch's steps done are replayed (train_one_epoch)."""
     state = load_state(run_dir / "state.pt")
     if state["steps_per_epoch"] != steps_per_epoch:
         raise ConvlabError(
             f"Cannot resume '{run_dir}': its data gave {state['steps_per_epoch']} batches per epoch, "
             f"now {steps_per_epoch}; the data set changed since the run started."
         )
-    if config.epochs < state["epoch"]:
+    within = state.get("in_epoch")  # absent from the state.pt of a convlab before --checkpoint-every
+    begun = state["epoch"] + (1 if within else 0)
+    if config.epochs < begun:
         raise ConvlabError(
-            f"--epochs {config.epochs} is fewer than the {state['epoch']} epochs already done."
+            f"--epochs {config.epochs} is fewer than the {begun} epochs already "
+            f"{'begun' if within else 'done'}."
         )
     model.load_state_dict(state["model"])
+    position = None if not within else EpochPosition(**within, rng=state["rng"])
     if config.epochs != state["epochs"] and schedule.depends_on_length:
         # More epochs: the schedule is redrawn over the new length and continues from the step reached.
         with warnings.catch_warnings():
@@ -590,6 +831,9 @@ def _restore(
             # (tests/cli/test_terminal.py).
             warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
             schedule.fast_forward(state["epoch"] * steps_per_epoch)
+            if position is not None:  # the epoch's metrics row shows the redrawn rate it started with
+                position.lr = schedule.lr
+                schedule.fast_forward(position.steps)
         redrawn = [group["lr"] for group in optimizer.param_groups]
         optimizer.load_state_dict(state["optimizer"])
         for group, lr in zip(optimizer.param_groups, redrawn):
@@ -597,22 +841,35 @@ def _restore(
     else:
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
-    restore_rng(state["rng"])
-    return Standing(**state["standing"])
+    if position is None:
+        restore_rng(state["rng"])
+    return Standing(**state["standing"]), position
 
 
-def _train_and_validate(run: _Run, steps: _Steps, epoch: int) -> dict[str, Any]:
-    """Epoch ``epoch``: train over the data once, validate, step the schedule; returns its metrics row."""
+def _train_and_validate(
+    run: _Run, steps: _Steps, epoch: int, position: EpochPosition | None = None, checkpoint=None
+) -> dict[str, Any]:
+    """Epoch ``epoch`` (from ``position`` inside it, if given): train over the data once, validate, step the
+    schedule; returns its metrics row. ``checkpoint``: see train_one_epoch."""
     config, progress = run.config, run.progress
-    start = time.perf_counter()
+    start = time.perf_counter() - (position.seconds if position else 0.0)
     if run.transfer is not None:
         run.transfer.start_epoch(run.model, epoch, progress)  # head epochs over: the backbone joins in
-    row: dict[str, Any] = {"epoch": epoch, "lr": steps.schedule.lr}  # the lr the epoch starts with
+    # the lr the epoch starts with
+    row: dict[str, Any] = {"epoch": epoch, "lr": position.lr if position else steps.schedule.lr}
     loader = run.train_loader(epoch)
     progress.start_epoch(epoch, config.epochs, len(loader))
     try:
         stats = train_one_epoch(
-            run.step_model, loader, steps.optimizer, steps.schedule, steps.criterion, config, progress
+            run.step_model,
+            loader,
+            steps.optimizer,
+            steps.schedule,
+            steps.criterion,
+            config,
+            progress,
+            position,
+            checkpoint,
         )
     finally:
         progress.end_epoch()
@@ -650,15 +907,21 @@ def _save_epoch(
         record.transfer = transfer.record(model)
     rows.append(_format_row(row))
     _save_results(run.run_dir, model, record, rows, improved)
+    _save_state(run, steps, standing)
+
+
+def _save_state(run: _Run, steps: _Steps, standing: Standing, position: EpochPosition | None = None) -> None:
+    """state.pt: the run after ``standing.epoch`` epochs and, with ``position``, part of the next one."""
     save_state(
         run.run_dir / "state.pt",
-        model=model,
+        model=run.model,
         optimizer=steps.optimizer,
         schedule=steps.schedule,
-        epoch=epoch,
-        epochs=config.epochs,
+        epoch=standing.epoch,
+        epochs=run.config.epochs,
         steps_per_epoch=steps.per_epoch,
         standing=asdict(standing),
+        in_epoch=None if position is None else position.saved(),
     )
 
 
@@ -718,13 +981,6 @@ def read_metrics_rows(path: Path, up_to_epoch: int) -> list[dict[str, str]]:
         return [row for row in csv.DictReader(handle) if int(row["epoch"]) <= up_to_epoch]
 
 
-def _log_scalars(writer, row: dict[str, Any]) -> None:
-    for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr"):
-        if row.get(key) is not None:  # TensorBoard groups "train/loss", "val/top1", ... by their prefix
-            writer.add_scalar(key.replace("_", "/", 1) if key != "lr" else "lr", row[key], row["epoch"])
-    writer.flush()
-
-
 def _early_stop(run: _Run, standing: Standing) -> bool:
     """True, with a line in train.log, when --early-stop's patience has run out."""
     if not standing.out_of_patience(run.config.early_stop):
@@ -736,12 +992,48 @@ def _early_stop(run: _Run, standing: Standing) -> bool:
     return True
 
 
-def _non_finite_message(bad: NonFiniteLoss, epoch: int, saved_epoch: int, optimizer) -> str:
-    kept = f"the run folder keeps epoch {saved_epoch}" if saved_epoch else "no epoch was completed"
+def _non_finite_message(bad: NonFiniteLoss, epoch: int, kept: _Kept, optimizer) -> str:
     return (
-        f"The training loss became {bad.value} at epoch {epoch}, step {bad.step}; {kept}. "
+        f"The training loss became {bad.value} at epoch {epoch}, step {bad.step}; the run folder keeps {kept}. "
         f"Try a lower --lr (this run used {optimizer.defaults['lr']:g}) or --clip-norm 1.0."
     )
+
+
+class RunWriteError(WriteError):
+    """A file of the run could not be written: said with what the run folder keeps and how to go on."""
+
+    def __init__(self, error: WriteError, message: str) -> None:
+        super().__init__(error.path, error.reason, error.errno, message)
+
+
+def _cannot_write(error: WriteError) -> str:
+    """``Cannot write 'runs/x/state.pt': No space left on device; free space or choose another --out.``"""
+    cure = "free space or choose another --out" if error.errno in OUT_OF_SPACE else "choose another --out"
+    return f"Cannot write '{error.path}': {error.reason}; {cure}."
+
+
+def _write_failure(error: WriteError, run_dir: Path) -> RunWriteError:
+    """The one sentence for a write of the run that failed, with what its folder keeps: the state.pt on
+    disk, which a failed write leaves as it was (files.atomic_write). Said in train.log too, if it can be."""
+    state = run_dir / "state.pt"
+    if state.is_file():
+        try:
+            saved = load_state(state, mmap=True)  # the counters only: the tensors stay on disk
+            kept = _Kept(
+                saved["epoch"], (saved.get("in_epoch") or {}).get("steps", 0), saved["steps_per_epoch"]
+            )
+            after = f"The run folder keeps {kept} (resume with --resume {run_dir})."
+        except (ConvlabError, KeyError):
+            after = "Its state.pt cannot be read; start the run again with another --out."
+    elif _stopped_before_first_checkpoint(run_dir):
+        after = f"The run folder keeps no checkpoint yet (start it again with --resume {run_dir})."
+    else:
+        after = "Nothing to resume was written; start the run again once it can write."
+    message = f"{_cannot_write(error)} {after}"
+    if (run_dir / "train.log").is_file():
+        with contextlib.suppress(WriteError):
+            TrainProgress(run_dir / "train.log").note(message, echo=False)
+    return RunWriteError(error, message)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -770,8 +1062,13 @@ def _linear_probe_run(run: _Run) -> TrainResult:
     record = checkpoint_record(model, config, bundle, 1, row)
     record.transfer = transfer.record(model, **probe)
     _save_results(run_dir, model, record, [_format_row(row)], improved=True)
-    with _tensorboard(run_dir) as writer:
-        _log_scalars(writer, row)
+    board = _TensorBoard(run_dir)
+    try:
+        board.log(row)
+    except WriteError:
+        board.close(failing=True)
+        raise
+    board.close()
     standing = Standing()
     standing.after_epoch(1, _best_score(row, 1))
     val = f"  val loss {row['val_loss']:.3f} top1 {row['val_top1']:.1%}" if "val_loss" in row else ""

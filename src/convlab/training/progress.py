@@ -14,6 +14,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from convlab.files import write_error
+
 # How often the engine reads its on-device sums for the bar: each read is a device sync, so not every step.
 REFRESH_SECONDS = 0.5
 
@@ -52,9 +54,12 @@ class TrainProgress:
         elif echo:
             print(text, flush=True)
         if self.log_path is not None:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.log_path, "a") as log:
-                log.write(text + "\n")
+            try:
+                self.log_path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.log_path, "a") as log:
+                    log.write(text + "\n")
+            except OSError as error:  # a full disk: the run stops with one sentence (engine.train)
+                raise write_error(self.log_path, error) from None
 
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
         self._last_refresh = time.perf_counter()

@@ -1,11 +1,14 @@
 """Seeding and the resumable state of a run (state.pt): weights, optimizer, schedule, RNGs, early-stop counters.
 
 state.pt is written with torch.save and read with ``weights_only=True``, so it holds only
-tensors and plain Python values (the numpy and Python RNG states are converted to those).
+tensors and plain Python values (the numpy and Python RNG states are converted to those). It is
+written at the end of every epoch and, with ``--checkpoint-every N``, every N steps inside one; then
+``in_epoch`` says how far that epoch had got (engine.EpochPosition).
 """
 
 from __future__ import annotations
 
+import io
 import random
 from pathlib import Path
 from typing import Any
@@ -60,7 +63,7 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 def save_state(path: Path, *, model: torch.nn.Module, optimizer, schedule, **counters: Any) -> None:
-    """Everything a resume needs after a completed epoch, in one atomically written file."""
+    """Everything a resume needs, in one atomically written file: a failed write leaves the previous one."""
     state = {
         "model": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
         "optimizer": optimizer.state_dict(),
@@ -68,12 +71,18 @@ def save_state(path: Path, *, model: torch.nn.Module, optimizer, schedule, **cou
         "rng": rng_state(),
         **counters,
     }
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    # Serialised in memory, written by Python: torch.save's own writer reports a full disk as
+    # "unexpected pos 576 vs 534", where Python's gives the OSError (ENOSPC, EFBIG, ...) that says so.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getbuffer()))
 
 
-def load_state(path: Path) -> dict[str, Any]:
+def load_state(path: Path, mmap: bool = False) -> dict[str, Any]:
+    """state.pt's contents on the CPU; ``mmap`` maps the tensors instead of reading them (a quick look at
+    the counters)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:  # a damaged or foreign file: say which, not a pickle traceback
         raise ConvlabError(
             f"Cannot read the training state '{path}' ({type(error).__name__}: {error})."
