@@ -87,6 +87,7 @@ def test_repeats_report_mean_and_spread_over_seeds(tmp_path):
 
 def test_vary_reads_yaml_values_and_model_options():
     assert parse_vary("lr=0.1,0.01").values == (0.1, 0.01)
+    assert parse_vary("lr=1e-3,3E-4,2.5e1").values == (0.001, 0.0003, 25.0)
     assert parse_vary("hidden=[500,150],[300]").values == ([500, 150], [300])
     plan = plan_sweep(["pool=max,avg", "lr=0.1,0.01"], TINY)
     assert [c.settings["options"]["pool"] for c in plan] == ["max", "max", "avg", "avg"]
@@ -143,3 +144,13 @@ def test_jobs_train_configurations_in_parallel_processes_with_the_cores_split(tm
     for run in result.runs:
         log = (tmp_path / "p" / run["run"] / "train.log").read_text()
         assert "(1 thread)" in log or "(1 threads)" in log, log.splitlines()[:3]
+
+
+def test_a_configuration_that_diverges_is_recorded_and_the_sweep_goes_on(tmp_path):
+    # an MLP with ReLU: nothing bounds its outputs, so at this rate the loss overflows to inf in a step or two
+    result = sweep(["lr=1e30,0.05"], out=tmp_path / "d", optimizer="sgd", **{**TINY, "model": "mlp"})
+    assert [row["status"] for row in result.rows] == ["diverged", "finished"]
+    assert result.runs[1]["final_val_top1"] > 0
+    assert "| 1e+30 | diverged |" in (tmp_path / "d" / "sweep.md").read_text()
+    saved = json.loads((tmp_path / "d" / "sweep.json").read_text())
+    assert "The training loss became nan at epoch 1" in saved["runs"]["01-lr-1e+30"]["note"]

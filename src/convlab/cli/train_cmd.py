@@ -10,6 +10,7 @@ from convlab.choices import (
     ACTIVATIONS,
     AUGMENTATIONS,
     DEFAULT_BATCH,
+    DEFAULT_GRADIENT_EVERY,
     FOLDER_IMAGE_SIZE,
     INIT_SCHEMES,
     OPTIMIZERS,
@@ -110,6 +111,7 @@ def _flag_helps() -> dict[str | None, dict[str, str]]:
             "--device": f"where to train (default {defaults.device}: CUDA when present)",
             "--out": "run folder (default runs/<model>-<data>-<YYYYmmdd-HHMMSS>); must not hold a previous run",
             "--resume": "continue a run where it stopped: its last checkpoint, or from the start when it stopped before its first (default: a new run)",
+            "--log-gradients": f"every EVERY optimizer steps (default {DEFAULT_GRADIENT_EVERY} when given without a number), write each layer's gradient norm, weight norm, update ratio (update / weight norm) and the fraction of dead (ReLU) or saturated (sigmoid, tanh) units after it to gradients.csv and TensorBoard; `convlab plot RUN --what gradients` draws them (default: off, which costs nothing)",
             "--checkpoint-every": "also save the resumable state (state.pt) every N optimizer steps inside an epoch, so that a killed run loses at most N steps and --resume continues from there exactly (default: at the end of each epoch only)",
         },
     }
@@ -164,6 +166,7 @@ def _what_flags_take() -> dict[str, dict[str, Any]]:
         "--out": {"metavar": "DIR"},
         "--resume": {"metavar": "RUN_DIR"},
         "--checkpoint-every": {"type": int, "metavar": "N"},
+        "--log-gradients": {"type": int, "metavar": "EVERY", "nargs": "?", "const": DEFAULT_GRADIENT_EVERY},
     }
 
 

@@ -75,6 +75,9 @@ class TrainConfig:
     # state.pt every N optimizer steps inside an epoch as well (None: at epoch ends only): a killed run
     # resumes from the last of them, so it loses at most N steps
     checkpoint_every: int | None = None
+    # per-layer gradient, weight and update norms and dead/saturated units every N steps (None: off),
+    # into gradients.csv and TensorBoard (convlab.training.gradients)
+    log_gradients: int | None = None
     device: str = "auto"
     data_root: str | None = None
     val_split: float = 0.1
@@ -343,6 +346,7 @@ def check_config(config: TrainConfig) -> TrainConfig:
     _number(config, "seed", int)
     _number(config, "early_stop", int, 1, optional=True)
     _number(config, "checkpoint_every", int, 1, optional=True)
+    _number(config, "log_gradients", int, 1, optional=True)
     _number(config, "val_split", float, 0, below=1.0)
     _number(config, "folds", int, 2, optional=True)
     _number(config, "fold", int, 1, optional=True)

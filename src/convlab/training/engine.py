@@ -32,7 +32,7 @@ from convlab.choices import (
     lr_words,
 )
 from convlab.data import DataBundle
-from convlab.errors import ConvlabError
+from convlab.errors import ConvlabError, TrainingDiverged
 from convlab.evaluation import evaluate_model
 from convlab.files import RunFolderInUse, WriteError, atomic_write, run_lock, write_error
 from convlab.models import ModelSpec, is_reference
@@ -44,6 +44,7 @@ from convlab.speed import use_fast_layers
 from convlab.threads import resolve_threads
 from convlab.training.config import FIELDS, TrainConfig, load_config_file, resolve_config, save_config
 from convlab.training.crossval import CrossValidation, cross_validate
+from convlab.training.gradients import GradientLog
 from convlab.training.inputs import (
     MIN_VAL_PER_CLASS,
     data_text,
@@ -86,6 +87,7 @@ RESUME_MAY_CHANGE = (
     "compile",
     "test_tta",
     "checkpoint_every",  # how often state.pt is written, not what the run computes
+    "log_gradients",  # what is measured, not what is computed
 )
 RUN_FILES = ("config.yaml", "state.pt", "last.safetensors", "best.safetensors", "metrics.csv")
 # The write errors that more space would cure; the others (a read-only or missing folder, no permission)
@@ -120,8 +122,10 @@ def train_step(
     schedule: Schedule,
     criterion: nn.Module,
     config: TrainConfig,
+    gradients: GradientLog | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step: forward, loss, backward, clip, step, schedule. Returns the loss and main logits."""
+    """One optimizer step: forward, loss, backward, clip, step, schedule. Returns the loss and main logits.
+    ``gradients`` (--log-gradients) measures the gradients and the update around the optimizer step."""
     if config.channels_last:  # NHWC batches for a channels_last model (docs/performance.md)
         images = images.contiguous(memory_format=torch.channels_last)
     with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=config.amp == "bf16"):
@@ -137,7 +141,11 @@ def train_step(
     # g * v / ||g|| when ||g|| > v, over all parameters (notes 000, "clip by norm")
     if config.clip_norm is not None:
         nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
+    if gradients is not None:
+        gradients.before_update()
     optimizer.step()
+    if gradients is not None:
+        gradients.after_update()
     schedule.after_step()
     return loss.detach(), logits.detach()
 
@@ -186,6 +194,7 @@ def train_one_epoch(
     progress: TrainProgress,
     position: EpochPosition | None = None,
     checkpoint=None,
+    gradients: GradientLog | None = None,
 ) -> dict[str, float]:
     """Train over ``loader`` once. Sums stay on the device and are read only when the bar refreshes.
 
@@ -237,7 +246,9 @@ def train_one_epoch(
         )
 
     for step, (images, labels) in enumerate(batches, start=position.steps + 1):
-        loss, logits = train_step(model, images, labels, optimizer, schedule, criterion, config)
+        if gradients is not None:
+            gradients.start_step(step)
+        loss, logits = train_step(model, images, labels, optimizer, schedule, criterion, config, gradients)
         batch = labels.shape[0]
         loss_sum += loss.double() * batch
         correct += (logits.argmax(dim=1) == labels).sum()
@@ -653,6 +664,7 @@ class _Steps:
     schedule: Schedule
     criterion: nn.Module
     per_epoch: int
+    gradients: GradientLog | None = None  # --log-gradients: measured around the optimizer step
 
 
 def _steps(run: _Run) -> _Steps:
@@ -705,6 +717,9 @@ def _train_epochs(run: _Run, start: _Start) -> TrainResult:
     # A resumed run's TensorBoard log forgets what was logged after the epoch it resumes from (a run
     # started again: everything, though a run logs an epoch only once state.pt has committed it).
     board = _TensorBoard(run.run_dir, purge_step=None if start.new else standing.epoch + 1)
+    if config.log_gradients is not None:
+        steps.gradients = GradientLog(run.model, config.log_gradients, run.run_dir, board.writer)
+        steps.gradients.resume_from(standing.epoch * steps.per_epoch + (position.steps if position else 0))
     rows = read_metrics_rows(run.run_dir / "metrics.csv", standing.epoch)
     history: list[dict[str, Any]] = []
     epoch = standing.epoch
@@ -726,7 +741,7 @@ def _train_epochs(run: _Run, start: _Start) -> TrainResult:
         message = _non_finite_message(bad, epoch, kept, steps.optimizer)
         with contextlib.suppress(WriteError):  # a full disk must not hide the advice
             progress.note(message, echo=False)  # the error itself is what the caller sees
-        raise ConvlabError(message) from None
+        raise TrainingDiverged(message) from None
     except KeyboardInterrupt:
         how = "Continue" if kept.epoch or kept.steps else "Start it again"
         with contextlib.suppress(WriteError):
@@ -736,6 +751,8 @@ def _train_epochs(run: _Run, start: _Start) -> TrainResult:
             )
         raise
     finally:
+        if steps.gradients is not None:
+            steps.gradients.close()
         board.close(failing)
         progress.close()
     return _finish(run, run.model, standing, history)
@@ -858,6 +875,8 @@ def _train_and_validate(
     # the lr the epoch starts with
     row: dict[str, Any] = {"epoch": epoch, "lr": position.lr if position else steps.schedule.lr}
     loader = run.train_loader(epoch)
+    if steps.gradients is not None:
+        steps.gradients.begin_epoch(epoch, (epoch - 1) * steps.per_epoch)
     progress.start_epoch(epoch, config.epochs, len(loader))
     try:
         stats = train_one_epoch(
@@ -870,6 +889,7 @@ def _train_and_validate(
             progress,
             position,
             checkpoint,
+            steps.gradients,
         )
     finally:
         progress.end_epoch()
@@ -911,7 +931,10 @@ def _save_epoch(
 
 
 def _save_state(run: _Run, steps: _Steps, standing: Standing, position: EpochPosition | None = None) -> None:
-    """state.pt: the run after ``standing.epoch`` epochs and, with ``position``, part of the next one."""
+    """state.pt: the run after ``standing.epoch`` epochs and, with ``position``, part of the next one (the
+    gradient log first, so that what state.pt commits has its rows)."""
+    if steps.gradients is not None:
+        steps.gradients.save()
     save_state(
         run.run_dir / "state.pt",
         model=run.model,

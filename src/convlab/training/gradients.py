@@ -36,7 +36,6 @@ from convlab.report.gradients import COLUMNS, GRADIENTS_CSV
 # (sigmoid: s(1 - s) < 0.0099 * 4 / 4 for s outside 0.01..0.99; tanh: 1 - t^2 < 0.02 for |t| > 0.99).
 SIGMOID_SATURATED = 0.01
 TANH_SATURATED = 0.99
-DEFAULT_EVERY = 50  # steps between logging steps when --log-gradients is given without a number
 
 
 def inactive_fraction(module: nn.Module, output: torch.Tensor) -> float | None:
@@ -61,8 +60,9 @@ ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Tanh)
 class GradientLog:
     """Per-layer gradient, weight and update norms and inactive activations every ``every`` steps.
 
-    The engine calls ``start_step(step)`` before the forward pass, ``before_update()`` between backward
-    (and clipping) and the optimizer step, ``after_update()`` after it, and ``close()`` at the end.
+    The engine calls ``begin_epoch`` as each epoch starts, ``start_step`` before each forward pass,
+    ``before_update()`` between backward (and clipping) and the optimizer step, ``after_update()`` after
+    it, ``save()`` with each checkpoint, and ``close()`` at the end.
     """
 
     def __init__(self, model: nn.Module, every: int, run_dir: Path, writer=None, epoch_steps: int = 0):
@@ -73,6 +73,7 @@ class GradientLog:
         self.after: dict[str, tuple[str, float | None]] = {}  # layer -> (activation that follows, inactive)
         self.step = 0
         self.epoch = 0
+        self._offset = 0
         self._recording = False
         self._before: dict[str, list[torch.Tensor]] = {}
         self._rows: list[dict[str, Any]] = []
@@ -92,10 +93,15 @@ class GradientLog:
             with self.path.open(newline="") as handle:
                 self._rows = [row for row in csv.DictReader(handle) if int(row["step"]) <= step]
 
-    def start_step(self, step: int, epoch: int) -> bool:
-        """Whether step ``step`` (counted over the run, from 1) is logged; arms the forward hooks if so."""
-        self.step, self.epoch = step, epoch
-        self._recording = step % self.every == 0 or step == 1
+    def begin_epoch(self, epoch: int, steps_before: int) -> None:
+        """Epoch ``epoch`` starts after ``steps_before`` steps of the run: its steps count on from there."""
+        self.epoch, self._offset = epoch, steps_before
+
+    def start_step(self, step_in_epoch: int) -> bool:
+        """Whether the epoch's step ``step_in_epoch`` (from 1) is logged: every ``every``-th step of the run,
+        and its first; arms the forward hooks if so."""
+        self.step = self._offset + step_in_epoch
+        self._recording = self.step % self.every == 0 or self.step == 1
         if self._recording:
             self.order, self.after, self._last_weighted = [], {}, None
         return self._recording

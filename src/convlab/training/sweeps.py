@@ -141,9 +141,12 @@ def _split_top_level(text: str) -> list[str]:
 
 def _yaml_value(text: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, str) and re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value.strip()):
+        return float(value)  # YAML 1.1 reads 1e-3 (no dot) as text; a learning rate is a number
+    return value
 
 
 def _text(value: Any) -> str:
