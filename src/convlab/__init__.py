@@ -24,6 +24,7 @@ _API = {
     "train": "convlab.training",
     "TrainConfig": "convlab.training",
     "sweep": "convlab.training",
+    "lr_find": "convlab.training",
     "evaluate": "convlab.evaluation",
     "predict": "convlab.prediction",
     "load": "convlab.prediction",

@@ -65,7 +65,7 @@ def test_a_mistyped_flag_or_command_gets_did_you_mean(capsys):
         # named even though --kernel then seems missing
         ("conv-arith --size 7 --kernl 3", "unrecognized argument --kernl; did you mean --kernel?"),
         ("--verison", "convlab: error: unrecognized argument --verison; did you mean --version?"),
-        ("trian", "argument COMMAND: invalid choice 'trian'; did you mean train? (choose from models, "),
+        ("trian", "argument COMMAND: invalid choice 'trian'; did you mean train"),
         (
             "train --amp bf61",
             "argument --amp: invalid choice 'bf61'; did you mean bf16? (choose from off, bf16)",

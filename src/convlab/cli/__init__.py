@@ -20,6 +20,7 @@ COMMANDS = (
     "convlab.cli.conv_arith_cmd",
     "convlab.cli.train_cmd",
     "convlab.cli.sweep_cmd",
+    "convlab.cli.lr_find_cmd",
     "convlab.cli.eval_cmd",
     "convlab.cli.predict_cmd",
     "convlab.cli.export_cmd",

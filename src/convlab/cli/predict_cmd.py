@@ -61,6 +61,10 @@ def run(args) -> int:
         amp=args.amp,
         channels_last=args.channels_last,
     )
+    from convlab.data.images import display_path
+
+    for result in results:  # a file name that is not UTF-8 is printed and written with \xNN escapes
+        result["image"] = display_path(result["image"])
     failed = [r for r in results if "error" in r]
     for result in failed:
         print(f"convlab: error: {result['error']}", file=sys.stderr)

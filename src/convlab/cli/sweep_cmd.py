@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from convlab.cli.train_cmd import _flag_helps, _what_flags_take
+from convlab.cli.train_cmd import add_training_flags
 from convlab.training.sweeps import MAX_RUNS_WITHOUT_YES
 
 # train's flags that a sweep sets for each run itself (--out names the sweep folder instead).
@@ -58,12 +58,7 @@ def add_parser(subparsers) -> None:
     sweep.add_argument(
         "--resume", metavar="SWEEP_DIR", help="continue an interrupted sweep with its saved plan"
     )
-    takes = _what_flags_take()
-    for title, helps in _flag_helps().items():
-        group = parser.add_argument_group(f"shared by every run: {title or 'configuration'}")
-        for flag, text in helps.items():
-            if flag not in RUN_FLAGS:
-                group.add_argument(flag, help=text, **takes.get(flag, {}))
+    add_training_flags(parser, leave_out=RUN_FLAGS, title_prefix="shared by every run: ")
     parser.set_defaults(func=run)
 
 

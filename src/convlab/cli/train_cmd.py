@@ -35,13 +35,23 @@ def add_parser(subparsers) -> None:
         "and a report.",
         argument_default=argparse.SUPPRESS,  # only flags actually given override the config file
     )
-    takes = _what_flags_take()
-    for title, helps in _flag_helps().items():
-        group = parser if title is None else parser.add_argument_group(title)
-        for flag, text in helps.items():
-            group.add_argument(flag, help=text, **takes.pop(flag, {}))
-    assert not takes, f"flags without help: {', '.join(takes)}"  # the two tables name the same flags
+    add_training_flags(parser)
     parser.set_defaults(func=run)
+
+
+def add_training_flags(parser, leave_out: tuple[str, ...] = (), title_prefix: str = "") -> None:
+    """Every flag of ``convlab train`` but ``leave_out``, in its --help groups: the commands that train
+    (sweep, lr-find) take the same settings the same way."""
+    takes = _what_flags_take()
+    assert set(takes) <= {flag for helps in _flag_helps().values() for flag in helps}, "a flag without help"
+    for title, helps in _flag_helps().items():
+        if title is None and not title_prefix:
+            group = parser
+        else:
+            group = parser.add_argument_group(f"{title_prefix}{title or 'configuration'}")
+        for flag, text in helps.items():
+            if flag not in leave_out:
+                group.add_argument(flag, help=text, **takes.get(flag, {}))
 
 
 def _flag_helps() -> dict[str | None, dict[str, str]]:
@@ -89,7 +99,7 @@ def _flag_helps() -> dict[str | None, dict[str, str]]:
             "--epochs": f"epochs to train (default {defaults.epochs}; on --resume, a larger number extends the run)",
             "--batch-size": f"images per step (default {DEFAULT_BATCH}, or about a tenth of a training set under {10 * DEFAULT_BATCH} images)",
             "--optimizer": f"{names(OPTIMIZERS)} (default {defaults.optimizer})",
-            "--lr": f"learning rate (default per optimizer at batch {DEFAULT_BATCH}: {lrs}; scaled with the batch size, linearly for SGD, with the square root for the adaptive methods; the log says which it chose)",
+            "--lr": f"learning rate (default per optimizer at batch {DEFAULT_BATCH}: {lrs}; scaled with the batch size, linearly for SGD, with the square root for the adaptive methods; the log says which it chose); auto runs the learning-rate range test first (`convlab lr-find`) and trains at its suggestion, recorded in config.yaml and train.log",
             "--momentum": "momentum (beta1 for adam/adamw) (default 0.9 for momentum, nesterov, adam, adamw; 0 for sgd and rmsprop)",
             "--weight-decay": "L2 weight decay, not applied to biases and norm parameters (default 0; 0.01 for adamw)",
             "--schedule": f"learning-rate schedule: {names(SCHEDULES)} (default {defaults.schedule})",
@@ -147,7 +157,7 @@ def _what_flags_take() -> dict[str, dict[str, Any]]:
         "--epochs": {"type": int, "metavar": "N"},
         "--batch-size": {"type": int, "metavar": "N"},
         "--optimizer": {"metavar": "NAME"},
-        "--lr": {"type": float},
+        "--lr": {"type": _learning_rate, "metavar": "LR|auto"},
         "--momentum": {"type": float, "metavar": "M"},
         "--weight-decay": {"type": float, "metavar": "WD"},
         "--schedule": {"metavar": "NAME"},
@@ -168,6 +178,18 @@ def _what_flags_take() -> dict[str, dict[str, Any]]:
         "--checkpoint-every": {"type": int, "metavar": "N"},
         "--log-gradients": {"type": int, "metavar": "EVERY", "nargs": "?", "const": DEFAULT_GRADIENT_EVERY},
     }
+
+
+def _learning_rate(text: str) -> float | str:
+    """``--lr``: a number, or ``auto`` (the range test chooses)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a learning rate; give a number such as 0.01, or auto."
+        ) from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -22,6 +22,8 @@ _API = {
     "train": "convlab.training.engine",
     "train_step": "convlab.training.engine",
     "sweep": "convlab.training.sweeps",
+    "lr_find": "convlab.training.engine",
+    "LRRangeTest": "convlab.training.lr_range",
     "SweepResult": "convlab.training.sweeps",
     "OPTIMIZERS": "convlab.choices",
     "SCHEDULES": "convlab.choices",

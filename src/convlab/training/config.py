@@ -49,7 +49,9 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int | None = None  # None: DEFAULT_BATCH, or about a tenth of a small training set
     optimizer: str = "momentum"
-    lr: float | None = None  # None: the optimizer's default for the batch size (convlab.choices.default_lr)
+    # None: the optimizer's default for the batch size (convlab.choices.default_lr); "auto": the
+    # learning-rate range test's suggestion (convlab.training.lr_range), found before the first epoch
+    lr: float | str | None = None
     momentum: float | None = None  # None: the optimizer's default
     weight_decay: float | None = None  # None: the optimizer's default (0, or 0.01 for adamw)
     schedule: str = "cosine"
@@ -336,7 +338,8 @@ def check_config(config: TrainConfig) -> TrainConfig:
     """Coerce types and reject values no run could use, naming the setting and what is accepted."""
     _number(config, "epochs", int, 1)
     _number(config, "batch_size", int, 1, optional=True)
-    _number(config, "lr", float, 0, optional=True, above=True)
+    if config.lr != "auto":
+        _number(config, "lr", float, 0, optional=True, above=True)
     _number(config, "momentum", float, 0, optional=True, below=1.0)
     _number(config, "weight_decay", float, 0, optional=True)
     _number(config, "warmup_epochs", float, 0)

@@ -12,6 +12,7 @@ import contextlib
 import csv
 import errno
 import io
+import itertools
 import math
 import re
 import threading
@@ -58,6 +59,8 @@ from convlab.training.inputs import (
     resolve_batch_size,
     run_data,
 )
+from convlab.training.lr_range import CSV_FILE as LR_FIND_CSV
+from convlab.training.lr_range import DEFAULT_END, DEFAULT_START, DEFAULT_STEPS, LRRangeTest, range_test
 from convlab.training.optim import Schedule, build_optimizer
 from convlab.training.progress import TrainProgress, epoch_line
 from convlab.training.state import load_state, restore_rng, save_state, seed_everything
@@ -513,6 +516,11 @@ class _Run:
     progress: TrainProgress
 
     @property
+    def lr_found(self) -> bool:
+        """Whether --lr auto chose the rate (the range test's lr_find.csv is in the run folder)."""
+        return (self.run_dir / LR_FIND_CSV).is_file()
+
+    @property
     def has_val(self) -> bool:
         return "val" in self.bundle.splits()
 
@@ -630,6 +638,80 @@ def _quiet_tensorboard_thread():
 
 
 # ---------------------------------------------------------------------------------------------------------
+# The learning-rate range test: `convlab lr-find`, and `train --lr auto` before its first epoch
+
+
+def lr_find(
+    config: TrainConfig | dict | str | Path | None = None,
+    *,
+    start: float = DEFAULT_START,
+    end: float = DEFAULT_END,
+    steps: int = DEFAULT_STEPS,
+    **overrides: Any,
+) -> LRRangeTest:
+    """The learning-rate range test (Smith 2015; fastai's ``lr_find``) on the model and data ``train`` would
+    use with these settings: ``steps`` steps with the rate growing from ``start`` to ``end``, then the
+    weights and optimizer put back. Writes lr_find.csv and lr_find.png into ``out`` (default
+    runs/lr-find-<model>-<data>-<time>) and returns the curve and its suggestions.
+
+    >>> convlab.lr_find(model="lenet5", data="fashion-mnist", optimizer="adam").suggestion
+    """
+    network, config, overrides = _own_network(config, overrides)
+    overrides = {**overrides, "lr": None, "resume": None}  # the test tries every rate; it resumes nothing
+    if not resolve_config(config, **overrides).out:
+        base = default_run_dir(resolve_config(config, **overrides))
+        overrides["out"] = str(base.with_name(f"lr-find-{base.name}"))
+    with contextlib.ExitStack() as held:
+        config, run_dir, begin = _prepare(config, overrides, held)
+        with intra_op_threads(config.threads):
+            run = _set_up(config, run_dir, begin, network)
+            try:
+                return _range_test(run, start, end, steps)
+            finally:
+                run.progress.close()
+
+
+class _FixedRate:
+    """The schedule train_step advances during the range test, which sets each step's rate itself."""
+
+    def after_step(self) -> None:
+        pass
+
+
+def _range_test(
+    run: _Run, start: float = DEFAULT_START, end: float = DEFAULT_END, steps: int = DEFAULT_STEPS
+) -> LRRangeTest:
+    """The range test on the run's model, data and optimizer (each step as training takes it: precision,
+    layout, clipping, auxiliary heads), saved into the run folder and said in train.log."""
+    config = run.config
+    optimizer = build_optimizer(
+        run.model,
+        config.optimizer,
+        1.0,  # the test sets every step's rate; the groups' ratios (transfer) are what counts here
+        config.momentum,
+        config.weight_decay,
+        groups=run.transfer.groups if run.transfer else None,
+        batch_size=config.batch_size,
+    )
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    run.step_model.train()
+    freeze_batchnorm(run.model)
+
+    def batches():
+        for epoch in itertools.count(1):
+            yield from run.train_loader(epoch)
+
+    def step(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return train_step(run.step_model, images, labels, optimizer, _FixedRate(), criterion, config)[0]
+
+    run.progress.note(f"lr range test: {steps} steps from lr {start:g} to {end:g} ({config.optimizer})")
+    test = range_test(run.model, optimizer, batches(), step, start, end, steps)
+    test.save(run.run_dir)
+    run.progress.note(test.describe() + f"; {run.run_dir / 'lr_find.png'}")
+    return test
+
+
+# ---------------------------------------------------------------------------------------------------------
 # The epochs, and what each one leaves in the run folder
 
 
@@ -706,6 +788,8 @@ def _train_epochs(run: _Run, start: _Start) -> TrainResult:
     """Epoch after epoch from where the run stands, each saved as it ends (and every --checkpoint-every
     steps inside it), to the last or an early stop."""
     config, progress = run.config, run.progress
+    if config.lr == "auto":  # a resumed run's config.yaml holds the rate chosen
+        config.lr = _range_test(run).suggestion
     steps = _steps(run)
     standing, position = _begin_epochs(run, steps, start)
     kept = _Kept(standing.epoch, position.steps if position else 0, steps.per_epoch)
@@ -789,7 +873,7 @@ def _begin_epochs(run: _Run, steps: _Steps, start: _Start) -> tuple[Standing, Ep
         run.transfer.start_epoch(run.model, standing.epoch + 1, progress)
         for line in [*run.transfer.notes, *trainable_lines(run.model)]:
             progress.note(line)
-    progress.note(_optimisation_line(config, steps))
+    progress.note(_optimisation_line(config, steps, run.lr_found))
     save_config(config, run.run_dir / "config.yaml")
     if run.bundle.skipped:
         listing = "".join(f"{file}\t{reason}\n" for file, reason in run.bundle.skipped)
@@ -798,19 +882,22 @@ def _begin_epochs(run: _Run, steps: _Steps, start: _Start) -> tuple[Standing, Ep
     return standing, position
 
 
-def optimisation_settings(config: TrainConfig) -> dict[str, Any]:
-    """The learning rate, momentum and weight decay a run trains with, defaults resolved, and why the rate."""
+def optimisation_settings(config: TrainConfig, lr_found: bool = False) -> dict[str, Any]:
+    """The learning rate, momentum and weight decay a run trains with, defaults resolved, and why the rate
+    (``lr_found``: --lr auto chose it)."""
     spec = OPTIMIZERS[config.optimizer]
     lr = config.lr if config.lr is not None else default_lr(config.optimizer, config.batch_size)
     why = "given" if config.lr is not None else lr_words(config.optimizer, config.batch_size)
+    if lr_found:
+        why = "--lr auto: the range test's minimum / 10, lr_find.png"
     momentum = config.momentum if config.momentum is not None else spec.momentum
     decay = config.weight_decay if config.weight_decay is not None else spec.weight_decay
     return {"lr": lr, "lr_why": why, "momentum": momentum, "weight_decay": decay}
 
 
-def _optimisation_line(config: TrainConfig, steps: _Steps) -> str:
+def _optimisation_line(config: TrainConfig, steps: _Steps, lr_found: bool) -> str:
     """``optimizer momentum: lr 0.1 (momentum's default at batch 64), momentum 0.9, ...`` for train.log."""
-    chosen = optimisation_settings(config)
+    chosen = optimisation_settings(config, lr_found)
     momentum = "" if chosen["momentum"] is None else f", momentum {chosen['momentum']:g}"
     return (
         f"optimizer {config.optimizer}: lr {chosen['lr']:g} ({chosen['lr_why']}){momentum}, weight decay "
@@ -1137,7 +1224,7 @@ def resolved_settings(run: _Run) -> dict[str, str]:
     """What the run resolved for settings its configuration leaves unset, and what it ran on: the report's
     configuration table shows these instead of blanks."""
     config, bundle = run.config, run.bundle
-    chosen = optimisation_settings(config)
+    chosen = optimisation_settings(config, run.lr_found)
     spec = InputSpec.of(bundle)
     height, width = spec.size
     settings = {
