@@ -154,3 +154,12 @@ def test_a_configuration_that_diverges_is_recorded_and_the_sweep_goes_on(tmp_pat
     assert "| 1e+30 | diverged |" in (tmp_path / "d" / "sweep.md").read_text()
     saved = json.loads((tmp_path / "d" / "sweep.json").read_text())
     assert "The training loss became nan at epoch 1" in saved["runs"]["01-lr-1e+30"]["note"]
+
+
+def test_with_logged_gradients_the_table_shows_how_they_reach_the_first_layer(tmp_path):
+    deep = {**TINY, "model": "mlp", "options": {"hidden": [32] * 7}, "log_gradients": 2}
+    result = sweep(["activation=sigmoid,relu"], out=tmp_path / "g", **deep)
+    sigmoid, relu = (row["gradient_ratio"] for row in result.rows)
+    assert sigmoid < 0.01 < relu  # eight sigmoid layers: the gradient all but vanishes before the input
+    assert "grad first/last" in (tmp_path / "g" / "sweep.md").read_text()
+    assert "train top-1" in result.table().splitlines()[0]

@@ -817,6 +817,7 @@ def _train_epochs(run: _Run, start: _Start) -> TrainResult:
             kept.epoch, kept.steps = epoch, 0
             history.append(row)
             progress.note(epoch_line(epoch, config.epochs, row, len(run.bundle.classes)))
+            progress.epoch_saved(run.run_dir / "metrics.csv")
             board.log(row)
             if _early_stop(run, standing):
                 break

@@ -1,4 +1,5 @@
-"""Training progress: a rich progress bar on a terminal, one plain line per epoch otherwise (CI, logs).
+"""Training progress: a rich progress bar on a terminal, a progress line and live curves in a Jupyter
+notebook, one plain line per epoch otherwise (CI, logs).
 
 Every line (the per-epoch summaries and the run's notes) is also appended to the run's
 train.log. A log is append-only by nature: each line is written whole and flushed, so an
@@ -15,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from convlab.files import write_error
+from convlab.notebook import in_notebook
 
 # How often the engine reads its on-device sums for the bar: each read is a device sync, so not every step.
 REFRESH_SECONDS = 0.5
@@ -34,14 +36,68 @@ def epoch_line(epoch: int, epochs: int, row: dict, num_classes: int | None = Non
     return text + f"  lr {row['lr']:.4g}  {row['seconds']:.1f} s  {row['images_per_s']:.0f} img/s"
 
 
+class NotebookView:
+    """In a Jupyter notebook: an HTML progress line for the epoch and the run's curves, each one output that
+    is updated in place (IPython display handles), not a terminal bar printed as text."""
+
+    def __init__(self) -> None:
+        self._bar = None
+        self._curves = None
+        self._label = ""
+        self._total = 1
+
+    def start(self, epoch: int, epochs: int, steps: int) -> None:
+        from IPython.display import HTML, display
+
+        self._label, self._total = f"epoch {epoch}/{epochs}", max(steps, 1)
+        self._bar = display(HTML(self._html(0, "")), display_id=True)
+
+    def update(self, steps_done: int, figures: str) -> None:
+        if self._bar is not None:
+            from IPython.display import HTML
+
+            self._bar.update(HTML(self._html(steps_done, figures)))
+
+    def end(self) -> None:
+        if self._bar is not None:  # the epoch's line (printed by the engine) takes the bar's place
+            from IPython.display import HTML
+
+            self._bar.update(HTML(""))
+            self._bar = None
+
+    def show_curves(self, metrics_csv: Path) -> None:
+        """The run's loss, accuracy and learning-rate curves so far (curves.png, which the report redraws)."""
+        from IPython.display import Image, display
+
+        from convlab.report import plot_curves
+
+        picture = Image(filename=str(plot_curves(metrics_csv, metrics_csv.parent / "curves.png")))
+        if self._curves is None:
+            self._curves = display(picture, display_id=True)
+        else:
+            self._curves.update(picture)
+
+    def _html(self, steps_done: int, figures: str) -> str:
+        from convlab.notebook import escape
+
+        return (
+            f"<div><code>{escape(self._label)}</code> <progress value='{steps_done}' max='{self._total}' "
+            f"style='width:40%'></progress> <code>{steps_done}/{self._total} {escape(figures)}</code></div>"
+        )
+
+
 class TrainProgress:
-    """Shows training as it goes; ``interactive=None`` picks the bar when stdout is a terminal."""
+    """Shows training as it goes; ``interactive=None`` picks the bar when stdout is a terminal, and the
+    notebook view (a progress line and live curves) inside a Jupyter kernel."""
 
     def __init__(
         self, log_path: Path | None, interactive: bool | None = None, console: Console | None = None
     ) -> None:
         self.console = console or Console()
+        self.notebook = NotebookView() if interactive is None and in_notebook() else None
         self.interactive = self.console.is_terminal if interactive is None else interactive
+        if self.notebook is not None:
+            self.interactive = False  # rich's bar would be drawn as text into the cell
         self.log_path = log_path
         self._bar: Progress | None = None
         self._task = None
@@ -63,6 +119,8 @@ class TrainProgress:
 
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
         self._last_refresh = time.perf_counter()
+        if self.notebook is not None:
+            self.notebook.start(epoch, epochs, steps)
         if not self.interactive:
             return
         self._bar = Progress(
@@ -83,11 +141,20 @@ class TrainProgress:
 
     def update(self, steps_done: int, loss: float, top1: float, images_per_s: float) -> None:
         self._last_refresh = time.perf_counter()
+        figures = f"loss {loss:.3f}  top1 {top1:.1%}  {images_per_s:.0f} img/s"
         if self._bar is not None:
-            figures = f"loss {loss:.3f}  top1 {top1:.1%}  {images_per_s:.0f} img/s"
             self._bar.update(self._task, completed=steps_done, figures=figures)
+        if self.notebook is not None:
+            self.notebook.update(steps_done, figures)
+
+    def epoch_saved(self, metrics_csv: Path) -> None:
+        """An epoch's row is in metrics.csv: a notebook redraws the run's curves with it."""
+        if self.notebook is not None:
+            self.notebook.show_curves(metrics_csv)
 
     def end_epoch(self) -> None:
+        if self.notebook is not None:
+            self.notebook.end()
         if self._bar is not None:
             self._bar.stop()
             self._bar = None

@@ -91,8 +91,8 @@ class SweepResult:
         """In a notebook: the table, then the overlaid curves."""
         from convlab.notebook import html_table, png_html
 
-        header = [*self.varied, *HEADER]
-        table = html_table(header, [_cells(self.varied, row) for row in self.rows])
+        header = _header(self.varied, self.rows)
+        table = html_table(header, [_cells(self.varied, row, self.rows) for row in self.rows])
         return table + png_html(self.sweep_dir / CURVES_FILE, "loss and validation top-1 of every run")
 
 
@@ -482,11 +482,29 @@ def _run_row(
         "final_val_top1": last.get("val_top1", math.nan),
         "best_val_top1": max((v for v in val if not math.isnan(v)), default=math.nan),
         "final_train_loss": last.get("train_loss", math.nan),
+        "final_train_top1": last.get("train_top1", math.nan),
+        "gradient_ratio": _gradient_ratio(run_dir),
         "seconds": sum(r.get("seconds", 0.0) for r in history),
         "history": history,
     }
     row.update(_size(run_dir))
     return row
+
+
+def _gradient_ratio(run_dir: Path) -> float:
+    """The first weighted layer's gradient norm over the last's, median over the steps gradients.csv logged
+    (NaN when the run logged none)."""
+    if not (run_dir / "gradients.csv").is_file():
+        return math.nan
+    from convlab.report.gradients import read_gradients
+
+    rows = read_gradients(run_dir)
+    ratios = []
+    for step in sorted({row["step"] for row in rows}):
+        at_step = sorted((row["depth"], row["grad_norm"]) for row in rows if row["step"] == step)
+        if len(at_step) > 1 and at_step[-1][1] > 0:
+            ratios.append(at_step[0][1] / at_step[-1][1])
+    return statistics.median(ratios) if ratios else math.nan
 
 
 def _size(run_dir: Path) -> dict[str, Any]:
@@ -514,7 +532,8 @@ def _configuration_row(varied: list[str], runs: list[dict[str, Any]]) -> dict[st
     statuses = [r["status"] for r in runs]
     row["runs"] = len(runs)
     row["status"] = statuses[0] if len(set(statuses)) == 1 else ", ".join(statuses)
-    for figure in ("final_val_top1", "best_val_top1", "final_train_loss", "seconds"):
+    row["gradient_ratio"] = _mean_spread([r["gradient_ratio"] for r in runs])[0]
+    for figure in ("final_val_top1", "best_val_top1", "final_train_top1", "final_train_loss", "seconds"):
         row[figure], row[f"{figure}_std"] = _mean_spread([r[figure] for r in runs])
     row["params"], row["macs"] = runs[0]["params"], runs[0]["macs"]
     return row
@@ -538,26 +557,38 @@ def _count(value: int | None) -> str:
     return "-" if value is None else format_si(value)
 
 
-def _cells(varied: list[str], row: dict[str, Any]) -> list[str]:
-    return [
-        *(_text(row[name]) for name in varied),
-        row["status"],
-        _percent(row["final_val_top1"], row["final_val_top1_std"]),
-        _percent(row["best_val_top1"], row["best_val_top1_std"]),
-        _number(row["final_train_loss"], row["final_train_loss_std"]),
-        _number(row["seconds"], None, 3),
-        _count(row["params"]),
-        _count(row["macs"]),
+def _columns(rows: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+    """The table's figure columns as (header, cell of a row); the gradient column only where runs logged
+    gradients (--log-gradients)."""
+    columns = [
+        ("status", lambda row: row["status"]),
+        ("val top-1", lambda row: _percent(row["final_val_top1"], row["final_val_top1_std"])),
+        ("best val", lambda row: _percent(row["best_val_top1"], row["best_val_top1_std"])),
+        ("train top-1", lambda row: _percent(row["final_train_top1"], row["final_train_top1_std"])),
+        ("train loss", lambda row: _number(row["final_train_loss"], row["final_train_loss_std"])),
+        ("seconds", lambda row: _number(row["seconds"], None, 3)),
+        ("params", lambda row: _count(row["params"])),
+        ("MACs", lambda row: _count(row["macs"])),
     ]
+    if any(not math.isnan(row["gradient_ratio"]) for row in rows):
+        # the first layer's gradient norm over the last's, median over the logged steps: far below 1, the
+        # gradient vanishes on its way to the input
+        columns.append(("grad first/last", lambda row: _number(row["gradient_ratio"], None, 2)))
+    return columns
 
 
-HEADER = ["status", "val top-1", "best val", "train loss", "seconds", "params", "MACs"]
+def _header(varied: list[str], rows: list[dict[str, Any]]) -> list[str]:
+    return [*varied, *(name for name, _ in _columns(rows))]
+
+
+def _cells(varied: list[str], row: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    return [*(_text(row[name]) for name in varied), *(cell(row) for _, cell in _columns(rows))]
 
 
 def _text_table(varied: list[str], rows: list[dict[str, Any]]) -> list[str]:
     """The table as aligned text, for the terminal and the log (figures are means over repeats)."""
-    header = [*varied, *HEADER]
-    body = [_cells(varied, row) for row in rows]
+    header = _header(varied, rows)
+    body = [_cells(varied, row, rows) for row in rows]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
     return [
         "  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [header, *body]
@@ -571,7 +602,7 @@ def _write_results(result: SweepResult) -> None:
     sweep_dir, varied = result.sweep_dir, result.varied
     plot_sweep(result.runs, varied, sweep_dir / CURVES_FILE)
     columns = [*varied, "seed", "run", "status", "epochs", "final_val_top1", "best_val_top1"]
-    columns += ["final_train_loss", "seconds", "params", "macs"]
+    columns += ["final_train_top1", "final_train_loss", "seconds", "params", "macs", "gradient_ratio"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -585,10 +616,10 @@ def _write_results(result: SweepResult) -> None:
         + ("mean +- standard deviation over each configuration's seeds" if repeats > 1 else "run's own")
         + ". val top-1 is the last epoch's, best val the best epoch's; seconds train and validate.",
         "",
-        "| " + " | ".join([*varied, *HEADER]) + " |",
-        "|" + "---|" * (len(varied) + len(HEADER)),
+        "| " + " | ".join(_header(varied, result.rows)) + " |",
+        "|" + "---|" * len(_header(varied, result.rows)),
     ]
-    lines += ["| " + " | ".join(_cells(varied, row)) + " |" for row in result.rows]
+    lines += ["| " + " | ".join(_cells(varied, row, result.rows)) + " |" for row in result.rows]
     lines += ["", f"![Training loss and validation top-1 of every run]({CURVES_FILE})", ""]
     links = ", ".join("[{0}]({0}/report.md)".format(run["run"]) for run in result.runs)
     lines += [f"Run folders: {links}.", ""]
