@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from convlab.data import normalize, read_image
+from convlab.data.images import resize_image
 from convlab.errors import ConvlabError
 
 RNG = np.random.default_rng(0)
@@ -101,3 +102,18 @@ def test_normalize_uses_the_zero_one_scale():
     assert normalize(batch[0], [0.5, 0.2], [0.5, 0.1]).shape == (2, 1, 2)
     with pytest.raises(ConvlabError, match="1 mean and 1 std values for 2-channel images"):
         normalize(batch, (0.5,), (0.5,))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_turns_the_pixels_as_pil_does(tmp_path, orientation):
+    """The decoder turns the tensor (it may have shrunk the image first); PIL's exif_transpose is the reference."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(RGB).save(tmp_path / "o.png", exif=exif.tobytes())
+    with Image.open(tmp_path / "o.png") as stored:
+        expected = torch.from_numpy(np.array(ImageOps.exif_transpose(stored))).permute(2, 0, 1)
+    assert torch.equal(read_image(tmp_path / "o.png"), expected)
+    big = np.kron(RGB, np.ones((30, 30, 1), dtype=np.uint8))  # 360 x 480, each pixel a 30 x 30 block
+    Image.fromarray(big).save(tmp_path / "big.jpg", exif=exif.tobytes(), quality=95)
+    shrunk = read_image(tmp_path / "big.jpg", 3, (8, 12) if orientation < 5 else (12, 8), "squash")
+    assert (shrunk.int() - resize_image(expected, shrunk.shape[1:]).int()).abs().float().mean() < 8

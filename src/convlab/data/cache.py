@@ -45,13 +45,15 @@ from convlab.data.folder import (
     scan_folder,
     split_layout,
 )
-from convlab.data.images import UnreadableImageError, read_image
+from convlab.data.images import UnreadableImageError, display_path, read_image
 from convlab.data.memory import MemoryBundle
 from convlab.errors import ConvlabError
 
 # Bumped when the layout of manifest.json or images.npy, or the pixels it holds, change (2: EXIF orientation
-# applied, the resize rule in the key, the files' sizes and the ignored files in the manifest).
-CACHE_FORMAT = 2
+# applied, the resize rule in the key, the files' sizes and the ignored files in the manifest; 3: an image at
+# least 3 times the cached size decoded smaller by whole factors first, as read_image reads it for predict
+# and serve, so that a cache holds their very pixels).
+CACHE_FORMAT = 3
 
 
 def cache_home() -> Path:
@@ -172,7 +174,7 @@ def cache_folder(
         )
         for index, pixels, row, reason in loader:
             if reason is not None:
-                skipped.append((str(files[index]), reason))
+                skipped.append((display_path(files[index]), reason))
                 continue
             images[index] = pixels
             moments[index] = row
@@ -305,8 +307,8 @@ def load_cached_folder(
     if found is None:
         if any(manifest.get("format") != CACHE_FORMAT for _, manifest in _manifests(root)):
             return None, (
-                "its decode-once cache was made by an older convlab (before EXIF orientation and the resize "
-                f"rule); make it again with `convlab data cache {root}`"
+                "its decode-once cache was made by an older convlab, which decoded its images differently; "
+                f"make it again with `convlab data cache {root}`"
             )
         return None, "no cache"
     folder, manifest = found
@@ -330,13 +332,13 @@ def load_cached_folder(
     check_readable_classes(classes, layout["train"], skipped, root)
     if len(skipped) > max_bad_fraction * len(files):
         raise bad_fraction_error(root, [list(s) for s in skipped], len(files), max_bad_fraction)
-    bad = {path for path, _ in skipped}
+    bad = {path for path, _ in skipped}  # named by display_path, as load_folder names them
     row_of = {str(path): row for row, path in enumerate(files)}
 
     # As load_folder, by the same two steps, over rows of the cache instead of files.
     classes, layout = choose_layout_classes(classes, layout, keep_classes, root)
     rows = {
-        split: [(row_of[str(path)], label) for path, label in entries if str(path) not in bad]
+        split: [(row_of[str(path)], label) for path, label in entries if display_path(path) not in bad]
         for split, entries in layout.items()
     }
     splits = split_layout(

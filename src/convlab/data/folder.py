@@ -1,7 +1,8 @@
 """Folders of image files, any size: ``root/<class>/*.jpg`` or ``root/{train,val,test}/<class>/*``.
 
-Images are decoded upright by torchvision (PIL for what it cannot do), brought to the delivered size
-by the resize rule (crop by default for folders: FOLDER_RESIZE) and transformed per image with
+Images are decoded upright by ``images.decode_image_file`` (a much larger photo decoded smaller
+already, as ``read_image`` decodes it for predict and serve), brought to the delivered size by the
+resize rule (crop by default for folders: FOLDER_RESIZE) and transformed per image with
 transforms.v2 in DataLoader workers; the batch-level steps (normalisation, pca-lighting, erase)
 then run on the whole batch on the training device. The scan (``scan_folder``) refuses a folder
 that mixes class folders with split folders, and names the files it leaves out (``ignored``).
@@ -11,7 +12,9 @@ bundle is built, so that truncated and non-image files are found, listed in ``sk
 left out before training starts; that same pass gives exact statistics. Larger folders are not
 decoded up front (it would take minutes): image size, channels and statistics come from a
 seeded sample of SAMPLE_SIZE files, and a file that fails to decode in a worker is left out of
-its batch and added to ``skipped`` then.
+its batch and added to ``skipped`` then. An image of more than images.MAX_PIXELS is one of those
+files, refused from its header. ``skipped`` and ``ignored`` name files by ``images.display_path``, so
+that a name that is not UTF-8 can be printed and written.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import TypeVar
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from convlab.choices import parse_augment
 from convlab.data.augment import BATCH_LEVEL, BatchAugment, folder_transform
 from convlab.data.bundle import (
     AUGMENT_STREAM,
@@ -45,6 +49,7 @@ from convlab.data.images import (
     LUMA_601,
     UnreadableImageError,
     decode_image_file,
+    display_path,
     image_header,
     read_image,
 )
@@ -218,7 +223,7 @@ def scan_folder(root: Path) -> FolderScan:
             f"Data folder '{split_roots['train']}' has a single class ('{classes[0]}'); classification needs at "
             f"least 2 class sub-folders."
         )
-    names = [str(path.relative_to(root)) + ("/" if path.is_dir() else "") for path in ignored]
+    names = [display_path(path.relative_to(root)) + ("/" if path.is_dir() else "") for path in ignored]
     return FolderScan(classes, layout, names)
 
 
@@ -259,16 +264,16 @@ def check_readable_classes(
     classes: Sequence[str], train: Sequence[tuple[Path, int]], skipped: Sequence[tuple[str, str]], root: Path
 ) -> None:
     """Refuse a class none of whose training files can be read, as a class folder with no images is refused."""
-    reasons = dict(skipped)
+    reasons = dict(skipped)  # by display_path, as every list of skipped files names them
     files_of: dict[int, list[Path]] = {}
     for path, label in train:
         files_of.setdefault(label, []).append(path)
     for label, files in sorted(files_of.items()):
-        if all(str(path) in reasons for path in files):
-            example = files[0]
+        if all(display_path(path) in reasons for path in files):
+            example = display_path(files[0])
             raise ConvlabError(
                 f"Class '{classes[label]}' in '{root}' has no readable images: none of its {len(files)} files "
-                f"can be decoded (e.g. '{example}': {reasons[str(example)]}); replace them or remove its folder."
+                f"can be decoded (e.g. '{example}': {reasons[example]}); replace them or remove its folder."
             )
 
 
@@ -459,6 +464,7 @@ class FolderBundle(DataBundle):
                 [label for _, label in files],
                 self.in_chans,
                 folder_transform([n for n in augment if n not in BATCH_LEVEL], self.image_size, self.resize),
+                decode_target(augment, self.image_size, self.resize),
             )
             sampler = EpochBatchSampler(len(files), batch_size, shuffle, drop_last)
             workers = self.num_workers
@@ -493,14 +499,36 @@ class FolderBundle(DataBundle):
 
     def _record_bad(self, bad: list[tuple[str, str]]) -> None:
         known = {path for path, _ in self.skipped}
-        self.skipped += [item for item in bad if item[0] not in known]
+        named = [(display_path(path), reason) for path, reason in bad]
+        self.skipped += [item for item in named if item[0] not in known]
+
+
+def decode_target(
+    augment: Sequence[str], image_size: Sequence[int], rule: str
+) -> tuple[tuple[int, int], str] | None:
+    """The size and rule a worker decodes a file for (``decode_image_file`` shrinks a much larger file toward
+    them): the delivered size by the resize rule, so that a worker's image is the very pixels ``read_image``, the
+    decode-once cache, predict and serve give. None (the file's own size) for random-resized-crop, which may
+    keep any part of the picture, as little as 8% of it, at any scale."""
+    if "random-resized-crop" in parse_augment(list(augment)):
+        return None
+    return (int(image_size[0]), int(image_size[1])), rule
 
 
 class FolderDataset(Dataset):
-    """Item ``(index, sample_seed)`` -> (uint8 image, label, path, error or None)."""
+    """Item ``(index, sample_seed)`` -> (uint8 image, label, path, error or None); files are decoded for
+    ``target`` (size and rule: ``decode_target``; None: at their own size)."""
 
-    def __init__(self, files: list[str], labels: list[int], in_chans: int, transform) -> None:
+    def __init__(
+        self,
+        files: list[str],
+        labels: list[int],
+        in_chans: int,
+        transform,
+        target: tuple[Sequence[int], str] | None = None,
+    ) -> None:
         self.files, self.labels, self.in_chans, self.transform = files, labels, in_chans, transform
+        self.target = target
 
     def __len__(self) -> int:
         return len(self.files)
@@ -508,8 +536,9 @@ class FolderDataset(Dataset):
     def __getitem__(self, item: tuple[int, int]):
         index, sample_seed = item
         path, label = self.files[index], self.labels[index]
+        size, rule = self.target if self.target is not None else (None, "squash")
         try:
-            image = decode_image_file(path, self.in_chans)
+            image = decode_image_file(path, self.in_chans, image_size=size, resize=rule)
         except UnreadableImageError as error:
             return None, label, path, error.reason
         # transforms.v2 draws from torch's global CPU generator: seeding it per image makes the result
@@ -620,7 +649,7 @@ def load_folder(
         pick = torch.randperm(len(all_files), generator=sample)[:SAMPLE_SIZE]
         header_files = [all_files[i] for i in sorted(pick.tolist())]
     sizes, channels, unreadable = read_headers(header_files)
-    skipped += [(str(path), reason) for path, reason in unreadable]
+    skipped += [(display_path(path), reason) for path, reason in unreadable]
     bad = {path for path, _ in unreadable}
     if not sizes:
         raise bad_fraction_error(root, skipped, len(header_files), max_bad_fraction)
@@ -640,7 +669,7 @@ def load_folder(
                 moments.add(read_image(path, 3, target_size, resize))
                 per_file[path] = moments
             except UnreadableImageError as error:
-                skipped.append((str(path), error.reason))
+                skipped.append((display_path(path), error.reason))
                 bad.add(path)
     check_readable_classes(classes, layout["train"], skipped, root)
     checked = len(all_files) if full_decode else len(header_files)
@@ -671,7 +700,7 @@ def load_folder(
             try:
                 total.add(read_image(path, 3, target_size, resize))
             except UnreadableImageError as error:
-                skipped.append((str(path), error.reason))
+                skipped.append((display_path(path), error.reason))
                 bad.add(path)
         split_files = {
             split: [(p, label) for p, label in files if p not in bad] for split, files in split_files.items()

@@ -7,9 +7,12 @@ and what is accepted; the application turns it into ``{"error": ...}`` with that
 from __future__ import annotations
 
 import io
+import os
 import tempfile
+import threading
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -20,12 +23,18 @@ if TYPE_CHECKING:  # torch is loaded only when an upload is decoded, so `convlab
 
 MEGABYTE = 2**20
 DEFAULT_MAX_UPLOAD_MB = 10.0
-# PIL's own decompression-bomb threshold (Image.MAX_IMAGE_PIXELS, about 89.5 megapixels): one such
-# image decodes to 256 MiB of RGB, the most a server should spend on one upload.
+# convlab.data.images.MAX_PIXELS, the limit of every reader (PIL's own decompression-bomb threshold, about 89.5
+# megapixels), written out because this module stays torch-free so that `convlab serve --help` answers at once;
+# tests/serve/test_memory.py checks that the two agree. An image at the limit costs a decode about 341 MiB.
 DEFAULT_MAX_PIXELS = 89_478_485
-DEFAULT_MAX_FILES = (
-    32  # images in one batch request: 32 decoded images stay within a few GiB at the limit above
-)
+# Uploads decoded at once in one server process, each on one of this many threads kept for decoding. A decode
+# holds up to one raster of its image (4 bytes a pixel: about 341 MiB at the default limit), so any number of
+# concurrent requests of large images costs at most this many of those (tests/serve/test_memory.py). Threads of
+# their own, not a lock in the request threads: glibc keeps memory a thread freed in that thread's heap for its
+# next use, so a server whose 40 request threads each decoded once held 40 heaps' worth. Two keep two cores
+# busy, and decoding an image at a model's input size takes milliseconds beside the forward pass.
+DECODE_SLOTS = 2
+DEFAULT_MAX_FILES = 32  # images in one batch request, decoded one after another to the model's input size
 # A raw body must declare an image type; octet-stream is what curl --data-binary and many clients send.
 RAW_BODY_TYPES = ("image/", "application/octet-stream")
 
@@ -42,20 +51,11 @@ class BodyTooLarge(Exception):
     """Raised from inside the request stream when a body passes the limit; BodySizeLimit answers 413."""
 
 
-@cache
 def _pil_formats() -> dict[str, str]:
     """PIL format -> file suffix, for the formats the data package reads (its IMAGE_EXTENSIONS)."""
-    from PIL import Image
+    from convlab.data.images import pil_formats
 
-    from convlab.data import IMAGE_EXTENSIONS
-
-    Image.init()  # registers every plugin, so that MIME and the extension table are complete
-    formats: dict[str, str] = {}
-    for suffix in IMAGE_EXTENSIONS:
-        name = Image.registered_extensions().get(suffix)
-        if name is not None:
-            formats.setdefault(name, suffix)
-    return formats
+    return pil_formats()
 
 
 @cache
@@ -156,6 +156,21 @@ def sniff_image(data: bytes, name: str, max_pixels: int) -> str:
     return image_format
 
 
+_decoders: dict[int, ThreadPoolExecutor] = {}  # per process: a forked worker cannot use its parent's threads
+_decoders_lock = threading.Lock()
+
+
+def decoding_threads() -> ThreadPoolExecutor:
+    """This process's DECODE_SLOTS decoding threads (started on first use)."""
+    with _decoders_lock:
+        pool = _decoders.get(os.getpid())
+        if pool is None:
+            pool = _decoders[os.getpid()] = ThreadPoolExecutor(
+                DECODE_SLOTS, thread_name_prefix="convlab-decode"
+            )
+        return pool
+
+
 def decode_upload(
     data: bytes,
     name: str,
@@ -169,6 +184,7 @@ def decode_upload(
 
     The bytes go through the data package's ``read_image`` (one conversion for files and uploads), which
     reads paths: they are written to a temporary file with the suffix of the format found in the header.
+    The decoding runs on one of the process's DECODE_SLOTS decoding threads; the caller waits for it.
     """
     from convlab.data import read_image
 
@@ -177,7 +193,10 @@ def decode_upload(
         handle.write(data)
         handle.flush()
         try:
-            pixels = read_image(handle.name, in_chans, image_size, resize=resize)
+            decoding = decoding_threads().submit(
+                read_image, handle.name, in_chans, image_size, resize=resize, max_pixels=max_pixels
+            )
+            pixels = decoding.result()
         except ConvlabError as error:
             raise UploadRejected(400, str(error).replace(handle.name, name)) from None
     return pixels
