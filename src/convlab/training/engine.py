@@ -112,6 +112,13 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped_early: bool = False
 
+    def _repr_html_(self) -> str:
+        """In a notebook: what the run achieved, and its curves."""
+        from convlab.notebook import lines_html, png_html
+
+        lines = [_summary_line(self.run_dir, self.best_val_top1, self.best_epoch, self.test)]
+        return lines_html(lines) + png_html(self.run_dir / "curves.png", "loss, top-1 and learning rate")
+
 
 # ---------------------------------------------------------------------------------------------------------
 # The step and the epoch

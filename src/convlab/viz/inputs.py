@@ -37,6 +37,12 @@ class Visualisation:
     probability: float | None = None
     extra: dict = field(default_factory=dict)
 
+    def _repr_html_(self) -> str:
+        """In a notebook: the title and the picture (when one was drawn)."""
+        from convlab.notebook import escape, png_html
+
+        return f"<p>{escape(self.title)}</p>" + (png_html(self.png, self.title) if self.png else "")
+
 
 @dataclass
 class Subject:
