@@ -12,6 +12,7 @@ import sys
 
 from convlab import __version__
 from convlab.errors import ConvlabError, closest_names
+from convlab.files import WriteError
 
 # Sub-command modules, in the order `convlab --help` lists them.
 COMMANDS = (
@@ -108,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except WriteError as error:
+        # The disk or the folder failed, not the command line: status 1, where 2 says the usage was wrong.
+        print(f"convlab: error: {error}", file=sys.stderr)
+        return 1
     except ConvlabError as error:
         print(f"convlab: error: {error}", file=sys.stderr)
         return 2

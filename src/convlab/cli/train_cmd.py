@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from convlab.choices import (
@@ -20,7 +19,6 @@ from convlab.choices import (
     TRAINING_PRECISIONS,
 )
 from convlab.cli.options import model_option
-from convlab.files import WriteError
 from convlab.training.config import TrainConfig, resolve_config
 from convlab.training.recipes import RECIPES
 
@@ -201,10 +199,5 @@ def run(args: argparse.Namespace) -> int:
         resolve_config(getattr(args, "config", None), **settings)
     from convlab.training import train  # the engine, and all it runs on
 
-    try:
-        train(getattr(args, "config", None), **settings)
-    except WriteError as error:
-        # The disk or the folder failed, not the command line: status 1, where 2 says the usage was wrong.
-        print(f"convlab: error: {error}", file=sys.stderr)
-        return 1
+    train(getattr(args, "config", None), **settings)
     return 0

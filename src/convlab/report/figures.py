@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from convlab.data.images import display_path
 from convlab.record import RunRecord
 from convlab.runtime import logits_of, model_device
 from convlab.viz.cam import default_cam_layer, grad_cam_maps
@@ -58,7 +59,7 @@ def worst_classified(model: nn.Module, bundle, split: str, classes, n: int = MIS
     for i in order:
         p_true, index = scores[i]
         image, label, guess, p_guess = found[i]
-        name = str(files[index]) if files is not None else f"{split} image {index}"
+        name = display_path(files[index]) if files is not None else f"{split} image {index}"
         worst.append(Mistake(index, name, str(classes[label]), str(classes[guess]), p_guess, p_true, image))
     return worst
 
