@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.convlab-installed
 FASHION_MNIST_SYSTEM := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: demo test lint data install clean bench
+.PHONY: demo test lint data install clean bench experiments
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,29 @@ demo: $(STAMP) data
 # --quick` takes a few): the table goes to benchmarks/results/latest.json and docs/performance.md.
 bench: $(STAMP) data
 	$(PY) benchmarks/run.py
+
+# The lectures' claims as experiments (docs/experiments.md): each one command, each within 15 minutes on
+# two CPU cores. Results go to runs/experiments/ (rewritten on each run); the docs quote them.
+EXPERIMENTS := runs/experiments
+CONVLAB := $(VENV)/bin/convlab
+experiments: $(STAMP) data
+	rm -rf $(EXPERIMENTS)
+	$(CONVLAB) sweep --out $(EXPERIMENTS)/optimizers --model lenet5 --data fashion-mnist --epochs 5 \
+		--vary optimizer=sgd,momentum,nesterov,adagrad,adadelta,rmsprop,adam
+	$(CONVLAB) sweep --out $(EXPERIMENTS)/activations --model mlp --option "hidden=[100,100,100,100,100,100,100,100,100]" \
+		--data fashion-mnist --epochs 3 --log-gradients 100 --vary activation=sigmoid,tanh,relu
+	for run in $(EXPERIMENTS)/activations/0*; do $(CONVLAB) plot $$run --what gradients; done
+	$(CONVLAB) sweep --out $(EXPERIMENTS)/clipping --model lenet5 --option activation=relu --data fashion-mnist \
+		--optimizer sgd --lr 2.0 --epochs 3 --vary clip_value=null,0.01 --vary clip_norm=null,1.0
+	$(CONVLAB) sweep --out $(EXPERIMENTS)/batch-norm --model vgg_mini --data fashion-mnist --optimizer sgd \
+		--epochs 3 --vary batch_norm=true,false --vary lr=0.05,0.5
+	$(CONVLAB) sweep --out $(EXPERIMENTS)/degradation --data fashion-mnist --limit 10000 --epochs 5 \
+		--warmup-epochs 1 --amp bf16 --channels-last --vary model=plain20,plain56,resnet20,resnet56
+	$(CONVLAB) sweep --out $(EXPERIMENTS)/receptive-field --data fashion-mnist --limit 20000 --epochs 3 \
+		--vary model=examples/receptive_field.py:one_7x7,examples/receptive_field.py:three_3x3
+	$(CONVLAB) lr-find --out $(EXPERIMENTS)/lr-find --model lenet5 --data fashion-mnist --optimizer momentum
+	$(CONVLAB) sweep --out $(EXPERIMENTS)/learning-rates --model lenet5 --data fashion-mnist --optimizer momentum \
+		--epochs 3 --vary lr=auto,0.001,0.01,0.1,1.0
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
