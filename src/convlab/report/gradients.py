@@ -4,7 +4,6 @@ gradients.csv (``convlab train --log-gradients``); ``convlab plot RUN --what gra
 from __future__ import annotations
 
 import csv
-import math
 from pathlib import Path
 from typing import Any
 
@@ -88,9 +87,9 @@ def plot_gradients(rows: list[dict], out_png: Path, title: str | None = None) ->
     ratio_axes.axhline(1e-3, color="grey", linestyle="--", linewidth=1)
     time_axes.legend(fontsize="x-small", ncol=2)
     for axes in (depth_axes, time_axes, ratio_axes):
-        values = [line.get_ydata() for line in axes.get_lines()]
-        if all(v > 0 for series in values for v in series if not math.isnan(v)):
-            axes.set_yscale("log")  # norms span orders of magnitude across depth
+        # norms span orders of magnitude across depth; a zero (a frozen layer, the last step of a schedule
+        # that ends at lr 0) is left off the log scale rather than forcing a linear one
+        axes.set_yscale("log", nonpositive="mask")
         axes.grid(alpha=0.3)
     time_axes.set_xlabel("step")
     ratio_axes.set_xlabel("step")
