@@ -344,6 +344,18 @@ def folder_pipeline(work: Path, threads: int, quick: bool) -> dict:
     return row
 
 
+def distributed(quick: bool) -> dict:
+    """7. training images/s on one process against several (DistributedDataParallel), this machine's cores
+    shared out: benchmarks/bench_distributed.py."""
+    from bench_distributed import cpu_sides, efficiencies, scaling
+
+    sides = cpu_sides(os.cpu_count() or 1)
+    log(f"distributed training: LeNet-5 on Fashion-MNIST, {', '.join(sides)}")
+    row = scaling(sides, repeats=1 if quick else 3, images=12000 if quick else 30000)
+    row["efficiency"] = efficiencies(row)
+    return row
+
+
 def command_line(quick: bool) -> dict:
     """6. wall seconds of `convlab --help`, `conv-arith` and usage errors (no torch), against `python -c pass`."""
     rounds = 5 if quick else 15
@@ -561,6 +573,16 @@ def markdown(results: dict) -> str:
             f"| the command without torch: wall seconds (median) | `python -c pass` {floor:.3f} s; "
             f"`import torch` {torch_start:.2f} s | {answered} | |"
         )
+    if "distributed" in results:
+        row = results["distributed"]
+        med = row["medians"]
+        several = next(name for name, side in row["sides"].items() if side["processes"] > 1)
+        efficiency = ", ".join(f"{name}: {value:.0%}" for name, value in row["efficiency"].items())
+        lines.append(
+            f"| LeNet-5 training on {several} (DistributedDataParallel, batch {row['batch']} in all): "
+            f"images/s | {', '.join(f'{side} {value:,.0f}' for side, value in med.items() if side != several)} | "
+            f"{med[several]:,.0f} | {efficiency} |"
+        )
     for name, run in results.get("recipes", {}).items():
         lines.append(
             f"| `convlab train --recipe {name}` ({run['model']}, {run['epochs']} epochs), end to end: "
@@ -600,7 +622,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        default="training,time_to_90,inference,folder,cli,recipes",
+        default="training,time_to_90,inference,folder,cli,recipes,distributed",
         help="comma-separated parts to run (default: all)",
     )
     parser.add_argument(
@@ -671,6 +693,8 @@ def main() -> None:
             results["cli"] = command_line(args.quick)
         if "recipes" in parts and not args.quick:
             results["recipes"] = recipes(threads, recipe_names)
+        if "distributed" in parts:
+            results["distributed"] = distributed(args.quick)
     results["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     results["seconds"] = round(time.perf_counter() - start, 1)
     results["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from typing import Any
 
 from convlab.choices import (
@@ -19,8 +21,13 @@ from convlab.choices import (
     TRAINING_PRECISIONS,
 )
 from convlab.cli.options import model_option
-from convlab.training.config import TrainConfig, resolve_config
+from convlab.errors import ConvlabError
+from convlab.training.config import TrainConfig, check_distributed, environment_world, resolve_config
 from convlab.training.recipes import RECIPES
+
+# How `convlab train` is launched, not a setting of the run: the commands that share its flags (sweep,
+# lr-find) train on one process and do not take it.
+LAUNCH_FLAGS = ("--nproc",)
 
 
 def add_parser(subparsers) -> None:
@@ -33,15 +40,18 @@ def add_parser(subparsers) -> None:
         "and a report.",
         argument_default=argparse.SUPPRESS,  # only flags actually given override the config file
     )
-    add_training_flags(parser)
+    add_training_flags(parser, launcher=True)
     parser.set_defaults(func=run)
 
 
-def add_training_flags(parser, leave_out: tuple[str, ...] = (), title_prefix: str = "") -> None:
+def add_training_flags(
+    parser, leave_out: tuple[str, ...] = (), title_prefix: str = "", launcher: bool = False
+) -> None:
     """Every flag of ``convlab train`` but ``leave_out``, in its --help groups: the commands that train
-    (sweep, lr-find) take the same settings the same way."""
+    (sweep, lr-find) take the same settings the same way; ``launcher``: also LAUNCH_FLAGS (train's own)."""
     takes = _what_flags_take()
     assert set(takes) <= {flag for helps in _flag_helps().values() for flag in helps}, "a flag without help"
+    leave_out = leave_out if launcher else (*leave_out, *LAUNCH_FLAGS)
     for title, helps in _flag_helps().items():
         if title is None and not title_prefix:
             group = parser
@@ -122,6 +132,10 @@ def _flag_helps() -> dict[str | None, dict[str, str]]:
             "--log-gradients": f"every EVERY optimizer steps (default {DEFAULT_GRADIENT_EVERY} when given without a number), write each layer's gradient norm, weight norm, update ratio (update / weight norm) and the fraction of dead (ReLU) or saturated (sigmoid, tanh) units after it to gradients.csv and TensorBoard; `convlab plot RUN --what gradients` draws them (default: off, which costs nothing)",
             "--checkpoint-every": "also save the resumable state (state.pt) every N optimizer steps inside an epoch, so that a killed run loses at most N steps and --resume continues from there exactly (default: at the end of each epoch only)",
         },
+        "distributed (several processes, GPUs or machines: docs/distributed.md)": {
+            "--nproc": "train on N processes of this machine with PyTorch's DistributedDataParallel, as `torchrun --nproc-per-node N -m convlab train ...` does (which also spans machines): gloo on CPUs, NCCL and one GPU per process on CUDA; --batch-size is the batch of all N together, and --threads each one's (auto: the idle cores shared out); a --resume takes the same N (default: one process)",
+            "--sync-bn": "distributed on GPUs: BatchNorm normalises with the statistics of the whole batch, all the processes' parts together (SyncBatchNorm), not each process's part (default: off)",
+        },
     }
 
 
@@ -174,6 +188,8 @@ def _what_flags_take() -> dict[str, dict[str, Any]]:
         "--out": {"metavar": "DIR"},
         "--resume": {"metavar": "RUN_DIR"},
         "--checkpoint-every": {"type": int, "metavar": "N"},
+        "--nproc": {"type": _processes, "metavar": "N"},
+        "--sync-bn": switch,
         "--log-gradients": {"type": int, "metavar": "EVERY", "nargs": "?", "const": DEFAULT_GRADIENT_EVERY},
     }
 
@@ -190,14 +206,84 @@ def _learning_rate(text: str) -> float | str:
         ) from None
 
 
+def _processes(text: str) -> int:
+    """``--nproc``: a positive number of processes."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of processes; give 1 or more.")
+    return number
+
+
 def run(args: argparse.Namespace) -> int:
     settings = {key: value for key, value in vars(args).items() if key not in ("func", "command", "config")}
+    processes = settings.pop("nproc", 1)
     if "options" in settings:
         settings["options"] = dict(settings["options"])
     if "resume" not in settings:
         # Settings are checked before the engine (and torch) loads: a mistyped name is answered at once.
-        resolve_config(getattr(args, "config", None), **settings)
+        launched_on = processes if processes > 1 else environment_world()[1]  # --nproc, or torchrun's
+        check_distributed(resolve_config(getattr(args, "config", None), **settings), launched_on)
+    if processes > 1:
+        return _launch(args, processes, settings.get("threads"))
     from convlab.training import train  # the engine, and all it runs on
+    from convlab.training.distributed import PEER_LOST_STATUS, PeerLost, launched_by_convlab
 
-    train(getattr(args, "config", None), **settings)
+    rank, _ = environment_world()
+    try:
+        train(getattr(args, "config", None), **settings)
+    except ConvlabError as error:
+        # In a distributed run process 0 speaks for the run: every process stops on the same error, and the
+        # others end quietly (with status 0, so that the launcher does not end process 0 before it has said
+        # why). A lost process is said by the launcher of `--nproc`, or by process 0 under torchrun.
+        if isinstance(error, PeerLost) and (rank or launched_by_convlab()):
+            raise SystemExit(PEER_LOST_STATUS) from None
+        if rank:
+            raise SystemExit(0) from None
+        raise
+    except KeyboardInterrupt:  # Ctrl-C reaches every process of the launch; process 0 says it
+        if rank:
+            raise SystemExit(130) from None
+        raise
     return 0
+
+
+def _launch(args: argparse.Namespace, processes: int, threads: int | str | None) -> int:
+    """``--nproc N``: this command on N processes (training.distributed.launch); a process that died is said
+    here, in one sentence, with exit status 1."""
+    from convlab.training.distributed import launch
+
+    if environment_world()[1] > 1:
+        raise ConvlabError(
+            "--nproc starts the processes itself, and this process is one of a distributed launch already "
+            "(torchrun); leave --nproc out."
+        )
+    launched = launch(processes, command_line(args), threads)
+    if launched.message:
+        print(f"convlab: error: {launched.message}", file=sys.stderr)
+    return launched.status
+
+
+def command_line(args: argparse.Namespace) -> list[str]:
+    """The flags ``args`` was parsed from, but the LAUNCH_FLAGS: what each process of ``--nproc`` is given.
+    Only the flags given are in ``args`` (argparse.SUPPRESS), each written as ``--flag=value`` so that a
+    value starting with a dash stays a value."""
+    given, takes = vars(args), _what_flags_take()
+    words = []
+    for flag in [flag for helps in _flag_helps().values() for flag in helps]:
+        options = takes.get(flag, {})
+        dest = options.get("dest", flag[2:].replace("-", "_"))
+        if flag in LAUNCH_FLAGS or dest not in given:
+            continue
+        value = given[dest]
+        if options.get("action") is argparse.BooleanOptionalAction:
+            words.append(flag if value else f"--no-{flag[2:]}")
+        elif options.get("action") == "store_true":
+            words.append(flag)
+        elif flag == "--option":  # (key, value read as YAML) pairs; JSON is YAML that reads back alike
+            words += [f"--option={key}={json.dumps(item, default=str)}" for key, item in value]
+        else:
+            words.append(f"{flag}={value}")
+    return words

@@ -105,11 +105,17 @@ class DataBundle(ABC):
         seed: int = 0,
         device: str | torch.device = "cpu",
         drop_last: bool = False,
+        shard: Shard | None = None,
     ) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
         """Normalised (images, labels) batches of ``split`` on ``device``, a fresh pass per iteration;
-        the order (``shuffle``) and the ``augment`` draws depend on (``seed``, ``epoch``) only."""
+        the order (``shuffle``) and the ``augment`` draws depend on (``seed``, ``epoch``) only.
+
+        ``shard``: one process's part of each batch in a distributed run (``Shard``); ``batch_size`` stays
+        the batch of all the processes together."""
         if int(batch_size) < 1:
             raise ConvlabError(f"Batch size must be a positive integer, got {batch_size}.")
+        if shard is not None:
+            shard.check(int(batch_size))
         names = parse_augment(augment)
         return self._loader(
             self.check_split(split),
@@ -120,6 +126,7 @@ class DataBundle(ABC):
             seed=int(seed),
             device=torch.device(device),
             drop_last=bool(drop_last),
+            shard=shard,
         )
 
     def resized(self, image_size: tuple[int, int]) -> DataBundle:
@@ -142,6 +149,7 @@ class DataBundle(ABC):
         seed: int,
         device: torch.device,
         drop_last: bool,
+        shard: Shard | None,
     ) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
         """Implemented by MemoryBundle and FolderBundle: ``loader`` with its arguments checked."""
 
@@ -238,6 +246,47 @@ def shuffled_order(num_images: int, seed: int, epoch: int) -> torch.Tensor:
 def batch_count(num_images: int, batch_size: int, drop_last: bool) -> int:
     """Batches in one pass: the last, smaller batch counts unless ``drop_last``."""
     return num_images // batch_size if drop_last else math.ceil(num_images / batch_size)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Process ``rank``'s part of every batch in a distributed run of ``world`` processes
+    (convlab.training.distributed): each batch of ``batch_size`` images, in the order a single process
+    takes them, is cut into ``world`` consecutive parts of ``batch_size / world``, and the process takes
+    part ``rank``. So the processes' parts of one step are that step's batch of a single process, no image
+    is in two parts, and the parts of an epoch together are the whole epoch. (torch's DistributedSampler
+    deals images out by stride and pads the last round with repeats; this keeps convlab's batches.)
+
+    A full batch gives every process an equal part; the parts of a last, smaller batch are cut the same
+    way, so some may be short or empty, and an empty part is no batch at all (evaluation only: training
+    drops a smaller last batch under a distributed run)."""
+
+    rank: int
+    world: int
+
+    def check(self, batch_size: int) -> None:
+        if batch_size % self.world:
+            raise ConvlabError(
+                f"A batch of {batch_size} images does not split evenly over {self.world} processes; give a "
+                f"multiple of {self.world}."
+            )
+
+    def part(self, batch: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """This process's part of ``batch`` (indices of one batch of ``batch_size``, or fewer for the last)."""
+        size = batch_size // self.world
+        return batch[self.rank * size : (self.rank + 1) * size]
+
+    def batches(self, num_images: int, batch_size: int, drop_last: bool) -> int:
+        """How many non-empty parts this process gets in one pass."""
+        full, rest = divmod(num_images, batch_size)
+        return full + int(not drop_last and rest > self.rank * (batch_size // self.world))
+
+
+def augment_generator(seed: int, epoch: int, shard: Shard | None) -> torch.Generator:
+    """The batched augmentation's draws of an epoch: each process of a distributed run its own stream, as
+    its images are its own."""
+    keys = (seed, epoch, AUGMENT_STREAM) if shard is None else (seed, epoch, AUGMENT_STREAM, shard.rank)
+    return seeded_generator(*keys)
 
 
 @dataclass(frozen=True)

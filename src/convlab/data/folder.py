@@ -32,10 +32,11 @@ from torch.utils.data import DataLoader, Dataset
 from convlab.choices import parse_augment
 from convlab.data.augment import BATCH_LEVEL, BatchAugment, folder_transform
 from convlab.data.bundle import (
-    AUGMENT_STREAM,
     IMAGE_SEED_STREAM,
     DataBundle,
     Holdout,
+    Shard,
+    augment_generator,
     batch_count,
     check_target,
     limited_subset,
@@ -451,12 +452,13 @@ class FolderBundle(DataBundle):
         seed: int,
         device: torch.device,
         drop_last: bool,
+        shard: Shard | None,
     ) -> FolderLoader:
         batch_level = [name for name in augment if name in BATCH_LEVEL]
         augmenter = BatchAugment(
             batch_level, self.mean, self.std, self.image_size, self.in_chans, self.lighting
         )
-        key = (split, batch_size, shuffle, tuple(augment), drop_last, device.type, self.num_workers)
+        key = (split, batch_size, shuffle, tuple(augment), drop_last, device.type, self.num_workers, shard)
         if key not in self._loaders:  # kept, so that persistent workers live across epochs
             files = self._split_files[split]
             dataset = FolderDataset(
@@ -466,7 +468,7 @@ class FolderBundle(DataBundle):
                 folder_transform([n for n in augment if n not in BATCH_LEVEL], self.image_size, self.resize),
                 decode_target(augment, self.image_size, self.resize),
             )
-            sampler = EpochBatchSampler(len(files), batch_size, shuffle, drop_last)
+            sampler = EpochBatchSampler(len(files), batch_size, shuffle, drop_last, shard)
             workers = self.num_workers
             dataloader = DataLoader(
                 dataset,
@@ -478,7 +480,7 @@ class FolderBundle(DataBundle):
             )
             self._loaders[key] = (dataloader, sampler)
         dataloader, sampler = self._loaders[key]
-        return FolderLoader(self, dataloader, sampler, augmenter, epoch, seed, device)
+        return FolderLoader(self, dataloader, sampler, augmenter, epoch, seed, device, shard)
 
     def _converted(self, in_chans: int, image_size: Sequence[int]) -> FolderBundle:
         """Same files delivered at another size or channels (statistics: those measured at the scan size)."""
@@ -560,18 +562,25 @@ def collate_skipping_bad(samples):
 
 
 class EpochBatchSampler:
-    """Batches of (index, per-image seed) in an order fixed by (seed, epoch), which are set before each pass."""
+    """Batches of (index, per-image seed) in an order fixed by (seed, epoch), which are set before each pass;
+    with a ``shard``, this process's part of each batch (the per-image seeds stay the image's own, so an
+    image is transformed alike whichever process reads it)."""
 
-    def __init__(self, num_images: int, batch_size: int, shuffle: bool, drop_last: bool) -> None:
+    def __init__(
+        self, num_images: int, batch_size: int, shuffle: bool, drop_last: bool, shard: Shard | None = None
+    ) -> None:
         self.num_images, self.batch_size, self.shuffle, self.drop_last = (
             num_images,
             batch_size,
             shuffle,
             drop_last,
         )
+        self.shard = shard
         self.seed, self.epoch = 0, 0
 
     def __len__(self) -> int:
+        if self.shard is not None:
+            return self.shard.batches(self.num_images, self.batch_size, self.drop_last)
         return batch_count(self.num_images, self.batch_size, self.drop_last)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
@@ -582,9 +591,13 @@ class EpochBatchSampler:
         image_seeds = torch.randint(
             0, 2**62, (self.num_images,), generator=seeded_generator(self.seed, self.epoch, IMAGE_SEED_STREAM)
         )
-        for batch in range(len(self)):
-            indices = order[batch * self.batch_size : (batch + 1) * self.batch_size].tolist()
-            yield [(index, int(image_seeds[index])) for index in indices]
+        for batch in range(batch_count(self.num_images, self.batch_size, self.drop_last)):
+            indices = order[batch * self.batch_size : (batch + 1) * self.batch_size]
+            if self.shard is not None:
+                indices = self.shard.part(indices, self.batch_size)
+                if indices.numel() == 0:
+                    continue
+            yield [(index, int(image_seeds[index])) for index in indices.tolist()]
 
 
 class FolderLoader:
@@ -599,16 +612,17 @@ class FolderLoader:
         epoch: int,
         seed: int,
         device: torch.device,
+        shard: Shard | None = None,
     ) -> None:
         self.bundle, self.dataloader, self.sampler, self.augmenter = bundle, dataloader, sampler, augmenter
-        self.epoch, self.seed, self.device = epoch, seed, device
+        self.epoch, self.seed, self.device, self.shard = epoch, seed, device, shard
 
     def __len__(self) -> int:
         return len(self.sampler)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.sampler.seed, self.sampler.epoch = self.seed, self.epoch
-        generator = seeded_generator(self.seed, self.epoch, AUGMENT_STREAM)
+        generator = augment_generator(self.seed, self.epoch, self.shard)
         for images, labels, bad in self.dataloader:
             if bad:
                 self.bundle._record_bad(bad)

@@ -13,14 +13,14 @@ import torch
 
 from convlab.data.augment import BatchAugment
 from convlab.data.bundle import (
-    AUGMENT_STREAM,
     DataBundle,
     Holdout,
+    Shard,
+    augment_generator,
     batch_count,
     check_target,
     limited_subset,
     resolve_classes,
-    seeded_generator,
     select_classes,
     shuffled_order,
     stratified_split,
@@ -115,11 +115,14 @@ class MemoryBundle(DataBundle):
         seed: int,
         device: torch.device,
         drop_last: bool,
+        shard: Shard | None,
     ) -> MemoryLoader:
         augmenter = BatchAugment(
             augment, self.mean, self.std, self.image_size, self.in_chans, lighting=self.lighting
         )
-        return MemoryLoader(self, split, batch_size, shuffle, augmenter, epoch, seed, device, drop_last)
+        return MemoryLoader(
+            self, split, batch_size, shuffle, augmenter, epoch, seed, device, drop_last, shard
+        )
 
     def _converted(self, in_chans: int, image_size: Sequence[int]) -> MemoryBundle:
         return MemoryBundle(
@@ -192,7 +195,8 @@ class MemoryBundle(DataBundle):
 
 
 class MemoryLoader:
-    """Batches of one split: a fresh iterator each time; order and augmentation fixed by (seed, epoch)."""
+    """Batches of one split: a fresh iterator each time; order and augmentation fixed by (seed, epoch). With a
+    ``shard``, this process's part of each batch: every process draws the same order and takes its slice."""
 
     def __init__(
         self,
@@ -205,13 +209,16 @@ class MemoryLoader:
         seed: int,
         device: torch.device,
         drop_last: bool,
+        shard: Shard | None = None,
     ) -> None:
         self.bundle, self.split, self.batch_size = bundle, split, batch_size
         self.shuffle, self.augmenter, self.epoch, self.seed = shuffle, augmenter, epoch, seed
-        self.device, self.drop_last = device, drop_last
+        self.device, self.drop_last, self.shard = device, drop_last, shard
         self.num_images = bundle._split_indices[split].numel()
 
     def __len__(self) -> int:
+        if self.shard is not None:
+            return self.shard.batches(self.num_images, self.batch_size, self.drop_last)
         return batch_count(self.num_images, self.batch_size, self.drop_last)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -221,9 +228,13 @@ class MemoryLoader:
         if self.shuffle:  # its own stream: the order does not change when augmentations are added
             order = order[shuffled_order(order.numel(), self.seed, self.epoch)]
         order = order.to(self.device)
-        generator = seeded_generator(self.seed, self.epoch, AUGMENT_STREAM)
-        for batch in range(len(self)):
+        generator = augment_generator(self.seed, self.epoch, self.shard)
+        for batch in range(batch_count(self.num_images, self.batch_size, self.drop_last)):
             indices = order[batch * self.batch_size : (batch + 1) * self.batch_size]
+            if self.shard is not None:
+                indices = self.shard.part(indices, self.batch_size)
+                if indices.numel() == 0:
+                    continue
             # index_select, not images[indices]: far faster on the CPU (docs/performance.md#smaller-measured-choices)
             batch_images = images.index_select(0, indices)
             if bundle._expand_channels:

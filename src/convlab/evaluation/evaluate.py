@@ -19,6 +19,7 @@ from torch import nn
 from convlab.checkpoint import load_checkpoint, resolve_checkpoint
 from convlab.choices import check_tta
 from convlab.data import load_data
+from convlab.data.bundle import Shard
 from convlab.data.load import source_kind
 from convlab.errors import ConvlabError
 from convlab.evaluation.metrics import confusion_matrix, per_class_scores, top_k_hits
@@ -95,6 +96,7 @@ def evaluate_model(
     amp: str | bool = "off",
     input_correction: tuple[torch.Tensor, torch.Tensor] | None = None,
     classes: Sequence[str] | None = None,
+    shard: Shard | None = None,
 ) -> EvalResult:
     """Run ``model`` over ``bundle``'s ``split`` once, without autograd, and measure it.
 
@@ -104,6 +106,11 @@ def evaluate_model(
     to the statistics the model was trained with (``x * scale + shift``). ``classes`` are the model's
     classes in its output order, for data that may list them in another order (a held-out folder's
     sorted sub-folders): labels are matched by name (``match_classes``) and the result is in the model's order.
+
+    ``shard`` (a distributed run, every process calling with its own): each process evaluates every
+    ``world``-th batch of ``batch_size``, the very batches a single process evaluates, and the sums (loss,
+    hits, confusion, count) are added up over the processes (``torch.distributed.all_reduce``), so every
+    process gets the figures one process would report.
     """
     tta = check_tta(tta)
     device = torch.device(device)
@@ -130,8 +137,15 @@ def evaluate_model(
     model.to(device)
     model.eval()
     try:
+        # A shard's part of batches of batch_size x world is one single-process batch of batch_size: the same
+        # images in the same batches give the same logits, so the sums below add up to a single process's.
+        batches = (
+            bundle.loader(split, batch_size, shuffle=False, device=device)
+            if shard is None
+            else bundle.loader(split, batch_size * shard.world, shuffle=False, device=device, shard=shard)
+        )
         with torch.inference_mode():
-            for images, targets in bundle.loader(split, batch_size, shuffle=False, device=device):
+            for images, targets in batches:
                 if input_correction is not None:
                     images = images * scale + shift
                 if relabel is not None:
@@ -155,6 +169,13 @@ def evaluate_model(
                 n += targets.shape[0]
     finally:
         model.train(was_training)
+    if shard is not None:
+        counted = torch.tensor(n, dtype=torch.int64, device=device)
+        # float64 has 29 more bits than the float32 batch sums it adds: unless they differ in size by more than
+        # 2^29, no addition rounds, so the order the processes add them in changes nothing
+        for total in (total_loss, hits, confusion, counted):
+            torch.distributed.all_reduce(total)
+        n = int(counted)
     if n == 0:
         raise ConvlabError(f"The '{split}' split of data '{bundle.name}' is empty: nothing to evaluate.")
     matrix = confusion.cpu()

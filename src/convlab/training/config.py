@@ -70,6 +70,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model for training (pays only when steps are long enough)
     # torch intra-op threads: N, "auto" (the idle cores: convlab.threads), None (as the process has)
     threads: int | str | None = "auto"
+    # a distributed run on GPUs: BatchNorm normalises with the statistics of the whole batch, every
+    # process's part together (torch's SyncBatchNorm), instead of each process's part alone
+    sync_bn: bool = False
     seed: int = 0
     out: str | None = None  # None: runs/<model>-<data>-<YYYYmmdd-HHMMSS>
     resume: str | None = None
@@ -502,7 +505,7 @@ def check_speed_levers(config: TrainConfig) -> None:
     if config.recipe is not None:
         config.recipe = str(config.recipe)
         recipe_settings(config.recipe)  # an unknown name: ConvlabError listing the recipes
-    for name in ("channels_last", "compile"):
+    for name in ("channels_last", "compile", "sync_bn"):
         if not isinstance(getattr(config, name), bool):
             raise ConvlabError(f"{setting_label(name)} must be true or false, got {getattr(config, name)!r}.")
     threads = config.threads
@@ -510,6 +513,47 @@ def check_speed_levers(config: TrainConfig) -> None:
     if not (threads is None or isinstance(threads, int) or (isinstance(threads, str) and threads.isascii())):
         raise ConvlabError(f"threads must be a positive integer or 'auto' (the idle cores), got {threads!r}.")
     config.threads = parse_threads(config.threads)
+
+
+def environment_world() -> tuple[int, int]:
+    """(RANK, WORLD_SIZE) as torchrun sets them for each process it starts; (0, 1) outside a distributed
+    launch (convlab.training.distributed). Here, torch-free, for the command line's checks."""
+    try:
+        return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 0, 1
+
+
+def check_distributed(config: TrainConfig, processes: int) -> None:
+    """Refuse, in one sentence each, the settings a run on ``processes`` processes cannot take
+    (docs/distributed.md): those that train on one process by nature, and a batch that does not split."""
+    if processes <= 1:
+        if config.sync_bn:
+            raise ConvlabError(
+                f"{setting_label('sync_bn')} synchronises BatchNorm across the processes of a distributed run, "
+                "and this run has one; launch it with --nproc N or torchrun, or leave sync_bn out."
+            )
+        return
+    if config.folds is not None and config.fold is None:
+        raise ConvlabError(
+            f"{setting_label('folds')} trains its folds one after another on one process; to train a fold on "
+            f"{processes} processes, give {setting_label('fold')} N and run each fold in turn."
+        )
+    if config.transfer == "linear-probe":
+        raise ConvlabError(
+            f"{setting_label('transfer')} linear-probe is one fit on one process, with no epochs to share out; "
+            "run it without --nproc or torchrun."
+        )
+    if config.lr == "auto":
+        raise ConvlabError(
+            f"{setting_label('lr')} auto runs the range test on one process; run `convlab lr-find` with the same "
+            "settings (and the batch size of all the processes together) and give its rate to --lr."
+        )
+    if config.batch_size is not None and config.batch_size % processes:
+        raise ConvlabError(
+            f"{setting_label('batch_size')} {config.batch_size} is the batch of all {processes} processes "
+            f"together and must split evenly between them; give a multiple of {processes}."
+        )
 
 
 def save_config(config: TrainConfig, path: Path) -> None:

@@ -14,11 +14,12 @@ import errno
 import io
 import itertools
 import math
+import os
 import re
 import threading
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,24 @@ from convlab.report import METRIC_COLUMNS, write_report
 from convlab.runtime import check_device
 from convlab.speed import use_fast_layers
 from convlab.threads import resolve_threads
-from convlab.training.config import FIELDS, TrainConfig, load_config_file, resolve_config, save_config
+from convlab.training.config import (
+    FIELDS,
+    TrainConfig,
+    check_distributed,
+    load_config_file,
+    resolve_config,
+    save_config,
+)
 from convlab.training.crossval import CrossValidation, cross_validate
+from convlab.training.distributed import (
+    CHECK_EVERY,
+    RUN_DIR_NOTE,
+    SOLO,
+    Group,
+    is_collective_failure,
+    peer_lost,
+    process_group,
+)
 from convlab.training.gradients import GradientLog
 from convlab.training.inputs import (
     MIN_VAL_PER_CLASS,
@@ -63,7 +80,15 @@ from convlab.training.lr_range import CSV_FILE as LR_FIND_CSV
 from convlab.training.lr_range import DEFAULT_END, DEFAULT_START, DEFAULT_STEPS, LRRangeTest, range_test
 from convlab.training.optim import Schedule, build_optimizer
 from convlab.training.progress import TrainProgress, epoch_line
-from convlab.training.state import load_state, restore_rng, save_state, seed_everything
+from convlab.training.state import (
+    Kept,
+    load_state,
+    restore_rng,
+    rng_state,
+    save_state,
+    saved_position,
+    seed_everything,
+)
 from convlab.transfer import freeze_batchnorm
 from convlab.transfer.run import (
     TransferRun,
@@ -205,16 +230,19 @@ def train_one_epoch(
     position: EpochPosition | None = None,
     checkpoint=None,
     gradients: GradientLog | None = None,
+    group: Group = SOLO,
 ) -> dict[str, float]:
     """Train over ``loader`` once. Sums stay on the device and are read only when the bar refreshes.
 
     ``position`` continues the epoch from an in-epoch checkpoint. ``checkpoint(position)`` is called
     after every ``config.checkpoint_every``-th step of the epoch but its last (the epoch's end saves then).
+    In a distributed run (``group``) the figures returned are the sums over every process's part, the loss is
+    checked on every process at the same steps, and ``checkpoint`` gets the sums so far of every process.
     """
     model.train()
-    # Transfer: a frozen backbone's BatchNorm keeps its statistics (torch.compile's wrapper holds the model
-    # as _orig_mod; train() above reaches it through the wrapper).
-    freeze_batchnorm(getattr(model, "_orig_mod", model))
+    # Transfer: a frozen backbone's BatchNorm keeps its statistics (train() above reaches the model through
+    # the wrappers torch.compile and DDP put around it).
+    freeze_batchnorm(unwrapped(model))
     device = next(model.parameters()).device
     if position is None:
         position = EpochPosition(
@@ -244,15 +272,19 @@ def train_one_epoch(
     def elapsed() -> float:
         return position.seconds + time.perf_counter() - start
 
-    def check_and_report(steps_done: int) -> None:
-        bad = int(first_bad_step)  # one device sync
+    def check() -> None:
+        """Stop on a non-finite loss: a device sync, and in a distributed run a collective (every process
+        checks at the same steps and stops at the first bad step of any)."""
+        bad = group.first_bad_step(first_bad_step)
         if bad >= 0:
-            raise NonFiniteLoss(bad, float(first_bad_loss))
+            raise NonFiniteLoss(bad, group.bad_value(first_bad_step, first_bad_loss, bad))
+
+    def report(steps_done: int) -> None:
         progress.update(
             steps_done,
             float(loss_sum) / max(seen, 1),
             int(correct) / max(seen, 1),
-            seen / max(elapsed(), 1e-9),
+            seen * group.world / max(elapsed(), 1e-9),  # every process takes as many images a step
         )
 
     for step, (images, labels) in enumerate(batches, start=position.steps + 1):
@@ -266,18 +298,43 @@ def train_one_epoch(
         first_bad_step = torch.where(newly_bad, step, first_bad_step)
         first_bad_loss = torch.where(newly_bad, loss.float(), first_bad_loss)
         seen += batch
+        group.stepped()
+        # One process checks whenever the bar is due; the processes of a distributed run at fixed steps,
+        # which they all reach, and the bar shows process 0's own part.
+        if group.distributed and step % CHECK_EVERY == 0:
+            check()
         if progress.due():
-            check_and_report(step)
+            if not group.distributed:
+                check()
+            report(step)
         if every is not None and checkpoint is not None and step % every == 0 and step < total:
-            check_and_report(step)  # a non-finite loss stops the run before it is saved
+            check()  # a non-finite loss stops the run before it is saved
             checkpoint(EpochPosition(step, position.lr, elapsed(), loss_sum, correct, seen))
-    check_and_report(total)
+    check()
+    report(total)
+    # the epoch's figures: every process's sums (float64 holds the counts exactly)
+    totals = group.sum(
+        torch.stack(
+            [
+                loss_sum.double(),
+                correct.double(),
+                torch.tensor(float(seen), device=device, dtype=torch.float64),
+            ]
+        )
+    )
+    loss_total, correct_total, seen_total = totals.tolist()
     return {
-        "train_loss": float(loss_sum) / seen,
-        "train_top1": int(correct) / seen,
-        "images": seen,
+        "train_loss": loss_total / seen_total,
+        "train_top1": correct_total / seen_total,
+        "images": int(seen_total),
         "train_seconds": elapsed(),
     }
+
+
+def unwrapped(model: nn.Module) -> nn.Module:
+    """The model inside torch.compile's wrapper (``_orig_mod``) and DDP's (``module``)."""
+    model = getattr(model, "_orig_mod", model)
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -322,9 +379,24 @@ def train(
     Your own network must return logits (N x classes); it is checked against the data before training.
     """
     network, config, overrides = _own_network(config, overrides)
+    # Under torchrun (or --nproc) the process group comes first: process 0 takes the run folder, and every
+    # process trains its part of each batch (convlab.training.distributed, docs/distributed.md).
+    with process_group() as group:
+        try:
+            return _train(group, config, overrides, network)
+        except Exception as error:
+            if group.distributed and is_collective_failure(error):
+                raise peer_lost(group, error, None) from None
+            raise
+
+
+def _train(group: Group, config: Any, overrides: dict[str, Any], network: nn.Module | None):
     # The run folder is locked from before its previous-run check to the run's last write (files.run_lock).
     with contextlib.ExitStack() as held:
-        config, run_dir, start = _prepare(config, overrides, held)
+        config, run_dir, start = group.decide(lambda: _prepare(config, overrides, held))
+        check_distributed(config, group.world)
+        if group.leader and RUN_DIR_NOTE in os.environ:  # for the launcher, should a process die
+            Path(os.environ[RUN_DIR_NOTE]).write_text(f"{run_dir}\n")
         if config.folds is not None and config.fold is None:  # K runs, one per fold (training.crossval)
             try:
                 return cross_validate(config, run_dir, train, network)
@@ -332,16 +404,24 @@ def train(
                 raise  # a fold's, said already
             except WriteError as error:  # the summary's: the folds are finished, each in its folder
                 raise RunWriteError(error, _cannot_write(error)) from None
-        with intra_op_threads(config.threads):
+        # torchrun and --nproc give each process its share of the cores (OMP_NUM_THREADS): "auto" keeps it,
+        # where measuring the idle cores would count the other processes' start as busy
+        threads = None if group.distributed and config.threads == "auto" else config.threads
+        with intra_op_threads(threads):
             try:
-                run = _set_up(config, run_dir, start, network)
+                run = group.agree(lambda: _set_up(config, run_dir, start, network, group))
+                _ready_to_step(run)
                 if config.transfer == "linear-probe":
                     return _linear_probe_run(run)
                 return _train_epochs(run, start)
             except RunWriteError:
                 raise
             except WriteError as error:
-                raise _write_failure(error, run_dir) from None
+                raise _write_failure(error, run_dir, group) from None
+            except Exception as error:
+                if group.distributed and is_collective_failure(error):
+                    raise peer_lost(group, error, run_dir) from None
+                raise
 
 
 def _own_network(config: Any, overrides: dict[str, Any]) -> tuple[nn.Module | None, Any, dict[str, Any]]:
@@ -521,6 +601,8 @@ class _Run:
     step_model: nn.Module  # what the training steps call: the model, or torch.compile's wrapper of it
     transfer: TransferRun | None
     progress: TrainProgress
+    group: Group = SOLO  # the processes of a distributed run (training.distributed); SOLO: this one alone
+    trainable: tuple[bool, ...] = ()  # which parameters the step model was made for (a transfer changes them)
 
     @property
     def lr_found(self) -> bool:
@@ -532,7 +614,8 @@ class _Run:
         return "val" in self.bundle.splits()
 
     def train_loader(self, epoch: int):
-        """Epoch ``epoch``'s training batches, shuffled and augmented by the seed and the epoch alone."""
+        """Epoch ``epoch``'s training batches, shuffled and augmented by the seed and the epoch alone (in a
+        distributed run, this process's part of each: the processes draw one order and split each batch)."""
         return self.bundle.loader(
             "train",
             self.config.batch_size,
@@ -542,21 +625,31 @@ class _Run:
             seed=self.config.seed,
             device=self.device,
             drop_last=drops_last_batch(self.bundle, self.config.batch_size),
+            shard=self.group.shard,
         )
 
 
-def _set_up(config: TrainConfig, run_dir: Path, start: _Start, network: nn.Module | None = None) -> _Run:
-    """Device, seeds, data and model: the model fitted to the data, on its device, in the run's layout."""
-    device = check_device(None if config.device == "auto" else config.device)  # None: CUDA when present
-    seed_everything(config.seed)
+def _set_up(
+    config: TrainConfig, run_dir: Path, start: _Start, network: nn.Module | None = None, group: Group = SOLO
+) -> _Run:
+    """Device, seeds, data and model: the model fitted to the data, on its device, in the run's layout.
+    ``_ready_to_step`` then makes the module the steps call. In a distributed run this runs on every
+    process, and only process 0 writes or prints."""
+    device = group.device(check_device(None if config.device == "auto" else config.device))
+    seed_everything(config.seed)  # the same initial weights on every process (DDP checks it)
     bundle = run_data(config)
-    progress = TrainProgress(run_dir / "train.log")
+    progress = TrainProgress(run_dir / "train.log") if group.leader else TrainProgress(None, silent=True)
     if start.left_over:
         progress.note(
             f"removed {len(start.left_over)} temporary file{'s' if len(start.left_over) > 1 else ''} an "
             f"interrupted write left in {run_dir}: {', '.join(start.left_over)}"
         )
-    resolve_batch_size(config, bundle, progress)
+    resolve_batch_size(config, bundle, progress, group.world)
+    if group.distributed and bundle.size("train") < config.batch_size:
+        raise ConvlabError(
+            f"A distributed run takes whole batches of {config.batch_size} images (--batch-size), and the "
+            f"training set has {bundle.size('train')}; give a smaller --batch-size (a multiple of {group.world})."
+        )
     for line in folder_input_notes(config, bundle):
         progress.note(line)
     # A resume rebuilds your network and its transfer from the run's last checkpoint; a run stopped inside
@@ -574,12 +667,21 @@ def _set_up(config: TrainConfig, run_dir: Path, start: _Start, network: nn.Modul
     use_fast_layers(model, (bundle.in_chans, *bundle.image_size))  # the same sums, faster: convlab.speed
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
-    # The compiled module shares the model's parameters: checkpoints and evaluation use the model itself.
-    step_model = torch.compile(model) if config.compile else model
-    run = _Run(config, run_dir, device, bundle, model, step_model, transfer, progress)
+    run = _Run(config, run_dir, device, bundle, model, model, transfer, progress, group)
     if config.early_stop is not None and not run.has_val:
         raise ConvlabError("--early-stop needs a validation split; give --val-split above 0.")
+    if group.rank:  # process 0 draws dropout as one process would; each other its own stream
+        seed_everything(config.seed + group.rank)
     return run
+
+
+def _ready_to_step(run: _Run) -> None:
+    """The module the training steps call: the model, inside DDP in a distributed run (which needs every
+    process set up, so it comes after ``_set_up``), inside torch.compile's wrapper with --compile. The
+    wrappers share the model's parameters: checkpoints and evaluation use the model itself."""
+    stepped = run.group.wrap(run.model, run.device, run.config.sync_bn)
+    run.step_model = torch.compile(stepped) if run.config.compile else stepped
+    run.trainable = tuple(parameter.requires_grad for parameter in run.model.parameters())
 
 
 class _TensorBoard:
@@ -670,8 +772,10 @@ def lr_find(
         overrides["out"] = str(base.with_name(f"lr-find-{base.name}"))
     with contextlib.ExitStack() as held:
         config, run_dir, begin = _prepare(config, overrides, held)
+        check_distributed(config, 1)  # the range test runs on one process
         with intra_op_threads(config.threads):
             run = _set_up(config, run_dir, begin, network)
+            _ready_to_step(run)
             try:
                 return _range_test(run, start, end, steps)
             finally:
@@ -774,23 +878,6 @@ def _steps(run: _Run) -> _Steps:
     return _Steps(optimizer, schedule, criterion, steps_per_epoch)
 
 
-@dataclass
-class _Kept:
-    """What the run folder's state.pt holds: ``epoch`` epochs completed and ``steps`` steps of the next."""
-
-    epoch: int
-    steps: int
-    per_epoch: int
-
-    def __str__(self) -> str:
-        """``epoch 3``, ``epoch 3 and 40 of the 118 steps of epoch 4``, ``no checkpoint yet``."""
-        done = f"epoch {self.epoch}" if self.epoch else ""
-        partial = (
-            f"{self.steps} of the {self.per_epoch} steps of epoch {self.epoch + 1}" if self.steps else ""
-        )
-        return " and ".join(part for part in (done, partial) if part) or "no checkpoint yet"
-
-
 def _train_epochs(run: _Run, start: _Start) -> TrainResult:
     """Epoch after epoch from where the run stands, each saved as it ends (and every --checkpoint-every
     steps inside it), to the last or an early stop."""
@@ -799,16 +886,20 @@ def _train_epochs(run: _Run, start: _Start) -> TrainResult:
         config.lr = _range_test(run).suggestion
     steps = _steps(run)
     standing, position = _begin_epochs(run, steps, start)
-    kept = _Kept(standing.epoch, position.steps if position else 0, steps.per_epoch)
+    kept = Kept(standing.epoch, position.steps if position else 0, steps.per_epoch)
 
     def checkpoint(now: EpochPosition) -> None:
         _save_state(run, steps, standing, now)
         kept.steps = now.steps
 
     # A resumed run's TensorBoard log forgets what was logged after the epoch it resumes from (a run
-    # started again: everything, though a run logs an epoch only once state.pt has committed it).
-    board = _TensorBoard(run.run_dir, purge_step=None if start.new else standing.epoch + 1)
-    if config.log_gradients is not None:
+    # started again: everything, though a run logs an epoch only once state.pt has committed it). Process 0
+    # alone writes it and the gradient log: the gradients it measures are every process's average.
+    leader = run.group.leader
+    board = (
+        _TensorBoard(run.run_dir, purge_step=None if start.new else standing.epoch + 1) if leader else None
+    )
+    if config.log_gradients is not None and leader:
         steps.gradients = GradientLog(run.model, config.log_gradients, run.run_dir, board.writer)
         steps.gradients.resume_from(standing.epoch * steps.per_epoch + (position.steps if position else 0))
     rows = read_metrics_rows(run.run_dir / "metrics.csv", standing.epoch)
@@ -825,10 +916,12 @@ def _train_epochs(run: _Run, start: _Start) -> TrainResult:
             history.append(row)
             progress.note(epoch_line(epoch, config.epochs, row, len(run.bundle.classes)))
             progress.epoch_saved(run.run_dir / "metrics.csv")
-            board.log(row)
-            if _early_stop(run, standing):
+            if board is not None:
+                board.log(row)
+            if _early_stop(run, standing):  # every process has the same figures, so all stop together
                 break
         failing = False
+        run.group.write_digest(run.model)
     except NonFiniteLoss as bad:
         message = _non_finite_message(bad, epoch, kept, steps.optimizer)
         with contextlib.suppress(WriteError):  # a full disk must not hide the advice
@@ -839,13 +932,14 @@ def _train_epochs(run: _Run, start: _Start) -> TrainResult:
         with contextlib.suppress(WriteError):
             progress.note(
                 f"interrupted in epoch {epoch}; the run folder keeps {kept}. "
-                f"{how} with: convlab train --resume {run.run_dir}"
+                f"{how} with: convlab train --resume {run.run_dir}{run.group.relaunch}"
             )
         raise
     finally:
         if steps.gradients is not None:
             steps.gradients.close()
-        board.close(failing)
+        if board is not None:
+            board.close(failing)
         progress.close()
     return _finish(run, run.model, standing, history)
 
@@ -857,7 +951,7 @@ def _begin_epochs(run: _Run, steps: _Steps, start: _Start) -> tuple[Standing, Ep
     position = None
     if start.resuming:
         standing, position = _restore(
-            run.run_dir, config, run.model, steps.optimizer, steps.schedule, steps.per_epoch
+            run.run_dir, config, run.model, steps.optimizer, steps.schedule, steps.per_epoch, run.group
         )
         if position is None:
             progress.note(f"resuming {run.run_dir} after epoch {standing.epoch} of {config.epochs}")
@@ -882,12 +976,29 @@ def _begin_epochs(run: _Run, steps: _Steps, start: _Start) -> tuple[Standing, Ep
         for line in [*run.transfer.notes, *trainable_lines(run.model)]:
             progress.note(line)
     progress.note(_optimisation_line(config, steps, run.lr_found))
+    if run.group.distributed:
+        progress.note(_distributed_line(run))
+    if not run.group.leader:
+        return standing, position
     save_config(config, run.run_dir / "config.yaml")
     if run.bundle.skipped:
         listing = "".join(f"{file}\t{reason}\n" for file, reason in run.bundle.skipped)
         atomic_write(run.run_dir / "skipped.txt", lambda tmp: Path(tmp).write_text(listing))
         progress.note(f"skipped {len(run.bundle.skipped)} unreadable files (listed in skipped.txt)")
     return standing, position
+
+
+def _distributed_line(run: _Run) -> str:
+    """``distributed: 2 processes (gloo, 1 thread each); each takes 32 images of every batch of 64; ...``"""
+    group, config, device = run.group, run.config, run.device
+    threads = torch.get_num_threads()
+    pace = f", {threads} thread{'s' if threads > 1 else ''} each" if device.type == "cpu" else ", a GPU each"
+    return (
+        f"distributed: {group.world} processes ({'NCCL' if device.type == 'cuda' else 'gloo'}{pace}); each "
+        f"takes {config.batch_size // group.world} images of every batch of {config.batch_size} (--batch-size "
+        f"is the batch of all the processes together), and the learning rate is the one for that batch, not "
+        f"scaled again for the processes; process 0 writes the run folder"
+    )
 
 
 def optimisation_settings(config: TrainConfig, lr_found: bool = False) -> dict[str, Any]:
@@ -915,12 +1026,42 @@ def _optimisation_line(config: TrainConfig, steps: _Steps, lr_found: bool) -> st
 
 
 def _restore(
-    run_dir: Path, config: TrainConfig, model, optimizer, schedule: Schedule, steps_per_epoch: int
+    run_dir: Path,
+    config: TrainConfig,
+    model,
+    optimizer,
+    schedule: Schedule,
+    steps_per_epoch: int,
+    group: Group = SOLO,
 ) -> tuple[Standing, EpochPosition | None]:
     """Put model, optimizer, schedule and RNGs back as they were at the run's last checkpoint: the end of
     an epoch, or (``--checkpoint-every``) a step inside one, whose EpochPosition is returned too; its RNG
-    states apply once the epoch's steps done are replayed (train_one_epoch)."""
-    state = load_state(run_dir / "state.pt")
+    states apply once the epoch's steps done are replayed (train_one_epoch). In a distributed run process 0
+    reads state.pt and sends it to the others (their machines need not see the run folder), and each takes
+    back its own random states."""
+    state = group.decide(lambda: load_state(run_dir / "state.pt"))
+    trained_on = state.get("world_size", 1)  # absent from the state.pt of a convlab before distributed runs
+    if trained_on != group.world:
+        how = (
+            f"--nproc {trained_on} (or torchrun with {trained_on} processes)"
+            if trained_on > 1
+            else "one process"
+        )
+        raise ConvlabError(
+            f"Cannot resume '{run_dir}' on {group.world} process{'es' if group.world > 1 else ''}: it was "
+            f"trained on {trained_on}, and which images and random draws each process takes depend on that; "
+            f"resume it with {how}."
+        )
+    if group.distributed:  # this process's own random states, and its sums of the epoch begun (process 0's
+        # are every process's at the checkpoint; the others start again from zero)
+        state["rng"] = state["rng_ranks"][group.rank]
+        if state.get("in_epoch") and not group.leader:
+            state["in_epoch"] = {
+                **state["in_epoch"],
+                "loss_sum": torch.zeros((), dtype=torch.float64),
+                "correct": torch.zeros((), dtype=torch.int64),
+                "seen": 0,
+            }
     if state["steps_per_epoch"] != steps_per_epoch:
         raise ConvlabError(
             f"Cannot resume '{run_dir}': its data gave {state['steps_per_epoch']} batches per epoch, "
@@ -967,6 +1108,8 @@ def _train_and_validate(
     start = time.perf_counter() - (position.seconds if position else 0.0)
     if run.transfer is not None:
         run.transfer.start_epoch(run.model, epoch, progress)  # head epochs over: the backbone joins in
+        if run.group.distributed and run.trainable != tuple(p.requires_grad for p in run.model.parameters()):
+            _ready_to_step(run)  # DDP sends the gradients of the parameters that trained when it was made
     # the lr the epoch starts with
     row: dict[str, Any] = {"epoch": epoch, "lr": position.lr if position else steps.schedule.lr}
     loader = run.train_loader(epoch)
@@ -985,12 +1128,16 @@ def _train_and_validate(
             position,
             checkpoint,
             steps.gradients,
+            run.group,
         )
     finally:
         progress.end_epoch()
     row.update(train_loss=stats["train_loss"], train_top1=stats["train_top1"])
+    run.group.sync_buffers(run.model)  # what every process evaluates and process 0 saves: the checkpoint
     if run.has_val:
-        val = evaluate_model(run.model, run.bundle, "val", device=run.device, amp=config.amp)
+        val = evaluate_model(
+            run.model, run.bundle, "val", device=run.device, amp=config.amp, shard=run.group.shard
+        )
         row.update(val_loss=val.loss, val_top1=val.top1, val_top5=val.top5)
     steps.schedule.after_epoch(_plateau_loss(row))
     row.update(seconds=time.perf_counter() - start, images_per_s=stats["images"] / stats["train_seconds"])
@@ -1017,19 +1164,37 @@ def _save_epoch(
     epoch, so the folder can be resumed whenever the run stops.
     """
     config, bundle, model, transfer, epoch = run.config, run.bundle, run.model, run.transfer, row["epoch"]
-    record = checkpoint_record(model, config, bundle, epoch, row)
-    if transfer is not None:
-        record.transfer = transfer.record(model)
     rows.append(_format_row(row))
-    _save_results(run.run_dir, model, record, rows, improved)
+    if run.group.leader:
+        record = checkpoint_record(model, config, bundle, epoch, row)
+        if transfer is not None:
+            record.transfer = transfer.record(model)
+        _save_results(run.run_dir, model, record, rows, improved)
     _save_state(run, steps, standing)
 
 
 def _save_state(run: _Run, steps: _Steps, standing: Standing, position: EpochPosition | None = None) -> None:
     """state.pt: the run after ``standing.epoch`` epochs and, with ``position``, part of the next one (the
-    gradient log first, so that what state.pt commits has its rows)."""
+    gradient log first, so that what state.pt commits has its rows). In a distributed run every process
+    calls it: process 0 writes every process's random states and, inside an epoch, the sums of them all."""
+    group = run.group
+    rngs = group.gather(rng_state())
+    if position is not None and group.distributed:
+        sums = group.sum(
+            torch.stack(
+                [
+                    position.loss_sum.double(),
+                    position.correct.double(),
+                    position.loss_sum.new_tensor(float(position.seen)).double(),
+                ]
+            )
+        )
+        position = replace(position, loss_sum=sums[0], correct=sums[1].long(), seen=int(sums[2]))
+    if not group.leader:
+        return
     if steps.gradients is not None:
         steps.gradients.save()
+    distributed = {"rng_ranks": rngs} if group.distributed else {}
     save_state(
         run.run_dir / "state.pt",
         model=run.model,
@@ -1040,6 +1205,8 @@ def _save_state(run: _Run, steps: _Steps, standing: Standing, position: EpochPos
         steps_per_epoch=steps.per_epoch,
         standing=asdict(standing),
         in_epoch=None if position is None else position.saved(),
+        world_size=group.world,
+        **distributed,
     )
 
 
@@ -1110,7 +1277,7 @@ def _early_stop(run: _Run, standing: Standing) -> bool:
     return True
 
 
-def _non_finite_message(bad: NonFiniteLoss, epoch: int, kept: _Kept, optimizer) -> str:
+def _non_finite_message(bad: NonFiniteLoss, epoch: int, kept: Kept, optimizer) -> str:
     return (
         f"The training loss became {bad.value} at epoch {epoch}, step {bad.step}; the run folder keeps {kept}. "
         f"Try a lower --lr (this run used {optimizer.defaults['lr']:g}) or --clip-norm 1.0."
@@ -1130,21 +1297,18 @@ def _cannot_write(error: WriteError) -> str:
     return f"Cannot write '{error.path}': {error.reason}; {cure}."
 
 
-def _write_failure(error: WriteError, run_dir: Path) -> RunWriteError:
+def _write_failure(error: WriteError, run_dir: Path, group: Group = SOLO) -> RunWriteError:
     """The one sentence for a write of the run that failed, with what its folder keeps: the state.pt on
     disk, which a failed write leaves as it was (files.atomic_write). Said in train.log too, if it can be."""
     state = run_dir / "state.pt"
     if state.is_file():
         try:
-            saved = load_state(state, mmap=True)  # the counters only: the tensors stay on disk
-            kept = _Kept(
-                saved["epoch"], (saved.get("in_epoch") or {}).get("steps", 0), saved["steps_per_epoch"]
-            )
-            after = f"The run folder keeps {kept} (resume with --resume {run_dir})."
+            kept = saved_position(state)  # the counters only: the tensors stay on disk
+            after = f"The run folder keeps {kept} (resume with --resume {run_dir}{group.relaunch})."
         except (ConvlabError, KeyError):
             after = "Its state.pt cannot be read; start the run again with another --out."
     elif _stopped_before_first_checkpoint(run_dir):
-        after = f"The run folder keeps no checkpoint yet (start it again with --resume {run_dir})."
+        after = f"The run folder keeps no checkpoint yet (start it again with --resume {run_dir}{group.relaunch})."
     else:
         after = "Nothing to resume was written; start the run again once it can write."
     message = f"{_cannot_write(error)} {after}"
@@ -1200,20 +1364,29 @@ def _linear_probe_run(run: _Run) -> TrainResult:
 def _finish(run: _Run, model: nn.Module, standing: Standing, history: list[dict[str, Any]]) -> TrainResult:
     """Test the best weights of ``model`` (when the data has a test split), write the report and say where
     it all is."""
-    config, bundle, run_dir = run.config, run.bundle, run.run_dir
+    config, bundle, run_dir, group = run.config, run.bundle, run.run_dir, run.group
     test = final = None
     if standing.best_epoch > 0:
-        load_weights(model, run_dir / "best.safetensors", map_location=run.device)
+        if group.leader:
+            load_weights(model, run_dir / "best.safetensors", map_location=run.device)
+        group.broadcast_module(model)  # every process evaluates its part of the split with the best weights
         if "test" in bundle.splits():
             test = final = evaluate_model(
-                model, bundle, "test", device=run.device, amp=config.amp, tta=config.test_tta
+                model,
+                bundle,
+                "test",
+                device=run.device,
+                amp=config.amp,
+                tta=config.test_tta,
+                shard=group.shard,
             )
         elif run.has_val:  # no test split (a folder of photos): the report evaluates the validation split
-            final = evaluate_model(model, bundle, "val", device=run.device, amp=config.amp)
-        report = write_report(run_dir, final, model=model, bundle=bundle, settings=resolved_settings(run))
-        transfer = read_record(run_dir / "last.safetensors").transfer  # the trainable set at the end
-        if transfer:
-            add_report_section(report, transfer)
+            final = evaluate_model(model, bundle, "val", device=run.device, amp=config.amp, shard=group.shard)
+        if group.leader:  # the report's figures, pictures and mistakes: process 0 alone, the others are done
+            report = write_report(run_dir, final, model=model, bundle=bundle, settings=resolved_settings(run))
+            transfer = read_record(run_dir / "last.safetensors").transfer  # the trainable set at the end
+            if transfer:
+                add_report_section(report, transfer)
     best_val_top1 = standing.best_top1 if run.has_val and standing.best_epoch > 0 else None
     run.progress.note(_summary_line(run_dir, best_val_top1, standing.best_epoch, test))
     return TrainResult(

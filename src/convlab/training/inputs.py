@@ -35,13 +35,18 @@ def default_batch_size(train_images: int) -> int:
     return max(SMALLEST_DEFAULT_BATCH, min(DEFAULT_BATCH, train_images // 10))
 
 
-def resolve_batch_size(config: TrainConfig, bundle: DataBundle, progress: TrainProgress) -> None:
-    """Fill in the batch size when none was given (config.yaml then records it, and a resume keeps it)."""
+def resolve_batch_size(
+    config: TrainConfig, bundle: DataBundle, progress: TrainProgress, processes: int = 1
+) -> None:
+    """Fill in the batch size when none was given (config.yaml then records it, and a resume keeps it). For
+    a distributed run it is the batch of all ``processes`` together: a multiple of their number, at least
+    SMALLEST_DEFAULT_BATCH for each."""
     if config.batch_size is not None:
         return
     images = bundle.size("train")
-    config.batch_size = default_batch_size(images)
-    if config.batch_size < DEFAULT_BATCH:
+    batch = default_batch_size(images)
+    config.batch_size = max(SMALLEST_DEFAULT_BATCH * processes, batch - batch % processes)
+    if batch < DEFAULT_BATCH:
         progress.note(
             f"batch {config.batch_size}: about a tenth of the {images} training images, so that an epoch takes "
             f"about ten steps (--batch-size chooses another)"

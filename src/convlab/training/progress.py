@@ -91,20 +91,28 @@ class TrainProgress:
     notebook view (a progress line and live curves) inside a Jupyter kernel."""
 
     def __init__(
-        self, log_path: Path | None, interactive: bool | None = None, console: Console | None = None
+        self,
+        log_path: Path | None,
+        interactive: bool | None = None,
+        console: Console | None = None,
+        silent: bool = False,
     ) -> None:
         self.console = console or Console()
-        self.notebook = NotebookView() if interactive is None and in_notebook() else None
+        # silent: the processes of a distributed run other than process 0, which speaks for the run
+        self.silent = silent
+        self.notebook = NotebookView() if interactive is None and in_notebook() and not silent else None
         self.interactive = self.console.is_terminal if interactive is None else interactive
-        if self.notebook is not None:
-            self.interactive = False  # rich's bar would be drawn as text into the cell
-        self.log_path = log_path
+        if self.notebook is not None or silent:
+            self.interactive = False  # a notebook: rich's bar would be drawn as text into the cell
+        self.log_path = None if silent else log_path
         self._bar: Progress | None = None
         self._task = None
         self._last_refresh = 0.0
 
     def note(self, text: str, echo: bool = True) -> None:
         """Print a line (above the bar if one is showing) and append it to train.log."""
+        if self.silent:
+            return
         if echo and self._bar is not None:
             self._bar.console.print(text, markup=False, highlight=False)
         elif echo:
@@ -136,8 +144,8 @@ class TrainProgress:
         self._bar.start()
 
     def due(self) -> bool:
-        """Whether it is time to read the running figures (cheap: no device sync)."""
-        return time.perf_counter() - self._last_refresh >= REFRESH_SECONDS
+        """Whether it is time to read the running figures (cheap: no device sync); never when silent."""
+        return not self.silent and time.perf_counter() - self._last_refresh >= REFRESH_SECONDS
 
     def update(self, steps_done: int, loss: float, top1: float, images_per_s: float) -> None:
         self._last_refresh = time.perf_counter()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +88,26 @@ def load_state(path: Path, mmap: bool = False) -> dict[str, Any]:
         raise ConvlabError(
             f"Cannot read the training state '{path}' ({type(error).__name__}: {error})."
         ) from None
+
+
+@dataclass
+class Kept:
+    """What a run folder's state.pt holds: ``epoch`` epochs completed and ``steps`` steps of the next."""
+
+    epoch: int
+    steps: int
+    per_epoch: int
+
+    def __str__(self) -> str:
+        """``epoch 3``, ``epoch 3 and 40 of the 118 steps of epoch 4``, ``no checkpoint yet``."""
+        done = f"epoch {self.epoch}" if self.epoch else ""
+        partial = (
+            f"{self.steps} of the {self.per_epoch} steps of epoch {self.epoch + 1}" if self.steps else ""
+        )
+        return " and ".join(part for part in (done, partial) if part) or "no checkpoint yet"
+
+
+def saved_position(path: Path) -> Kept:
+    """How far the run of state.pt ``path`` had got: its counters only (the tensors stay on disk)."""
+    saved = load_state(path, mmap=True)
+    return Kept(saved["epoch"], (saved.get("in_epoch") or {}).get("steps", 0), saved["steps_per_epoch"])
