@@ -248,6 +248,19 @@ def batch_count(num_images: int, batch_size: int, drop_last: bool) -> int:
     return num_images // batch_size if drop_last else math.ceil(num_images / batch_size)
 
 
+def batch_indices(order: torch.Tensor, batch_size: int, drop_last: bool, shard: Shard | None = None):
+    """The indices of each batch of one pass over ``order`` (this process's part of it, with ``shard``; a
+    part left empty by a short last batch is skipped). Both loaders cut their batches here, so that a
+    process of a distributed run takes the same images from the in-memory and the folder loader."""
+    for batch in range(batch_count(order.numel(), batch_size, drop_last)):
+        indices = order[batch * batch_size : (batch + 1) * batch_size]
+        if shard is not None:
+            indices = shard.part(indices, batch_size)
+            if indices.numel() == 0:
+                continue
+        yield indices
+
+
 @dataclass(frozen=True)
 class Shard:
     """Process ``rank``'s part of every batch in a distributed run of ``world`` processes

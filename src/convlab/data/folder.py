@@ -38,6 +38,7 @@ from convlab.data.bundle import (
     Shard,
     augment_generator,
     batch_count,
+    batch_indices,
     check_target,
     limited_subset,
     resolve_classes,
@@ -591,12 +592,7 @@ class EpochBatchSampler:
         image_seeds = torch.randint(
             0, 2**62, (self.num_images,), generator=seeded_generator(self.seed, self.epoch, IMAGE_SEED_STREAM)
         )
-        for batch in range(batch_count(self.num_images, self.batch_size, self.drop_last)):
-            indices = order[batch * self.batch_size : (batch + 1) * self.batch_size]
-            if self.shard is not None:
-                indices = self.shard.part(indices, self.batch_size)
-                if indices.numel() == 0:
-                    continue
+        for indices in batch_indices(order, self.batch_size, self.drop_last, self.shard):
             yield [(index, int(image_seeds[index])) for index in indices.tolist()]
 
 

@@ -18,6 +18,7 @@ from convlab.data.bundle import (
     Shard,
     augment_generator,
     batch_count,
+    batch_indices,
     check_target,
     limited_subset,
     resolve_classes,
@@ -229,12 +230,7 @@ class MemoryLoader:
             order = order[shuffled_order(order.numel(), self.seed, self.epoch)]
         order = order.to(self.device)
         generator = augment_generator(self.seed, self.epoch, self.shard)
-        for batch in range(batch_count(self.num_images, self.batch_size, self.drop_last)):
-            indices = order[batch * self.batch_size : (batch + 1) * self.batch_size]
-            if self.shard is not None:
-                indices = self.shard.part(indices, self.batch_size)
-                if indices.numel() == 0:
-                    continue
+        for indices in batch_indices(order, self.batch_size, self.drop_last, self.shard):
             # index_select, not images[indices]: far faster on the CPU (docs/performance.md#smaller-measured-choices)
             batch_images = images.index_select(0, indices)
             if bundle._expand_channels:
