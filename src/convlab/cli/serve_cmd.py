@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from convlab.cli.options import add_inference_options
 from convlab.files import require_file_or_folder
-from convlab.serve.limits import DEFAULT_MAX_FILES, DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_MB
+from convlab.serve.limits import (
+    DEFAULT_BATCH_WAIT_MS,
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_FILES,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_UPLOAD_MB,
+)
 
 
 def add_parser(subparsers) -> None:
@@ -56,6 +62,19 @@ def add_parser(subparsers) -> None:
         help=f"most images in one batch request (default: {DEFAULT_MAX_FILES})",
     )
     parser.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=DEFAULT_BATCH_WAIT_MS,
+        help="predictions of requests that arrive within this many milliseconds of each other run as one "
+        f"forward pass, which serves concurrent clients several times faster (default: {DEFAULT_BATCH_WAIT_MS:g})",
+    )
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=DEFAULT_MAX_BATCH,
+        help=f"most images in one such forward pass; 1 predicts each request alone (default: {DEFAULT_MAX_BATCH})",
+    )
+    parser.add_argument(
         "--token",
         default=None,
         help="require the header 'Authorization: Bearer TOKEN' on every endpoint but /health and the page "
@@ -88,5 +107,7 @@ def run(args) -> int:
         channels_last=args.channels_last,
         token=token,
         listener=listener,
+        batch_wait_ms=args.batch_wait_ms,
+        max_batch=args.max_batch,
     )
     return 0

@@ -7,6 +7,7 @@ port before it loads anything, and says one line when the server answers.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import os
@@ -28,7 +29,10 @@ from starlette.exceptions import HTTPException
 from convlab import __version__
 from convlab.errors import ConvlabError
 from convlab.runtime import check_device
+from convlab.serve.batching import Batcher
 from convlab.serve.limits import (
+    DEFAULT_BATCH_WAIT_MS,
+    DEFAULT_MAX_BATCH,
     DEFAULT_MAX_FILES,
     DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_UPLOAD_MB,
@@ -259,6 +263,8 @@ def create_app(
     amp: str = "off",
     channels_last: bool = False,
     token: str | None = None,
+    batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS,
+    max_batch: int = DEFAULT_MAX_BATCH,
 ) -> FastAPI:
     """The service for ``source`` (run folder, .safetensors checkpoint, .onnx file or ``(model, record)``).
 
@@ -266,7 +272,9 @@ def create_app(
     ``max_pixels`` each decoded image, ``max_files`` the images in one batch. ``amp`` and
     ``channels_last`` choose the fast CPU path for a checkpoint's predictions (``convlab.prediction.fast_path``).
     With ``token``, every endpoint but ``GET /health`` and the page (``GET /``, ``/static/``) needs the header
-    ``Authorization: Bearer <token>`` (401 without it).
+    ``Authorization: Bearer <token>`` (401 without it). Predictions of concurrent requests run as one
+    forward pass: what arrives within ``batch_wait_ms`` of the first, up to ``max_batch`` images
+    (``convlab.serve.batching``; ``max_batch`` 1 predicts each request alone).
     """
     check_options(0, 1, max_upload_mb, max_pixels, max_files)
     if token is not None:
@@ -281,6 +289,9 @@ def create_app(
         "The page at / lets a person try it; /model is its card.",
     )
     app.state.served = served
+    batcher = Batcher(served.predict, batch_wait_ms, max_batch)
+    app.state.batcher = batcher
+    app.router.on_shutdown.append(batcher.close)
     app.add_middleware(BodySizeLimit, max_bytes=int(max_upload_mb * MEGABYTE))
     if token is not None:
         app.add_middleware(BearerToken, token=token)  # added last, so it runs first: before any body is read
@@ -323,7 +334,9 @@ def create_app(
         started = time.perf_counter()
         uploads, batch = await read_uploads(request, int(max_files))
         pixels = await run_in_threadpool(decode_all, uploads)
-        predictions = await run_in_threadpool(served.predict, pixels, topk)
+        predictions = await asyncio.wrap_future(
+            batcher.submit(pixels, topk)
+        )  # waits without holding a thread
         if batch:
             results = [
                 {"filename": name, "predictions": found}
@@ -393,6 +406,8 @@ def serve(
     channels_last: bool = False,
     token: str | None = None,
     listener: socket.socket | None = None,
+    batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS,
+    max_batch: int = DEFAULT_MAX_BATCH,
 ) -> None:
     """Serve ``source`` (anything ``convlab predict`` takes) over HTTP with uvicorn until interrupted.
 
@@ -415,6 +430,8 @@ def serve(
         "amp": str(amp),
         "channels_last": bool(channels_last),
         "token": token,  # reaches worker processes in the environment, never on a command line or a log line
+        "batch_wait_ms": float(batch_wait_ms),
+        "max_batch": int(max_batch),
     }
     listener = listener if listener is not None else listen(host, int(port))
     warning = network_warning(listener, token)
