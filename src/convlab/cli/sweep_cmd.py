@@ -53,7 +53,7 @@ def add_parser(subparsers) -> None:
         "--dry-run", action="store_true", help="print the runs the sweep would train, and stop"
     )
     sweep.add_argument(
-        "--out", metavar="DIR", help="the sweep folder (default runs/sweep-<model>-<YYYYmmdd-HHMMSS>)"
+        "--out", metavar="DIR", help="the sweep folder (default runs/sweep-<model>-<data>-<YYYYmmdd-HHMMSS>)"
     )
     sweep.add_argument(
         "--resume", metavar="SWEEP_DIR", help="continue an interrupted sweep with its saved plan"

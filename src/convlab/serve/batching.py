@@ -89,7 +89,7 @@ class Batcher:
         self.largest_batch = max(self.largest_batch, images)
         try:
             rows = self.predict([p for job in jobs for p in job.pixels], max(job.topk for job in jobs))
-        except BaseException as error:  # the request's own error (a bad image shape...) reaches each caller
+        except Exception as error:  # the request's own error (a bad image shape...) reaches each caller
             for job in jobs:
                 job.future.set_exception(error)
             return

@@ -536,8 +536,9 @@ def _resume_config(run_dir: Path, given: dict[str, Any]) -> TrainConfig:
     return config
 
 
-def default_run_dir(config: TrainConfig) -> Path:
-    """``runs/<model>-<data>-<YYYYmmdd-HHMMSS>``, with a numbered suffix if that folder exists already."""
+def default_run_dir(config: TrainConfig, prefix: str = "") -> Path:
+    """``runs/<prefix><model>-<data>-<YYYYmmdd-HHMMSS>``, with a numbered suffix if that folder exists already
+    (``prefix``: ``lr-find-`` or ``sweep-`` for the folders of those commands)."""
     data = (
         config.data.split(":", 1)[0] if config.data.startswith("idx:") else Path(config.data.rstrip("/")).name
     )
@@ -545,7 +546,7 @@ def default_run_dir(config: TrainConfig) -> Path:
     # your own network: its function's or class's name, not the path to it
     model = config.model.rpartition(":")[2].rpartition(".")[2] if is_reference(config.model) else config.model
     model = re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-.") or "model"
-    base = Path("runs") / f"{model}-{data}-{datetime.now():%Y%m%d-%H%M%S}"
+    base = Path("runs") / f"{prefix}{model}-{data}-{datetime.now():%Y%m%d-%H%M%S}"
     path, number = base, 2
     while path.exists():
         path, number = base.with_name(f"{base.name}-{number}"), number + 1
@@ -768,8 +769,7 @@ def lr_find(
     network, config, overrides = _own_network(config, overrides)
     overrides = {**overrides, "lr": None, "resume": None}  # the test tries every rate; it resumes nothing
     if not resolve_config(config, **overrides).out:
-        base = default_run_dir(resolve_config(config, **overrides))
-        overrides["out"] = str(base.with_name(f"lr-find-{base.name}"))
+        overrides["out"] = str(default_run_dir(resolve_config(config, **overrides), prefix="lr-find-"))
     with contextlib.ExitStack() as held:
         config, run_dir, begin = _prepare(config, overrides, held)
         check_distributed(config, 1)  # the range test runs on one process

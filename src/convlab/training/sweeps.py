@@ -21,7 +21,6 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +52,6 @@ class Variation:
     name: str
     values: tuple[Any, ...]
     option: bool = False  # a model option (TrainConfig.options[name]) rather than a TrainConfig field
-
-    @property
-    def label(self) -> str:
-        return self.name
 
 
 @dataclass
@@ -307,7 +302,11 @@ def sweep(
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ConvlabError(f"--jobs must be a whole number of processes, 1 or more; got {jobs!r}.")
     if resume is None:
-        sweep_dir = Path(out) if out is not None else _default_sweep_dir(settings)
+        if out is None:
+            from convlab.training.engine import default_run_dir
+
+            out = default_run_dir(resolve_config(config, **settings), prefix="sweep-")
+        sweep_dir = Path(out)
         if (sweep_dir / PLAN_FILE).exists():
             raise ConvlabError(
                 f"'{sweep_dir}' holds a sweep already; continue it with --resume {sweep_dir} or choose another --out."
@@ -333,15 +332,6 @@ def _vary_text(variation: str | Variation) -> str:
     return f"{prefix}{variation.name}=" + ",".join(
         json.dumps(v) if isinstance(v, (list, dict)) else _text(v) for v in variation.values
     )
-
-
-def _default_sweep_dir(settings: Mapping[str, Any]) -> Path:
-    model = re.sub(r"[^A-Za-z0-9._-]+", "-", str(settings.get("model", "model")).rpartition(":")[2])
-    base = Path("runs") / f"sweep-{model}-{datetime.now():%Y%m%d-%H%M%S}"
-    path, number = base, 2
-    while path.exists():
-        path, number = base.with_name(f"{base.name}-{number}"), number + 1
-    return path
 
 
 def _read_plan(sweep_dir: Path) -> dict[str, Any]:
@@ -417,8 +407,8 @@ def _quiet() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
-    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - the process's own stdout, for its life
-    sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+    sys.stdout = open(1, "w", closefd=False)  # the process's own stdout, for its life
+    sys.stderr = open(2, "w", closefd=False)
 
 
 def train_configuration(sweep_dir: Path, configuration: Configuration, config) -> dict[str, Any]:
