@@ -5,8 +5,11 @@ Most tests run tiny tensors, where torch's intra-op threads cost more in hand-of
 they gain; one thread keeps the suite fast and its numbers reproducible.
 """
 
+import atexit
 import inspect
 import os
+import shutil
+import tempfile
 
 import pytest
 import torch
@@ -16,6 +19,11 @@ from convlab.data import load_data
 torch.set_num_threads(1)
 # Folder data sets in tests are tiny: worker processes would cost more than they save.
 os.environ.setdefault("CONVLAB_NUM_WORKERS", "0")
+# Training on a folder builds its decode-once cache (training.inputs.auto_cache_folder): the suite's caches go
+# to a folder of its own, never the user's ~/.cache (child processes inherit it).
+if "CONVLAB_FOLDER_CACHE" not in os.environ:
+    os.environ["CONVLAB_FOLDER_CACHE"] = tempfile.mkdtemp(prefix="convlab-test-folder-cache-")
+    atexit.register(shutil.rmtree, os.environ["CONVLAB_FOLDER_CACHE"], True)
 
 
 @pytest.fixture(autouse=True)

@@ -103,7 +103,8 @@ def test_the_run_folder_keeps_a_copy_of_the_file_and_its_record_names_it(own_run
         },
     }
     assert own_run.run_dir.name == "run" and own_run.config.model.endswith("tinycnn.py:tinycnn")
-    assert "training" in (run_dir / "train.log").read_text().splitlines()[0]
+    first, second = (run_dir / "train.log").read_text().splitlines()[:2]
+    assert first.startswith("precision: float32") and second.startswith("training")
 
 
 def test_eval_rebuilds_it_from_the_copy_and_matches_the_test_top1_of_training(own_run):

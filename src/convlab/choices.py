@@ -14,10 +14,12 @@ from typing import Any
 
 from convlab.errors import ConvlabError, unknown_name_error
 
-# ---- precision of a forward pass: float32 ("off"), or autocast to bfloat16 or float16
-PRECISIONS = ("off", "bf16", "fp16")
-# Training takes the first two: float16 training needs a gradient scaler, which convlab's loop does not run.
-TRAINING_PRECISIONS = ("off", "bf16")
+# ---- precision of a forward pass: "auto" (the default: bf16 where the device has bf16 matrix units and the
+# model does enough multiply-adds per image to gain, else float32; convlab.runtime.choose_precision), float32
+# ("off"), or autocast to bfloat16 or float16
+PRECISIONS = ("auto", "off", "bf16", "fp16")
+# Training takes the first three: float16 training needs a gradient scaler, which convlab's loop does not run.
+TRAINING_PRECISIONS = ("auto", "off", "bf16")
 
 # ---- what every zoo builder is given besides its options (convlab.models.create_model): never an option
 MODEL_ARGUMENTS = ("num_classes", "in_chans", "init")
@@ -156,6 +158,8 @@ RESIZE_RULES = ("crop", "squash")
 # declares one): ImageNet's 224 (Ultralytics' default too; Keras' 256), so a network of one's own sees what
 # pretrained ImageNet weights saw, and five stride-2 stages divide it exactly (224 = 7 x 32).
 FOLDER_IMAGE_SIZE = 224
+# ---- the decode-once cache of a folder a run trains on: built when it pays ("auto"), or never ("off")
+FOLDER_CACHE_MODES = ("auto", "off")
 RESIZE_DESCRIPTIONS = {
     "crop": "scale the shorter side to the size, then keep the centre (proportions kept, edges cut)",
     "squash": "resize to exactly the size (nothing cut, proportions not kept)",

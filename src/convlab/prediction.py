@@ -30,10 +30,20 @@ from convlab.data.images import (
 from convlab.errors import ConvlabError
 from convlab.exporting.runtime import load_exported
 from convlab.record import InputSpec, RunRecord
-from convlab.runtime import autocast, check_device, logits_of
-from convlab.speed import use_fast_layers
+from convlab.runtime import (
+    AUTO,
+    OFF,
+    PrecisionChoice,
+    autocast,
+    check_amp,
+    check_device,
+    logits_of,
+    resolve_precision,
+)
+from convlab.speed import for_inference, use_fast_layers
 
 __all__ = [
+    "choose_fast_path",
     "fast_path",
     "inference_logits",
     "load",
@@ -81,31 +91,65 @@ def load_any(
     return load(path)
 
 
-def fast_path(model: torch.nn.Module, amp: str = "off", channels_last: bool = False) -> torch.nn.Module:
-    """``model`` ready for ``predict_tensors(..., amp, channels_last)``: weights in channels_last when asked.
+def fast_path(model: torch.nn.Module, amp: str = "off", channels_last: bool | str = False) -> torch.nn.Module:
+    """``model`` ready for ``predict_tensors(..., amp, channels_last)``: weights in channels_last when asked
+    (``choose_fast_path``, which also says what ``auto`` chose)."""
+    return choose_fast_path(model, amp, channels_last)[0]
+
+
+def choose_fast_path(
+    model: torch.nn.Module,
+    amp: str = AUTO,
+    channels_last: bool | str = AUTO,
+    input_size: Sequence[int] | None = None,
+) -> tuple[torch.nn.Module, PrecisionChoice]:
+    """``(model, choice)``: ``model`` ready to predict in the precision and layout of ``choice``
+    (``convlab.runtime.choose_precision`` resolves ``auto``, for (C, H, W) images of ``input_size``, default
+    the model's declared size), weights in channels_last when chosen; pass ``choice.amp`` and
+    ``choice.channels_last`` to ``predict_tensors``.
 
     bf16 autocast with channels_last is convlab's fastest CPU path for a checkpoint on cores with bf16
-    units, top-1 unchanged (docs/performance.md#inference-resnet-18-at-224x224).
-    An exported file (ONNX Runtime, TorchScript) runs as it was exported, so both are refused there."""
-    autocast(amp, torch.device("cpu"))  # an unknown mode is refused before any work
-    fast = amp not in (None, False, "off", "none", "") or channels_last
+    units, top-1 unchanged (docs/performance.md#inference-resnet-18-at-224x224); in bf16 the model returned
+    is a copy for inference alone (``convlab.speed.for_inference``: BatchNorm folded into the convolutions,
+    their weights held in bf16), and ``model`` itself stays as it was but for its layout.
+    An exported file (ONNX Runtime, TorchScript) runs as it was exported: ``auto`` leaves it so, and a
+    precision or layout given is refused there."""
+    check_amp(amp)  # an unknown mode is refused before any work
     exported = not any(True for _ in model.parameters()) or isinstance(model, torch.jit.ScriptModule)
-    if fast and exported:
-        raise ConvlabError(
-            "--amp and --channels-last apply to convlab checkpoints (run folders, .safetensors); "
-            "an exported .onnx or .pt file runs as it was exported."
+    if exported:
+        if (amp not in OFF and amp != AUTO) or channels_last is True:
+            raise ConvlabError(
+                "--amp and --channels-last apply to convlab checkpoints (run folders, .safetensors); "
+                "an exported .onnx or .pt file runs as it was exported."
+            )
+        auto = AUTO in (amp, channels_last)
+        return model, PrecisionChoice(
+            "off", False, "auto: an exported file runs as exported" if auto else "as given"
         )
-    if not exported and hasattr(model, "convlab_spec"):  # the same sums, faster: convlab.speed
-        use_fast_layers(model, model.convlab_spec.input_size)
-    return model.to(memory_format=torch.channels_last) if channels_last else model
+    spec = getattr(model, "convlab_spec", None)
+    if spec is not None:  # the same sums, faster: convlab.speed
+        use_fast_layers(model, spec.input_size)
+    size = input_size if input_size is not None else getattr(spec, "input_size", None)
+    choice = resolve_precision(model, size, None, amp, channels_last)
+    if choice.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if choice.amp == "bf16":  # BatchNorm folded, weights held in bf16: a copy for inference (convlab.speed)
+        model = for_inference(model, choice.amp)
+    return model, choice
 
 
 def inference_logits(
-    model: torch.nn.Module, batch: torch.Tensor, *, amp: str = "off", channels_last: bool = False
+    model: torch.nn.Module, batch: torch.Tensor, *, amp: str = "off", channels_last: bool | str = False
 ) -> torch.Tensor:
     """float32 main logits of a preprocessed batch, without autograd; ``amp`` (off, bf16, fp16) runs the
     forward pass under autocast and ``channels_last`` gives the batch that layout (the model's weights
-    are put in it once, by ``fast_path``). The model is in eval mode for the call."""
+    are put in it once, by ``fast_path``); ``auto`` is what ``choose_fast_path`` chose for the model.
+    The model is in eval mode for the call."""
+    if AUTO in (amp, channels_last) and batch.dim() == 4:
+        choice = resolve_precision(model, batch.shape[1:], batch.device, amp, channels_last)
+        amp, channels_last = choice.amp, choice.channels_last
+    elif AUTO in (amp, channels_last):  # not a batch of images: nothing to lay out, nothing counted
+        amp, channels_last = "off" if amp == AUTO else amp, False
     was_training = model.training
     model.eval()
     if channels_last and batch.dim() == 4:
@@ -124,7 +168,7 @@ def predict_tensors(
     topk: int = 5,
     *,
     amp: str = "off",
-    channels_last: bool = False,
+    channels_last: bool | str = False,
 ) -> list[list[dict]]:
     """Top-k ``{"label", "index", "probability"}`` per row of an already preprocessed batch (k capped at
     classes), through ``inference_logits``."""
@@ -238,8 +282,9 @@ def predict(
     device: str | torch.device | None = None,
     skip_unreadable: bool = False,
     amp: str = "off",
-    channels_last: bool = False,
+    channels_last: bool | str = False,
     batch_size: int = BATCH_SIZE,
+    on_precision: Callable[[PrecisionChoice], None] | None = None,
 ) -> list[dict]:
     """Classify images with a checkpoint, a run folder's best checkpoint or an exported file.
 
@@ -261,7 +306,8 @@ def predict(
     file's path, or ``<PIL image 2>``, ``<numpy array 0>``, ``<tensor 1>`` by position. An unreadable file
     raises a ConvlabError naming it, or with ``skip_unreadable=True`` gets ``{"image": path, "error":
     reason}`` in its place. Images go through the model ``batch_size`` at a time. ``amp="bf16"`` with
-    ``channels_last=True`` is the fast CPU path for checkpoints (``fast_path``).
+    ``channels_last=True`` is the fast CPU path for checkpoints; ``"auto"`` (both) takes it where it pays
+    (``choose_fast_path``), and ``on_precision`` is given the choice, once, before any image is predicted.
     """
     inputs = gather_inputs(images)
     if int(topk) < 1:
@@ -270,8 +316,10 @@ def predict(
         raise ConvlabError(f"batch_size must be a positive integer, got {batch_size}.")
     resolved = check_device(device)
     model, record = source if isinstance(source, tuple) else load_any(source, device)
-    model = fast_path(model.to(resolved), amp, channels_last)
     spec = record.require_input()
+    model, choice = choose_fast_path(model.to(resolved), amp, channels_last, (spec.channels, *spec.size))
+    if on_precision is not None:
+        on_precision(choice)
 
     results: list[dict] = []
     for start in range(0, len(inputs), int(batch_size)):
@@ -288,7 +336,9 @@ def predict(
             results.append({"image": name, "predictions": []})
         if rows:
             batch = torch.stack(rows).to(resolved)
-            found = predict_tensors(model, batch, record.classes, topk, amp=amp, channels_last=channels_last)
+            found = predict_tensors(
+                model, batch, record.classes, topk, amp=choice.amp, channels_last=choice.channels_last
+            )
             for place, predictions in zip(places, found, strict=True):
                 results[place]["predictions"] = predictions
     return results

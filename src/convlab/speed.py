@@ -118,3 +118,37 @@ def _covering_convs(model: nn.Module, input_size: Sequence[int]) -> list[nn.Conv
         for module, flag in training.items():
             module.training = flag
     return found
+
+
+# The layers whose weights a bf16 forward pass casts on every call under autocast: held in bf16 once instead.
+_MATRIX_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+def for_inference(model: nn.Module, amp: str) -> nn.Module:
+    """A copy of ``model`` for inference alone (eval mode, no training afterwards), faster at the same sums:
+
+    - every BatchNorm that directly follows a convolution is folded into that convolution's weights and bias
+      (torch.fx's ``fuse``: y = (conv(x) - mean) * gamma / std + beta is one convolution), where the model
+      can be traced; a model fx cannot trace keeps its BatchNorm layers;
+    - with ``amp == "bf16"``, the weights of the convolutions and linear layers are stored in bf16 once.
+      Autocast casts each of them on every call otherwise: ResNet-18's 11.7 M weights, 47 MB read and 23 MB
+      written per image at batch 1. Autocast still runs the forward pass (the input's cast, and the float32
+      layers it keeps: softmax, norms, losses), so the numbers are the bf16 path's as before.
+
+    Measured on 2 cores with AMX, ResNet-18 at 224x224, batch 1: eager float32 21 ms, bf16 autocast
+    10-11 ms, this copy under autocast 7 ms (docs/performance.md#inference-resnet-18-at-224x224). The copy
+    shares nothing with ``model``: training it, or reading its layers by name, is not what it is for."""
+    import copy
+
+    from torch.fx.experimental.optimization import fuse
+
+    fast = copy.deepcopy(model).eval()
+    try:
+        fast = fuse(fast)
+    except Exception:  # noqa: BLE001 - fx cannot trace every network (ViT's checks, networks of yours)
+        pass
+    if amp == "bf16":
+        for module in fast.modules():
+            if isinstance(module, _MATRIX_LAYERS):
+                module.to(torch.bfloat16)
+    return fast

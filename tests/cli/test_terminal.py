@@ -68,7 +68,7 @@ def test_a_mistyped_flag_or_command_gets_did_you_mean(capsys):
         ("trian", "argument COMMAND: invalid choice 'trian'; did you mean train"),
         (
             "train --amp bf61",
-            "argument --amp: invalid choice 'bf61'; did you mean bf16? (choose from off, bf16)",
+            "argument --amp: invalid choice 'bf61'; did you mean bf16? (choose from auto, off, bf16)",
         ),
         ("data lsit", "invalid choice 'lsit'; did you mean list?"),
         ("models --jsn", "convlab models: error: unrecognized argument --jsn; did you mean --json?"),

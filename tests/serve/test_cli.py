@@ -84,7 +84,7 @@ def test_convlab_serve_with_two_workers_predicts_and_limits_uploads(checkpoint, 
         process.wait(timeout=30)
     # one line once the first worker answers, however many workers there are; none from uvicorn
     assert process.stdout.read() == (
-        f"Serving lenet5 (10 classes, checkpoint {checkpoint}) at {url} (Ctrl+C to stop)\n"
+        f"Serving lenet5 (10 classes, checkpoint {checkpoint}; float32, channels_last) at {url} (Ctrl+C to stop)\n"
     )
 
 

@@ -54,7 +54,8 @@ def test_serve_prints_one_line_with_the_model_and_the_url_when_ready(checkpoint,
         ready = lines.get(timeout=120)
         assert ready is not None, process.stderr.read()
         match = re.fullmatch(
-            r"Serving lenet5 \(10 classes, checkpoint (.+)\) at (http://127\.0\.0\.1:\d+) \(Ctrl\+C to stop\)\n",
+            r"Serving lenet5 \(10 classes, checkpoint (.+); float32, channels_last\) at (http://127\.0\.0\.1:\d+) "
+            r"\(Ctrl\+C to stop\)\n",
             ready,
         )
         assert match and match[1] == str(checkpoint)

@@ -55,7 +55,7 @@ def test_bad_settings_name_the_setting_and_what_is_accepted(tmp_path):
         resolve_config(image_size="32y32")
     with pytest.raises(ConvlabError, match="Unknown augmentation 'flipp'"):
         resolve_config(augment="flipp,crop")
-    with pytest.raises(ConvlabError, match=r"Unknown amp \(--amp\) 'fp8'.*Accepted: bf16, off"):
+    with pytest.raises(ConvlabError, match=r"Unknown amp \(--amp\) 'fp8'.*Accepted: auto, bf16, off"):
         resolve_config(amp="fp8")
     with pytest.raises(
         ConvlabError,

@@ -288,7 +288,13 @@ def test_googlenet_loss_adds_0_3_of_each_auxiliary_head():
     schedule = Schedule(optimizer, "constant", epochs=1, steps_per_epoch=1)
     torch.manual_seed(1)
     loss, returned_logits = train_step(
-        model.train(), images, labels, optimizer, schedule, nn.CrossEntropyLoss(), TrainConfig()
+        model.train(),
+        images,
+        labels,
+        optimizer,
+        schedule,
+        nn.CrossEntropyLoss(),
+        TrainConfig(amp="off", channels_last=False),
     )
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     assert loss.item() > main.item() + 0.1  # the auxiliary terms are really in it

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from convlab.choices import TTA_MODES
+import argparse
+
+from convlab.choices import PRECISIONS, TTA_MODES
 from convlab.files import require_file_or_folder
 
 CONFUSION_PRINTED_UP_TO = 20  # classes; a larger matrix does not fit a terminal, see confusion-<split>.png
@@ -47,6 +49,21 @@ def add_parser(subparsers) -> None:
         "with the augmentations a mode assumes (--augment flip, crop or translate)",
     )
     parser.add_argument("--batch-size", type=int, default=512, help="default: 512")
+    parser.add_argument(
+        "--amp",
+        choices=PRECISIONS,
+        default="auto",
+        help="precision of the forward pass: auto = bf16 autocast where the CPU has bf16 matrix units (AMX, "
+        "AVX-512 BF16) and the model does enough multiply-adds per image to gain, or the GPU has bf16, else "
+        "float32, as training chose; off = float32; bf16, fp16 = autocast (default: auto)",
+    )
+    parser.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default="auto",
+        help="NHWC weights, the layout oneDNN's convolutions run fastest in; --no-channels-last keeps NCHW "
+        "(default: auto, NHWC for models with 2-d convolutions)",
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present)")
     parser.add_argument("--data-root", default=None, help="where named data sets are found or downloaded")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
@@ -66,6 +83,8 @@ def run(args) -> int:
         device=args.device,
         data_root=args.data_root,
         json_out=args.json,
+        amp=args.amp,
+        channels_last=args.channels_last,
     )
     if not args.json:
         print_result(result)
@@ -79,6 +98,7 @@ def print_result(result) -> None:
 
     for note in result.notes:
         print(note)
+    print(f"precision: {result.precision}")
     console = Console()
     k = result.top5_k
     tta = f", TTA {result.tta}" if result.tta else ""

@@ -16,14 +16,18 @@ def add_inference_options(parser) -> None:
     parser.add_argument(
         "--amp",
         choices=PRECISIONS,
-        default="off",
-        help="mixed precision for the forward pass; with --channels-last, bf16 is the fastest "
-        "CPU path on cores with AVX-512 BF16/AMX (checkpoints only; default: off)",
+        default="auto",
+        help="precision of the forward pass: auto = bf16 autocast where the CPU has bf16 matrix units "
+        "(AMX, AVX-512 BF16) and the model does enough multiply-adds per image to gain, or the GPU has bf16, "
+        "else float32, said on stderr; off = float32; bf16, fp16 = autocast (checkpoints only: an exported "
+        "file runs as exported; default: auto)",
     )
     parser.add_argument(
         "--channels-last",
-        action="store_true",
-        help="NHWC weights and batches, the layout oneDNN's convolutions run fastest in (checkpoints only)",
+        action=argparse.BooleanOptionalAction,
+        default="auto",
+        help="NHWC weights and batches, the layout oneDNN's convolutions run fastest in; --no-channels-last "
+        "keeps NCHW (checkpoints only; default: auto, NHWC for models with 2-d convolutions)",
     )
 
 

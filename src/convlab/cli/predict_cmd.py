@@ -50,8 +50,9 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     require_file_or_folder(args.source)  # a mistyped path is answered before torch loads
     from convlab.files import atomic_write
-    from convlab.prediction import predict
+    from convlab.prediction import EXPORTED_SUFFIXES, predict, resolve_source
 
+    chosen = []  # the precision and layout predict ran in (auto: what pays for the model here)
     results = predict(
         args.source,
         args.images,
@@ -60,6 +61,7 @@ def run(args) -> int:
         skip_unreadable=True,
         amp=args.amp,
         channels_last=args.channels_last,
+        on_precision=chosen.append,
     )
     from convlab.data.images import display_path
 
@@ -76,6 +78,8 @@ def run(args) -> int:
     elif args.csv:
         print(f"Predicted {len(results) - len(failed)} of {len(results)} images; wrote {args.csv}")
     else:
+        if chosen and resolve_source(args.source).suffix.lower() not in EXPORTED_SUFFIXES:  # a checkpoint
+            print(f"precision: {chosen[0]}")
         print_predictions([r for r in results if "error" not in r])
     return 1 if failed else 0
 

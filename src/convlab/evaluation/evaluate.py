@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +27,8 @@ from convlab.evaluation.metrics import confusion_matrix, per_class_scores, top_k
 from convlab.evaluation.tta import tta_probabilities, untrained_views_note
 from convlab.files import atomic_write
 from convlab.record import DataSpec, InputSpec, RunRecord
-from convlab.runtime import autocast, check_device, logits_of, run_folder_of
+from convlab.runtime import AUTO, autocast, check_device, logits_of, resolve_precision, run_folder_of
+from convlab.speed import use_fast_layers
 from convlab.viz.confusion import plot_confusion
 
 
@@ -48,6 +50,7 @@ class EvalResult:
     checkpoint: str = ""
     notes: list[str] = field(default_factory=list)  # one line each, said before the figures
     files: list[str] = field(default_factory=list)  # what evaluate() wrote in the run folder
+    precision: str = ""  # what evaluate() ran in, and why (convlab.runtime.PrecisionChoice)
 
     @property
     def top1_error(self) -> float:
@@ -102,10 +105,12 @@ def evaluate_model(
 
     The model is moved to ``device`` and put in eval mode; its previous train/eval mode is
     restored afterwards. ``tta`` is ``None``, ``"flip"``, ``"shift"`` or ``"tencrop"`` (softmax averaged
-    over views). ``input_correction`` = (scale, shift), per channel, re-normalises the loader's images
-    to the statistics the model was trained with (``x * scale + shift``). ``classes`` are the model's
-    classes in its output order, for data that may list them in another order (a held-out folder's
-    sorted sub-folders): labels are matched by name (``match_classes``) and the result is in the model's order.
+    over views). ``amp``: ``off`` (float32), ``bf16``, ``fp16``, or ``auto``, what pays for the model on the
+    device (``convlab.runtime.choose_precision``). ``input_correction`` = (scale, shift), per channel,
+    re-normalises the loader's images to the statistics the model was trained with (``x * scale + shift``).
+    ``classes`` are the model's classes in its output order, for data that may list them in another order (a
+    held-out folder's sorted sub-folders): labels are matched by name (``match_classes``) and the result is in
+    the model's order.
 
     ``shard`` (a distributed run, every process calling with its own): each process evaluates every
     ``world``-th batch of ``batch_size``, the very batches a single process evaluates, and the sums (loss,
@@ -150,6 +155,8 @@ def evaluate_model(
                     images = images * scale + shift
                 if relabel is not None:
                     targets = relabel[targets]
+                if amp == AUTO:  # what pays for this model on this device (convlab.runtime.choose_precision)
+                    amp = resolve_precision(model, images.shape[1:], device, AUTO, False).amp
                 with autocast(amp, device):
                     if tta is None:
                         scores = logits_of(model, images).float()
@@ -193,6 +200,20 @@ def evaluate_model(
         tta=tta,
         data=str(bundle.name),
     )
+
+
+def _as_trained(record: RunRecord, amp, channels_last) -> tuple[Any, Any, bool]:
+    """``amp`` and ``channels_last`` with ``auto`` replaced by what the run's config set (not auto itself), and
+    whether either was."""
+    config = record.config or {}
+    trained_amp = "off" if config.get("amp") is False else config.get("amp")
+    trained_layout = config.get("channels_last")
+    as_trained = False
+    if amp == AUTO and trained_amp in ("off", "bf16"):
+        amp, as_trained = trained_amp, True
+    if channels_last == AUTO and isinstance(trained_layout, bool):
+        channels_last, as_trained = trained_layout, True
+    return amp, channels_last, as_trained
 
 
 def match_classes(
@@ -356,6 +377,8 @@ def evaluate(
     data_root: str | Path | None = None,
     json_out: bool = False,
     write: bool = True,
+    amp: str = AUTO,
+    channels_last: bool | str = AUTO,
 ) -> EvalResult:
     """Evaluate a checkpoint (or a run folder's best checkpoint) on ``split`` of its data.
 
@@ -370,6 +393,9 @@ def evaluate(
     ``confusion-<stem>.png`` are written there (``result_stem``: e.g. ``eval-test.json``,
     ``eval-test-flip.json``, ``eval-holdout-all.json``). ``json_out`` prints the result as one
     JSON document. A TTA mode whose views the training augmentations did not teach gets a note.
+
+    ``amp`` and ``channels_last`` (``auto``: what pays for the model here, as training chose it;
+    ``convlab.runtime.choose_precision``) say how the model runs; ``result.precision`` says what it ran in.
     """
     tta = check_tta(tta)
     if split is not None and split not in (*SPLITS, WHOLE_FOLDER):
@@ -391,6 +417,16 @@ def evaluate(
         )
     augment = None if record.config is None else record.config.get("augment") or []
     notes = [note for note in (split_note, untrained_views_note(tta, augment)) if note]
+    # the model as training ran it: the same fast layers, and (auto) the precision and layout the run set, or
+    # the ones it chose (the same choice, made again), so that the figures are the ones its report gives
+    size = (bundle.in_chans, *bundle.image_size)
+    use_fast_layers(model.to(device), size)
+    amp, channels_last, as_trained = _as_trained(record, amp, channels_last)
+    precision = resolve_precision(model, size, device, amp, channels_last)
+    if as_trained:
+        precision = replace(precision, reason=precision.reason.replace("as given", "as the run was trained"))
+    if precision.channels_last:
+        model.to(memory_format=torch.channels_last)
     result = evaluate_model(
         model,
         bundle,
@@ -398,10 +434,12 @@ def evaluate(
         batch_size=batch_size,
         device=device,
         tta=tta,
+        amp=precision.amp,
         input_correction=input_correction_for(bundle, record.input),
         classes=by_name,
     )
     result.split, result.notes, result.checkpoint = split_name, notes, str(checkpoint)
+    result.precision = str(precision)
     run_dir = run_folder_of(source)
     if write and run_dir is not None:
         stem = result_stem(split_name, tta, None if own_data else data)

@@ -261,7 +261,7 @@ def create_app(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_files: int = DEFAULT_MAX_FILES,
     amp: str = "off",
-    channels_last: bool = False,
+    channels_last: bool | str = False,
     token: str | None = None,
     batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS,
     max_batch: int = DEFAULT_MAX_BATCH,
@@ -270,7 +270,8 @@ def create_app(
 
     The model is loaded here, once. ``max_upload_mb`` bounds a request body (all its images together),
     ``max_pixels`` each decoded image, ``max_files`` the images in one batch. ``amp`` and
-    ``channels_last`` choose the fast CPU path for a checkpoint's predictions (``convlab.prediction.fast_path``).
+    ``channels_last`` choose the fast CPU path for a checkpoint's predictions, ``"auto"`` where it pays
+    (``convlab.prediction.choose_fast_path``).
     With ``token``, every endpoint but ``GET /health`` and the page (``GET /``, ``/static/``) needs the header
     ``Authorization: Bearer <token>`` (401 without it). Predictions of concurrent requests run as one
     forward pass: what arrives within ``batch_wait_ms`` of the first, up to ``max_batch`` images
@@ -403,7 +404,7 @@ def serve(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_files: int = DEFAULT_MAX_FILES,
     amp: str = "off",
-    channels_last: bool = False,
+    channels_last: bool | str = False,
     token: str | None = None,
     listener: socket.socket | None = None,
     batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS,
@@ -428,7 +429,7 @@ def serve(
         "max_pixels": int(max_pixels),
         "max_files": int(max_files),
         "amp": str(amp),
-        "channels_last": bool(channels_last),
+        "channels_last": channels_last if channels_last == "auto" else bool(channels_last),
         "token": token,  # reaches worker processes in the environment, never on a command line or a log line
         "batch_wait_ms": float(batch_wait_ms),
         "max_batch": int(max_batch),

@@ -22,7 +22,7 @@ from convlab.errors import ConvlabError
 from convlab.exporting.runtime import OnnxLogits
 from convlab.models import ModelSpec
 from convlab.models._registry import MAX_META_REGISTRATIONS
-from convlab.prediction import EXPORTED_FORMATS, fast_path, load_any, predict_tensors, resolve_source
+from convlab.prediction import EXPORTED_FORMATS, choose_fast_path, load_any, predict_tensors, resolve_source
 from convlab.runtime import check_device
 from convlab.viz.cam import grad_cam
 
@@ -43,7 +43,11 @@ class ServedModel:
     .pt/.pth file from ``convlab export``) or a loaded ``(model, record)`` pair."""
 
     def __init__(
-        self, source, device: str | torch.device | None = None, amp: str = "off", channels_last: bool = False
+        self,
+        source,
+        device: str | torch.device | None = None,
+        amp: str = "off",
+        channels_last: bool | str = False,
     ):
         self.lock = threading.Lock()
         if isinstance(source, tuple) and len(source) == 2 and isinstance(source[0], nn.Module):
@@ -60,7 +64,6 @@ class ServedModel:
                 f"'{self.source}' records no classes or input preprocessing (channels, size, mean, "
                 "std); serve a checkpoint written by convlab's training or export."
             )
-        self.amp, self.channels_last = amp, bool(channels_last)
         if self.format == "onnx":
             # where batches are made; onnxruntime copies them to its provider
             self.device = torch.device("cpu")
@@ -69,12 +72,16 @@ class ServedModel:
             self.device = check_device(device)
             model.to(self.device)
             self.parameters = sum(p.numel() for p in model.parameters())
-        model = fast_path(model, amp, channels_last)
+        spec = record.input
+        # auto: the precision and layout that pay for this model here (convlab.runtime.choose_precision)
+        # /predict runs the copy choose_fast_path makes for inference in bf16; Grad-CAM the model's own layers
+        self.layers = model
+        model, self.precision = choose_fast_path(model, amp, channels_last, (spec.channels, *spec.size))
+        self.amp, self.channels_last = self.precision.amp, self.precision.channels_last
         self.runtime = (
             f"onnxruntime {model.classifier.providers[0]}" if isinstance(model, OnnxLogits) else "torch"
         )
         self.model, self.record = model.eval(), record
-        spec = record.input
         self.channels, self.size = spec.channels, list(spec.size)
         self.mean, self.std = list(spec.mean), list(spec.std)
         self.resize = spec.resize  # how an upload of another shape is brought to the size (squash or crop)
@@ -116,6 +123,7 @@ class ServedModel:
             "device": self.runtime if self.format == "onnx" else str(self.device),
             "amp": self.amp,
             "channels_last": self.channels_last,
+            "precision": str(self.precision),
             "gradcam": self.gradcam_available,
             "export": self.record.export,
             "convlab_version": self.record.convlab_version,
@@ -136,7 +144,7 @@ class ServedModel:
         """Grad-CAM of one uint8 (C, H, W) image for ``target`` (default: the predicted class) as a PNG overlay."""
         self.require_gradcam()
         with self.lock:
-            result = grad_cam((self.model, self.record), pixels, target=target)
+            result = grad_cam((self.layers, self.record), pixels, target=target)
         picture = (result.extra["overlay"] * 255.0).round().clip(0, 255).astype("uint8")
         buffer = io.BytesIO()
         Image.fromarray(picture).save(buffer, format="PNG")

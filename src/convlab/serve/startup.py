@@ -129,11 +129,14 @@ def url_of(listener: socket.socket) -> str:
 
 
 def ready_line(served, listener: socket.socket, token: bool = False) -> str:
-    """The one line ``serve`` prints for a ServedModel: the model, the file it came from, and the URL to open;
-    with ``token``, that a bearer token is required (never the token itself)."""
+    """The one line ``serve`` prints for a ServedModel: the model, the file it came from, for a checkpoint the
+    precision it runs in (the card, /model, says why), and the URL to open; with ``token``, that a bearer token
+    is required (never the token itself)."""
     everywhere = listener.getsockname()[0] in WILDCARD_HOSTS
+    precision = f"; {served.precision.setting}" if served.format == "checkpoint" else ""
     return (
-        f"Serving {served.name} ({len(served.classes)} classes, {served.format} {served.source}) at {url_of(listener)}"
+        f"Serving {served.name} ({len(served.classes)} classes, {served.format} {served.source}{precision}) "
+        f"at {url_of(listener)}"
         f"{' and on every address of this machine' if everywhere else ''}"
         f" ({'bearer token required; ' if token else ''}Ctrl+C to stop)"
     )

@@ -18,6 +18,7 @@ import yaml
 
 from convlab.choices import (
     ACTIVATIONS,
+    FOLDER_CACHE_MODES,
     INIT_SCHEMES,
     MODEL_ARGUMENTS,
     OPTIMIZERS,
@@ -62,11 +63,14 @@ class TrainConfig:
     augment: list[str] = field(default_factory=list)
     init: str = "default"
     activation: str | None = None  # None: the model's own activation
-    amp: str = "off"
+    # "auto": bf16 where the device has bf16 matrix units and the model is wide enough to gain, else float32,
+    # decided at every start (a resume decides again) and said in train.log (convlab.runtime.choose_precision)
+    amp: str = "auto"
     test_tta: str | None = None  # test-time augmentation of the final test evaluation: flip, shift, tencrop
     # Speed levers (docs/performance.md): they change how fast a run goes, not what it computes
     # (beyond float rounding), so a resumed run may change them.
-    channels_last: bool = False  # NHWC activations: oneDNN's fast convolution layout, above all with bf16
+    # NHWC activations: oneDNN's fast convolution layout, above all with bf16; "auto": for models with 2-d convolutions
+    channels_last: bool | str = "auto"
     compile: bool = False  # torch.compile the model for training (pays only when steps are long enough)
     # torch intra-op threads: N, "auto" (the idle cores: convlab.threads), None (as the process has)
     threads: int | str | None = "auto"
@@ -91,6 +95,9 @@ class TrainConfig:
     # [H, W]; None: a named set's own size (or the nearest the model takes); a folder's: the model's declared
     # input size, or FOLDER_IMAGE_SIZE for a network that declares none (training.inputs.folder_image_size)
     image_size: list[int] | None = None
+    # a folder trained for more than one epoch is decoded once into its cache ("auto"; convlab.data.cache),
+    # or decoded every epoch ("off")
+    folder_cache: str = "auto"
     resize: str | None = None  # crop or squash (choices.RESIZE_RULES); None: crop for folders, else squash
     in_chans: int | None = None  # None: the data's native channels
     num_classes: int | None = None  # None: the number of classes in the data
@@ -105,6 +112,8 @@ class TrainConfig:
     trainable: str | None = None  # finetune: all (None), head, last:N or from:LAYER
     backbone_lr_scale: float = 1.0  # finetune: the backbone learns at lr * this (the head at lr)
     head_epochs: int = 0  # finetune: the first K epochs train the head alone (backbone frozen)
+    # feature-extract: the head trains on the frozen part's outputs, computed once (convlab.transfer.feature_cache)
+    feature_cache: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -368,7 +377,9 @@ def check_config(config: TrainConfig) -> TrainConfig:
     _number(config, "head_epochs", int, 0)
     if config.amp is False:  # YAML 1.1 reads a bare `amp: off` as false
         config.amp = "off"
-    for name in ("optimizer", "schedule", "amp", "init", "device"):
+    if config.folder_cache is False:  # the same for `folder_cache: off`
+        config.folder_cache = "off"
+    for name in ("optimizer", "schedule", "amp", "init", "device", "folder_cache"):
         _text(config, name)
     for name in ("activation", "resize", "transfer", "trainable", "recipe"):
         _text(config, name, optional=True)
@@ -381,6 +392,8 @@ def check_config(config: TrainConfig) -> TrainConfig:
         raise unknown_name_error(setting_label("schedule"), str(config.schedule), SCHEDULES)
     if config.amp not in TRAINING_PRECISIONS:
         raise unknown_name_error(setting_label("amp"), str(config.amp), TRAINING_PRECISIONS)
+    if config.folder_cache not in FOLDER_CACHE_MODES:
+        raise unknown_name_error(setting_label("folder_cache"), str(config.folder_cache), FOLDER_CACHE_MODES)
     if config.init not in INIT_SCHEMES:
         raise unknown_name_error(setting_label("init"), str(config.init), INIT_SCHEMES)
     if not (config.device in DEVICES or re.fullmatch(r"cuda:[0-9]+", config.device)):
@@ -505,9 +518,12 @@ def check_speed_levers(config: TrainConfig) -> None:
     if config.recipe is not None:
         config.recipe = str(config.recipe)
         recipe_settings(config.recipe)  # an unknown name: ConvlabError listing the recipes
-    for name in ("channels_last", "compile", "sync_bn"):
+    for name in ("channels_last", "compile", "sync_bn", "feature_cache"):
+        if name == "channels_last" and config.channels_last == "auto":  # as the precision chosen wants
+            continue
         if not isinstance(getattr(config, name), bool):
-            raise ConvlabError(f"{setting_label(name)} must be true or false, got {getattr(config, name)!r}.")
+            accepted = "true, false or auto" if name == "channels_last" else "true or false"
+            raise ConvlabError(f"{setting_label(name)} must be {accepted}, got {getattr(config, name)!r}.")
     threads = config.threads
     # parse_threads reads digits as str.isdigit sees them: '²' among them, which int() refuses
     if not (threads is None or isinstance(threads, int) or (isinstance(threads, str) and threads.isascii())):

@@ -41,7 +41,7 @@ from convlab.models import ModelSpec, is_reference
 from convlab.models.user import check_channels, code_of
 from convlab.record import DataSpec, InputSpec, RunRecord
 from convlab.report import METRIC_COLUMNS, write_report
-from convlab.runtime import check_device
+from convlab.runtime import AUTO, PrecisionChoice, check_device, choose_precision, resolve_precision
 from convlab.speed import use_fast_layers
 from convlab.threads import resolve_threads
 from convlab.training.config import (
@@ -90,6 +90,7 @@ from convlab.training.state import (
     seed_everything,
 )
 from convlab.transfer import freeze_batchnorm
+from convlab.transfer.feature_cache import head_on_cached_features
 from convlab.transfer.run import (
     TransferRun,
     add_report_section,
@@ -113,6 +114,7 @@ RESUME_MAY_CHANGE = (
     "threads",
     "channels_last",
     "compile",
+    "folder_cache",  # where the same pixels come from, decoded once or every epoch
     "test_tta",
     "checkpoint_every",  # how often state.pt is written, not what the run computes
     "log_gradients",  # what is measured, not what is computed
@@ -158,12 +160,21 @@ def train_step(
     criterion: nn.Module,
     config: TrainConfig,
     gradients: GradientLog | None = None,
+    precision: PrecisionChoice | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step: forward, loss, backward, clip, step, schedule. Returns the loss and main logits.
-    ``gradients`` (--log-gradients) measures the gradients and the update around the optimizer step."""
-    if config.channels_last:  # NHWC batches for a channels_last model (docs/performance.md)
+    ``gradients`` (--log-gradients) measures the gradients and the update around the optimizer step.
+    ``precision``: the run's resolved precision and layout (``_set_up``); without it, ``config``'s, ``auto``
+    resolved for the model (convlab.runtime.resolve_precision)."""
+    amp, layout = (
+        (config.amp, config.channels_last) if precision is None else (precision.amp, precision.channels_last)
+    )
+    if AUTO in (amp, layout):
+        chosen = resolve_precision(unwrapped(model), images.shape[1:], images.device, amp, layout)
+        amp, layout = chosen.amp, chosen.channels_last
+    if layout is True and images.dim() == 4:  # NHWC batches for a channels_last model (docs/performance.md)
         images = images.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=config.amp == "bf16"):
+    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
         outputs = model(images)
         logits, *aux_logits = outputs if isinstance(outputs, tuple) else (outputs,)
         loss = criterion(logits, labels)
@@ -231,6 +242,7 @@ def train_one_epoch(
     checkpoint=None,
     gradients: GradientLog | None = None,
     group: Group = SOLO,
+    precision: PrecisionChoice | None = None,
 ) -> dict[str, float]:
     """Train over ``loader`` once. Sums stay on the device and are read only when the bar refreshes.
 
@@ -290,7 +302,9 @@ def train_one_epoch(
     for step, (images, labels) in enumerate(batches, start=position.steps + 1):
         if gradients is not None:
             gradients.start_step(step)
-        loss, logits = train_step(model, images, labels, optimizer, schedule, criterion, config, gradients)
+        loss, logits = train_step(
+            model, images, labels, optimizer, schedule, criterion, config, gradients, precision
+        )
         batch = labels.shape[0]
         loss_sum += loss.double() * batch
         correct += (logits.argmax(dim=1) == labels).sum()
@@ -410,6 +424,7 @@ def _train(group: Group, config: Any, overrides: dict[str, Any], network: nn.Mod
         with intra_op_threads(threads):
             try:
                 run = group.agree(lambda: _set_up(config, run_dir, start, network, group))
+                _agree_on_precision(run)
                 _ready_to_step(run)
                 if config.transfer == "linear-probe":
                     return _linear_probe_run(run)
@@ -604,6 +619,8 @@ class _Run:
     progress: TrainProgress
     group: Group = SOLO  # the processes of a distributed run (training.distributed); SOLO: this one alone
     trainable: tuple[bool, ...] = ()  # which parameters the step model was made for (a transfer changes them)
+    # the precision and layout the run computes in: config.amp and config.channels_last, "auto" resolved
+    precision: PrecisionChoice = PrecisionChoice("off", False, "as given")
 
     @property
     def lr_found(self) -> bool:
@@ -638,8 +655,9 @@ def _set_up(
     process, and only process 0 writes or prints."""
     device = group.device(check_device(None if config.device == "auto" else config.device))
     seed_everything(config.seed)  # the same initial weights on every process (DDP checks it)
-    bundle = run_data(config)
     progress = TrainProgress(run_dir / "train.log") if group.leader else TrainProgress(None, silent=True)
+    # One process builds a folder's decode-once cache; the processes of a distributed run read one built before
+    bundle = run_data(config, progress, build_cache=not group.distributed)
     if start.left_over:
         progress.note(
             f"removed {len(start.left_over)} temporary file{'s' if len(start.left_over) > 1 else ''} an "
@@ -666,14 +684,28 @@ def _set_up(
     transfer = start_transfer(model, bundle, config, run_dir, resuming) if config.pretrained else None
     model.to(device)
     use_fast_layers(model, (bundle.in_chans, *bundle.image_size))  # the same sums, faster: convlab.speed
-    if config.channels_last:
+    # auto: what pays for this model here, decided at every start (config.yaml keeps "auto")
+    size = (bundle.in_chans, *bundle.image_size)
+    precision = choose_precision(model, size, device, config.amp, config.channels_last)
+    progress.note(f"precision: {precision}")
+    if precision.channels_last:
         model.to(memory_format=torch.channels_last)
-    run = _Run(config, run_dir, device, bundle, model, model, transfer, progress, group)
+    run = _Run(config, run_dir, device, bundle, model, model, transfer, progress, group, precision=precision)
     if config.early_stop is not None and not run.has_val:
         raise ConvlabError("--early-stop needs a validation split; give --val-split above 0.")
     if group.rank:  # process 0 draws dropout as one process would; each other its own stream
         seed_everything(config.seed + group.rank)
     return run
+
+
+def _agree_on_precision(run: _Run) -> None:
+    """In a distributed run every process takes process 0's precision and layout (the one train.log gives):
+    the machines of a run may differ in their CPUs."""
+    if run.group.distributed:
+        run.precision = run.group.decide(lambda: run.precision)
+        run.model.to(
+            memory_format=torch.channels_last if run.precision.channels_last else torch.contiguous_format
+        )
 
 
 def _ready_to_step(run: _Run) -> None:
@@ -813,7 +845,16 @@ def _range_test(
             yield from run.train_loader(epoch)
 
     def step(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return train_step(run.step_model, images, labels, optimizer, _FixedRate(), criterion, config)[0]
+        return train_step(
+            run.step_model,
+            images,
+            labels,
+            optimizer,
+            _FixedRate(),
+            criterion,
+            config,
+            precision=run.precision,
+        )[0]
 
     run.progress.note(f"lr range test: {steps} steps from lr {start:g} to {end:g} ({config.optimizer})")
     test = range_test(run.model, optimizer, batches(), step, start, end, steps)
@@ -886,6 +927,9 @@ def _train_epochs(run: _Run, start: _Start) -> TrainResult:
         config.lr = _range_test(run).suggestion
     steps = _steps(run)
     standing, position = _begin_epochs(run, steps, start)
+    # --transfer feature-extract: the epochs train the head on the frozen part's outputs, computed once, in
+    # place of the run's model and data (transfer.feature_cache); None: every step runs the whole network
+    cached = head_on_cached_features(run)
     kept = Kept(standing.epoch, position.steps if position else 0, steps.per_epoch)
 
     def checkpoint(now: EpochPosition) -> None:
@@ -908,7 +952,7 @@ def _train_epochs(run: _Run, start: _Start) -> TrainResult:
     failing = True
     try:
         for epoch in range(standing.epoch + 1, config.epochs + 1):
-            row = _train_and_validate(run, steps, epoch, position, checkpoint)
+            row = _train_and_validate(cached or run, steps, epoch, position, checkpoint)
             position = None  # only the first epoch continues from one
             improved = standing.after_epoch(epoch, _best_score(row, epoch))
             _save_epoch(run, steps, standing, row, improved, rows)
@@ -1129,6 +1173,7 @@ def _train_and_validate(
             checkpoint,
             steps.gradients,
             run.group,
+            run.precision,
         )
     finally:
         progress.end_epoch()
@@ -1136,7 +1181,7 @@ def _train_and_validate(
     run.group.sync_buffers(run.model)  # what every process evaluates and process 0 saves: the checkpoint
     if run.has_val:
         val = evaluate_model(
-            run.model, run.bundle, "val", device=run.device, amp=config.amp, shard=run.group.shard
+            run.model, run.bundle, "val", device=run.device, amp=run.precision.amp, shard=run.group.shard
         )
         row.update(val_loss=val.loss, val_top1=val.top1, val_top5=val.top5)
     steps.schedule.after_epoch(_plateau_loss(row))
@@ -1376,12 +1421,14 @@ def _finish(run: _Run, model: nn.Module, standing: Standing, history: list[dict[
                 bundle,
                 "test",
                 device=run.device,
-                amp=config.amp,
+                amp=run.precision.amp,
                 tta=config.test_tta,
                 shard=group.shard,
             )
         elif run.has_val:  # no test split (a folder of photos): the report evaluates the validation split
-            final = evaluate_model(model, bundle, "val", device=run.device, amp=config.amp, shard=group.shard)
+            final = evaluate_model(
+                model, bundle, "val", device=run.device, amp=run.precision.amp, shard=group.shard
+            )
         if group.leader:  # the report's figures, pictures and mistakes: process 0 alone, the others are done
             report = write_report(run_dir, final, model=model, bundle=bundle, settings=resolved_settings(run))
             transfer = read_record(run_dir / "last.safetensors").transfer  # the trainable set at the end
@@ -1424,6 +1471,8 @@ def resolved_settings(run: _Run) -> dict[str, str]:
         ),
         "device": str(run.device),
         "threads": str(torch.get_num_threads()),
+        "amp": f"{run.precision.amp} ({run.precision.reason.removeprefix('auto: ')})",
+        "channels_last": str(run.precision.channels_last).lower(),
     }
     return settings
 
