@@ -40,8 +40,8 @@ demo: $(STAMP) data
 	$(VENV)/bin/convlab train --model lenet5 --data fashion-mnist --activation relu --option pool=max \
 		--epochs 8 --batch-size 128 --optimizer momentum --lr 0.05 --schedule onecycle
 
-# convlab against the PyTorch-tutorial way on this machine (well under 30 minutes; `$(PY) benchmarks/run.py
-# --quick` takes a few): the table goes to benchmarks/results/latest.json and docs/performance.md.
+# convlab against the PyTorch-tutorial way on this machine (about 45 minutes; `$(PY) benchmarks/run.py
+# --quick` takes about 6): the table goes to benchmarks/results/latest.json and docs/performance.md.
 bench: $(STAMP) data
 	$(PY) benchmarks/run.py
 

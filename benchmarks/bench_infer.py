@@ -3,9 +3,10 @@
 Paths:
   eager-fp32         PyTorch eager, NCHW, float32, torch.inference_mode (the plain way)
   channels-last      eager, NHWC (channels_last) weights and input, float32
-  channels-last-bf16 eager, NHWC, bf16 autocast: oneDNN's bf16 convolutions (AVX-512 BF16); through
-                     convlab.prediction's fast_path and inference_logits, what `convlab predict/serve
-                     --amp bf16 --channels-last` run
+  channels-last-bf16 eager, NHWC, bf16 autocast: oneDNN's bf16 convolutions (AVX-512 BF16, AMX) on the copy
+                     convlab.prediction's fast_path makes for inference (BatchNorm folded into the
+                     convolutions, their weights held in bf16: convlab.speed.for_inference), what
+                     `convlab predict/serve` run by default (--amp auto) on a CPU with bf16 units
   compile            torch.compile (inductor) of the channels-last path (float32);
                      its compile time is reported
   compile-bf16       torch.compile of the channels_last-bf16 path

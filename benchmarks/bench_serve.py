@@ -1,5 +1,5 @@
 """The prediction service under concurrent clients: requests/s and latency with micro-batching (the default)
-against one request per forward pass (--max-batch 1).
+against one request per forward pass (--max-batch 1), in float32 and at the precision --amp auto picks.
 
 Each side is a `convlab serve` process on loopback serving ResNet-18 at 224 x 224 (random weights: the
 arithmetic is what is measured); CLIENTS threads post the same JPEG for SECONDS each; the sides alternate
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import socket
 import statistics
 import subprocess
@@ -26,7 +27,14 @@ import numpy as np
 from PIL import Image
 
 CONVLAB = str(Path(sys.executable).with_name("convlab"))
-SIDES = {"one request per pass (--max-batch 1)": ["--max-batch", "1"], "micro-batched (default)": []}
+# What serving was before issue 17 (float32, one request per forward pass), the same one request per pass at
+# the precision --amp auto picks, and the default: micro-batched at that precision.
+SIDES = {
+    "one request per pass, float32 (--max-batch 1 --amp off)": ["--max-batch", "1", "--amp", "off"],
+    "one request per pass (--max-batch 1)": ["--max-batch", "1"],
+    "micro-batched (the defaults)": [],
+}
+BASELINE, BATCHED = next(iter(SIDES)), list(SIDES)[-1]
 
 
 def checkpoint(folder: Path) -> Path:
@@ -127,15 +135,30 @@ def main() -> None:
     print(
         f"\nResNet-18 at 224x224, {args.clients} concurrent clients, {args.seconds:g} s a round, median of {args.rounds}"
     )
-    alone = statistics.median(r["requests_per_s"] for r in results[next(iter(SIDES))])
-    for side, rounds in results.items():
-        rate = statistics.median(r["requests_per_s"] for r in rounds)
-        p50 = statistics.median(r["p50_ms"] for r in rounds)
-        p99 = statistics.median(r["p99_ms"] for r in rounds)
-        errors = sum(r["errors"] for r in rounds)
+    medians = {
+        side: {
+            key: statistics.median(r[key] for r in rounds) for key in ("requests_per_s", "p50_ms", "p99_ms")
+        }
+        | {"errors": sum(r["errors"] for r in rounds)}
+        for side, rounds in results.items()
+    }
+    alone = medians[BASELINE]["requests_per_s"]
+    for side, row in medians.items():
         print(
-            f"{side:>38}: {rate:6.1f} requests/s ({rate / alone:.2f}x)  p50 {p50:6.0f} ms  p99 {p99:6.0f} ms  errors {errors}"
+            f"{side:>56}: {row['requests_per_s']:6.1f} requests/s ({row['requests_per_s'] / alone:.2f}x)  "
+            f"p50 {row['p50_ms']:6.0f} ms  p99 {row['p99_ms']:6.0f} ms  errors {row['errors']}"
         )
+    result = {
+        "clients": args.clients,
+        "seconds": args.seconds,
+        "rounds": args.rounds,
+        "sides": medians,
+        "samples": results,
+        "baseline": BASELINE,
+        "batched": BATCHED,
+        "ratio": medians[BATCHED]["requests_per_s"] / alone,
+    }
+    print("RESULT " + json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":
