@@ -38,24 +38,17 @@ def matmul_gflops(dtype, size: int, repeats: int) -> float:
     return statistics.median(rates)
 
 
-def workload_gflop(
-    model_name: str, size: int, train: bool, in_chans: int = 3, num_classes: int = 10
-) -> float:
-    """GFLOP per image of ``model_name`` at ``size`` x ``size``: the forward pass counted by torch's FLOP
-    counter, times 3 for a training step (the backward pass does two products per forward one, the input's
-    gradient and the weights'). The counter is not run on the backward pass itself: in torch 2.14 it counts a
-    grouped convolution's backward as a dense one (33x the forward for MobileNetV2's depthwise layers)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
+def workload_gflop(model_name: str, size: int, train: bool, in_chans: int = 3, num_classes: int = 10) -> float:
+    """GFLOP per image of ``model_name`` at ``size`` x ``size``: 2 x the multiply-adds --amp auto counts for
+    it (``convlab.runtime.multiply_adds``: torch's FLOP counter on the forward pass), times 3 for a training
+    step (the backward pass does two products per forward one, the input's gradient and the weights'). The
+    counter is not run on the backward pass itself: in torch 2.14 it counts a grouped convolution's backward
+    as a dense one (33x the forward for MobileNetV2's depthwise layers)."""
     import convlab
+    from convlab.runtime import multiply_adds
 
-    model = convlab.create_model(model_name, num_classes=num_classes, in_chans=in_chans).eval()
-    images = torch.randn(2, in_chans, size, size)
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(images)
-    forward = counter.get_total_flops() / len(images) / 1e9
+    model = convlab.create_model(model_name, num_classes=num_classes, in_chans=in_chans)
+    forward = 2 * multiply_adds(model, (in_chans, size, size)) / 1e9
     return 3 * forward if train else forward
 
 

@@ -54,9 +54,8 @@ from convlab.data.bundle import (
     shuffled_order,
 )
 from convlab.errors import ConvlabError
-from convlab.runtime import autocast
 from convlab.transfer.adapt import find_classifier
-from convlab.transfer.features import CHECKED_IMAGES, PROBE_TOLERANCE, _pooled, _progress
+from convlab.transfer.features import CHECKED_IMAGES, PROBE_TOLERANCE, _pooled, classifier_inputs
 from convlab.transfer.freeze import freeze_batchnorm
 
 VIEWS = 4  # augmented views cached per training image under random augmentations other than flip alone
@@ -344,27 +343,17 @@ class CachedFeatures:
     def _extract(self, loader, split: str, mirror: bool = False) -> tuple[list[torch.Tensor], torch.Tensor]:
         """The classifier's inputs (pooled) of ``loader``'s images, in its order, and their labels; with
         ``mirror``, those of the mirrored images as a second tensor."""
-        run, plan = self._run, self.plan
-        model, (amp, channels_last) = run.model, _precision(run)
-        caught: list[torch.Tensor] = []
-        hook = plan.classifier.register_forward_pre_hook(
-            lambda _module, args: caught.append(_pooled(args[0]).float())
+        run = self._run
+        amp, channels_last = _precision(run)
+        found, labels = classifier_inputs(
+            run.model,
+            loader,
+            f"feature cache {split}",
+            amp=amp,
+            device=run.device,
+            channels_last=channels_last,
+            mirror=mirror,
         )
-        labels = []
-        model.eval()
-        try:
-            with torch.no_grad(), autocast(amp, run.device):
-                for images, targets in _progress(loader, len(loader), f"feature cache {split}"):
-                    if channels_last:  # as the steps give a channels_last model its batches
-                        images = images.contiguous(memory_format=torch.channels_last)
-                    model(images)
-                    if mirror:  # the flip mirrors the width: normalising first or after gives the same pixels
-                        model(images.flip(3))
-                    labels.append(targets)
-        finally:
-            hook.remove()
-        found = [torch.cat(caught[0::2]), torch.cat(caught[1::2])] if mirror else [torch.cat(caught)]
-        labels = torch.cat(labels)
         if labels.numel() != self.size(split):
             raise ConvlabError(
                 f"{self.size(split) - labels.numel()} image(s) of the {split} split could not be read while the "

@@ -22,7 +22,7 @@ from convlab.errors import ConvlabError
 from convlab.files import atomic_write
 from convlab.models import ModelSpec
 from convlab.record import InputSpec, RunRecord
-from convlab.runtime import check_device
+from convlab.runtime import autocast, check_device
 from convlab.transfer.adapt import (
     adapt_input_channels,
     find_classifier,
@@ -57,6 +57,45 @@ def _progress(iterable, total: int, description: str):
     return track(iterable, total=total, description=description, console=console, transient=True)
 
 
+def classifier_inputs(
+    model: nn.Module,
+    loader,
+    description: str,
+    *,
+    amp: str = "off",
+    device: str | torch.device = "cpu",
+    channels_last: bool = False,
+    mirror: bool = False,
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """What the classifier receives (``_pooled``, float32) for every image ``loader`` gives, in its order, and
+    the labels: ``([features], labels)``, or with ``mirror`` ``([features, features of the mirrored images],
+    labels)``. Eval mode without autograd (``no_grad``: the feature cache trains a head on them), under
+    ``amp`` autocast and in channels_last when asked; the model's mode is restored after. The one pass
+    behind the linear probe (``extract_features``) and the feature cache (``transfer.feature_cache``)."""
+    _, classifier = find_classifier(model)
+    caught: list[torch.Tensor] = []
+    hook = classifier.register_forward_pre_hook(lambda _module, args: caught.append(_pooled(args[0]).float()))
+    was_training = model.training
+    model.eval()
+    labels: list[torch.Tensor] = []
+    try:
+        with torch.no_grad(), autocast(amp, torch.device(device)):
+            for images, targets in _progress(loader, len(loader), description):
+                if channels_last:  # as the steps give a channels_last model its batches
+                    images = images.contiguous(memory_format=torch.channels_last)
+                model(images)
+                if mirror:  # the flip mirrors the width: normalising first or after gives the same pixels
+                    model(images.flip(3))
+                labels.append(targets)
+    finally:
+        hook.remove()
+        model.train(was_training)
+    if not caught:
+        return [], torch.empty(0, dtype=torch.int64)
+    found = [torch.cat(caught[0::2]), torch.cat(caught[1::2])] if mirror else [torch.cat(caught)]
+    return found, torch.cat(labels)
+
+
 def extract_features(
     model: nn.Module, bundle, split: str = "train", batch_size: int = 256, device: str | torch.device = "cpu"
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -67,28 +106,12 @@ def extract_features(
     the model's mode is restored after.
     """
     bundle.check_split(split)
-    _, classifier = find_classifier(model)
-    caught: list[torch.Tensor] = []
-    hook = classifier.register_forward_pre_hook(
-        lambda _module, args: caught.append(_pooled(args[0]).float().cpu())
-    )
-    was_training = model.training
-    model.eval().to(device)
-    labels: list[torch.Tensor] = []
+    model.to(device)
     loader = bundle.loader(split, batch_size, device=device)
-    try:
-        with torch.inference_mode():
-            for images, targets in _progress(loader, len(loader), f"features {split}"):
-                model(images)
-                labels.append(targets.cpu())
-    finally:
-        hook.remove()
-        model.train(was_training)
-    if not caught:
+    found, labels = classifier_inputs(model, loader, f"features {split}", device=device)
+    if not found:
         raise ConvlabError(f"Split '{split}' of {bundle.name} holds no images.")
-    return torch.cat(caught).numpy().astype(np.float32, copy=False), torch.cat(labels).numpy().astype(
-        np.int64
-    )
+    return found[0].cpu().numpy().astype(np.float32, copy=False), labels.cpu().numpy().astype(np.int64)
 
 
 def write_head(model: nn.Module, weight: np.ndarray, bias: np.ndarray) -> None:
