@@ -38,7 +38,9 @@ def matmul_gflops(dtype, size: int, repeats: int) -> float:
     return statistics.median(rates)
 
 
-def workload_gflop(model_name: str, size: int, train: bool, in_chans: int = 3, num_classes: int = 10) -> float:
+def workload_gflop(
+    model_name: str, size: int, train: bool, in_chans: int = 3, num_classes: int = 10
+) -> float:
     """GFLOP per image of ``model_name`` at ``size`` x ``size``: 2 x the multiply-adds --amp auto counts for
     it (``convlab.runtime.multiply_adds``: torch's FLOP counter on the forward pass), times 3 for a training
     step (the backward pass does two products per forward one, the input's gradient and the weights'). The
