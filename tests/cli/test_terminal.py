@@ -182,3 +182,21 @@ def test_resuming_with_more_epochs_continues_the_schedule_and_nothing_warns(tmp_
     assert len(resumed) == len(straight) == 4
     assert resumed[2:] == pytest.approx(straight[2:], rel=1e-5)
     assert resumed[1] != pytest.approx(straight[1], rel=1e-3)  # epoch 2 ran under the 2-epoch curve
+
+
+@pytest.mark.parametrize("columns", [80, 50])
+def test_a_long_precision_sentence_wraps_to_the_terminal_and_keeps_every_word(monkeypatch, capsys, columns):
+    from convlab.cli.output import print_wrapped
+
+    reason = (
+        "bf16 autocast, channels_last (auto: this CPU has AMX bf16 units and resnet18 does 1.81 G multiply-adds "
+        "per 3x224x224 image, at least the 1 M where bf16 pays)"
+    )
+    monkeypatch.setenv("COLUMNS", str(columns))
+    print_wrapped("precision", reason)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) > 1 and all(len(line) <= columns for line in lines)
+    assert lines[0].startswith("precision: bf16 autocast") and all(
+        line.startswith(" " * 11) for line in lines[1:]
+    )
+    assert " ".join(line.strip() for line in lines) == f"precision: {reason}"

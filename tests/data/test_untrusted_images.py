@@ -130,8 +130,10 @@ def test_predict_says_one_sentence_per_crashing_file_and_predicts_the_rest(train
         assert re.fullmatch(
             rf"convlab: error: Cannot read image '{re.escape(str(crasher))}': [^\n]+\.", line
         ), line
-    precision, first, *_ = result.stdout.splitlines()  # the precision --amp auto chose, then the files
+    # the precision --amp auto chose (a paragraph wrapped to the terminal), a blank line, then the files
+    precision, files = result.stdout.split("\n\n", 1)
     assert precision.startswith("precision: ")
+    first = files.splitlines()[0]
     assert first == str(good) and "good\\xff.png" in result.stdout
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from convlab.choices import PRECISIONS, TTA_MODES
+from convlab.cli.output import print_wrapped
 from convlab.files import require_file_or_folder
 
 CONFUSION_PRINTED_UP_TO = 20  # classes; a larger matrix does not fit a terminal, see confusion-<split>.png
@@ -98,7 +99,7 @@ def print_result(result) -> None:
 
     for note in result.notes:
         print(note)
-    print(f"precision: {result.precision}")
+    print_wrapped("precision", result.precision)
     console = Console()
     k = result.top5_k
     tta = f", TTA {result.tta}" if result.tta else ""

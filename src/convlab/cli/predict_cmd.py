@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from convlab.cli.options import add_inference_options
+from convlab.cli.output import print_wrapped
 from convlab.files import require_file_or_folder
 
 
@@ -79,7 +80,8 @@ def run(args) -> int:
         print(f"Predicted {len(results) - len(failed)} of {len(results)} images; wrote {args.csv}")
     else:
         if chosen and resolve_source(args.source).suffix.lower() not in EXPORTED_SUFFIXES:  # a checkpoint
-            print(f"precision: {chosen[0]}")
+            print_wrapped("precision", str(chosen[0]))
+            print()  # a blank line: the files' results start below
         print_predictions([r for r in results if "error" not in r])
     return 1 if failed else 0
 
