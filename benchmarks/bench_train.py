@@ -88,8 +88,8 @@ def convlab_setup(
 
 
 def measure_train(args) -> dict:
-    from convlab.training.engine import train_one_epoch
     from convlab.training.optim import Schedule, build_optimizer
+    from convlab.training.step import train_one_epoch
 
     model = build(args.model, args.init)
     digest = weights_digest(model)
@@ -192,8 +192,8 @@ def measure_target(args) -> dict:
         }
     else:
         from convlab.evaluation import evaluate_model
-        from convlab.training.engine import train_one_epoch
         from convlab.training.optim import Schedule, build_optimizer
+        from convlab.training.step import train_one_epoch
 
         bundle, config, progress = convlab_setup(args.side, args.model, 0, args.threads, recipe=args.recipe)
         if config.model != args.model:

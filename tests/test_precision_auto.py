@@ -158,17 +158,18 @@ def test_an_exported_model_stays_as_exported_under_auto():
 
 
 def test_train_log_says_the_precision_and_off_trains_in_float32(amx, tmp_path, monkeypatch):
-    from convlab.training import engine, train
+    from convlab.training import step as step_module
+    from convlab.training import train
 
     seen = []
-    step = engine.train_step
+    step = step_module.train_step
 
     def watched(model, images, *args, **kwargs):  # the dtype of the logits each step computes
         loss, logits = step(model, images, *args, **kwargs)
         seen.append(logits.dtype)
         return loss, logits
 
-    monkeypatch.setattr(engine, "train_step", watched)
+    monkeypatch.setattr(step_module, "train_step", watched)
     quick = dict(model="vgg_mini", data="fashion-mnist", limit=128, batch_size=64, epochs=1, val_split=0.5)
     auto = train(**quick, out=tmp_path / "auto")
     log = (auto.run_dir / "train.log").read_text()

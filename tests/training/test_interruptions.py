@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import convlab.training.engine as engine
+import convlab.training.step as step
 from convlab.errors import ConvlabError
 from convlab.training import train
 from convlab.training.config import resolve_config, save_config
@@ -153,7 +153,7 @@ def test_dropout_and_the_schedule_continue_exactly_from_a_step_inside_an_epoch(t
     # without --checkpoint-every: the in-epoch checkpoints change nothing the run computes
     unbroken = train(**DROPOUT, out=tmp_path / "unbroken")
 
-    steps, train_step = [0], engine.train_step
+    steps, train_step = [0], step.train_step
 
     def ctrl_c_at_epoch_2_step_11(*args, **kwargs):
         steps[0] += 1
@@ -161,7 +161,7 @@ def test_dropout_and_the_schedule_continue_exactly_from_a_step_inside_an_epoch(t
             raise KeyboardInterrupt
         return train_step(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "train_step", ctrl_c_at_epoch_2_step_11)
+    monkeypatch.setattr(step, "train_step", ctrl_c_at_epoch_2_step_11)
     with pytest.raises(KeyboardInterrupt):
         train(**DROPOUT, checkpoint_every=4, out=tmp_path / "stopped")
     monkeypatch.undo()
@@ -180,7 +180,7 @@ def test_dropout_and_the_schedule_continue_exactly_from_a_step_inside_an_epoch(t
 def test_a_resume_from_inside_an_epoch_with_more_epochs_redraws_the_schedule(tmp_path, monkeypatch):
     settings = dict(DROPOUT, schedule="cosine")
     three = train(**dict(settings, epochs=3), out=tmp_path / "three")
-    steps, train_step = [0], engine.train_step
+    steps, train_step = [0], step.train_step
 
     def ctrl_c_in_epoch_2(*args, **kwargs):
         steps[0] += 1
@@ -188,7 +188,7 @@ def test_a_resume_from_inside_an_epoch_with_more_epochs_redraws_the_schedule(tmp
             raise KeyboardInterrupt
         return train_step(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "train_step", ctrl_c_in_epoch_2)
+    monkeypatch.setattr(step, "train_step", ctrl_c_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         train(**settings, checkpoint_every=3, out=tmp_path / "two")
     monkeypatch.undo()

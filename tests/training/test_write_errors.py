@@ -149,11 +149,11 @@ def test_a_tensorboard_folder_that_is_a_file_is_one_sentence(tmp_path):
 TENSORBOARD_CHILD = """
 import resource, signal, sys
 from pathlib import Path
-from convlab.training.engine import _TensorBoard
+from convlab.training.tensorboard import TensorBoard
 from convlab.files import WriteError
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-board = _TensorBoard(Path(sys.argv[1]))
+board = TensorBoard(Path(sys.argv[1]))
 resource.setrlimit(resource.RLIMIT_FSIZE, (2000, resource.RLIM_INFINITY))
 try:
     for epoch in range(1, 200):

@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 
 import convlab
 import convlab.training.engine as engine
+import convlab.training.step as step
 from convlab.checkpoint import load_checkpoint
 from convlab.models import create_model
 from convlab.training import train
@@ -172,7 +173,7 @@ def test_a_cached_run_resumes_from_inside_an_epoch_to_the_run_never_stopped(sour
     settings = dict(TARGET, pretrained=str(source), epochs=3, augment="crop", checkpoint_every=4)
     unbroken = train(**settings, out=tmp_path / "unbroken")
 
-    steps, train_step = [0], engine.train_step
+    steps, train_step = [0], step.train_step
 
     def ctrl_c_at_epoch_2_step_7(*args, **kwargs):
         steps[0] += 1
@@ -180,7 +181,7 @@ def test_a_cached_run_resumes_from_inside_an_epoch_to_the_run_never_stopped(sour
             raise KeyboardInterrupt
         return train_step(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "train_step", ctrl_c_at_epoch_2_step_7)
+    monkeypatch.setattr(step, "train_step", ctrl_c_at_epoch_2_step_7)
     with pytest.raises(KeyboardInterrupt):
         train(**settings, out=tmp_path / "stopped")
     monkeypatch.undo()

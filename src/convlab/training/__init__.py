@@ -20,7 +20,7 @@ _API = {
     "resolve_config": "convlab.training.config",
     "TrainResult": "convlab.training.engine",
     "train": "convlab.training.engine",
-    "train_step": "convlab.training.engine",
+    "train_step": "convlab.training.step",
     "sweep": "convlab.training.sweeps",
     "lr_find": "convlab.training.engine",
     "LRRangeTest": "convlab.training.lr_range",

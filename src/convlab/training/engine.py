@@ -1,33 +1,30 @@
 """The training loop: ``train(config, **overrides)`` builds data, model, optimizer and schedule, then runs epochs.
 
-The step reads top to bottom in ``train_step`` (forward, loss, backward, clip, step,
-schedule). A run reads as ``train``: ``_set_up`` (data, model), then ``_train_epochs`` (each
+A run reads as ``train``: ``_set_up`` (data, model), then ``_train_epochs`` (each
 epoch ``_train_and_validate``, then ``_save_epoch``) or ``_linear_probe_run``, then ``_finish``
 (test, report). Everything a run produces lands in its run folder (see ``convlab.train``).
+
+This module puts a run in order; what it calls lives beside it. The step reads top to bottom in
+``training.step``'s ``train_step`` (forward, loss, backward, clip, step, schedule), which
+``train_one_epoch`` runs over an epoch. ``training.run_folder`` holds the run folder's side: its name, the
+checks before a run takes or resumes one, what each epoch writes there, state.pt read back, and the
+sentence a failed write ends with; ``training.state`` what state.pt holds; ``training.tensorboard`` tb/;
+``training.lr_range`` the learning-rate range test that ``lr_find`` and ``--lr auto`` run.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import errno
-import io
-import itertools
-import math
 import os
-import re
-import threading
 import time
-import warnings
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from convlab.checkpoint import load_weights, read_record, save_checkpoint
+from convlab.checkpoint import load_weights, read_record
 from convlab.choices import (
     OPTIMIZERS,
     default_lr,
@@ -36,16 +33,15 @@ from convlab.choices import (
 from convlab.data import DataBundle
 from convlab.errors import ConvlabError, TrainingDiverged
 from convlab.evaluation import evaluate_model
-from convlab.files import RunFolderInUse, WriteError, atomic_write, run_lock, write_error
-from convlab.models import ModelSpec, is_reference
+from convlab.files import RunFolderInUse, WriteError, atomic_write, run_lock
+from convlab.models import ModelSpec
 from convlab.models.user import check_channels, code_of
-from convlab.record import DataSpec, InputSpec, RunRecord
-from convlab.report import METRIC_COLUMNS, write_report
-from convlab.runtime import AUTO, PrecisionChoice, check_device, choose_precision, resolve_precision
+from convlab.record import InputSpec
+from convlab.report import write_report
+from convlab.runtime import PrecisionChoice, check_device, choose_precision
 from convlab.speed import use_fast_layers
 from convlab.threads import resolve_threads
 from convlab.training.config import (
-    FIELDS,
     TrainConfig,
     check_distributed,
     load_config_file,
@@ -54,7 +50,6 @@ from convlab.training.config import (
 )
 from convlab.training.crossval import CrossValidation, cross_validate
 from convlab.training.distributed import (
-    CHECK_EVERY,
     RUN_DIR_NOTE,
     SOLO,
     Group,
@@ -64,7 +59,6 @@ from convlab.training.distributed import (
 )
 from convlab.training.gradients import GradientLog
 from convlab.training.inputs import (
-    MIN_VAL_PER_CLASS,
     data_text,
     drops_last_batch,
     fit_input_size,
@@ -77,19 +71,32 @@ from convlab.training.inputs import (
     run_data,
 )
 from convlab.training.lr_range import CSV_FILE as LR_FIND_CSV
-from convlab.training.lr_range import DEFAULT_END, DEFAULT_START, DEFAULT_STEPS, LRRangeTest, range_test
+from convlab.training.lr_range import (
+    DEFAULT_END,
+    DEFAULT_START,
+    DEFAULT_STEPS,
+    LRRangeTest,
+    range_test_on_run,
+)
 from convlab.training.optim import Schedule, build_optimizer
 from convlab.training.progress import TrainProgress, epoch_line
-from convlab.training.state import (
-    Kept,
-    load_state,
-    restore_rng,
-    rng_state,
-    save_state,
-    saved_position,
-    seed_everything,
+from convlab.training.run_folder import (
+    RunWriteError,
+    cannot_write,
+    checkpoint_record,
+    default_run_dir,
+    format_row,
+    read_metrics_rows,
+    refuse_previous_run,
+    restore,
+    resume_config,
+    save_results,
+    stopped_before_first_checkpoint,
+    write_failure,
 )
-from convlab.transfer import freeze_batchnorm
+from convlab.training.state import EpochPosition, Kept, Standing, rng_state, save_state, seed_everything
+from convlab.training.step import NonFiniteLoss, train_one_epoch
+from convlab.training.tensorboard import TensorBoard
 from convlab.transfer.feature_cache import head_on_cached_features
 from convlab.transfer.run import (
     TransferRun,
@@ -99,30 +106,6 @@ from convlab.transfer.run import (
     start_transfer,
     trainable_lines,
 )
-
-# Szegedy et al. 2014, section 5: the auxiliary classifiers' losses are "added to the total loss of the
-# network with a discount weight (... weighted by 0.3)" during training; inference discards them.
-AUX_LOSS_WEIGHT = 0.3
-# Everything else would change the run; the speed levers (threads, channels_last, compile) change its pace
-# only, and test_tta how the finished run is tested, not how it trains.
-RESUME_MAY_CHANGE = (
-    "epochs",
-    "early_stop",
-    "device",
-    "out",
-    "resume",
-    "threads",
-    "channels_last",
-    "compile",
-    "folder_cache",  # where the same pixels come from, decoded once or every epoch
-    "test_tta",
-    "checkpoint_every",  # how often state.pt is written, not what the run computes
-    "log_gradients",  # what is measured, not what is computed
-)
-RUN_FILES = ("config.yaml", "state.pt", "last.safetensors", "best.safetensors", "metrics.csv")
-# The write errors that more space would cure; the others (a read-only or missing folder, no permission)
-# need another --out.
-OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 @dataclass
@@ -145,210 +128,6 @@ class TrainResult:
 
         lines = [_summary_line(self.run_dir, self.best_val_top1, self.best_epoch, self.test)]
         return lines_html(lines) + png_html(self.run_dir / "curves.png", "loss, top-1 and learning rate")
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The step and the epoch
-
-
-def train_step(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    optimizer: torch.optim.Optimizer,
-    schedule: Schedule,
-    criterion: nn.Module,
-    config: TrainConfig,
-    gradients: GradientLog | None = None,
-    precision: PrecisionChoice | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step: forward, loss, backward, clip, step, schedule. Returns the loss and main logits.
-    ``gradients`` (--log-gradients) measures the gradients and the update around the optimizer step.
-    ``precision``: the run's resolved precision and layout (``_set_up``); without it, ``config``'s, ``auto``
-    resolved for the model (convlab.runtime.resolve_precision)."""
-    amp, layout = (
-        (config.amp, config.channels_last) if precision is None else (precision.amp, precision.channels_last)
-    )
-    if AUTO in (amp, layout):
-        chosen = resolve_precision(unwrapped(model), images.shape[1:], images.device, amp, layout)
-        amp, layout = chosen.amp, chosen.channels_last
-    if layout is True and images.dim() == 4:  # NHWC batches for a channels_last model (docs/performance.md)
-        images = images.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
-        outputs = model(images)
-        logits, *aux_logits = outputs if isinstance(outputs, tuple) else (outputs,)
-        loss = criterion(logits, labels)
-        for aux in aux_logits:  # auxiliary heads exist in training only (GoogLeNet, Inception v3)
-            loss = loss + AUX_LOSS_WEIGHT * criterion(aux, labels)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if config.clip_value is not None:  # each gradient element into [-v, v] (notes 000, "clip by value")
-        nn.utils.clip_grad_value_(model.parameters(), config.clip_value)
-    # g * v / ||g|| when ||g|| > v, over all parameters (notes 000, "clip by norm")
-    if config.clip_norm is not None:
-        nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
-    if gradients is not None:
-        gradients.before_update()
-    optimizer.step()
-    if gradients is not None:
-        gradients.after_update()
-    schedule.after_step()
-    return loss.detach(), logits.detach()
-
-
-class NonFiniteLoss(Exception):
-    def __init__(self, step: int, value: float) -> None:
-        super().__init__(step, value)
-        self.step, self.value = step, value
-
-
-@dataclass
-class EpochPosition:
-    """How far an epoch had got at an in-epoch checkpoint (``--checkpoint-every``): the steps done, the
-    learning rate the epoch started with, its training seconds, the running sums of its figures, and the
-    RNG states of that moment (state.pt's ``rng``), which a resume applies once the steps done are replayed.
-
-    The epoch's order and augmentation need nothing saved: the loader draws them from (seed, epoch)."""
-
-    steps: int
-    lr: float
-    seconds: float
-    loss_sum: torch.Tensor
-    correct: torch.Tensor
-    seen: int
-    rng: dict[str, Any] | None = None
-
-    def saved(self) -> dict[str, Any]:
-        """What state.pt's ``in_epoch`` holds (the RNG states are state.pt's own ``rng``)."""
-        return {
-            "steps": self.steps,
-            "lr": self.lr,
-            "seconds": self.seconds,
-            "loss_sum": self.loss_sum.detach().cpu(),
-            "correct": self.correct.detach().cpu(),
-            "seen": self.seen,
-        }
-
-
-def train_one_epoch(
-    model: nn.Module,
-    loader,
-    optimizer: torch.optim.Optimizer,
-    schedule: Schedule,
-    criterion: nn.Module,
-    config: TrainConfig,
-    progress: TrainProgress,
-    position: EpochPosition | None = None,
-    checkpoint=None,
-    gradients: GradientLog | None = None,
-    group: Group = SOLO,
-    precision: PrecisionChoice | None = None,
-) -> dict[str, float]:
-    """Train over ``loader`` once. Sums stay on the device and are read only when the bar refreshes.
-
-    ``position`` continues the epoch from an in-epoch checkpoint. ``checkpoint(position)`` is called
-    after every ``config.checkpoint_every``-th step of the epoch but its last (the epoch's end saves then).
-    In a distributed run (``group``) the figures returned are the sums over every process's part, the loss is
-    checked on every process at the same steps, and ``checkpoint`` gets the sums so far of every process.
-    """
-    model.train()
-    # Transfer: a frozen backbone's BatchNorm keeps its statistics (train() above reaches the model through
-    # the wrappers torch.compile and DDP put around it).
-    freeze_batchnorm(unwrapped(model))
-    device = next(model.parameters()).device
-    if position is None:
-        position = EpochPosition(
-            steps=0,
-            lr=schedule.lr,
-            seconds=0.0,
-            loss_sum=torch.zeros((), dtype=torch.float64),
-            correct=torch.zeros((), dtype=torch.int64),
-            seen=0,
-        )
-    loss_sum, correct = position.loss_sum.to(device), position.correct.to(device)
-    seen, total, every = position.seen, len(loader), config.checkpoint_every
-    # the first step whose loss was not finite, and that loss (an in-epoch checkpoint is taken only when
-    # there was none)
-    first_bad_step = torch.full((), -1, dtype=torch.int64, device=device)
-    first_bad_loss = torch.zeros((), device=device)
-    batches = iter(loader)
-    if position.steps:
-        # The steps done are replayed unused, so that the next batch, and its augmentation draws, are those
-        # the interrupted run was about to train on. The RNG states (dropout's) come back after: a
-        # DataLoader draws from torch's generator when it starts.
-        for _ in range(position.steps):
-            next(batches)
-        restore_rng(position.rng)
-    start = time.perf_counter()
-
-    def elapsed() -> float:
-        return position.seconds + time.perf_counter() - start
-
-    def check() -> None:
-        """Stop on a non-finite loss: a device sync, and in a distributed run a collective (every process
-        checks at the same steps and stops at the first bad step of any)."""
-        bad = group.first_bad_step(first_bad_step)
-        if bad >= 0:
-            raise NonFiniteLoss(bad, group.bad_value(first_bad_step, first_bad_loss, bad))
-
-    def report(steps_done: int) -> None:
-        progress.update(
-            steps_done,
-            float(loss_sum) / max(seen, 1),
-            int(correct) / max(seen, 1),
-            seen * group.world / max(elapsed(), 1e-9),  # every process takes as many images a step
-        )
-
-    for step, (images, labels) in enumerate(batches, start=position.steps + 1):
-        if gradients is not None:
-            gradients.start_step(step)
-        loss, logits = train_step(
-            model, images, labels, optimizer, schedule, criterion, config, gradients, precision
-        )
-        batch = labels.shape[0]
-        loss_sum += loss.double() * batch
-        correct += (logits.argmax(dim=1) == labels).sum()
-        newly_bad = (first_bad_step < 0) & ~torch.isfinite(loss)
-        first_bad_step = torch.where(newly_bad, step, first_bad_step)
-        first_bad_loss = torch.where(newly_bad, loss.float(), first_bad_loss)
-        seen += batch
-        group.stepped()
-        # One process checks whenever the bar is due; the processes of a distributed run at fixed steps,
-        # which they all reach, and the bar shows process 0's own part.
-        if group.distributed and step % CHECK_EVERY == 0:
-            check()
-        if progress.due():
-            if not group.distributed:
-                check()
-            report(step)
-        if every is not None and checkpoint is not None and step % every == 0 and step < total:
-            check()  # a non-finite loss stops the run before it is saved
-            checkpoint(EpochPosition(step, position.lr, elapsed(), loss_sum, correct, seen))
-    check()
-    report(total)
-    # the epoch's figures: every process's sums (float64 holds the counts exactly)
-    totals = group.sum(
-        torch.stack(
-            [
-                loss_sum.double(),
-                correct.double(),
-                torch.tensor(float(seen), device=device, dtype=torch.float64),
-            ]
-        )
-    )
-    loss_total, correct_total, seen_total = totals.tolist()
-    return {
-        "train_loss": loss_total / seen_total,
-        "train_top1": correct_total / seen_total,
-        "images": int(seen_total),
-        "train_seconds": elapsed(),
-    }
-
-
-def unwrapped(model: nn.Module) -> nn.Module:
-    """The model inside torch.compile's wrapper (``_orig_mod``) and DDP's (``module``)."""
-    model = getattr(model, "_orig_mod", model)
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -417,7 +196,7 @@ def _train(group: Group, config: Any, overrides: dict[str, Any], network: nn.Mod
             except RunWriteError:
                 raise  # a fold's, said already
             except WriteError as error:  # the summary's: the folds are finished, each in its folder
-                raise RunWriteError(error, _cannot_write(error)) from None
+                raise RunWriteError(error, cannot_write(error)) from None
         # torchrun and --nproc give each process its share of the cores (OMP_NUM_THREADS): "auto" keeps it,
         # where measuring the idle cores would count the other processes' start as busy
         threads = None if group.distributed and config.threads == "auto" else config.threads
@@ -432,7 +211,7 @@ def _train(group: Group, config: Any, overrides: dict[str, Any], network: nn.Mod
             except RunWriteError:
                 raise
             except WriteError as error:
-                raise _write_failure(error, run_dir, group) from None
+                raise write_failure(error, run_dir, group) from None
             except Exception as error:
                 if group.distributed and is_collective_failure(error):
                     raise peer_lost(group, error, run_dir) from None
@@ -481,12 +260,12 @@ def _prepare(
     given = _explicit_settings(config, overrides)
     if given.get("resume"):
         run_dir = Path(given["resume"])
-        # not a folder: _resume_config says it is not a run folder
+        # not a folder: resume_config says it is not a run folder
         left_over = held.enter_context(run_lock(run_dir)) if run_dir.is_dir() else []
-        config = _resume_config(run_dir, given)
+        config = resume_config(run_dir, given)
         if (run_dir / "state.pt").is_file():
             return config, run_dir, _Start(resuming=True, left_over=left_over)
-        if not _stopped_before_first_checkpoint(run_dir):
+        if not stopped_before_first_checkpoint(run_dir):
             if config.transfer == "linear-probe":
                 raise ConvlabError(
                     f"Cannot resume '{run_dir}': it holds a linear probe, one fit with nothing to resume; "
@@ -511,7 +290,7 @@ def _prepare(
                 break
         else:
             held.enter_context(run_lock(run_dir))  # says which folder is in use
-    _refuse_previous_run(run_dir)
+    refuse_previous_run(run_dir)
     config.out = str(run_dir)
     return config, run_dir, _Start(left_over=left_over)
 
@@ -528,81 +307,6 @@ def _explicit_settings(config: Any, overrides: dict[str, Any]) -> dict[str, Any]
     else:
         given = load_config_file(config)
     return {**given, **{str(k).replace("-", "_"): v for k, v in overrides.items()}}
-
-
-def _resume_config(run_dir: Path, given: dict[str, Any]) -> TrainConfig:
-    """The saved configuration of ``run_dir`` with the few settings a resumed run may change."""
-    if not (run_dir / "config.yaml").is_file():
-        raise ConvlabError(f"Cannot resume '{run_dir}': it is not a run folder (it holds no config.yaml).")
-    saved = resolve_config(run_dir / "config.yaml")
-    changes = {k: v for k, v in given.items() if k != "resume"}
-    config = resolve_config(saved, **changes)
-    changed = [
-        name
-        for name in FIELDS
-        if name not in RESUME_MAY_CHANGE and getattr(config, name) != getattr(saved, name)
-    ]
-    if changed:
-        raise ConvlabError(
-            f"A resumed run continues with its saved configuration; it cannot change {', '.join(changed)} "
-            f"(only {', '.join(RESUME_MAY_CHANGE[:3])}). Start a new run with --out to train differently."
-        )
-    config.out, config.resume = str(run_dir), None
-    return config
-
-
-def default_run_dir(config: TrainConfig, prefix: str = "") -> Path:
-    """``runs/<prefix><model>-<data>-<YYYYmmdd-HHMMSS>``, with a numbered suffix if that folder exists already
-    (``prefix``: ``lr-find-`` or ``sweep-`` for the folders of those commands)."""
-    data = (
-        config.data.split(":", 1)[0] if config.data.startswith("idx:") else Path(config.data.rstrip("/")).name
-    )
-    data = re.sub(r"[^A-Za-z0-9._-]+", "-", data).strip("-.") or "data"
-    # your own network: its function's or class's name, not the path to it
-    model = config.model.rpartition(":")[2].rpartition(".")[2] if is_reference(config.model) else config.model
-    model = re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-.") or "model"
-    base = Path("runs") / f"{prefix}{model}-{data}-{datetime.now():%Y%m%d-%H%M%S}"
-    path, number = base, 2
-    while path.exists():
-        path, number = base.with_name(f"{base.name}-{number}"), number + 1
-    return path
-
-
-def _refuse_previous_run(run_dir: Path) -> None:
-    """A new run never overwrites a previous one; the refusal says how to go on with it, where --resume can."""
-    held = [name for name in RUN_FILES if (run_dir / name).exists()]
-    if not held:
-        return
-    if _stopped_before_first_checkpoint(run_dir):
-        raise ConvlabError(
-            f"'{run_dir}' holds a run that stopped before its first checkpoint ({', '.join(held)}; no "
-            f"state.pt); start it again with --resume {run_dir} or choose another --out."
-        )
-    resume = f"resume it with --resume {run_dir} or " if "state.pt" in held else ""
-    raise ConvlabError(
-        f"'{run_dir}' already holds a run ({', '.join(held)}); {resume}choose another --out "
-        f"(a previous run is never overwritten)."
-    )
-
-
-def _stopped_before_first_checkpoint(run_dir: Path) -> bool:
-    """Whether ``run_dir`` holds a run that stopped before writing its first state.pt: its config.yaml, no
-    state.pt, and nothing that a later moment of a run writes (a report, a checkpoint past epoch 1: a
-    folder whose state.pt was deleted); a linear probe writes no state.pt, and one with a checkpoint is
-    finished. --resume starts such a run again from step 1, and what it wrote before its first state.pt
-    (epoch 1's checkpoints and metrics.csv row) is written again alike."""
-    if not (run_dir / "config.yaml").is_file() or (run_dir / "state.pt").exists():
-        return False
-    if (run_dir / "report.md").exists():
-        return False
-    last = run_dir / "last.safetensors"
-    if not last.exists():
-        return True
-    try:
-        probe = load_config_file(run_dir / "config.yaml").get("transfer") == "linear-probe"
-        return not probe and read_record(last).epoch == 1
-    except ConvlabError:  # a damaged file: nothing to start again from with confidence
-        return False
 
 
 @dataclass
@@ -717,70 +421,8 @@ def _ready_to_step(run: _Run) -> None:
     run.trainable = tuple(parameter.requires_grad for parameter in run.model.parameters())
 
 
-class _TensorBoard:
-    """The run's tb/ folder: each epoch's figures as TensorBoard scalars. TensorBoard is imported only when
-    a run writes to it: it is heavy, and nothing else in convlab needs it.
-
-    TensorBoard writes on a thread of its own, which prints a write error as a traceback and hands it to
-    the next ``add_scalar`` or ``flush``, without the file's name; here it is a WriteError naming tb/,
-    and the thread stays quiet (``_quiet_tensorboard_thread``).
-    """
-
-    def __init__(self, run_dir: Path, purge_step: int | None = None) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.folder = run_dir / "tb"
-        self._hook = _quiet_tensorboard_thread()
-        try:
-            self.writer = SummaryWriter(str(self.folder), purge_step=purge_step)
-        except OSError as error:
-            self._restore_hook()
-            raise write_error(self.folder, error) from None
-
-    def log(self, row: dict[str, Any]) -> None:
-        try:
-            for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr"):
-                if row.get(key) is not None:
-                    # TensorBoard groups "train/loss", "val/top1", ... by their prefix
-                    name = key.replace("_", "/", 1) if key != "lr" else "lr"
-                    self.writer.add_scalar(name, row[key], row["epoch"])
-            self.writer.flush()
-        except OSError as error:
-            raise write_error(self.folder, error) from None
-
-    def close(self, failing: bool = False) -> None:
-        """Flush and close; when the run is ``failing`` already, a write error here is not the news."""
-        try:
-            self.writer.close()
-        except OSError as error:
-            if not failing:
-                raise write_error(self.folder, error) from None
-        finally:
-            self._restore_hook()
-
-    def _restore_hook(self) -> None:
-        if threading.excepthook is self._hook:
-            threading.excepthook = self._hook.previous
-
-
-def _quiet_tensorboard_thread():
-    """Install (and return) a threading.excepthook that keeps TensorBoard's writer thread from printing its
-    OSError; the thread hands the same error to the run, which says it in one sentence."""
-    from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
-
-    previous = threading.excepthook
-
-    def hook(args) -> None:
-        if not (isinstance(args.thread, _AsyncWriterThread) and issubclass(args.exc_type, OSError)):
-            previous(args)
-
-    hook.previous = previous
-    threading.excepthook = hook
-    return hook
-
-
 # ---------------------------------------------------------------------------------------------------------
-# The learning-rate range test: `convlab lr-find`, and `train --lr auto` before its first epoch
+# The learning-rate range test: `convlab lr-find` sets a run up for it (the test: training.lr_range)
 
 
 def lr_find(
@@ -809,85 +451,13 @@ def lr_find(
             run = _set_up(config, run_dir, begin, network)
             _ready_to_step(run)
             try:
-                return _range_test(run, start, end, steps)
+                return range_test_on_run(run, start, end, steps)
             finally:
                 run.progress.close()
 
 
-class _FixedRate:
-    """The schedule train_step advances during the range test, which sets each step's rate itself."""
-
-    def after_step(self) -> None:
-        pass
-
-
-def _range_test(
-    run: _Run, start: float = DEFAULT_START, end: float = DEFAULT_END, steps: int = DEFAULT_STEPS
-) -> LRRangeTest:
-    """The range test on the run's model, data and optimizer (each step as training takes it: precision,
-    layout, clipping, auxiliary heads), saved into the run folder and said in train.log."""
-    config = run.config
-    optimizer = build_optimizer(
-        run.model,
-        config.optimizer,
-        1.0,  # the test sets every step's rate; the groups' ratios (transfer) are what counts here
-        config.momentum,
-        config.weight_decay,
-        groups=run.transfer.groups if run.transfer else None,
-        batch_size=config.batch_size,
-    )
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    run.step_model.train()
-    freeze_batchnorm(run.model)
-
-    def batches():
-        for epoch in itertools.count(1):
-            yield from run.train_loader(epoch)
-
-    def step(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return train_step(
-            run.step_model,
-            images,
-            labels,
-            optimizer,
-            _FixedRate(),
-            criterion,
-            config,
-            precision=run.precision,
-        )[0]
-
-    run.progress.note(f"lr range test: {steps} steps from lr {start:g} to {end:g} ({config.optimizer})")
-    test = range_test(run.model, optimizer, batches(), step, start, end, steps)
-    test.save(run.run_dir)
-    run.progress.note(test.describe() + f"; {run.run_dir / 'lr_find.png'}")
-    return test
-
-
 # ---------------------------------------------------------------------------------------------------------
 # The epochs, and what each one leaves in the run folder
-
-
-@dataclass
-class Standing:
-    """Where a run stands after its last completed epoch; saved in state.pt, so early stopping resumes too."""
-
-    epoch: int = 0
-    best_top1: float = -math.inf
-    best_epoch: int = 0
-    stale_epochs: int = 0  # epochs since the best val top-1
-
-    def after_epoch(self, epoch: int, score: float) -> bool:
-        """Record epoch ``epoch`` with ``score``; True when it is the best so far (ties keep the earlier)."""
-        self.epoch = epoch
-        if score > self.best_top1:
-            self.best_top1, self.best_epoch, self.stale_epochs = score, epoch, 0
-            return True
-        self.stale_epochs += 1
-        return False
-
-    def out_of_patience(self, patience: int | None) -> bool:
-        """Whether val top-1 has gone ``patience`` epochs without improving (never without --early-stop)."""
-        return patience is not None and self.stale_epochs >= patience
 
 
 @dataclass
@@ -924,7 +494,7 @@ def _train_epochs(run: _Run, start: _Start) -> TrainResult:
     steps inside it), to the last or an early stop."""
     config, progress = run.config, run.progress
     if config.lr == "auto":  # a resumed run's config.yaml holds the rate chosen
-        config.lr = _range_test(run).suggestion
+        config.lr = range_test_on_run(run).suggestion
     steps = _steps(run)
     standing, position = _begin_epochs(run, steps, start)
     # --transfer feature-extract: the epochs train the head on the frozen part's outputs, computed once, in
@@ -940,9 +510,7 @@ def _train_epochs(run: _Run, start: _Start) -> TrainResult:
     # started again: everything, though a run logs an epoch only once state.pt has committed it). Process 0
     # alone writes it and the gradient log: the gradients it measures are every process's average.
     leader = run.group.leader
-    board = (
-        _TensorBoard(run.run_dir, purge_step=None if start.new else standing.epoch + 1) if leader else None
-    )
+    board = TensorBoard(run.run_dir, purge_step=None if start.new else standing.epoch + 1) if leader else None
     if config.log_gradients is not None and leader:
         steps.gradients = GradientLog(run.model, config.log_gradients, run.run_dir, board.writer)
         steps.gradients.resume_from(standing.epoch * steps.per_epoch + (position.steps if position else 0))
@@ -994,7 +562,7 @@ def _begin_epochs(run: _Run, steps: _Steps, start: _Start) -> tuple[Standing, Ep
     config, progress = run.config, run.progress
     position = None
     if start.resuming:
-        standing, position = _restore(
+        standing, position = restore(
             run.run_dir, config, run.model, steps.optimizer, steps.schedule, steps.per_epoch, run.group
         )
         if position is None:
@@ -1069,80 +637,6 @@ def _optimisation_line(config: TrainConfig, steps: _Steps, lr_found: bool) -> st
     )
 
 
-def _restore(
-    run_dir: Path,
-    config: TrainConfig,
-    model,
-    optimizer,
-    schedule: Schedule,
-    steps_per_epoch: int,
-    group: Group = SOLO,
-) -> tuple[Standing, EpochPosition | None]:
-    """Put model, optimizer, schedule and RNGs back as they were at the run's last checkpoint: the end of
-    an epoch, or (``--checkpoint-every``) a step inside one, whose EpochPosition is returned too; its RNG
-    states apply once the epoch's steps done are replayed (train_one_epoch). In a distributed run process 0
-    reads state.pt and sends it to the others (their machines need not see the run folder), and each takes
-    back its own random states."""
-    state = group.decide(lambda: load_state(run_dir / "state.pt"))
-    trained_on = state.get("world_size", 1)  # absent from the state.pt of a convlab before distributed runs
-    if trained_on != group.world:
-        how = (
-            f"--nproc {trained_on} (or torchrun with {trained_on} processes)"
-            if trained_on > 1
-            else "one process"
-        )
-        raise ConvlabError(
-            f"Cannot resume '{run_dir}' on {group.world} process{'es' if group.world > 1 else ''}: it was "
-            f"trained on {trained_on}, and which images and random draws each process takes depend on that; "
-            f"resume it with {how}."
-        )
-    if group.distributed:  # this process's own random states, and its sums of the epoch begun (process 0's
-        # are every process's at the checkpoint; the others start again from zero)
-        state["rng"] = state["rng_ranks"][group.rank]
-        if state.get("in_epoch") and not group.leader:
-            state["in_epoch"] = {
-                **state["in_epoch"],
-                "loss_sum": torch.zeros((), dtype=torch.float64),
-                "correct": torch.zeros((), dtype=torch.int64),
-                "seen": 0,
-            }
-    if state["steps_per_epoch"] != steps_per_epoch:
-        raise ConvlabError(
-            f"Cannot resume '{run_dir}': its data gave {state['steps_per_epoch']} batches per epoch, "
-            f"now {steps_per_epoch}; the data set changed since the run started."
-        )
-    within = state.get("in_epoch")  # absent from the state.pt of a convlab before --checkpoint-every
-    begun = state["epoch"] + (1 if within else 0)
-    if config.epochs < begun:
-        raise ConvlabError(
-            f"--epochs {config.epochs} is fewer than the {begun} epochs already "
-            f"{'begun' if within else 'done'}."
-        )
-    model.load_state_dict(state["model"])
-    position = None if not within else EpochPosition(**within, rng=state["rng"])
-    if config.epochs != state["epochs"] and schedule.depends_on_length:
-        # More epochs: the schedule is redrawn over the new length and continues from the step reached.
-        with warnings.catch_warnings():
-            # The replay steps a fresh schedule with no optimizer step, on purpose; torch takes that for
-            # the wrong order. Harmless: the resumed epochs' learning rates are an unbroken run's
-            # (tests/cli/test_terminal.py).
-            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
-            schedule.fast_forward(state["epoch"] * steps_per_epoch)
-            if position is not None:  # the epoch's metrics row shows the redrawn rate it started with
-                position.lr = schedule.lr
-                schedule.fast_forward(position.steps)
-        redrawn = [group["lr"] for group in optimizer.param_groups]
-        optimizer.load_state_dict(state["optimizer"])
-        for group, lr in zip(optimizer.param_groups, redrawn):
-            group["lr"] = lr
-    else:
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-    if position is None:
-        restore_rng(state["rng"])
-    return Standing(**state["standing"]), position
-
-
 def _train_and_validate(
     run: _Run, steps: _Steps, epoch: int, position: EpochPosition | None = None, checkpoint=None
 ) -> dict[str, Any]:
@@ -1209,12 +703,12 @@ def _save_epoch(
     epoch, so the folder can be resumed whenever the run stops.
     """
     config, bundle, model, transfer, epoch = run.config, run.bundle, run.model, run.transfer, row["epoch"]
-    rows.append(_format_row(row))
+    rows.append(format_row(row))
     if run.group.leader:
         record = checkpoint_record(model, config, bundle, epoch, row)
         if transfer is not None:
             record.transfer = transfer.record(model)
-        _save_results(run.run_dir, model, record, rows, improved)
+        save_results(run.run_dir, model, record, rows, improved)
     _save_state(run, steps, standing)
 
 
@@ -1255,62 +749,6 @@ def _save_state(run: _Run, steps: _Steps, standing: Standing, position: EpochPos
     )
 
 
-def _save_results(
-    run_dir: Path, model: nn.Module, record, rows: list[dict[str, str]], improved: bool
-) -> None:
-    """last.safetensors, best.safetensors too when the weights ``improved``, and metrics.csv's ``rows``."""
-    save_checkpoint(run_dir / "last.safetensors", model, record)
-    if improved:
-        save_checkpoint(run_dir / "best.safetensors", model, record)
-    write_metrics(run_dir / "metrics.csv", rows)
-
-
-def checkpoint_record(
-    model: nn.Module, config: TrainConfig, bundle, epoch: int, row: dict[str, Any]
-) -> RunRecord:
-    return RunRecord(
-        model=ModelSpec.of(model),
-        classes=list(bundle.classes),
-        input=InputSpec.of(bundle),
-        data=DataSpec(
-            name=bundle.name,
-            source=bundle.source,
-            val_split=config.val_split,
-            seed=config.seed,
-            min_val_per_class=MIN_VAL_PER_CLASS,
-            fold=config.fold,
-            folds=config.folds,
-        ),
-        epoch=epoch,
-        metrics={key: row.get(key) for key in ("val_top1", "val_top5", "val_loss", "train_loss")},
-        config=config.to_dict(),
-    )
-
-
-def _format_row(row: dict[str, Any]) -> dict[str, str]:
-    formats = {"epoch": "d", "lr": ".6g", "seconds": ".2f", "images_per_s": ".1f"}
-    return {
-        key: "" if row.get(key) is None else format(row[key], formats.get(key, ".6f"))
-        for key in METRIC_COLUMNS
-    }
-
-
-def write_metrics(path: Path, rows: list[dict[str, str]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    text = buffer.getvalue()
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-
-
-def read_metrics_rows(path: Path, up_to_epoch: int) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as handle:
-        return [row for row in csv.DictReader(handle) if int(row["epoch"]) <= up_to_epoch]
-
-
 def _early_stop(run: _Run, standing: Standing) -> bool:
     """True, with a line in train.log, when --early-stop's patience has run out."""
     if not standing.out_of_patience(run.config.early_stop):
@@ -1327,40 +765,6 @@ def _non_finite_message(bad: NonFiniteLoss, epoch: int, kept: Kept, optimizer) -
         f"The training loss became {bad.value} at epoch {epoch}, step {bad.step}; the run folder keeps {kept}. "
         f"Try a lower --lr (this run used {optimizer.defaults['lr']:g}) or --clip-norm 1.0."
     )
-
-
-class RunWriteError(WriteError):
-    """A file of the run could not be written: said with what the run folder keeps and how to go on."""
-
-    def __init__(self, error: WriteError, message: str) -> None:
-        super().__init__(error.path, error.reason, error.errno, message)
-
-
-def _cannot_write(error: WriteError) -> str:
-    """``Cannot write 'runs/x/state.pt': No space left on device; free space or choose another --out.``"""
-    cure = "free space or choose another --out" if error.errno in OUT_OF_SPACE else "choose another --out"
-    return f"Cannot write '{error.path}': {error.reason}; {cure}."
-
-
-def _write_failure(error: WriteError, run_dir: Path, group: Group = SOLO) -> RunWriteError:
-    """The one sentence for a write of the run that failed, with what its folder keeps: the state.pt on
-    disk, which a failed write leaves as it was (files.atomic_write). Said in train.log too, if it can be."""
-    state = run_dir / "state.pt"
-    if state.is_file():
-        try:
-            kept = saved_position(state)  # the counters only: the tensors stay on disk
-            after = f"The run folder keeps {kept} (resume with --resume {run_dir}{group.relaunch})."
-        except (ConvlabError, KeyError):
-            after = "Its state.pt cannot be read; start the run again with another --out."
-    elif _stopped_before_first_checkpoint(run_dir):
-        after = f"The run folder keeps no checkpoint yet (start it again with --resume {run_dir}{group.relaunch})."
-    else:
-        after = "Nothing to resume was written; start the run again once it can write."
-    message = f"{_cannot_write(error)} {after}"
-    if (run_dir / "train.log").is_file():
-        with contextlib.suppress(WriteError):
-            TrainProgress(run_dir / "train.log").note(message, echo=False)
-    return RunWriteError(error, message)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -1388,8 +792,8 @@ def _linear_probe_run(run: _Run) -> TrainResult:
         progress.note(line)
     record = checkpoint_record(model, config, bundle, 1, row)
     record.transfer = transfer.record(model, **probe)
-    _save_results(run_dir, model, record, [_format_row(row)], improved=True)
-    board = _TensorBoard(run_dir)
+    save_results(run_dir, model, record, [format_row(row)], improved=True)
+    board = TensorBoard(run_dir)
     try:
         board.log(row)
     except WriteError:

@@ -4,11 +4,16 @@ loss, and read a good rate off the curve, where the loss falls fastest, well bef
 
 The test changes nothing: the weights (buffers too), the optimizer's state and the random-number streams
 are put back as they were, so ``train --lr auto`` trains exactly as ``train --lr <the rate it chose>``.
+
+``range_test`` runs the test with any model, optimizer and step; ``range_test_on_run`` runs it on a run the
+engine has set up, each step through ``train_step``: for ``convlab lr-find`` (engine.lr_find) and for
+``train --lr auto`` before its first epoch.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,7 +25,10 @@ from torch import nn
 
 from convlab.errors import ConvlabError
 from convlab.files import atomic_write
+from convlab.training.optim import build_optimizer
 from convlab.training.state import restore_rng, rng_state
+from convlab.training.step import train_step
+from convlab.transfer import freeze_batchnorm
 
 DEFAULT_START, DEFAULT_END, DEFAULT_STEPS = 1e-7, 10.0, 100
 # fastai's choices: the loss is smoothed as an exponential moving average (debiased), and the test stops
@@ -175,3 +183,54 @@ def _suggestions(lrs: list[float], smoothed: list[float]) -> tuple[float, float]
     logs, values = np.log(np.array(lrs)[list(window)]), np.array(smoothed)[list(window)]
     slopes = np.gradient(values, logs)
     return lrs[window[int(np.argmin(slopes))]], lrs[lowest]
+
+
+class _FixedRate:
+    """The schedule train_step advances during the range test, which sets each step's rate itself."""
+
+    def after_step(self) -> None:
+        pass
+
+
+def range_test_on_run(
+    run, start: float = DEFAULT_START, end: float = DEFAULT_END, steps: int = DEFAULT_STEPS
+) -> LRRangeTest:
+    """The range test on the run's model, data and optimizer (each step as training takes it: precision,
+    layout, clipping, auxiliary heads), saved into the run folder and said in train.log.
+
+    ``run`` is the engine's set-up run (engine._Run, not imported here: the engine imports this module)."""
+    config = run.config
+    optimizer = build_optimizer(
+        run.model,
+        config.optimizer,
+        1.0,  # the test sets every step's rate; the groups' ratios (transfer) are what counts here
+        config.momentum,
+        config.weight_decay,
+        groups=run.transfer.groups if run.transfer else None,
+        batch_size=config.batch_size,
+    )
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    run.step_model.train()
+    freeze_batchnorm(run.model)
+
+    def batches():
+        for epoch in itertools.count(1):
+            yield from run.train_loader(epoch)
+
+    def step(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return train_step(
+            run.step_model,
+            images,
+            labels,
+            optimizer,
+            _FixedRate(),
+            criterion,
+            config,
+            precision=run.precision,
+        )[0]
+
+    run.progress.note(f"lr range test: {steps} steps from lr {start:g} to {end:g} ({config.optimizer})")
+    test = range_test(run.model, optimizer, batches(), step, start, end, steps)
+    test.save(run.run_dir)
+    run.progress.note(test.describe() + f"; {run.run_dir / 'lr_find.png'}")
+    return test

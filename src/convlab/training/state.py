@@ -3,12 +3,14 @@
 state.pt is written with torch.save and read with ``weights_only=True``, so it holds only
 tensors and plain Python values (the numpy and Python RNG states are converted to those). It is
 written at the end of every epoch and, with ``--checkpoint-every N``, every N steps inside one; then
-``in_epoch`` says how far that epoch had got (engine.EpochPosition).
+``in_epoch`` says how far that epoch had got (``EpochPosition``). ``standing`` is where the run stands
+after its last completed epoch (``Standing``), so early stopping resumes too.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,3 +113,54 @@ def saved_position(path: Path) -> Kept:
     """How far the run of state.pt ``path`` had got: its counters only (the tensors stay on disk)."""
     saved = load_state(path, mmap=True)
     return Kept(saved["epoch"], (saved.get("in_epoch") or {}).get("steps", 0), saved["steps_per_epoch"])
+
+
+@dataclass
+class Standing:
+    """Where a run stands after its last completed epoch; saved in state.pt, so early stopping resumes too."""
+
+    epoch: int = 0
+    best_top1: float = -math.inf
+    best_epoch: int = 0
+    stale_epochs: int = 0  # epochs since the best val top-1
+
+    def after_epoch(self, epoch: int, score: float) -> bool:
+        """Record epoch ``epoch`` with ``score``; True when it is the best so far (ties keep the earlier)."""
+        self.epoch = epoch
+        if score > self.best_top1:
+            self.best_top1, self.best_epoch, self.stale_epochs = score, epoch, 0
+            return True
+        self.stale_epochs += 1
+        return False
+
+    def out_of_patience(self, patience: int | None) -> bool:
+        """Whether val top-1 has gone ``patience`` epochs without improving (never without --early-stop)."""
+        return patience is not None and self.stale_epochs >= patience
+
+
+@dataclass
+class EpochPosition:
+    """How far an epoch had got at an in-epoch checkpoint (``--checkpoint-every``): the steps done, the
+    learning rate the epoch started with, its training seconds, the running sums of its figures, and the
+    RNG states of that moment (state.pt's ``rng``), which a resume applies once the steps done are replayed.
+
+    The epoch's order and augmentation need nothing saved: the loader draws them from (seed, epoch)."""
+
+    steps: int
+    lr: float
+    seconds: float
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+    seen: int
+    rng: dict[str, Any] | None = None
+
+    def saved(self) -> dict[str, Any]:
+        """What state.pt's ``in_epoch`` holds (the RNG states are state.pt's own ``rng``)."""
+        return {
+            "steps": self.steps,
+            "lr": self.lr,
+            "seconds": self.seconds,
+            "loss_sum": self.loss_sum.detach().cpu(),
+            "correct": self.correct.detach().cpu(),
+            "seen": self.seen,
+        }

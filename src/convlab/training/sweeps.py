@@ -303,7 +303,7 @@ def sweep(
         raise ConvlabError(f"--jobs must be a whole number of processes, 1 or more; got {jobs!r}.")
     if resume is None:
         if out is None:
-            from convlab.training.engine import default_run_dir
+            from convlab.training.run_folder import default_run_dir
 
             out = default_run_dir(resolve_config(config, **settings), prefix="sweep-")
         sweep_dir = Path(out)
