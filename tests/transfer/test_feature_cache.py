@@ -169,6 +169,44 @@ def test_epochs_after_the_first_do_not_run_the_backbone(source, tmp_path, monkey
     assert per_epoch == [TRAIN_IMAGES + VAL_IMAGES] * 2
 
 
+def test_lr_auto_runs_its_range_test_on_the_cache_and_picks_the_plain_paths_rate(
+    source, tmp_path, monkeypatch
+):
+    images = [0]  # through the backbone's last stage, after the cache's plan checked the network
+    by_epoch_end = []
+
+    def counted(run):
+        cached = feature_cache.head_on_cached_features(run)
+        run.model.layer3.register_forward_hook(
+            lambda module, args, output: images.__setitem__(0, images[0] + len(output))
+        )
+        return cached
+
+    train_and_validate = engine._train_and_validate
+
+    def each_epoch(*args, **kwargs):
+        row = train_and_validate(*args, **kwargs)
+        by_epoch_end.append(images[0])
+        return row
+
+    monkeypatch.setattr(engine, "head_on_cached_features", counted)
+    monkeypatch.setattr(engine, "_train_and_validate", each_epoch)
+    auto = {**TARGET, "lr": "auto"}
+    cached = train(**auto, pretrained=source, epochs=2, out=tmp_path / "cached")
+    # the backbone's one pass built the cache for the range test, and the epochs read it
+    assert by_epoch_end == [TRAIN_IMAGES + VAL_IMAGES] * 2
+    log = (cached.run_dir / "train.log").read_text()
+    assert log.index("feature cache: the frozen backbone ran once") < log.index("suggested lr")
+
+    images[0] = 0
+    by_epoch_end.clear()
+    plain = train(**auto, pretrained=source, epochs=2, feature_cache=False, out=tmp_path / "plain")
+    # every range-test step ran the whole network (about 100 batches of 15), then epoch 1 ran it again
+    assert by_epoch_end[0] > 4 * (TRAIN_IMAGES + VAL_IMAGES)
+    assert cached.config.lr == plain.config.lr != "auto"
+    assert_same_run(cached, plain)
+
+
 def test_a_cached_run_resumes_from_inside_an_epoch_to_the_run_never_stopped(source, tmp_path, monkeypatch):
     settings = dict(TARGET, pretrained=str(source), epochs=3, augment="crop", checkpoint_every=4)
     unbroken = train(**settings, out=tmp_path / "unbroken")

@@ -493,13 +493,15 @@ def _train_epochs(run: _Run, start: _Start) -> TrainResult:
     """Epoch after epoch from where the run stands, each saved as it ends (and every --checkpoint-every
     steps inside it), to the last or an early stop."""
     config, progress = run.config, run.progress
-    if config.lr == "auto":  # a resumed run's config.yaml holds the rate chosen
-        config.lr = range_test_on_run(run).suggestion
-    steps = _steps(run)
-    standing, position = _begin_epochs(run, steps, start)
     # --transfer feature-extract: the epochs train the head on the frozen part's outputs, computed once, in
     # place of the run's model and data (transfer.feature_cache); None: every step runs the whole network
     cached = head_on_cached_features(run)
+    if config.lr == "auto":  # a resumed run's config.yaml holds the rate chosen
+        # with the cache, the range test steps the head on it as the epochs will (the backbone's one pass
+        # builds it here, and the epochs read it), not the whole network a hundred times
+        config.lr = range_test_on_run(cached or run).suggestion
+    steps = _steps(run)
+    standing, position = _begin_epochs(run, steps, start)
     kept = Kept(standing.epoch, position.steps if position else 0, steps.per_epoch)
 
     def checkpoint(now: EpochPosition) -> None:
