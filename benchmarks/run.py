@@ -499,64 +499,59 @@ def targets(results: dict) -> list[dict]:
     def add(name, value, goal, met):
         rows.append({"target": name, "measured": value, "goal": goal, "met": met})
 
-    if "training" in results:
-        train = results["training"]["train_lenet5"]
+    def at_least(name, ratio, target, digits=2):
+        """A ratio goal: convlab at least ``target`` times the plain way (None: not measured, not met)."""
         add(
+            name,
+            None if ratio is None else round(ratio, digits),
+            f">= {target}",
+            ratio is not None and ratio >= target,
+        )
+
+    if "training" in results:
+        at_least(
             "LeNet-5 training images/s, batch 64, convlab / reference",
-            round(train["ratio"], 2),
-            f">= {TARGET_TRAIN_RATIO}",
-            train["ratio"] >= TARGET_TRAIN_RATIO,
+            results["training"]["train_lenet5"]["ratio"],
+            TARGET_TRAIN_RATIO,
         )
     if "time_to_90" in results:
         race = results["time_to_90"]
-        reached = race["reached"]
-        ratio = race["ratio"] if all(reached.values()) else None
-        add(
+        at_least(
             "LeNet-5 time to 90% test top-1, reference / convlab",
-            None if ratio is None else round(ratio, 2),
-            f">= {TARGET_TIME_TO_90}",
-            ratio is not None and ratio >= TARGET_TIME_TO_90,
+            race["ratio"] if all(race["reached"].values()) else None,
+            TARGET_TIME_TO_90,
         )
     if "inference" in results:
         infer = results["inference"]
-        speedup = infer["batch1_speedup"]
-        add(
+        at_least(
             f"ResNet-18 224x224 batch-1 latency, eager fp32 / convlab's fastest ({infer['fastest_batch1']})",
-            None if speedup is None else round(speedup, 2),
-            f">= {TARGET_INFER_RATIO}",
-            speedup is not None and speedup >= TARGET_INFER_RATIO,
+            infer["batch1_speedup"],
+            TARGET_INFER_RATIO,
         )
     if "folder" in results:
-        folder = results["folder"]
-        add(
+        at_least(
             "JPEG folder seconds per epoch, re-decoding / decode-once cache",
-            round(folder["ratio"], 2),
-            f">= {TARGET_FOLDER_RATIO}",
-            folder["ratio"] >= TARGET_FOLDER_RATIO,
+            results["folder"]["ratio"],
+            TARGET_FOLDER_RATIO,
         )
     if "finetune" in results:
-        row = results["finetune"]["resnet18"]
-        add(
+        at_least(
             "photo-folder fine-tuning of ResNet-18, training images/s, convlab / transfer tutorial",
-            round(row["ratio"], 2),
-            f">= {TARGET_FINETUNE_RATIO}",
-            row["ratio"] >= TARGET_FINETUNE_RATIO,
+            results["finetune"]["resnet18"]["ratio"],
+            TARGET_FINETUNE_RATIO,
         )
     if "feature_extract" in results:
-        row = results["feature_extract"]
-        add(
+        at_least(
             "feature-extract images/s per epoch after the first, convlab / transfer tutorial",
-            round(row["ratio"], 1),
-            f">= {TARGET_FEATURE_RATIO}",
-            row["ratio"] >= TARGET_FEATURE_RATIO,
+            results["feature_extract"]["ratio"],
+            TARGET_FEATURE_RATIO,
+            digits=1,
         )
     if "serve" in results:
-        ratio = results["serve"]["ratio"]
-        add(
+        at_least(
             f"serving, 16 concurrent clients: requests/s, micro-batched / {results['serve']['baseline']}",
-            round(ratio, 2),
-            f">= {TARGET_SERVE_RATIO}",
-            ratio >= TARGET_SERVE_RATIO,
+            results["serve"]["ratio"],
+            TARGET_SERVE_RATIO,
         )
     if "cli" in results:
         cli = results["cli"]
