@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from convlab.allocator import give_back_freed, reuse_large_buffers
 from convlab.checkpoint import load_weights, read_record
 from convlab.choices import (
     OPTIMIZERS,
@@ -131,7 +132,8 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Threads: convlab.threads chooses how many; torch has them for the length of a run.
+# The process for the length of a run: convlab.threads chooses how many torch threads, convlab.allocator
+# keeps freed large buffers for the next step.
 
 
 @contextlib.contextmanager
@@ -143,6 +145,18 @@ def intra_op_threads(threads: int | str | None):
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def run_process(threads: int | str | None):
+    """A run's threads (``intra_op_threads``), with malloc keeping its freed large buffers for the next step
+    (convlab.allocator); when the run ends, the process gets its threads and the freed pages go back."""
+    reuse_large_buffers()
+    try:
+        with intra_op_threads(threads):
+            yield
+    finally:
+        give_back_freed()
 
 
 def _threads_note(device: torch.device) -> str:
@@ -200,7 +214,7 @@ def _train(group: Group, config: Any, overrides: dict[str, Any], network: nn.Mod
         # torchrun and --nproc give each process its share of the cores (OMP_NUM_THREADS): "auto" keeps it,
         # where measuring the idle cores would count the other processes' start as busy
         threads = None if group.distributed and config.threads == "auto" else config.threads
-        with intra_op_threads(threads):
+        with run_process(threads):
             try:
                 run = group.agree(lambda: _set_up(config, run_dir, start, network, group))
                 _agree_on_precision(run)
@@ -447,7 +461,7 @@ def lr_find(
     with contextlib.ExitStack() as held:
         config, run_dir, begin = _prepare(config, overrides, held)
         check_distributed(config, 1)  # the range test runs on one process
-        with intra_op_threads(config.threads):
+        with run_process(config.threads):
             run = _set_up(config, run_dir, begin, network)
             _ready_to_step(run)
             try:
