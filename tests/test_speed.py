@@ -19,7 +19,14 @@ from torch import nn
 
 from convlab.evaluation import evaluate_model
 from convlab.models import create_model
-from convlab.speed import CoveringConv2d, covers, use_fast_layers
+from convlab.speed import (
+    CoveringConv2d,
+    DepthwiseConv2d,
+    covers,
+    for_inference,
+    is_depthwise,
+    use_fast_layers,
+)
 from convlab.training import Schedule, build_optimizer, resolve_config, train_step
 
 LENET = {"pool": "max", "activation": "relu"}
@@ -280,3 +287,93 @@ def test_a_network_the_meta_device_cannot_run_keeps_its_layers():
     # the same layer in a network meta can run is swapped: the pass, not the layer, kept it above
     plain = nn.Sequential(nn.Conv2d(1, 4, 5))
     assert type(use_fast_layers(plain, (1, 5, 5))[0]) is CoveringConv2d
+
+
+# kernel, stride, padding, dilation, bias, input size: MobileNet's 3x3 at strides 1 and 2 (even and odd
+# sizes), ConvNeXt's 7x7, a 5x5 at stride 3, dilation, a 3x5 kernel, and no padding
+DEPTHWISE = [
+    (3, 1, 1, 1, False, (12, 12)),
+    (3, 2, 1, 1, False, (12, 12)),
+    (3, 2, 1, 1, True, (11, 13)),
+    (7, 1, 3, 1, True, (9, 9)),
+    (5, 3, 2, 1, False, (14, 10)),
+    (3, 2, 2, 2, True, (13, 13)),
+    ((3, 5), (2, 1), (1, 2), 1, False, (10, 9)),
+    (3, 2, 0, 1, False, (9, 9)),
+]
+
+
+@pytest.mark.parametrize("kernel, stride, padding, dilation, bias, size", DEPTHWISE)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_a_depthwise_convolution_trains_with_the_convolutions_outputs_and_gradients(
+    kernel, stride, padding, dilation, bias, size, layout
+):
+    """The input gradient as a forward convolution of the spread, turned kernels: nn.Conv2d's sums."""
+    torch.manual_seed(0)
+    plain = nn.Conv2d(6, 6, kernel, stride, padding, dilation, groups=6, bias=bias)
+    fast = DepthwiseConv2d.sharing(copy.deepcopy(plain))
+    x = torch.randn(4, 6, *size)
+    if layout == "channels_last":  # as training sets it: maps and weights
+        x = x.contiguous(memory_format=torch.channels_last)
+        plain.to(memory_format=torch.channels_last)
+        fast.to(memory_format=torch.channels_last)
+    outputs = []
+    for layer in (plain, fast):
+        inputs = x.clone().requires_grad_()
+        out = layer(inputs)
+        loss = (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum()
+        outputs.append((out, *torch.autograd.grad(loss, (inputs, *layer.parameters()))))
+    for slow, quick in zip(*outputs, strict=True):
+        torch.testing.assert_close(quick, slow, rtol=0, atol=1e-5)
+    assert outputs[1][1].stride() == outputs[0][1].stride()  # the layer below gets its gradient as before
+
+
+def test_a_depthwise_convolution_under_bf16_autocast_takes_autocasts_sums():
+    """Autocast's bf16 casts, made by the layer: bf16 outputs, float32 gradients of float32 weights."""
+    torch.manual_seed(0)
+    plain = nn.Conv2d(32, 32, 3, 2, 1, groups=32)
+    fast = DepthwiseConv2d.sharing(copy.deepcopy(plain))
+    x = torch.randn(8, 32, 28, 28).contiguous(memory_format=torch.channels_last)
+    results = []
+    for layer in (plain, fast):
+        inputs = x.clone().requires_grad_()
+        with torch.autocast("cpu", torch.bfloat16):
+            out = layer(inputs)
+        loss = (out.float() * torch.linspace(-1, 1, out.numel()).view_as(out)).sum()
+        results.append((out, *torch.autograd.grad(loss, (inputs, layer.weight, layer.bias))))
+    (out, *grads), (fast_out, *fast_grads) = results
+    assert fast_out.dtype == out.dtype == torch.bfloat16
+    assert torch.equal(fast_out, out)  # the same forward kernel
+    for slow, quick in zip(grads, fast_grads, strict=True):
+        assert quick.dtype == slow.dtype == torch.float32
+        # both sum bf16 products; the order differs: within a bf16 rounding of the largest value
+        assert (quick - slow).abs().max() <= 2**-7 * slow.abs().max()
+
+
+def test_training_swaps_the_depthwise_convolutions_and_inference_keeps_them_plain():
+    torch.manual_seed(0)
+    plain = create_model("mobilenet_v2", num_classes=10)
+    depthwise = [n for n, m in plain.named_modules() if type(m) is nn.Conv2d and is_depthwise(m)]
+    assert len(depthwise) == 17  # one per inverted residual block
+    inference = use_fast_layers(copy.deepcopy(plain), (3, 64, 64))
+    assert not any(isinstance(m, DepthwiseConv2d) for m in inference.modules())
+
+    fast = copy.deepcopy(plain)
+    keys, parameters = list(fast.state_dict()), list(fast.parameters())
+    use_fast_layers(fast, (3, 64, 64), training=True)
+    swapped = [n for n, m in fast.named_modules() if type(m) is not type(plain.get_submodule(n))]
+    assert swapped == depthwise
+    assert list(fast.state_dict()) == keys
+    assert all(a is b for a, b in zip(fast.parameters(), parameters, strict=True))
+
+    images, labels = torch.randn(4, 3, 64, 64), torch.randint(0, 10, (4,))
+    for model in (plain, fast):
+        torch.manual_seed(1)  # the classifier's dropout drops the same features on both
+        nn.functional.cross_entropy(model.train()(images), labels).backward()
+    for (key, a), b in zip(plain.named_parameters(), fast.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-5, msg=key)
+    # eval mode (evaluation, export, the inference copy) runs the plain layer: fx can trace it, so
+    # for_inference still folds batch norm into the convolutions
+    folded = for_inference(fast.eval(), "off")
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    torch.testing.assert_close(folded(images), plain.eval()(images), rtol=1e-4, atol=1e-4)

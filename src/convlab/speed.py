@@ -1,8 +1,9 @@
 """Speed levers that change how fast a model runs, never what it computes.
 
 The zoo builds every model as its paper draws it. ``use_fast_layers`` is the one place that swaps
-some of a model's layers for faster ones computing the same sums; training and prediction call it
-where they prepare a model, so each lever is applied, and tested for equality, once.
+some of a model's layers for faster ones computing the same sums (and, for training, the same
+gradients); training and prediction call it where they prepare a model, so each lever is applied,
+and tested for equality, once.
 """
 
 from __future__ import annotations
@@ -39,20 +40,7 @@ class CoveringConv2d(nn.Conv2d):
     @classmethod
     def sharing(cls, conv: nn.Conv2d) -> CoveringConv2d:
         """A CoveringConv2d holding ``conv``'s own Parameters, so gradients and optimizer state carry over."""
-        fast = cls(
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,
-            conv.stride,
-            conv.padding,
-            conv.dilation,
-            conv.groups,
-            conv.bias is not None,
-            conv.padding_mode,
-            device="meta",  # no weights of its own to allocate: conv's take their place
-        )
-        fast.weight, fast.bias = conv.weight, conv.bias
-        return fast.train(conv.training)
+        return _sharing(cls, conv)
 
     def forward(self, x: Tensor) -> Tensor:
         if not covers(self, x):
@@ -60,25 +48,155 @@ class CoveringConv2d(nn.Conv2d):
         # Flatten maps and kernels in the order the maps lie in memory. For channels_last (NHWC) maps,
         # (row, column, channel) order makes both flattenings views, where (channel, row, column) order
         # copies both every step, forward and backward, and hands the layer below an NCHW gradient.
-        nhwc = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-        order = (0, 2, 3, 1) if nhwc else (0, 1, 2, 3)
+        order = (0, 2, 3, 1) if _layout_of(x) is torch.channels_last else (0, 1, 2, 3)
         flat_x, flat_weight = x.permute(order).flatten(1), self.weight.permute(order).flatten(1)
         return F.linear(flat_x, flat_weight, self.bias).view(x.shape[0], -1, 1, 1)
 
 
-def use_fast_layers(model: nn.Module, input_size: Sequence[int]) -> nn.Module:
-    """Swap, in place, every plain nn.Conv2d whose kernel (larger than 1x1) covers its input when
-    ``model`` reads ``input_size`` (C, H, W) images for a CoveringConv2d holding the same Parameters: state_dict
-    keys, optimizer state and checkpoints stay as they were. Returns ``model``.
+def is_depthwise(conv: nn.Conv2d) -> bool:
+    """One filter per map (groups = maps in = maps out), zero-padded by a number of pixels per side."""
+    return (
+        conv.groups > 1
+        and conv.groups == conv.in_channels == conv.out_channels
+        and conv.padding_mode == "zeros"
+        and not isinstance(conv.padding, str)
+        # the input gradient below pads by dilation * (kernel - 1) - padding, which must not be negative
+        and all(p <= d * (k - 1) for p, d, k in zip(conv.padding, conv.dilation, conv.kernel_size))
+    )
+
+
+class _DepthwiseConv(torch.autograd.Function):
+    """A depthwise convolution whose input gradient is computed as a forward convolution.
+
+    The gradient of ``x`` is the output gradient, spread out by the stride (zeros between), convolved
+    with each map's kernel turned by 180 degrees: the same sums as the convolution's own backward.
+    oneDNN's backward-data kernel for depthwise convolutions is slow on the CPU, at stride 2 above all
+    (MobileNetV2's 96 maps at 112x112, batch 32, bf16: 116 ms, against 29 ms this way; 43 against 1.7 ms
+    at 576 maps of 14x14; 2x at stride 1), where its forward kernel is fast
+    (docs/performance.md#transfer-learning-on-a-folder-of-photos-serving-and-the-limits-issue-17).
+    The weight gradient is aten's own.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, dilation):
+        ctx.save_for_backward(x, weight)
+        ctx.conv = (stride, padding, dilation, bias is not None)
+        return F.conv2d(x, weight, bias, stride, padding, dilation, weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        stride, padding, dilation, has_bias = ctx.conv
+        maps = weight.shape[0]
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            spread = grad
+            if stride != (1, 1):
+                # the gradient of the stride-1 convolution's output: the strided one's at every stride-th place
+                size = [
+                    n + 2 * p - d * (k - 1)
+                    for n, p, d, k in zip(x.shape[-2:], padding, dilation, weight.shape[-2:])
+                ]
+                shape = (*grad.shape[:2], *size)
+                spread = torch.empty(
+                    shape, dtype=grad.dtype, device=grad.device, memory_format=_layout_of(grad)
+                ).zero_()
+                spread[..., :: stride[0], :: stride[1]] = grad
+            turned = weight.flip(-2, -1)
+            pad = [d * (k - 1) - p for p, d, k in zip(padding, dilation, weight.shape[-2:])]
+            grad_x = F.conv2d(spread, turned, None, 1, pad, dilation, maps)
+        if ctx.needs_input_grad[1] or (has_bias and ctx.needs_input_grad[2]):
+            _, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+                grad,
+                x,
+                weight,
+                [maps] if has_bias else None,
+                stride,
+                padding,
+                dilation,
+                False,
+                [0, 0],
+                maps,
+                [False, ctx.needs_input_grad[1], has_bias and ctx.needs_input_grad[2]],
+            )
+        return grad_x, grad_weight, grad_bias, None, None, None
+
+
+def _layout_of(t: Tensor) -> torch.memory_format:
+    nhwc = t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+    return torch.channels_last if nhwc else torch.contiguous_format
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """A depthwise convolution that trains faster on the CPU: the same outputs (oneDNN's forward kernel),
+    the same weight gradient, and its input gradient as a forward convolution (``_DepthwiseConv``).
+
+    Only in training mode with gradients on, for a CPU batch; anything else (eval mode, inference,
+    tracing for export, CUDA, whose kernels were not measured here) runs nn.Conv2d's own forward.
+    Parameters and state_dict keys are nn.Conv2d's.
+    """
+
+    @classmethod
+    def sharing(cls, conv: nn.Conv2d) -> DepthwiseConv2d:
+        """A DepthwiseConv2d holding ``conv``'s own Parameters, so gradients and optimizer state carry over."""
+        return _sharing(cls, conv)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not (self.training and torch.is_grad_enabled() and x.device.type == "cpu" and x.dim() == 4):
+            return super().forward(x)
+        weight, bias = self.weight, self.bias
+        if torch.is_autocast_enabled("cpu"):  # autocast's cast of a convolution's inputs, made here
+            dtype = torch.get_autocast_dtype("cpu")
+            x, weight = x.to(dtype), weight.to(dtype)
+            bias = None if bias is None else bias.to(dtype)
+        with torch.autocast("cpu", enabled=False):
+            return _DepthwiseConv.apply(x, weight, bias, self.stride, self.padding, self.dilation)
+
+
+def _sharing(cls: type, conv: nn.Conv2d) -> nn.Conv2d:
+    """A ``cls`` (an nn.Conv2d) with ``conv``'s settings, holding ``conv``'s own Parameters."""
+    fast = cls(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        conv.bias is not None,
+        conv.padding_mode,
+        device="meta",  # no weights of its own to allocate: conv's take their place
+    )
+    fast.weight, fast.bias = conv.weight, conv.bias
+    return fast.train(conv.training)
+
+
+def use_fast_layers(model: nn.Module, input_size: Sequence[int], training: bool = False) -> nn.Module:
+    """Swap, in place, layers of ``model`` for faster ones holding the same Parameters (state_dict keys,
+    optimizer state and checkpoints stay as they were), and return ``model``:
+
+    - every plain nn.Conv2d whose kernel (larger than 1x1) covers its input when ``model`` reads
+      ``input_size`` (C, H, W) images, for a CoveringConv2d (a matrix product);
+    - with ``training``, every plain depthwise nn.Conv2d for a DepthwiseConv2d (its input gradient
+      as a forward convolution); inference has no gradient to gain on, and keeps them plain.
 
     Call it where a model is made ready to run (training, prediction), after any inspection: the
-    inspector describes the layers the paper draws, and a swapped layer runs as a matrix product.
+    inspector describes the layers the paper draws.
     """
     fast = {conv: CoveringConv2d.sharing(conv) for conv in _covering_convs(model, input_size)}
+    if training:
+        for conv in model.modules():
+            if type(conv) is nn.Conv2d and conv not in fast and is_depthwise(conv):
+                fast[conv] = DepthwiseConv2d.sharing(conv)
+    return _swap(model, fast)
+
+
+def _swap(model: nn.Module, replacements: dict[nn.Module, nn.Module]) -> nn.Module:
+    """``model`` with each of its layers that is a key of ``replacements`` replaced, in place, by its value."""
     for parent in list(model.modules()):
         for name, child in parent.named_children():
-            if child in fast:
-                parent.register_module(name, fast[child])
+            if child in replacements:
+                parent.register_module(name, replacements[child])
     return model
 
 
@@ -143,6 +261,9 @@ def for_inference(model: nn.Module, amp: str) -> nn.Module:
     from torch.fx.experimental.optimization import fuse
 
     fast = copy.deepcopy(model).eval()
+    # training's depthwise layers (a model trained in this process) as plain ones, which fx folds into
+    trained = [m for m in fast.modules() if isinstance(m, DepthwiseConv2d)]
+    _swap(fast, {m: _sharing(nn.Conv2d, m) for m in trained})
     try:
         fast = fuse(fast)
     except Exception:  # noqa: BLE001 - fx cannot trace every network (ViT's checks, networks of yours)
