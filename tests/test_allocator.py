@@ -55,7 +55,9 @@ print(json.dumps(out))
 
 @pytest.mark.skipif(not GLIBC, reason="the settings are glibc's; other C libraries are left as they are")
 def test_freed_large_buffers_are_reused_without_faulting_their_pages_again_and_go_back_at_the_end():
-    out = json.loads(subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True).stdout)
+    out = json.loads(
+        subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True).stdout
+    )
     pages = (64 << 20) // 4096
     # glibc's default: the buffer is its own mapping, made and faulted in again every time
     assert all(cycle["mapped"] >= 64 << 20 for cycle in out["default"])
@@ -77,3 +79,30 @@ def test_under_another_c_library_nothing_changes(monkeypatch):
     finally:
         allocator._glibc.cache_clear()
         allocator.reuse_large_buffers.cache_clear()
+
+
+def test_a_training_run_and_an_evaluation_keep_freed_buffers_while_they_work_and_give_them_back(
+    tmp_path, monkeypatch
+):
+    import importlib
+
+    import convlab
+
+    evaluation = importlib.import_module("convlab.evaluation.evaluate")  # the module, not its function
+
+    events = []
+    monkeypatch.setattr(allocator, "reuse_large_buffers", lambda: events.append("keep"))
+    monkeypatch.setattr(allocator, "give_back_freed", lambda: events.append("give back"))
+    real_evaluate_model = evaluation.evaluate_model
+
+    def evaluate_model(*args, **kwargs):
+        events.append("evaluate")
+        return real_evaluate_model(*args, **kwargs)
+
+    run = tmp_path / "run"
+    convlab.train(model="mlp", data="fashion-mnist", epochs=1, limit=300, out=str(run), device="cpu")
+    assert events == ["keep", "give back"]
+    events.clear()
+    monkeypatch.setattr(evaluation, "evaluate_model", evaluate_model)
+    convlab.evaluate(run, split="val", device="cpu")
+    assert events == ["keep", "evaluate", "give back"]

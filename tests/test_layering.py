@@ -20,7 +20,14 @@ LAYERS = [
     ("convlab.errors", "convlab.lazy"),
     # torch-free: setting names, atomic writes, what results show in a notebook
     ("convlab.choices", "convlab.files", "convlab.notebook"),
-    ("convlab.runtime", "convlab.threads", "convlab.allocator", "convlab.speed", "convlab.layers", "convlab.data"),
+    (
+        "convlab.runtime",
+        "convlab.threads",
+        "convlab.allocator",
+        "convlab.speed",
+        "convlab.layers",
+        "convlab.data",
+    ),
     ("convlab.models",),
     ("convlab.record", "convlab.analysis"),
     ("convlab.checkpoint",),

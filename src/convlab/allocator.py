@@ -7,21 +7,24 @@ allocates and frees several such tensors every step (ResNet-18 at 224x224, batch
 the kernel maps them again and zeroes each page on its first touch: creating such a tensor costs
 11.7 ms here, against 2.4 ms to write the same bytes into memory already mapped. Told to serve them
 from its heap (``M_MMAP_MAX`` 0) and to keep a freed heap top (``M_TRIM_THRESHOLD``), malloc hands
-the next step the pages the last one freed: ResNet-18's fine-tuning step ran 1.13x faster
-(docs/performance.md#transfer-learning-on-a-folder-of-photos-serving-and-the-limits-issue-17).
+the next step the pages the last one freed: ResNet-18's fine-tuning step ran 1.13x faster, its
+evaluation at batch 256 1.3x (docs/performance.md#transfer-learning-on-a-folder-of-photos-serving-and-the-limits-issue-17).
+Training runs and ``convlab eval`` hold the setting (``large_buffers_kept``).
 
 Written here because PyTorch keeps no cache of CPU memory (its caching allocator is CUDA's), and the
 allocators Intel recommends for it (jemalloc, tcmalloc) are system packages loaded by ``LD_PRELOAD``
 before the process starts, which a ``pip install`` cannot arrange. The price is that freed memory
-stays with the process while it trains; ``give_back_freed`` returns it to the system when a run
+stays with the process while it works; ``give_back_freed`` returns it to the system when a run
 ends. Other C libraries (musl, macOS) are left as they are. This is platform code: it needs no torch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import platform
+from collections.abc import Iterator
 from functools import cache
 
 # mallopt's parameter numbers (glibc's malloc.h)
@@ -61,3 +64,14 @@ def give_back_freed() -> None:
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+@contextlib.contextmanager
+def large_buffers_kept() -> Iterator[None]:
+    """For a run or an evaluation: malloc keeps freed large buffers (``reuse_large_buffers``), and the
+    freed pages go back to the system at the end (``give_back_freed``)."""
+    reuse_large_buffers()
+    try:
+        yield
+    finally:
+        give_back_freed()

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convlab.allocator import large_buffers_kept
 from convlab.checkpoint import load_checkpoint, resolve_checkpoint
 from convlab.choices import check_tta
 from convlab.data import load_data
@@ -427,17 +428,18 @@ def evaluate(
         precision = replace(precision, reason=precision.reason.replace("as given", "as the run was trained"))
     if precision.channels_last:
         model.to(memory_format=torch.channels_last)
-    result = evaluate_model(
-        model,
-        bundle,
-        read_split,
-        batch_size=batch_size,
-        device=device,
-        tta=tta,
-        amp=precision.amp,
-        input_correction=input_correction_for(bundle, record.input),
-        classes=by_name,
-    )
+    with large_buffers_kept():  # batches of ImageNet-sized maps: no fresh pages per batch (convlab.allocator)
+        result = evaluate_model(
+            model,
+            bundle,
+            read_split,
+            batch_size=batch_size,
+            device=device,
+            tta=tta,
+            amp=precision.amp,
+            input_correction=input_correction_for(bundle, record.input),
+            classes=by_name,
+        )
     result.split, result.notes, result.checkpoint = split_name, notes, str(checkpoint)
     result.precision = str(precision)
     run_dir = run_folder_of(source)

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from convlab.allocator import give_back_freed, reuse_large_buffers
+from convlab.allocator import large_buffers_kept
 from convlab.checkpoint import load_weights, read_record
 from convlab.choices import (
     OPTIMIZERS,
@@ -151,12 +151,8 @@ def intra_op_threads(threads: int | str | None):
 def run_process(threads: int | str | None):
     """A run's threads (``intra_op_threads``), with malloc keeping its freed large buffers for the next step
     (convlab.allocator); when the run ends, the process gets its threads and the freed pages go back."""
-    reuse_large_buffers()
-    try:
-        with intra_op_threads(threads):
-            yield
-    finally:
-        give_back_freed()
+    with large_buffers_kept(), intra_op_threads(threads):
+        yield
 
 
 def _threads_note(device: torch.device) -> str:
@@ -401,7 +397,9 @@ def _set_up(
         record_own_network(model, bundle, config)
     transfer = start_transfer(model, bundle, config, run_dir, resuming) if config.pretrained else None
     model.to(device)
-    use_fast_layers(model, (bundle.in_chans, *bundle.image_size), training=True)  # the same sums, faster: convlab.speed
+    use_fast_layers(
+        model, (bundle.in_chans, *bundle.image_size), training=True
+    )  # the same sums, faster: convlab.speed
     # auto: what pays for this model here, decided at every start (config.yaml keeps "auto")
     size = (bundle.in_chans, *bundle.image_size)
     precision = choose_precision(model, size, device, config.amp, config.channels_last)
