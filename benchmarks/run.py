@@ -534,12 +534,13 @@ def targets(results: dict) -> list[dict]:
             results["folder"]["ratio"],
             TARGET_FOLDER_RATIO,
         )
-    if "finetune" in results:
-        at_least(
-            "photo-folder fine-tuning of ResNet-18, training images/s, convlab / transfer tutorial",
-            results["finetune"]["resnet18"]["ratio"],
-            TARGET_FINETUNE_RATIO,
-        )
+    for model, label in (("resnet18", "ResNet-18"), ("mobilenet_v2", "MobileNetV2")):
+        if model in results.get("finetune", {}):
+            at_least(
+                f"photo-folder fine-tuning of {label}, training images/s, convlab / transfer tutorial",
+                results["finetune"][model]["ratio"],
+                TARGET_FINETUNE_RATIO,
+            )
     if "feature_extract" in results:
         at_least(
             "feature-extract images/s per epoch after the first, convlab / transfer tutorial",

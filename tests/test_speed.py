@@ -20,6 +20,8 @@ from torch import nn
 from convlab.evaluation import evaluate_model
 from convlab.models import create_model
 from convlab.speed import (
+    BitwiseReLU,
+    BitwiseReLU6,
     CoveringConv2d,
     DepthwiseConv2d,
     covers,
@@ -362,7 +364,9 @@ def test_training_swaps_the_depthwise_convolutions_and_inference_keeps_them_plai
     keys, parameters = list(fast.state_dict()), list(fast.parameters())
     use_fast_layers(fast, (3, 64, 64), training=True)
     swapped = [n for n, m in fast.named_modules() if type(m) is not type(plain.get_submodule(n))]
-    assert swapped == depthwise
+    relu6 = [n for n, m in plain.named_modules() if type(m) is nn.ReLU6]
+    assert len(relu6) == 35 and sorted(swapped) == sorted(depthwise + relu6)
+    assert all(type(fast.get_submodule(n)) is BitwiseReLU6 for n in relu6)
     assert list(fast.state_dict()) == keys
     assert all(a is b for a, b in zip(fast.parameters(), parameters, strict=True))
 
@@ -376,4 +380,68 @@ def test_training_swaps_the_depthwise_convolutions_and_inference_keeps_them_plai
     # for_inference still folds batch norm into the convolutions
     folded = for_inference(fast.eval(), "off")
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert not any(isinstance(m, (DepthwiseConv2d, BitwiseReLU6)) for m in folded.modules())
     torch.testing.assert_close(folded(images), plain.eval()(images), rtol=1e-4, atol=1e-4)
+
+
+# every kind of 16-bit number an activation meets: zeros of both signs, the largest and smallest
+# normal and subnormal values, the infinities, and numbers on both sides of ReLU6's 6
+SPECIAL = [0.0, -0.0, 6.0, 5.96875, 6.03125, 1e-40, -1e-40, 1e-30, 3e38, -3e38, float("inf"), float("-inf")]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("plain_cls, bitwise_cls", [(nn.ReLU, BitwiseReLU), (nn.ReLU6, BitwiseReLU6)])
+@pytest.mark.parametrize("inplace", [True, False])
+def test_bitwise_activations_give_the_plain_outputs_and_gradients(dtype, plain_cls, bitwise_cls, inplace):
+    """The int16 clamp is the activation for every finite number and both infinities; the gradient too."""
+    torch.manual_seed(0)
+    values = torch.cat([torch.tensor(SPECIAL), torch.randn(8 * 4 * 7 * 9 - len(SPECIAL)) * 8]).to(dtype)
+    x = values[torch.randperm(len(values))].view(8, 4, 7, 9)
+    x = x.contiguous(memory_format=torch.channels_last)
+    gradient = torch.randn(x.shape).to(dtype).contiguous(memory_format=torch.channels_last)
+    results = []
+    for layer in (plain_cls(inplace=inplace), bitwise_cls(inplace=inplace)):
+        leaf = x.clone().requires_grad_()
+        inputs = leaf * 1  # an in-place activation needs a tensor that is not a leaf
+        out = layer(inputs)
+        (grad,) = torch.autograd.grad(out, leaf, gradient)
+        results.append((out, grad, inputs))
+    (out, grad, inputs), (fast_out, fast_grad, fast_inputs) = results
+    assert fast_out.dtype == dtype and fast_out.stride() == out.stride()
+    assert torch.equal(fast_out, out) and torch.equal(fast_grad, grad)
+    assert (fast_out.data_ptr() == fast_inputs.data_ptr()) is inplace
+    assert torch.equal(fast_inputs, inputs)  # in place or not, as nn's layer leaves its input
+
+
+def test_bitwise_activations_differ_only_for_nan_and_leave_float32_to_torch():
+    nan = torch.tensor([float("nan"), -float("nan"), 7.0, -1.0], dtype=torch.bfloat16)
+    # a NaN becomes a number (which one depends on its sign bit), which is why training checks its
+    # weights before it saves them (tests/training/test_engine.py)
+    assert torch.isin(BitwiseReLU6()(nan)[:2].float(), torch.tensor([0.0, 6.0])).all()
+    assert torch.equal(BitwiseReLU6()(nan)[2:], torch.tensor([6.0, 0.0], dtype=torch.bfloat16))
+    wide = torch.tensor([float("nan"), 7.0, -1.0])  # float32 runs nn's own clamp: NaN stays NaN
+    assert BitwiseReLU6()(wide)[0].isnan() and torch.equal(BitwiseReLU6()(wide)[1:], torch.tensor([6.0, 0.0]))
+
+
+def test_a_training_step_with_bitwise_activations_takes_the_plain_step_in_bf16():
+    """ResNet-18's and MobileNetV2's step under bf16 autocast, NHWC: the same loss and gradients."""
+    for name in ("resnet18", "mobilenet_v2"):
+        torch.manual_seed(0)
+        plain = create_model(name, num_classes=10).to(memory_format=torch.channels_last)
+        fast = use_fast_layers(copy.deepcopy(plain), (3, 64, 64), training=True)
+        assert any(isinstance(m, (BitwiseReLU, BitwiseReLU6)) for m in fast.modules())
+        images = torch.randn(4, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+        labels = torch.randint(0, 10, (4,))
+        losses = []
+        for model in (plain, fast):
+            torch.manual_seed(1)  # dropout drops the same features on both
+            with torch.autocast("cpu", torch.bfloat16):
+                loss = nn.functional.cross_entropy(model.train()(images), labels)
+            loss.backward()
+            losses.append(loss)
+        assert torch.equal(losses[0], losses[1]), name
+        for (key, a), b in zip(plain.named_parameters(), fast.parameters(), strict=True):
+            if name == "resnet18":  # the activations alone: the very same numbers
+                assert torch.equal(b.grad, a.grad), key
+            else:  # MobileNetV2's depthwise input gradients sum in another order (see above)
+                torch.testing.assert_close(b.grad, a.grad, rtol=2e-2, atol=1e-3, msg=key)

@@ -217,6 +217,37 @@ def test_nan_loss_stops_with_advice_and_keeps_the_last_good_epoch(tmp_path, monk
     assert [row["epoch"] for row in metrics_rows(kept)] == ["1"]
 
 
+class PoisonsItsStatistics(nn.Module):
+    """A network of yours whose batch norm mean goes NaN from its ``at``-th training batch on, while the
+    loss stays finite (training mode normalises with the batch's own statistics): what convlab.speed's
+    bitwise ReLU leaves behind when a NaN appears inside a network, since it turns the NaN into a number."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.fc, self.bn = nn.Linear(784, 10), nn.BatchNorm1d(10)
+        self.batches, self.at = 0, at
+
+    def forward(self, x):
+        if self.training and x.device.type != "meta":
+            self.batches += 1
+            if self.batches >= self.at:  # before this batch's graph holds it
+                self.bn.running_mean.fill_(float("nan"))
+        return self.bn(self.fc(x.flatten(1)))
+
+
+def test_non_finite_weights_under_a_finite_loss_stop_the_run_before_they_are_saved(tmp_path):
+    settings = dict(QUICK, model=PoisonsItsStatistics(at=25), epochs=3)  # 1,000 images, 50 a batch
+    with pytest.raises(
+        ConvlabError,
+        match=r"batch norm statistics became non-finite .* by epoch 2, step \d+, though the loss stayed "
+        r"finite; the run folder keeps epoch 1.*lower --lr",
+    ):
+        train(**settings, out=tmp_path / "poisoned")
+    kept = tmp_path / "poisoned"
+    assert read_record(kept / "last.safetensors").epoch == 1
+    assert all(torch.isfinite(t).all() for t in load_file(kept / "last.safetensors").values())
+
+
 def test_early_stop_keeps_the_best_weights(tmp_path):
     # an lr of 1e-12 leaves the predictions unchanged, so val top-1 never improves after epoch 1
     result = train(**dict(QUICK, optimizer="sgd", lr=1e-12, epochs=5, early_stop=2), out=tmp_path / "stalled")

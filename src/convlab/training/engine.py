@@ -774,8 +774,14 @@ def _early_stop(run: _Run, standing: Standing) -> bool:
 
 
 def _non_finite_message(bad: NonFiniteLoss, epoch: int, kept: Kept, optimizer) -> str:
+    what = (
+        f"The weights or batch norm statistics became non-finite (NaN or infinity) by epoch {epoch}, "
+        f"step {bad.step}, though the loss stayed finite"
+        if bad.in_weights
+        else f"The training loss became {bad.value} at epoch {epoch}, step {bad.step}"
+    )
     return (
-        f"The training loss became {bad.value} at epoch {epoch}, step {bad.step}; the run folder keeps {kept}. "
+        f"{what}; the run folder keeps {kept}. "
         f"Try a lower --lr (this run used {optimizer.defaults['lr']:g}) or --clip-norm 1.0."
     )
 

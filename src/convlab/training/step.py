@@ -9,6 +9,7 @@ without a run folder.
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -74,9 +75,20 @@ def train_step(
 
 
 class NonFiniteLoss(Exception):
-    def __init__(self, step: int, value: float) -> None:
-        super().__init__(step, value)
-        self.step, self.value = step, value
+    """The loss of ``step`` was ``value``, not finite; or, with ``in_weights``, the loss stayed finite but
+    the weights or statistics about to be saved at ``step`` were not."""
+
+    def __init__(self, step: int, value: float, in_weights: bool = False) -> None:
+        super().__init__(step, value, in_weights)
+        self.step, self.value, self.in_weights = step, value, in_weights
+
+
+def weights_finite(model: nn.Module) -> torch.Tensor:
+    """Whether every parameter and floating-point buffer of ``model`` is finite: a device tensor, no sync."""
+    tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
+    if not tensors:
+        return torch.ones((), dtype=torch.bool)
+    return torch.stack([torch.isfinite(t).all() for t in tensors]).all()
 
 
 def train_one_epoch(
@@ -133,12 +145,19 @@ def train_one_epoch(
     def elapsed() -> float:
         return position.seconds + time.perf_counter() - start
 
-    def check() -> None:
+    def check(saving_at: int | None = None) -> None:
         """Stop on a non-finite loss: a device sync, and in a distributed run a collective (every process
-        checks at the same steps and stops at the first bad step of any)."""
+        checks at the same steps and stops at the first bad step of any). Before the weights are saved
+        (``saving_at``: the step), they and the batch norm statistics are checked too: the saturating
+        activations of convlab.speed turn a NaN inside the network into a number, so it need not reach the
+        loss."""
         bad = group.first_bad_step(first_bad_step)
         if bad >= 0:
             raise NonFiniteLoss(bad, group.bad_value(first_bad_step, first_bad_loss, bad))
+        if saving_at is not None:
+            broken = group.sum((~weights_finite(model)).to(device=device, dtype=torch.int64).reshape(1))
+            if int(broken):
+                raise NonFiniteLoss(saving_at, math.nan, in_weights=True)
 
     def report(steps_done: int) -> None:
         progress.update(
@@ -171,9 +190,9 @@ def train_one_epoch(
                 check()
             report(step)
         if every is not None and checkpoint is not None and step % every == 0 and step < total:
-            check()  # a non-finite loss stops the run before it is saved
+            check(saving_at=step)  # a non-finite loss or weight stops the run before it is saved
             checkpoint(EpochPosition(step, position.lr, elapsed(), loss_sum, correct, seen))
-    check()
+    check(saving_at=total)
     report(total)
     # the epoch's figures: every process's sums (float64 holds the counts exactly)
     totals = group.sum(
