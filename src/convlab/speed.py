@@ -8,6 +8,7 @@ and tested for equality, once.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -188,6 +189,7 @@ class _ClampBits(torch.autograd.Function):
         return torch.ops.aten.hardtanh_backward(grad, y, 0.0, ctx.top), None, None
 
 
+@functools.cache  # called on every forward pass
 def _bits_of(value: float, dtype: torch.dtype) -> int:
     """The bit pattern of ``value`` in the 16-bit float ``dtype``, as an int16."""
     return int(torch.tensor(value, dtype=dtype).view(torch.int16))
@@ -223,8 +225,9 @@ class BitwiseReLU6(nn.ReLU6):
         return _ClampBits.apply(x, 6.0, self.inplace)
 
 
-# The activations training swaps for their bitwise forms
+# The activations training swaps for their bitwise forms, and back for inference
 _BITWISE = {nn.ReLU: BitwiseReLU, nn.ReLU6: BitwiseReLU6}
+_PLAIN = {bitwise: plain for plain, bitwise in _BITWISE.items()}
 
 
 def _sharing(cls: type, conv: nn.Conv2d) -> nn.Conv2d:
@@ -262,11 +265,10 @@ def use_fast_layers(model: nn.Module, input_size: Sequence[int], training: bool 
     """
     fast = {conv: CoveringConv2d.sharing(conv) for conv in _covering_convs(model, input_size)}
     if training:
-        for conv in model.modules():
-            if type(conv) is nn.Conv2d and conv not in fast and is_depthwise(conv):
-                fast[conv] = DepthwiseConv2d.sharing(conv)
         for layer in model.modules():
-            if type(layer) in _BITWISE:
+            if type(layer) is nn.Conv2d and layer not in fast and is_depthwise(layer):
+                fast[layer] = DepthwiseConv2d.sharing(layer)
+            elif type(layer) in _BITWISE:
                 fast[layer] = _BITWISE[type(layer)](inplace=layer.inplace).train(layer.training)
     return _swap(model, fast)
 
@@ -346,8 +348,8 @@ def for_inference(model: nn.Module, amp: str) -> nn.Module:
     for m in fast.modules():
         if isinstance(m, DepthwiseConv2d):
             plain[m] = _sharing(nn.Conv2d, m)
-        elif type(m) in _BITWISE.values():
-            plain[m] = type(m).__base__(inplace=m.inplace)
+        elif type(m) in _PLAIN:
+            plain[m] = _PLAIN[type(m)](inplace=m.inplace)
     _swap(fast, plain)
     try:
         fast = fuse(fast)
