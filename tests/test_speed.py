@@ -359,6 +359,7 @@ def test_training_swaps_the_depthwise_convolutions_and_inference_keeps_them_plai
     assert len(depthwise) == 17  # one per inverted residual block
     inference = use_fast_layers(copy.deepcopy(plain), (3, 64, 64))
     assert not any(isinstance(m, DepthwiseConv2d) for m in inference.modules())
+    assert sum(type(m) is BitwiseReLU6 for m in inference.modules()) == 35  # inference's activations too
 
     fast = copy.deepcopy(plain)
     keys, parameters = list(fast.state_dict()), list(fast.parameters())
@@ -376,11 +377,11 @@ def test_training_swaps_the_depthwise_convolutions_and_inference_keeps_them_plai
         nn.functional.cross_entropy(model.train()(images), labels).backward()
     for (key, a), b in zip(plain.named_parameters(), fast.parameters(), strict=True):
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-5, msg=key)
-    # eval mode (evaluation, export, the inference copy) runs the plain layer: fx can trace it, so
-    # for_inference still folds batch norm into the convolutions
+    # for_inference traces the plain layers, so it still folds batch norm into the convolutions, and puts
+    # the bitwise activations back into the folded graph
     folded = for_inference(fast.eval(), "off")
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
-    assert not any(isinstance(m, (DepthwiseConv2d, BitwiseReLU6)) for m in folded.modules())
+    assert not any(isinstance(m, (nn.BatchNorm2d, DepthwiseConv2d)) for m in folded.modules())
+    assert sum(type(m) is BitwiseReLU6 for m in folded.modules()) == 35
     torch.testing.assert_close(folded(images), plain.eval()(images), rtol=1e-4, atol=1e-4)
 
 
@@ -411,6 +412,45 @@ def test_bitwise_activations_give_the_plain_outputs_and_gradients(dtype, plain_c
     assert torch.equal(fast_out, out) and torch.equal(fast_grad, grad)
     assert (fast_out.data_ptr() == fast_inputs.data_ptr()) is inplace
     assert torch.equal(fast_inputs, inputs)  # in place or not, as nn's layer leaves its input
+
+
+@pytest.mark.parametrize("plain_cls, bitwise_cls", [(nn.ReLU, BitwiseReLU), (nn.ReLU6, BitwiseReLU6)])
+@pytest.mark.parametrize("inplace", [True, False])
+def test_bitwise_activations_without_autograd_give_the_plain_outputs(plain_cls, bitwise_cls, inplace):
+    """Inference (no autograd node is made) clamps the same bits, in place where nn's layer does."""
+    values = torch.cat([torch.tensor(SPECIAL), torch.linspace(-9, 9, 100)]).to(torch.bfloat16)
+    for context in (torch.inference_mode, torch.no_grad):
+        with context():
+            plain_in, bitwise_in = values.clone(), values.clone()
+            out, fast_out = plain_cls(inplace=inplace)(plain_in), bitwise_cls(inplace=inplace)(bitwise_in)
+        assert torch.equal(fast_out, out) and torch.equal(bitwise_in, plain_in)
+        assert (fast_out.data_ptr() == bitwise_in.data_ptr()) is inplace
+
+
+def test_the_inference_copy_clamps_by_bits_and_predicts_the_plain_logits_in_bf16():
+    """for_inference's folded ResNet-18 runs bitwise ReLUs (fx calls them by name), with the same logits."""
+    torch.manual_seed(0)
+    model = create_model("resnet18", num_classes=10).eval().to(memory_format=torch.channels_last)
+    fast = for_inference(model, "bf16")
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())  # folded, as before
+    assert sum(type(m) is BitwiseReLU for m in fast.modules()) == 17  # the stem's and two per block
+    plain = copy.deepcopy(fast)
+    for parent in list(plain.modules()):
+        for name, child in parent.named_children():
+            if type(child) is BitwiseReLU:
+                setattr(parent, name, nn.ReLU(inplace=child.inplace))
+    images = torch.randn(3, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    calls = []
+    hook = nn.modules.module.register_module_forward_hook(
+        lambda module, args, out: calls.append(module) if type(module) is BitwiseReLU else None
+    )
+    try:
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
+            fast_logits, logits = fast(images), plain(images)
+    finally:
+        hook.remove()
+    assert len(calls) == 17  # every one of them runs
+    assert torch.equal(fast_logits, logits)
 
 
 def test_bitwise_activations_differ_only_for_nan_and_leave_float32_to_torch():

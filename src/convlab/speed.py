@@ -170,13 +170,9 @@ class _ClampBits(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, top: float | None, inplace: bool) -> Tensor:
-        top_bits = None if top is None else _bits_of(top, x.dtype)
+        y = _clamp_bits(x, top, inplace)
         if inplace:
-            x.view(torch.int16).clamp_(0, top_bits)
             ctx.mark_dirty(x)
-            y = x
-        else:
-            y = torch.clamp(x.view(torch.int16), 0, top_bits).view(x.dtype)
         ctx.save_for_backward(y)
         ctx.top = top
         return y
@@ -187,6 +183,15 @@ class _ClampBits(torch.autograd.Function):
         if ctx.top is None:
             return torch.ops.aten.threshold_backward(grad, y, 0), None, None
         return torch.ops.aten.hardtanh_backward(grad, y, 0.0, ctx.top), None, None
+
+
+def _clamp_bits(x: Tensor, top: float | None, inplace: bool) -> Tensor:
+    """The clamp of ``_ClampBits``, without autograd: ``x`` itself (``inplace``) or a new tensor."""
+    top_bits = None if top is None else _bits_of(top, x.dtype)
+    if inplace:
+        x.view(torch.int16).clamp_(0, top_bits)
+        return x
+    return torch.clamp(x.view(torch.int16), 0, top_bits).view(x.dtype)
 
 
 @functools.cache  # called on every forward pass
@@ -213,6 +218,8 @@ class BitwiseReLU(nn.ReLU):
     def forward(self, x: Tensor) -> Tensor:
         if not _clamps_by_bits(x):
             return super().forward(x)
+        if not (x.requires_grad and torch.is_grad_enabled()):  # inference: no autograd node to make
+            return _clamp_bits(x, None, self.inplace)
         return _ClampBits.apply(x, None, self.inplace)
 
 
@@ -222,10 +229,12 @@ class BitwiseReLU6(nn.ReLU6):
     def forward(self, x: Tensor) -> Tensor:
         if not _clamps_by_bits(x):
             return super().forward(x)
+        if not (x.requires_grad and torch.is_grad_enabled()):  # inference: no autograd node to make
+            return _clamp_bits(x, 6.0, self.inplace)
         return _ClampBits.apply(x, 6.0, self.inplace)
 
 
-# The activations training swaps for their bitwise forms, and back for inference
+# The activations use_fast_layers swaps for their bitwise forms, and for_inference back for fx's tracing
 _BITWISE = {nn.ReLU: BitwiseReLU, nn.ReLU6: BitwiseReLU6}
 _PLAIN = {bitwise: plain for plain, bitwise in _BITWISE.items()}
 
@@ -256,21 +265,28 @@ def use_fast_layers(model: nn.Module, input_size: Sequence[int], training: bool 
       ``input_size`` (C, H, W) images, for a CoveringConv2d (a matrix product);
     - with ``training``, every plain depthwise nn.Conv2d for a DepthwiseConv2d (its input gradient
       as a forward convolution); inference has no gradient to gain on, and keeps them plain;
-    - with ``training``, every plain nn.ReLU and nn.ReLU6 for BitwiseReLU and BitwiseReLU6 (bf16 and
-      float16 batches clamped as int16, no copy kept for the gradient); a NaN becomes 0 (or 6) there,
+    - every plain nn.ReLU and nn.ReLU6 for BitwiseReLU and BitwiseReLU6 (bf16 and float16 batches on the
+      CPU clamped as int16; in training no copy is kept for the gradient); a NaN becomes 0 (or 6) there,
       and training checks its weights for non-finite numbers instead.
 
     Call it where a model is made ready to run (training, prediction), after any inspection: the
     inspector describes the layers the paper draws.
     """
     fast = {conv: CoveringConv2d.sharing(conv) for conv in _covering_convs(model, input_size)}
-    if training:
-        for layer in model.modules():
-            if type(layer) is nn.Conv2d and layer not in fast and is_depthwise(layer):
-                fast[layer] = DepthwiseConv2d.sharing(layer)
-            elif type(layer) in _BITWISE:
-                fast[layer] = _BITWISE[type(layer)](inplace=layer.inplace).train(layer.training)
+    for layer in model.modules():
+        if training and type(layer) is nn.Conv2d and layer not in fast and is_depthwise(layer):
+            fast[layer] = DepthwiseConv2d.sharing(layer)
+    fast.update(_bitwise_activations(model))
     return _swap(model, fast)
+
+
+def _bitwise_activations(model: nn.Module) -> dict[nn.Module, nn.Module]:
+    """Each plain nn.ReLU and nn.ReLU6 of ``model``, mapped to its bitwise form."""
+    return {
+        layer: _BITWISE[type(layer)](inplace=layer.inplace).train(layer.training)
+        for layer in model.modules()
+        if type(layer) in _BITWISE
+    }
 
 
 def _swap(model: nn.Module, replacements: dict[nn.Module, nn.Module]) -> nn.Module:
@@ -333,7 +349,9 @@ def for_inference(model: nn.Module, amp: str) -> nn.Module:
     - with ``amp == "bf16"``, the weights of the convolutions and linear layers are stored in bf16 once.
       Autocast casts each of them on every call otherwise: ResNet-18's 11.7 M weights, 47 MB read and 23 MB
       written per image at batch 1. Autocast still runs the forward pass (the input's cast, and the float32
-      layers it keeps: softmax, norms, losses), so the numbers are the bf16 path's as before.
+      layers it keeps: softmax, norms, losses), so the numbers are the bf16 path's as before;
+    - every nn.ReLU and nn.ReLU6 left after the folding is a BitwiseReLU or BitwiseReLU6 (bf16 maps clamped
+      as int16: the same numbers, but a NaN becomes 0 or 6).
 
     Measured on 2 cores with AMX, ResNet-18 at 224x224, batch 1: eager float32 21 ms, bf16 autocast
     10-11 ms, this copy under autocast 7 ms (docs/performance.md#inference-resnet-18-at-224x224). The copy
@@ -355,6 +373,9 @@ def for_inference(model: nn.Module, amp: str) -> nn.Module:
         fast = fuse(fast)
     except Exception:  # noqa: BLE001 - fx cannot trace every network (ViT's checks, networks of yours)
         pass
+    # after the tracing, which would trace them as what they compute: the fused graph calls its activation
+    # modules by name, so the swapped ones run
+    _swap(fast, _bitwise_activations(fast))
     if amp == "bf16":
         for module in fast.modules():
             if isinstance(module, _MATRIX_LAYERS):
