@@ -373,8 +373,8 @@ def for_inference(model: nn.Module, amp: str) -> nn.Module:
         fast = fuse(fast)
     except Exception:  # noqa: BLE001 - fx cannot trace every network (ViT's checks, networks of yours)
         pass
-    # after the tracing, which would trace them as what they compute: the fused graph calls its activation
-    # modules by name, so the swapped ones run
+    # Swapped in after the tracing, which would have traced through them into their int16 operators: the
+    # folded graph calls its activation modules by name, so the swapped ones are what run.
     _swap(fast, _bitwise_activations(fast))
     if amp == "bf16":
         for module in fast.modules():
