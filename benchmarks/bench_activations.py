@@ -21,19 +21,7 @@ import torch
 from torch import nn
 
 from convlab.models import create_model
-from convlab.speed import BitwiseReLU, BitwiseReLU6, for_inference
-
-PLAIN = {BitwiseReLU: nn.ReLU, BitwiseReLU6: nn.ReLU6}
-
-
-def with_plain_activations(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with every bitwise activation replaced by nn's own."""
-    plain = copy.deepcopy(model)
-    for parent in list(plain.modules()):
-        for name, child in parent.named_children():
-            if type(child) in PLAIN:
-                setattr(parent, name, PLAIN[type(child)](inplace=child.inplace))
-    return plain
+from convlab.speed import for_inference, plain_activations
 
 
 def timed(model: nn.Module, images: torch.Tensor, reps: int) -> tuple[float, torch.Tensor]:
@@ -63,7 +51,7 @@ def main() -> None:
         torch.manual_seed(0)
         model = create_model(name, num_classes=1000).eval().to(memory_format=torch.channels_last)
         bitwise = for_inference(model, "bf16")
-        plain = with_plain_activations(bitwise)
+        plain = plain_activations(copy.deepcopy(bitwise))
         for batch in (int(b) for b in args.batches.split(",")):
             images = torch.randn(batch, 3, args.size, args.size).contiguous(memory_format=torch.channels_last)
             once, _ = timed(plain, images, 1)

@@ -27,6 +27,7 @@ from convlab.speed import (
     covers,
     for_inference,
     is_depthwise,
+    plain_activations,
     use_fast_layers,
 )
 from convlab.training import Schedule, build_optimizer, resolve_config, train_step
@@ -434,11 +435,8 @@ def test_the_inference_copy_clamps_by_bits_and_predicts_the_plain_logits_in_bf16
     fast = for_inference(model, "bf16")
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())  # folded, as before
     assert sum(type(m) is BitwiseReLU for m in fast.modules()) == 17  # the stem's and two per block
-    plain = copy.deepcopy(fast)
-    for parent in list(plain.modules()):
-        for name, child in parent.named_children():
-            if type(child) is BitwiseReLU:
-                setattr(parent, name, nn.ReLU(inplace=child.inplace))
+    plain = plain_activations(copy.deepcopy(fast))
+    assert not any(type(m) is BitwiseReLU for m in plain.modules())
     images = torch.randn(3, 3, 64, 64).contiguous(memory_format=torch.channels_last)
     calls = []
     hook = nn.modules.module.register_module_forward_hook(

@@ -289,6 +289,12 @@ def _bitwise_activations(model: nn.Module) -> dict[nn.Module, nn.Module]:
     }
 
 
+def plain_activations(model: nn.Module) -> nn.Module:
+    """``model`` with each BitwiseReLU and BitwiseReLU6 swapped back, in place, for nn.ReLU and nn.ReLU6: what
+    fx traces, and the side the benchmarks and tests compare the bitwise forms with."""
+    return _swap(model, {m: _PLAIN[type(m)](inplace=m.inplace) for m in model.modules() if type(m) in _PLAIN})
+
+
 def _swap(model: nn.Module, replacements: dict[nn.Module, nn.Module]) -> nn.Module:
     """``model`` with each of its layers that is a key of ``replacements`` replaced, in place, by its value."""
     for parent in list(model.modules()):
@@ -362,13 +368,8 @@ def for_inference(model: nn.Module, amp: str) -> nn.Module:
 
     fast = copy.deepcopy(model).eval()
     # training's layers (a model trained in this process) as plain ones, which fx traces and folds into
-    plain: dict[nn.Module, nn.Module] = {}
-    for m in fast.modules():
-        if isinstance(m, DepthwiseConv2d):
-            plain[m] = _sharing(nn.Conv2d, m)
-        elif type(m) in _PLAIN:
-            plain[m] = _PLAIN[type(m)](inplace=m.inplace)
-    _swap(fast, plain)
+    _swap(fast, {m: _sharing(nn.Conv2d, m) for m in fast.modules() if isinstance(m, DepthwiseConv2d)})
+    plain_activations(fast)
     try:
         fast = fuse(fast)
     except Exception:  # noqa: BLE001 - fx cannot trace every network (ViT's checks, networks of yours)
