@@ -24,9 +24,11 @@ from convlab.speed import (
     BitwiseReLU6,
     CoveringConv2d,
     DepthwiseConv2d,
+    PatchGradConv2d,
     covers,
     for_inference,
     is_depthwise,
+    is_plain_dense,
     plain_activations,
     use_fast_layers,
 )
@@ -367,7 +369,10 @@ def test_training_swaps_the_depthwise_convolutions_and_inference_keeps_them_plai
     use_fast_layers(fast, (3, 64, 64), training=True)
     swapped = [n for n, m in fast.named_modules() if type(m) is not type(plain.get_submodule(n))]
     relu6 = [n for n, m in plain.named_modules() if type(m) is nn.ReLU6]
-    assert len(relu6) == 35 and sorted(swapped) == sorted(depthwise + relu6)
+    dense = [n for n, m in plain.named_modules() if type(m) is nn.Conv2d and is_plain_dense(m)]
+    assert not set(dense) & set(depthwise)
+    assert len(relu6) == 35 and sorted(swapped) == sorted(depthwise + dense + relu6)
+    assert all(type(fast.get_submodule(n)) is PatchGradConv2d for n in dense)
     assert all(type(fast.get_submodule(n)) is BitwiseReLU6 for n in relu6)
     assert list(fast.state_dict()) == keys
     assert all(a is b for a, b in zip(fast.parameters(), parameters, strict=True))
@@ -381,9 +386,110 @@ def test_training_swaps_the_depthwise_convolutions_and_inference_keeps_them_plai
     # for_inference traces the plain layers, so it still folds batch norm into the convolutions, and puts
     # the bitwise activations back into the folded graph
     folded = for_inference(fast.eval(), "off")
-    assert not any(isinstance(m, (nn.BatchNorm2d, DepthwiseConv2d)) for m in folded.modules())
+    assert not any(
+        isinstance(m, (nn.BatchNorm2d, DepthwiseConv2d, PatchGradConv2d)) for m in folded.modules()
+    )
     assert sum(type(m) is BitwiseReLU6 for m in folded.modules()) == 35
     torch.testing.assert_close(folded(images), plain.eval()(images), rtol=1e-4, atol=1e-4)
+
+
+# kernel, padding, bias, input size: vgg_mini's 3x3 stages at 7x7 and 3x3, a 1x1, a 3x3 without padding,
+# a 5x5, and a 3x5 kernel on a map that is not square
+PATCH_GRAD = [
+    (3, 1, True, (7, 7)),
+    (3, 1, False, (3, 3)),
+    (1, 0, True, (5, 5)),
+    (3, 0, False, (9, 9)),
+    (5, 2, True, (4, 6)),
+    ((3, 5), (1, 2), False, (6, 7)),
+]
+
+
+@pytest.mark.parametrize("kernel, padding, bias, size", PATCH_GRAD)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_a_convolution_on_small_maps_trains_with_its_outputs_and_gradients(
+    kernel, padding, bias, size, layout
+):
+    """The weight gradient as one product of output gradients and patches, under bf16 autocast: the same
+    outputs and input gradient (oneDNN's kernels), weight and bias gradients summed in another order."""
+    torch.manual_seed(0)
+    plain = nn.Conv2d(96, 16, kernel, 1, padding, bias=bias)
+    fast = PatchGradConv2d.sharing(copy.deepcopy(plain))
+    x = torch.randn(4, 96, *size)
+    if layout == "channels_last":  # as training sets it: maps and weights
+        x = x.contiguous(memory_format=torch.channels_last)
+        plain.to(memory_format=torch.channels_last)
+        fast.to(memory_format=torch.channels_last)
+    results = []
+    for layer in (plain, fast):
+        inputs = x.clone().requires_grad_()
+        with torch.autocast("cpu", torch.bfloat16):
+            out = layer(inputs)
+        loss = (out.float() * torch.linspace(-1, 1, out.numel()).view_as(out)).sum()
+        results.append((out, *torch.autograd.grad(loss, (inputs, *layer.parameters()))))
+    (out, input_grad, *grads), (fast_out, fast_input_grad, *fast_grads) = results
+    assert type(fast_out.grad_fn).__name__ == "_PatchGradConvBackward"  # the path was taken
+    assert fast_out.dtype == out.dtype == torch.bfloat16 and torch.equal(fast_out, out)
+    torch.testing.assert_close(fast_input_grad, input_grad, rtol=0, atol=1e-6)
+    for slow, quick in zip(grads, fast_grads, strict=True):
+        assert quick.shape == slow.shape and quick.dtype == slow.dtype == torch.float32
+        # both sum bf16 products; the order differs: within a bf16 rounding of the largest value
+        assert (quick - slow).abs().max() <= 2**-7 * slow.abs().max()
+
+
+def test_a_convolution_takes_the_patches_path_only_where_it_measured_faster():
+    """bf16 on the CPU, in training with gradients, at most 7x7 output positions, at least 96 maps in."""
+    torch.manual_seed(0)
+    conv = PatchGradConv2d.sharing(nn.Conv2d(96, 8, 3, padding=1))
+    narrow = PatchGradConv2d.sharing(nn.Conv2d(64, 8, 3, padding=1))
+
+    def path(layer, x, autocast=True, grad=True):
+        with torch.autocast("cpu", torch.bfloat16, enabled=autocast), torch.set_grad_enabled(grad):
+            out = layer(x.requires_grad_(grad))
+        return type(out.grad_fn).__name__ if out.grad_fn is not None else None
+
+    assert path(conv, torch.randn(2, 96, 7, 7)) == "_PatchGradConvBackward"
+    bf16 = PatchGradConv2d.sharing(nn.Conv2d(96, 8, 3, padding=1).bfloat16())  # a model in bf16 itself
+    assert path(bf16, torch.randn(2, 96, 7, 7).bfloat16(), autocast=False) == "_PatchGradConvBackward"
+    assert path(conv, torch.randn(2, 96, 8, 8)) == "ConvolutionBackward0"  # 64 positions: oneDNN's is faster
+    assert path(conv, torch.randn(2, 96, 7, 7), autocast=False) == "ConvolutionBackward0"  # float32
+    assert path(narrow, torch.randn(2, 64, 7, 7)) == "ConvolutionBackward0"  # 64 maps in
+    assert path(conv, torch.randn(2, 96, 7, 7), grad=False) is None  # no gradient to gain on
+    conv.eval()
+    assert path(conv, torch.randn(2, 96, 7, 7)) == "ConvolutionBackward0"
+    # strided, dilated and grouped convolutions stay nn.Conv2d in training
+    for other in (
+        nn.Conv2d(96, 8, 3, 2, 1),
+        nn.Conv2d(96, 8, 3, 1, 2, 2),
+        nn.Conv2d(96, 96, 3, 1, 1, groups=2),
+    ):
+        assert not is_plain_dense(other)
+        assert type(use_fast_layers(nn.Sequential(other), (96, 7, 7), training=True)[0]) is nn.Conv2d
+
+
+def test_vgg_mini_trains_with_the_patches_weight_gradients_and_predicts_with_plain_layers():
+    """The best recipe's network: its stride-1 convolutions swapped in training, the same Parameters and
+    keys, a bf16 NHWC step within bf16 rounding of the plain one, and inference on nn.Conv2d again."""
+    torch.manual_seed(0)
+    plain = create_model("vgg_mini", num_classes=10, in_chans=1, width=3).to(
+        memory_format=torch.channels_last
+    )
+    fast = copy.deepcopy(plain)
+    keys, parameters = list(fast.state_dict()), list(fast.parameters())
+    use_fast_layers(fast, (1, 28, 28), training=True)
+    assert sum(type(m) is PatchGradConv2d for m in fast.modules()) == 6
+    assert list(fast.state_dict()) == keys
+    assert all(a is b for a, b in zip(fast.parameters(), parameters, strict=True))
+    images = torch.randn(8, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, 10, (8,))
+    for model in (plain, fast):
+        with torch.autocast("cpu", torch.bfloat16):
+            nn.functional.cross_entropy(model.train()(images), labels).backward()
+    for (key, a), b in zip(plain.named_parameters(), fast.parameters(), strict=True):
+        # the 7x7 and 3x3 stages' weight gradients sum in another order, and so do the layers below them
+        assert (b.grad - a.grad).abs().max() <= 2**-6 * a.grad.abs().max(), key
+    folded = for_inference(fast.eval(), "bf16")
+    assert not any(isinstance(m, PatchGradConv2d) for m in folded.modules())
 
 
 # every kind of 16-bit number an activation meets: zeros of both signs, the largest and smallest
@@ -478,8 +584,12 @@ def test_a_training_step_with_bitwise_activations_takes_the_plain_step_in_bf16()
             loss.backward()
             losses.append(loss)
         assert torch.equal(losses[0], losses[1]), name
+        # layer3's and layer4's 2x2 and 4x4 maps take the patches' weight gradients (see above)
+        patched = {id(p) for m in fast.modules() if isinstance(m, PatchGradConv2d) for p in m.parameters()}
         for (key, a), b in zip(plain.named_parameters(), fast.parameters(), strict=True):
-            if name == "resnet18":  # the activations alone: the very same numbers
+            if name == "resnet18" and id(b) in patched:
+                assert (b.grad - a.grad).abs().max() <= 2**-7 * a.grad.abs().max(), key
+            elif name == "resnet18":  # the activations alone: the very same numbers
                 assert torch.equal(b.grad, a.grad), key
             else:  # MobileNetV2's depthwise input gradients sum in another order (see above)
                 torch.testing.assert_close(b.grad, a.grad, rtol=2e-2, atol=1e-3, msg=key)

@@ -154,6 +154,107 @@ class DepthwiseConv2d(nn.Conv2d):
             return _DepthwiseConv.apply(x, weight, bias, self.stride, self.padding, self.dilation)
 
 
+# Where a weight gradient as one matrix product over patches beat oneDNN's backward-weights kernel: bf16
+# on the CPU, at most 7x7 output positions per map, at least 96 input maps (2 cores with AMX, batch 256 at
+# 28x28 inputs and 32 at 224: docs/performance.md#levers-tried).
+PATCH_GRAD_MAX_POSITIONS = 49
+PATCH_GRAD_MIN_MAPS = 96
+
+
+def is_plain_dense(conv: nn.Conv2d) -> bool:
+    """Stride 1, no dilation, one group, zero padding by a number of pixels: a convolution whose weight
+    gradient is the product of its output gradient with its input's patches (``_PatchGradConv``)."""
+    return (
+        conv.stride == (1, 1)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and conv.padding_mode == "zeros"
+        and not isinstance(conv.padding, str)
+    )
+
+
+class PatchGradConv2d(nn.Conv2d):
+    """A convolution that trains faster on small maps in bf16 on the CPU: the same outputs and input
+    gradient (oneDNN's kernels), and its weight gradient as one matrix product (``_PatchGradConv``).
+
+    Only in training mode with gradients on, for a CPU batch in bf16 (autocast's or its own) whose maps
+    are small enough to gain (``PATCH_GRAD_MAX_POSITIONS``, ``PATCH_GRAD_MIN_MAPS``); anything else runs
+    nn.Conv2d's own forward. Parameters and state_dict keys are nn.Conv2d's.
+    """
+
+    @classmethod
+    def sharing(cls, conv: nn.Conv2d) -> PatchGradConv2d:
+        """A PatchGradConv2d holding ``conv``'s own Parameters, so gradients and optimizer state carry over."""
+        return _sharing(cls, conv)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not (self.training and torch.is_grad_enabled() and x.device.type == "cpu" and x.dim() == 4):
+            return super().forward(x)
+        autocast = torch.is_autocast_enabled("cpu")
+        dtype = torch.get_autocast_dtype("cpu") if autocast else x.dtype
+        rows, cols = (n + 2 * p - k + 1 for n, p, k in zip(x.shape[-2:], self.padding, self.kernel_size))
+        if (
+            dtype != torch.bfloat16
+            or rows * cols > PATCH_GRAD_MAX_POSITIONS
+            or self.in_channels < PATCH_GRAD_MIN_MAPS
+        ):
+            return super().forward(x)
+        weight, bias = self.weight, self.bias
+        if autocast:  # autocast's cast of a convolution's inputs, made here
+            x, weight = x.to(dtype), weight.to(dtype)
+            bias = None if bias is None else bias.to(dtype)
+        with torch.autocast("cpu", enabled=False):
+            return _PatchGradConv.apply(x, weight, bias, self.padding)
+
+
+class _PatchGradConv(torch.autograd.Function):
+    """A stride-1 convolution whose weight gradient is computed as one matrix product over patches.
+
+    The weight gradient sums, over every image and output position, the output gradient times the input
+    patch under the kernel there: (maps out x positions) @ (positions x kernel-sized patches). oneDNN's
+    backward-weights kernel runs far below the matrix units' rate where the maps are small and the batch
+    supplies the positions: at batch 256, 192->384 maps at 3x3, 37-43 ms against 6.5-8.6 ms as patches
+    and one product; 512->512 at 7x7, batch 32: 42 against 14.5 ms. On larger maps, or in float32, oneDNN's
+    kernel wins, so ``PatchGradConv2d`` takes this path only where it measured faster. The input gradient
+    and the forward pass are oneDNN's own.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, padding):
+        ctx.save_for_backward(x, weight)
+        ctx.padding, ctx.has_bias = padding, bias is not None
+        return F.conv2d(x, weight, bias, 1, padding)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.convolution_backward(
+                grad, x, weight, None, [1, 1], ctx.padding, [1, 1], False, [0, 0], 1, [True, False, False]
+            )[0]
+        if ctx.needs_input_grad[1]:
+            maps_out, _, kernel_rows, kernel_cols = weight.shape
+            rows, cols = grad.shape[-2:]
+            # every output position's patch, in (kernel row, kernel column, map) order: for channels_last
+            # maps each piece is a run of whole rows of memory, and the product's result is the weight
+            # gradient in the channels_last order of an NHWC model's kernels
+            padded = F.pad(x, (ctx.padding[1], ctx.padding[1], ctx.padding[0], ctx.padding[0])).permute(
+                0, 2, 3, 1
+            )
+            pieces = [
+                padded[:, i : i + rows, j : j + cols] for i in range(kernel_rows) for j in range(kernel_cols)
+            ]
+            patches = torch.cat(pieces, dim=3).reshape(-1, kernel_rows * kernel_cols * x.shape[1])
+            by_position = grad.permute(0, 2, 3, 1).reshape(-1, maps_out)
+            grad_weight = (
+                (by_position.t() @ patches).view(maps_out, kernel_rows, kernel_cols, -1).permute(0, 3, 1, 2)
+            )
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad.sum((0, 2, 3))
+        return grad_x, grad_weight, grad_bias, None
+
+
 class _ClampBits(torch.autograd.Function):
     """ReLU (``top`` None) or ReLU6 (``top`` 6) of a 16-bit float tensor, computed on its bit patterns.
 
@@ -234,6 +335,9 @@ class BitwiseReLU6(nn.ReLU6):
         return _ClampBits.apply(x, 6.0, self.inplace)
 
 
+# The convolutions use_fast_layers swaps in for training alone, which for_inference swaps back for fx's tracing
+_TRAINING_CONVS = (DepthwiseConv2d, PatchGradConv2d)
+
 # The activations use_fast_layers swaps for their bitwise forms, and for_inference back for fx's tracing
 _BITWISE = {nn.ReLU: BitwiseReLU, nn.ReLU6: BitwiseReLU6}
 _PLAIN = {bitwise: plain for plain, bitwise in _BITWISE.items()}
@@ -264,7 +368,9 @@ def use_fast_layers(model: nn.Module, input_size: Sequence[int], training: bool 
     - every plain nn.Conv2d whose kernel (larger than 1x1) covers its input when ``model`` reads
       ``input_size`` (C, H, W) images, for a CoveringConv2d (a matrix product);
     - with ``training``, every plain depthwise nn.Conv2d for a DepthwiseConv2d (its input gradient
-      as a forward convolution); inference has no gradient to gain on, and keeps them plain;
+      as a forward convolution), and every other plain stride-1 one for a PatchGradConv2d (its weight
+      gradient as one matrix product where the maps are small); inference has no gradient to gain on,
+      and keeps them plain;
     - every plain nn.ReLU and nn.ReLU6 for BitwiseReLU and BitwiseReLU6 (bf16 and float16 batches on the
       CPU clamped as int16; in training no copy is kept for the gradient); a NaN becomes 0 (or 6) there,
       and training checks its weights for non-finite numbers instead.
@@ -276,6 +382,8 @@ def use_fast_layers(model: nn.Module, input_size: Sequence[int], training: bool 
     for layer in model.modules():
         if training and type(layer) is nn.Conv2d and layer not in fast and is_depthwise(layer):
             fast[layer] = DepthwiseConv2d.sharing(layer)
+        elif training and type(layer) is nn.Conv2d and layer not in fast and is_plain_dense(layer):
+            fast[layer] = PatchGradConv2d.sharing(layer)
     fast.update(_bitwise_activations(model))
     return _swap(model, fast)
 
@@ -368,7 +476,7 @@ def for_inference(model: nn.Module, amp: str) -> nn.Module:
 
     fast = copy.deepcopy(model).eval()
     # training's layers (a model trained in this process) as plain ones, which fx traces and folds into
-    _swap(fast, {m: _sharing(nn.Conv2d, m) for m in fast.modules() if isinstance(m, DepthwiseConv2d)})
+    _swap(fast, {m: _sharing(nn.Conv2d, m) for m in fast.modules() if isinstance(m, _TRAINING_CONVS)})
     plain_activations(fast)
     try:
         fast = fuse(fast)
