@@ -234,25 +234,27 @@ class _PatchGradConv(torch.autograd.Function):
                 grad, x, weight, None, [1, 1], ctx.padding, [1, 1], False, [0, 0], 1, [True, False, False]
             )[0]
         if ctx.needs_input_grad[1]:
-            maps_out, _, kernel_rows, kernel_cols = weight.shape
-            rows, cols = grad.shape[-2:]
-            # every output position's patch, in (kernel row, kernel column, map) order: for channels_last
-            # maps each piece is a run of whole rows of memory, and the product's result is the weight
-            # gradient in the channels_last order of an NHWC model's kernels
-            padded = F.pad(x, (ctx.padding[1], ctx.padding[1], ctx.padding[0], ctx.padding[0])).permute(
-                0, 2, 3, 1
-            )
-            pieces = [
-                padded[:, i : i + rows, j : j + cols] for i in range(kernel_rows) for j in range(kernel_cols)
-            ]
-            patches = torch.cat(pieces, dim=3).reshape(-1, kernel_rows * kernel_cols * x.shape[1])
-            by_position = grad.permute(0, 2, 3, 1).reshape(-1, maps_out)
-            grad_weight = (
-                (by_position.t() @ patches).view(maps_out, kernel_rows, kernel_cols, -1).permute(0, 3, 1, 2)
-            )
+            grad_weight = patch_weight_gradient(grad, x, weight.shape[-2:], ctx.padding)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad.sum((0, 2, 3))
         return grad_x, grad_weight, grad_bias, None
+
+
+def patch_weight_gradient(
+    grad: Tensor, x: Tensor, kernel_size: Sequence[int], padding: Sequence[int]
+) -> Tensor:
+    """The weight gradient of a stride-1 convolution of ``x`` whose output gradient is ``grad``: the product
+    of the gradient, one row per output position, with the input patch under the kernel at each position."""
+    (kernel_rows, kernel_cols), maps_out = kernel_size, grad.shape[1]
+    rows, cols = grad.shape[-2:]
+    # every output position's patch, in (kernel row, kernel column, map) order: for channels_last maps each
+    # piece is a run of whole rows of memory, and the product is the weight gradient in the channels_last
+    # order of an NHWC model's kernels
+    padded = F.pad(x, (padding[1], padding[1], padding[0], padding[0])).permute(0, 2, 3, 1)
+    pieces = [padded[:, i : i + rows, j : j + cols] for i in range(kernel_rows) for j in range(kernel_cols)]
+    patches = torch.cat(pieces, dim=3).reshape(-1, kernel_rows * kernel_cols * x.shape[1])
+    by_position = grad.permute(0, 2, 3, 1).reshape(-1, maps_out)
+    return (by_position.t() @ patches).view(maps_out, kernel_rows, kernel_cols, -1).permute(0, 3, 1, 2)
 
 
 class _ClampBits(torch.autograd.Function):
@@ -397,6 +399,14 @@ def _bitwise_activations(model: nn.Module) -> dict[nn.Module, nn.Module]:
     }
 
 
+def plain_convolutions(model: nn.Module) -> nn.Module:
+    """``model`` with each of training's convolutions (DepthwiseConv2d, PatchGradConv2d) swapped back, in
+    place, for nn.Conv2d holding the same Parameters: what fx traces, and the side the benchmarks compare with."""
+    return _swap(
+        model, {m: _sharing(nn.Conv2d, m) for m in model.modules() if isinstance(m, _TRAINING_CONVS)}
+    )
+
+
 def plain_activations(model: nn.Module) -> nn.Module:
     """``model`` with each BitwiseReLU and BitwiseReLU6 swapped back, in place, for nn.ReLU and nn.ReLU6: what
     fx traces, and the side the benchmarks and tests compare the bitwise forms with."""
@@ -476,7 +486,7 @@ def for_inference(model: nn.Module, amp: str) -> nn.Module:
 
     fast = copy.deepcopy(model).eval()
     # training's layers (a model trained in this process) as plain ones, which fx traces and folds into
-    _swap(fast, {m: _sharing(nn.Conv2d, m) for m in fast.modules() if isinstance(m, _TRAINING_CONVS)})
+    plain_convolutions(fast)
     plain_activations(fast)
     try:
         fast = fuse(fast)
