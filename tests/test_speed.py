@@ -294,6 +294,23 @@ def test_a_network_the_meta_device_cannot_run_keeps_its_layers():
     assert type(use_fast_layers(plain, (1, 5, 5))[0]) is CoveringConv2d
 
 
+def outputs_and_gradients(layers, x, layout="nchw", bf16=False):
+    """For each layer: its output on ``x`` and the gradients of a fixed weighting of that output with respect
+    to the input and each Parameter, with maps and weights in ``layout`` (channels_last: as training sets it)."""
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+        for layer in layers:
+            layer.to(memory_format=torch.channels_last)
+    results = []
+    for layer in layers:
+        inputs = x.clone().requires_grad_()
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            out = layer(inputs)
+        loss = (out.float() * torch.linspace(-1, 1, out.numel()).view_as(out)).sum()
+        results.append((out, *torch.autograd.grad(loss, (inputs, *layer.parameters()))))
+    return results
+
+
 # kernel, stride, padding, dilation, bias, input size: MobileNet's 3x3 at strides 1 and 2 (even and odd
 # sizes), ConvNeXt's 7x7, a 5x5 at stride 3, dilation, a 3x5 kernel, and no padding
 DEPTHWISE = [
@@ -317,17 +334,7 @@ def test_a_depthwise_convolution_trains_with_the_convolutions_outputs_and_gradie
     torch.manual_seed(0)
     plain = nn.Conv2d(6, 6, kernel, stride, padding, dilation, groups=6, bias=bias)
     fast = DepthwiseConv2d.sharing(copy.deepcopy(plain))
-    x = torch.randn(4, 6, *size)
-    if layout == "channels_last":  # as training sets it: maps and weights
-        x = x.contiguous(memory_format=torch.channels_last)
-        plain.to(memory_format=torch.channels_last)
-        fast.to(memory_format=torch.channels_last)
-    outputs = []
-    for layer in (plain, fast):
-        inputs = x.clone().requires_grad_()
-        out = layer(inputs)
-        loss = (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum()
-        outputs.append((out, *torch.autograd.grad(loss, (inputs, *layer.parameters()))))
+    outputs = outputs_and_gradients((plain, fast), torch.randn(4, 6, *size), layout)
     for slow, quick in zip(*outputs, strict=True):
         torch.testing.assert_close(quick, slow, rtol=0, atol=1e-5)
     assert outputs[1][1].stride() == outputs[0][1].stride()  # the layer below gets its gradient as before
@@ -339,14 +346,7 @@ def test_a_depthwise_convolution_under_bf16_autocast_takes_autocasts_sums():
     plain = nn.Conv2d(32, 32, 3, 2, 1, groups=32)
     fast = DepthwiseConv2d.sharing(copy.deepcopy(plain))
     x = torch.randn(8, 32, 28, 28).contiguous(memory_format=torch.channels_last)
-    results = []
-    for layer in (plain, fast):
-        inputs = x.clone().requires_grad_()
-        with torch.autocast("cpu", torch.bfloat16):
-            out = layer(inputs)
-        loss = (out.float() * torch.linspace(-1, 1, out.numel()).view_as(out)).sum()
-        results.append((out, *torch.autograd.grad(loss, (inputs, layer.weight, layer.bias))))
-    (out, *grads), (fast_out, *fast_grads) = results
+    (out, *grads), (fast_out, *fast_grads) = outputs_and_gradients((plain, fast), x, bf16=True)
     assert fast_out.dtype == out.dtype == torch.bfloat16
     assert torch.equal(fast_out, out)  # the same forward kernel
     for slow, quick in zip(grads, fast_grads, strict=True):
@@ -415,18 +415,7 @@ def test_a_convolution_on_small_maps_trains_with_its_outputs_and_gradients(
     torch.manual_seed(0)
     plain = nn.Conv2d(96, 16, kernel, 1, padding, bias=bias)
     fast = PatchGradConv2d.sharing(copy.deepcopy(plain))
-    x = torch.randn(4, 96, *size)
-    if layout == "channels_last":  # as training sets it: maps and weights
-        x = x.contiguous(memory_format=torch.channels_last)
-        plain.to(memory_format=torch.channels_last)
-        fast.to(memory_format=torch.channels_last)
-    results = []
-    for layer in (plain, fast):
-        inputs = x.clone().requires_grad_()
-        with torch.autocast("cpu", torch.bfloat16):
-            out = layer(inputs)
-        loss = (out.float() * torch.linspace(-1, 1, out.numel()).view_as(out)).sum()
-        results.append((out, *torch.autograd.grad(loss, (inputs, *layer.parameters()))))
+    results = outputs_and_gradients((plain, fast), torch.randn(4, 96, *size), layout, bf16=True)
     (out, input_grad, *grads), (fast_out, fast_input_grad, *fast_grads) = results
     assert type(fast_out.grad_fn).__name__ == "_PatchGradConvBackward"  # the path was taken
     assert fast_out.dtype == out.dtype == torch.bfloat16 and torch.equal(fast_out, out)

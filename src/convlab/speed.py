@@ -128,28 +128,41 @@ def _layout_of(t: Tensor) -> torch.memory_format:
     return torch.channels_last if nhwc else torch.contiguous_format
 
 
-class DepthwiseConv2d(nn.Conv2d):
-    """A depthwise convolution that trains faster on the CPU: the same outputs (oneDNN's forward kernel),
-    the same weight gradient, and its input gradient as a forward convolution (``_DepthwiseConv``).
-
-    Only in training mode with gradients on, for a CPU batch; anything else (eval mode, inference,
-    tracing for export, CUDA, whose kernels were not measured here) runs nn.Conv2d's own forward.
-    Parameters and state_dict keys are nn.Conv2d's.
-    """
+class _TrainingConv2d(nn.Conv2d):
+    """An nn.Conv2d that computes part of its training step its own way on the CPU (the subclasses below),
+    holding the Parameters of the nn.Conv2d it replaces; state_dict keys are nn.Conv2d's."""
 
     @classmethod
-    def sharing(cls, conv: nn.Conv2d) -> DepthwiseConv2d:
-        """A DepthwiseConv2d holding ``conv``'s own Parameters, so gradients and optimizer state carry over."""
+    def sharing(cls, conv: nn.Conv2d) -> nn.Conv2d:
+        """One of ``cls`` holding ``conv``'s own Parameters, so gradients and optimizer state carry over."""
         return _sharing(cls, conv)
 
-    def forward(self, x: Tensor) -> Tensor:
-        if not (self.training and torch.is_grad_enabled() and x.device.type == "cpu" and x.dim() == 4):
-            return super().forward(x)
+    def _training_on_cpu(self, x: Tensor) -> bool:
+        """In training mode with gradients on, for a CPU batch: anything else (eval mode, inference, tracing
+        for export, CUDA, whose kernels were not measured here) runs nn.Conv2d's own forward."""
+        return self.training and torch.is_grad_enabled() and x.device.type == "cpu" and x.dim() == 4
+
+    def _conv_inputs(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``x``, the weight and the bias in the dtype the convolution runs in: autocast's where it is on (the
+        cast autocast makes for nn.Conv2d, made here, since the autograd Functions run with autocast off)."""
         weight, bias = self.weight, self.bias
-        if torch.is_autocast_enabled("cpu"):  # autocast's cast of a convolution's inputs, made here
+        if torch.is_autocast_enabled("cpu"):
             dtype = torch.get_autocast_dtype("cpu")
             x, weight = x.to(dtype), weight.to(dtype)
             bias = None if bias is None else bias.to(dtype)
+        return x, weight, bias
+
+
+class DepthwiseConv2d(_TrainingConv2d):
+    """A depthwise convolution that trains faster on the CPU: the same outputs (oneDNN's forward kernel),
+    the same weight gradient, and its input gradient as a forward convolution (``_DepthwiseConv``), in
+    CPU training (``_training_on_cpu``); nn.Conv2d's own forward otherwise.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self._training_on_cpu(x):
+            return super().forward(x)
+        x, weight, bias = self._conv_inputs(x)
         with torch.autocast("cpu", enabled=False):
             return _DepthwiseConv.apply(x, weight, bias, self.stride, self.padding, self.dilation)
 
@@ -173,25 +186,18 @@ def is_plain_dense(conv: nn.Conv2d) -> bool:
     )
 
 
-class PatchGradConv2d(nn.Conv2d):
+class PatchGradConv2d(_TrainingConv2d):
     """A convolution that trains faster on small maps in bf16 on the CPU: the same outputs and input
     gradient (oneDNN's kernels), and its weight gradient as one matrix product (``_PatchGradConv``).
 
-    Only in training mode with gradients on, for a CPU batch in bf16 (autocast's or its own) whose maps
-    are small enough to gain (``PATCH_GRAD_MAX_POSITIONS``, ``PATCH_GRAD_MIN_MAPS``); anything else runs
-    nn.Conv2d's own forward. Parameters and state_dict keys are nn.Conv2d's.
+    Only in CPU training (``_training_on_cpu``) of a bf16 batch (autocast's or its own) whose maps are small
+    enough to gain (``PATCH_GRAD_MAX_POSITIONS``, ``PATCH_GRAD_MIN_MAPS``); nn.Conv2d's own forward otherwise.
     """
 
-    @classmethod
-    def sharing(cls, conv: nn.Conv2d) -> PatchGradConv2d:
-        """A PatchGradConv2d holding ``conv``'s own Parameters, so gradients and optimizer state carry over."""
-        return _sharing(cls, conv)
-
     def forward(self, x: Tensor) -> Tensor:
-        if not (self.training and torch.is_grad_enabled() and x.device.type == "cpu" and x.dim() == 4):
+        if not self._training_on_cpu(x):
             return super().forward(x)
-        autocast = torch.is_autocast_enabled("cpu")
-        dtype = torch.get_autocast_dtype("cpu") if autocast else x.dtype
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
         rows, cols = (n + 2 * p - k + 1 for n, p, k in zip(x.shape[-2:], self.padding, self.kernel_size))
         if (
             dtype != torch.bfloat16
@@ -199,10 +205,7 @@ class PatchGradConv2d(nn.Conv2d):
             or self.in_channels < PATCH_GRAD_MIN_MAPS
         ):
             return super().forward(x)
-        weight, bias = self.weight, self.bias
-        if autocast:  # autocast's cast of a convolution's inputs, made here
-            x, weight = x.to(dtype), weight.to(dtype)
-            bias = None if bias is None else bias.to(dtype)
+        x, weight, bias = self._conv_inputs(x)
         with torch.autocast("cpu", enabled=False):
             return _PatchGradConv.apply(x, weight, bias, self.padding)
 
@@ -337,9 +340,6 @@ class BitwiseReLU6(nn.ReLU6):
         return _ClampBits.apply(x, 6.0, self.inplace)
 
 
-# The convolutions use_fast_layers swaps in for training alone, which for_inference swaps back for fx's tracing
-_TRAINING_CONVS = (DepthwiseConv2d, PatchGradConv2d)
-
 # The activations use_fast_layers swaps for their bitwise forms, and for_inference back for fx's tracing
 _BITWISE = {nn.ReLU: BitwiseReLU, nn.ReLU6: BitwiseReLU6}
 _PLAIN = {bitwise: plain for plain, bitwise in _BITWISE.items()}
@@ -403,7 +403,7 @@ def plain_convolutions(model: nn.Module) -> nn.Module:
     """``model`` with each of training's convolutions (DepthwiseConv2d, PatchGradConv2d) swapped back, in
     place, for nn.Conv2d holding the same Parameters: what fx traces, and the side the benchmarks compare with."""
     return _swap(
-        model, {m: _sharing(nn.Conv2d, m) for m in model.modules() if isinstance(m, _TRAINING_CONVS)}
+        model, {m: _sharing(nn.Conv2d, m) for m in model.modules() if isinstance(m, _TrainingConv2d)}
     )
 
 
