@@ -198,12 +198,10 @@ class PatchGradConv2d(_TrainingConv2d):
         if not self._training_on_cpu(x):
             return super().forward(x)
         dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+        if dtype != torch.bfloat16 or self.in_channels < PATCH_GRAD_MIN_MAPS:
+            return super().forward(x)
         rows, cols = (n + 2 * p - k + 1 for n, p, k in zip(x.shape[-2:], self.padding, self.kernel_size))
-        if (
-            dtype != torch.bfloat16
-            or rows * cols > PATCH_GRAD_MAX_POSITIONS
-            or self.in_channels < PATCH_GRAD_MIN_MAPS
-        ):
+        if rows * cols > PATCH_GRAD_MAX_POSITIONS:
             return super().forward(x)
         x, weight, bias = self._conv_inputs(x)
         with torch.autocast("cpu", enabled=False):
@@ -381,10 +379,12 @@ def use_fast_layers(model: nn.Module, input_size: Sequence[int], training: bool 
     inspector describes the layers the paper draws.
     """
     fast = {conv: CoveringConv2d.sharing(conv) for conv in _covering_convs(model, input_size)}
-    for layer in model.modules():
-        if training and type(layer) is nn.Conv2d and layer not in fast and is_depthwise(layer):
+    for layer in model.modules() if training else ():
+        if type(layer) is not nn.Conv2d or layer in fast:
+            continue
+        if is_depthwise(layer):
             fast[layer] = DepthwiseConv2d.sharing(layer)
-        elif training and type(layer) is nn.Conv2d and layer not in fast and is_plain_dense(layer):
+        elif is_plain_dense(layer):
             fast[layer] = PatchGradConv2d.sharing(layer)
     fast.update(_bitwise_activations(model))
     return _swap(model, fast)
