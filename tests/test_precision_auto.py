@@ -174,6 +174,7 @@ def test_train_log_says_the_precision_and_off_trains_in_float32(amx, tmp_path, m
     auto = train(**quick, out=tmp_path / "auto")
     log = (auto.run_dir / "train.log").read_text()
     assert "precision: bf16 autocast, channels_last (auto: this CPU has AMX bf16 units and vgg_mini" in log
+    assert "fast layers (the same sums, see convlab.speed): 6 PatchGradConv2d, 6 BitwiseReLU" in log
     assert set(seen) == {torch.bfloat16}
     assert "| amp | auto: bf16 (this CPU has AMX bf16 units" in (auto.run_dir / "report.md").read_text()
     assert "amp: auto" in (auto.run_dir / "config.yaml").read_text()  # a resume decides again

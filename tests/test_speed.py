@@ -26,6 +26,7 @@ from convlab.speed import (
     DepthwiseConv2d,
     PatchGradConv2d,
     covers,
+    fast_layers_note,
     for_inference,
     is_depthwise,
     is_plain_dense,
@@ -479,6 +480,16 @@ def test_vgg_mini_trains_with_the_patches_weight_gradients_and_predicts_with_pla
         assert (b.grad - a.grad).abs().max() <= 2**-6 * a.grad.abs().max(), key
     folded = for_inference(fast.eval(), "bf16")
     assert not any(isinstance(m, PatchGradConv2d) for m in folded.modules())
+
+
+def test_the_note_training_writes_counts_the_swapped_layers_by_kind():
+    model = create_model("vgg_mini", num_classes=10, in_chans=1)
+    assert fast_layers_note(model) is None  # the network as the zoo builds it
+    use_fast_layers(model, (1, 28, 28), training=True)
+    note = "fast layers (the same sums, see convlab.speed): 6 PatchGradConv2d, 6 BitwiseReLU"
+    assert fast_layers_note(model) == note and len(note) <= 80  # one line of a narrow terminal
+    lenet = use_fast_layers(create_model("lenet5", num_classes=10, in_chans=1), (1, 32, 32), training=True)
+    assert fast_layers_note(lenet).endswith(": 1 CoveringConv2d, 2 PatchGradConv2d")  # C5, then C1 and C3
 
 
 # every kind of 16-bit number an activation meets: zeros of both signs, the largest and smallest

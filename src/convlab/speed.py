@@ -390,6 +390,21 @@ def use_fast_layers(model: nn.Module, input_size: Sequence[int], training: bool 
     return _swap(model, fast)
 
 
+# The layers use_fast_layers swaps in, in the order fast_layers_note names them
+_FAST_LAYERS = (CoveringConv2d, DepthwiseConv2d, PatchGradConv2d, BitwiseReLU, BitwiseReLU6)
+
+
+def fast_layers_note(model: nn.Module) -> str | None:
+    """One line naming how many of ``model``'s layers ``use_fast_layers`` swapped, by class; None if none.
+    Training writes it beside the precision, so that train.log says why a step runs faster than the same
+    network in a plain loop, and which classes' docstrings explain it."""
+    counts = {kind: sum(type(m) is kind for m in model.modules()) for kind in _FAST_LAYERS}
+    if not any(counts.values()):
+        return None
+    kinds = ", ".join(f"{n} {kind.__name__}" for kind, n in counts.items() if n)
+    return f"fast layers (the same sums, see convlab.speed): {kinds}"
+
+
 def _bitwise_activations(model: nn.Module) -> dict[nn.Module, nn.Module]:
     """Each plain nn.ReLU and nn.ReLU6 of ``model``, mapped to its bitwise form."""
     return {

@@ -40,7 +40,7 @@ from convlab.models.user import check_channels, code_of
 from convlab.record import InputSpec
 from convlab.report import write_report
 from convlab.runtime import PrecisionChoice, check_device, choose_precision
-from convlab.speed import use_fast_layers
+from convlab.speed import fast_layers_note, use_fast_layers
 from convlab.threads import resolve_threads
 from convlab.training.config import (
     TrainConfig,
@@ -403,6 +403,8 @@ def _set_up(
     size = (bundle.in_chans, *bundle.image_size)
     precision = choose_precision(model, size, device, config.amp, config.channels_last)
     progress.note(f"precision: {precision}")
+    if note := fast_layers_note(model):
+        progress.note(note)
     if precision.channels_last:
         model.to(memory_format=torch.channels_last)
     run = _Run(config, run_dir, device, bundle, model, model, transfer, progress, group, precision=precision)
