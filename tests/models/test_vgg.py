@@ -138,3 +138,22 @@ def test_vgg_mini_without_batch_norm_is_the_same_stack_with_conv_biases():
     assert count_parameters(plain) == 145_290 - 2 * sum(c.out_channels for c in convs)
     with pytest.raises(ConvlabError, match="batch_norm must be true or false"):
         on_meta("vgg_mini", batch_norm="no")
+
+
+def test_vgg_mini_ceil_pool_keeps_the_7x7_maps_last_row_and_column():
+    from convlab.analysis import summary
+
+    floor, ceil = create_model("vgg_mini"), create_model("vgg_mini", ceil_pool=True)
+    last_row = torch.zeros(1, 64, 7, 7)
+    last_row[..., 6, :] = 1.0  # the third stage's maps, nonzero only in their last row
+    # floor pooling takes 7x7 to 3x3, its 2x2 windows never reaching row 6; ceil pooling takes it to 4x4
+    assert floor.features[17](last_row).shape[-2:] == (3, 3) and floor.features[17](last_row).sum() == 0
+    assert (
+        ceil.features[17](last_row).shape[-2:] == (4, 4) and ceil.features[17](last_row)[..., 3, :].min() == 1
+    )
+    report = summary("vgg_mini", ceil_pool=True)  # the last convolution runs at 4x4 instead of 3x3
+    assert report.layer("features.18").macs == 4 * 4 * 128 * 64 * 9
+    assert report.totals.macs == 6_196_736 + (16 - 9) * 128 * 64 * 9
+    assert ceil(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(ConvlabError, match="ceil_pool must be true or false"):
+        on_meta("vgg_mini", ceil_pool="yes")

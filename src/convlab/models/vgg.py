@@ -83,6 +83,11 @@ VGG_MINI_OPTIONS = {
     "width": Option(1, "multiplies every stage's maps (2: 32-256 maps, 4x the multiply-adds)"),
     "activation": activation_option("relu"),
     "dropout": Option(0.0, "dropout before the classifier"),
+    "ceil_pool": Option(
+        False,
+        "pooling rounds odd sizes up: the 7x7 maps of 28x28 inputs pool to 4x4, keeping their last row and "
+        "column, where False (VGG's floor) pools them to 3x3 and drops them",
+    ),
     "batch_norm": Option(
         True,
         "batch normalisation after every convolution; False gives the same stack without it, to see "
@@ -91,13 +96,18 @@ VGG_MINI_OPTIONS = {
 }
 
 
-def make_features(config: list[str], in_chans: int, activation: str, batch_norm: bool) -> nn.Sequential:
-    """The convolutional stack of one column, as a flat Sequential (torchvision's key numbering)."""
+def make_features(
+    config: list[str], in_chans: int, activation: str, batch_norm: bool, ceil_pool: bool = False
+) -> nn.Sequential:
+    """The convolutional stack of one column, as a flat Sequential (torchvision's key numbering).
+
+    ``ceil_pool`` makes each 2x2 pooling of an odd-sized map keep its last row and column (ceil mode).
+    """
     layers: list[nn.Module] = []
     channels = in_chans
     for entry in config:
         if entry == "maxpool":
-            layers.append(nn.MaxPool2d(2, 2))
+            layers.append(nn.MaxPool2d(2, 2, ceil_mode=ceil_pool))
         elif entry == "LRN":
             # "the parameters for the LRN layer are those of (Krizhevsky et al., 2012)" (Sec. 2.3)
             layers.append(nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0))
@@ -268,7 +278,14 @@ class MiniVGG(nn.Module):
     family="vgg", year=2014, paper=PAPER, input_size=(1, 28, 28), num_classes=10, options=VGG_MINI_OPTIONS
 )
 def vgg_mini(
-    num_classes: int, in_chans: int, *, width: int, activation: str, dropout: float, batch_norm: bool
+    num_classes: int,
+    in_chans: int,
+    *,
+    width: int,
+    activation: str,
+    dropout: float,
+    ceil_pool: bool,
+    batch_norm: bool,
 ) -> MiniVGG:
     """A VGG for 28x28 images: 3x3 conv-BN-ReLU stages of 16-128 maps, global pooling, 145K parameters."""
     if not isinstance(width, int) or width < 1:
@@ -281,5 +298,7 @@ def vgg_mini(
     ]
     if not isinstance(batch_norm, bool):
         raise ConvlabError(f"batch_norm must be true or false, got {batch_norm!r}.")
-    features = make_features(config, in_chans, activation, batch_norm=batch_norm)
+    if not isinstance(ceil_pool, bool):
+        raise ConvlabError(f"ceil_pool must be true or false, got {ceil_pool!r}.")
+    features = make_features(config, in_chans, activation, batch_norm=batch_norm, ceil_pool=ceil_pool)
     return MiniVGG(features, 128 * width, num_classes, dropout)
