@@ -103,8 +103,10 @@ def test_the_run_folder_keeps_a_copy_of_the_file_and_its_record_names_it(own_run
         },
     }
     assert own_run.run_dir.name == "run" and own_run.config.model.endswith("tinycnn.py:tinycnn")
-    first, second = (run_dir / "train.log").read_text().splitlines()[:2]
-    assert first.startswith("precision: float32") and second.startswith("training")
+    first, second, third = (run_dir / "train.log").read_text().splitlines()[:3]
+    # your network gets the zoo's automatic precision and fast layers, then trains
+    assert first.startswith("precision: float32") and second.startswith("fast layers (the same sums")
+    assert third.startswith("training")
 
 
 def test_eval_rebuilds_it_from_the_copy_and_matches_the_test_top1_of_training(own_run):
