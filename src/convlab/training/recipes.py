@@ -95,7 +95,8 @@ RECIPES: dict[str, Recipe] = {
             "lr": 0.2,  # 0.1 per 128 images (He et al. 2015), scaled linearly to batch 256 (Goyal et al. 2017)
             "weight_decay": 0.0005,  # 0.001 scored 94.94% on seed 0, no higher (docs/performance.md#recipes)
             "schedule": "onecycle",
-            # Szegedy et al. 2016; 0.2 scored 0.2 points lower (94.74% and 94.75% on seeds 0 and 1)
+            # Szegedy et al. 2016; 0.2 scored 0.2 points lower (94.74% and 94.75% on seeds 0 and 1), 0.05 the same
+            # (94.97% on seed 0)
             "label_smoothing": 0.1,
             # crop (4 px at 32x32, scaled: 3 px at 28x28) and flip as He et al. Random erasing (Zhong et al.
             # 2017) left the network underfitted in this budget (95% train top-1 against 97.5-98%) and scored
