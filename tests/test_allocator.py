@@ -106,3 +106,29 @@ def test_a_training_run_and_an_evaluation_keep_freed_buffers_while_they_work_and
     monkeypatch.setattr(evaluation, "evaluate_model", evaluate_model)
     convlab.evaluate(run, split="val", device="cpu")
     assert events == ["keep", "evaluate", "give back"]
+
+
+def test_prediction_keeps_freed_buffers_while_it_works_and_gives_them_back(tmp_path, monkeypatch):
+    import importlib
+
+    import torch
+
+    import convlab
+
+    prediction = importlib.import_module("convlab.prediction")
+    run = tmp_path / "run"
+    convlab.train(model="mlp", data="fashion-mnist", epochs=1, limit=300, out=str(run), device="cpu")
+
+    events = []
+    monkeypatch.setattr(allocator, "reuse_large_buffers", lambda: events.append("keep"))
+    monkeypatch.setattr(allocator, "give_back_freed", lambda: events.append("give back"))
+    real_predict_tensors = prediction.predict_tensors
+
+    def predict_tensors(*args, **kwargs):
+        events.append("predict")
+        return real_predict_tensors(*args, **kwargs)
+
+    monkeypatch.setattr(prediction, "predict_tensors", predict_tensors)
+    pixels = torch.zeros(3, 1, 28, 28, dtype=torch.uint8)
+    assert len(convlab.predict(run, pixels, batch_size=2)) == 3
+    assert events == ["keep", "predict", "predict", "give back"]

@@ -9,7 +9,8 @@ the kernel maps them again and zeroes each page on its first touch: creating suc
 from its heap (``M_MMAP_MAX`` 0) and to keep a freed heap top (``M_TRIM_THRESHOLD``), malloc hands
 the next step the pages the last one freed: ResNet-18's fine-tuning step ran 1.13x faster, its
 evaluation at batch 256 1.3x (docs/performance.md#transfer-learning-on-a-folder-of-photos-serving-and-the-limits-issue-17).
-Training runs and ``convlab eval`` hold the setting (``large_buffers_kept``).
+Training runs, ``convlab eval`` and ``convlab predict`` hold the setting (``large_buffers_kept``);
+``convlab serve`` does not: in its batcher's thread the setting slowed batches of 16 (docs/performance.md).
 
 Written here because PyTorch keeps no cache of CPU memory (its caching allocator is CUDA's), and the
 allocators Intel recommends for it (jemalloc, tcmalloc) are system packages loaded by ``LD_PRELOAD``

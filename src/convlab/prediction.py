@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from convlab.allocator import large_buffers_kept
 from convlab.checkpoint import load_checkpoint as load
 from convlab.checkpoint import resolve_checkpoint
 from convlab.data.folder import image_files
@@ -322,23 +323,26 @@ def predict(
         on_precision(choice)
 
     results: list[dict] = []
-    for start in range(0, len(inputs), int(batch_size)):
-        rows, places = [], []
-        for name, item in inputs[start : start + int(batch_size)]:
-            try:
-                rows.append(model_input(item, spec))
-            except UnreadableImageError as error:
-                if not skip_unreadable:
-                    raise
-                results.append({"image": name, "error": str(error)})
-                continue
-            places.append(len(results))
-            results.append({"image": name, "predictions": []})
-        if rows:
-            batch = torch.stack(rows).to(resolved)
-            found = predict_tensors(
-                model, batch, record.classes, topk, amp=choice.amp, channels_last=choice.channels_last
-            )
-            for place, predictions in zip(places, found, strict=True):
-                results[place]["predictions"] = predictions
+    with (
+        large_buffers_kept()
+    ):  # a folder of photos at ImageNet sizes: no fresh pages per batch (convlab.allocator)
+        for start in range(0, len(inputs), int(batch_size)):
+            rows, places = [], []
+            for name, item in inputs[start : start + int(batch_size)]:
+                try:
+                    rows.append(model_input(item, spec))
+                except UnreadableImageError as error:
+                    if not skip_unreadable:
+                        raise
+                    results.append({"image": name, "error": str(error)})
+                    continue
+                places.append(len(results))
+                results.append({"image": name, "predictions": []})
+            if rows:
+                batch = torch.stack(rows).to(resolved)
+                found = predict_tensors(
+                    model, batch, record.classes, topk, amp=choice.amp, channels_last=choice.channels_last
+                )
+                for place, predictions in zip(places, found, strict=True):
+                    results[place]["predictions"] = predictions
     return results
