@@ -81,54 +81,40 @@ def test_under_another_c_library_nothing_changes(monkeypatch):
         allocator.reuse_large_buffers.cache_clear()
 
 
-def test_a_training_run_and_an_evaluation_keep_freed_buffers_while_they_work_and_give_them_back(
+def test_a_training_run_an_evaluation_and_a_prediction_keep_freed_buffers_while_they_work_and_give_them_back(
     tmp_path, monkeypatch
 ):
-    import importlib
-
-    import convlab
-
-    evaluation = importlib.import_module("convlab.evaluation.evaluate")  # the module, not its function
-
-    events = []
-    monkeypatch.setattr(allocator, "reuse_large_buffers", lambda: events.append("keep"))
-    monkeypatch.setattr(allocator, "give_back_freed", lambda: events.append("give back"))
-    real_evaluate_model = evaluation.evaluate_model
-
-    def evaluate_model(*args, **kwargs):
-        events.append("evaluate")
-        return real_evaluate_model(*args, **kwargs)
-
-    run = tmp_path / "run"
-    convlab.train(model="mlp", data="fashion-mnist", epochs=1, limit=300, out=str(run), device="cpu")
-    assert events == ["keep", "give back"]
-    events.clear()
-    monkeypatch.setattr(evaluation, "evaluate_model", evaluate_model)
-    convlab.evaluate(run, split="val", device="cpu")
-    assert events == ["keep", "evaluate", "give back"]
-
-
-def test_prediction_keeps_freed_buffers_while_it_works_and_gives_them_back(tmp_path, monkeypatch):
     import importlib
 
     import torch
 
     import convlab
 
+    # the modules, not their functions
+    evaluation = importlib.import_module("convlab.evaluation.evaluate")
     prediction = importlib.import_module("convlab.prediction")
-    run = tmp_path / "run"
-    convlab.train(model="mlp", data="fashion-mnist", epochs=1, limit=300, out=str(run), device="cpu")
 
     events = []
     monkeypatch.setattr(allocator, "reuse_large_buffers", lambda: events.append("keep"))
     monkeypatch.setattr(allocator, "give_back_freed", lambda: events.append("give back"))
-    real_predict_tensors = prediction.predict_tensors
 
-    def predict_tensors(*args, **kwargs):
-        events.append("predict")
-        return real_predict_tensors(*args, **kwargs)
+    def noted(module, name: str, event: str) -> None:
+        real = getattr(module, name)
 
-    monkeypatch.setattr(prediction, "predict_tensors", predict_tensors)
-    pixels = torch.zeros(3, 1, 28, 28, dtype=torch.uint8)
-    assert len(convlab.predict(run, pixels, batch_size=2)) == 3
+        def wrapper(*args, **kwargs):
+            events.append(event)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapper)
+
+    run = tmp_path / "run"
+    convlab.train(model="mlp", data="fashion-mnist", epochs=1, limit=300, out=str(run), device="cpu")
+    assert events == ["keep", "give back"]
+    events.clear()
+    noted(evaluation, "evaluate_model", "evaluate")
+    convlab.evaluate(run, split="val", device="cpu")
+    assert events == ["keep", "evaluate", "give back"]
+    events.clear()
+    noted(prediction, "predict_tensors", "predict")
+    assert len(convlab.predict(run, torch.zeros(3, 1, 28, 28, dtype=torch.uint8), batch_size=2)) == 3
     assert events == ["keep", "predict", "predict", "give back"]
