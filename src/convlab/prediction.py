@@ -323,9 +323,8 @@ def predict(
         on_precision(choice)
 
     results: list[dict] = []
-    with (
-        large_buffers_kept()
-    ):  # a folder of photos at ImageNet sizes: no fresh pages per batch (convlab.allocator)
+    # a folder of photos at ImageNet sizes: no fresh pages per batch (convlab.allocator)
+    with large_buffers_kept():
         for start in range(0, len(inputs), int(batch_size)):
             rows, places = [], []
             for name, item in inputs[start : start + int(batch_size)]:
