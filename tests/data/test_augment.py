@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from convlab.data import AUGMENTATIONS, parse_augment
-from convlab.data.augment import crop_padding
+from convlab.data.augment import default_crop_padding
 from convlab.data.memory import build_memory_bundle
 from convlab.errors import ConvlabError
 
@@ -50,8 +50,9 @@ def test_parse_augment_names_aliases_and_errors():
 
 
 def test_crop_padding_scales_with_size():
-    assert crop_padding((32, 32)) == 4  # He et al. 2015, section 4.2: 4 pixels padded on each side at 32x32
-    assert crop_padding((28, 28)) == 3 and crop_padding((96, 96)) == 12 and crop_padding((8, 8)) == 1
+    assert default_crop_padding((32, 32)) == 4  # He et al. 2015, section 4.2: 4 pixels at 32x32
+    assert default_crop_padding((28, 28)) == 3
+    assert default_crop_padding((96, 96)) == 12 and default_crop_padding((8, 8)) == 1
 
 
 def test_flip_mirrors_exactly_the_rows_it_flips(colour):
@@ -62,22 +63,44 @@ def test_flip_mirrors_exactly_the_rows_it_flips(colour):
     assert 16 < sum(mirrored) < 48  # p = 0.5 over 64 images
 
 
-def test_crop_is_a_window_of_the_zero_padded_image(colour):
-    plain, cropped = batches(colour, ()), batches(colour, "crop")
-    pad = crop_padding(colour.image_size)  # 2 at 16x24
+def crop_offsets(bundle, cropped, plain, pad):
+    """Where in the image zero-padded by ``pad`` each cropped image was cut (every one must be a window)."""
+    height, width = bundle.image_size
     offsets = []
     for c, p in zip(cropped, plain):
-        padded = F.pad(p - padding_value(colour), (pad, pad, pad, pad)) + padding_value(colour)
+        padded = F.pad(p - padding_value(bundle), (pad, pad, pad, pad)) + padding_value(bundle)
         found = [
             (dy, dx)
             for dy in range(2 * pad + 1)
             for dx in range(2 * pad + 1)
-            if torch.allclose(padded[:, dy : dy + 16, dx : dx + 24], c, atol=1e-5)
+            if torch.allclose(padded[:, dy : dy + height, dx : dx + width], c, atol=1e-5)
         ]
         assert found, "every crop is a window of the padded image"
         offsets.append(found[0])
+    return offsets
+
+
+@pytest.mark.parametrize("crop_padding", [None, 1, 5])
+def test_crop_is_a_window_of_the_zero_padded_image(colour, crop_padding):
+    plain = batches(colour, ())
+    cropped = torch.cat([x for x, _ in colour.loader("train", 64, augment="crop", crop_padding=crop_padding)])
+    pad = (
+        default_crop_padding(colour.image_size) if crop_padding is None else crop_padding
+    )  # default 2 at 16x24
+    offsets = crop_offsets(colour, cropped, plain, pad)
     assert cropped.shape == plain.shape
-    assert len(set(offsets)) > 10  # offsets vary from image to image
+    assert len(set(offsets)) > min(10, (2 * pad + 1) ** 2 // 2)  # offsets vary from image to image
+    # the border reaches its full width: some window starts pad pixels out on some side
+    assert max(max(abs(dy - pad), abs(dx - pad)) for dy, dx in offsets) == pad
+
+
+@pytest.mark.parametrize("bad", [0, -1, 17, 2.5, True])
+def test_crop_padding_outside_the_image_is_one_clear_error(colour, bad):
+    with pytest.raises(
+        ConvlabError,
+        match=r"crop_padding \(--crop-padding\) must be a whole number of pixels from 1 to 16 \(the shorter side of the 16x24 images\)",
+    ):
+        colour.loader("train", 8, augment="crop", crop_padding=bad)
 
 
 def test_translate_shifts_with_the_edge_pixels_repeated(colour):

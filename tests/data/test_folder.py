@@ -213,3 +213,33 @@ def test_large_folders_find_bad_files_while_loading(tmp_path, monkeypatch):
     seen = sum(len(labels) for _, labels in bundle.loader("train", 4))
     assert seen == 17
     assert [path.split("/")[-1] for path, _ in bundle.skipped] == ["008.png"]
+
+
+def border_depth(image, black):
+    """How many whole rows or columns of ``black`` pixels run in from the image's widest padded side."""
+    rows = (image - black).abs().amax(dim=(0, 2)) < 1e-5  # per row: every pixel black
+    columns = (image - black).abs().amax(dim=(0, 1)) < 1e-5
+
+    def run(flags):
+        count = 0
+        for flag in flags:
+            if not flag:
+                break
+            count += 1
+        return count
+
+    return max(run(rows), run(rows.flip(0)), run(columns), run(columns.flip(0)))
+
+
+def test_folder_crops_take_the_runs_crop_padding(tmp_path):
+    root = write_classes(tmp_path / "pets", per_class=6)  # 20x24 random pixels: no black row of its own
+    bundle = load_data(str(root), val_split=0)
+    black = (-torch.tensor(bundle.mean) / torch.tensor(bundle.std)).view(-1, 1, 1)
+    depths = {}
+    for padding in (None, 6):
+        images = torch.cat(
+            [x for x, _ in bundle.loader("train", 6, augment="crop", epoch=1, crop_padding=padding)]
+        )
+        depths[padding] = [border_depth(image, black) for image in images]
+    assert max(depths[None]) <= 2  # 20 // 8: an eighth of the shorter side
+    assert 2 < max(depths[6]) <= 6

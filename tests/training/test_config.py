@@ -83,6 +83,26 @@ def test_checkpoint_every_is_a_number_of_steps_from_the_file_the_flag_or_python(
         resolve_config(checkpoint_every=0)
 
 
+def test_crop_padding_comes_from_the_file_the_flag_or_python_and_is_checked_before_training(tmp_path, capsys):
+    path = tmp_path / "run.yaml"
+    path.write_text("crop-padding: 2\n")
+    assert resolve_config(path).crop_padding == 2
+    assert resolve_config().crop_padding is None  # an eighth of the image side
+    assert build_parser().parse_args(["train", "--crop-padding", "5"]).crop_padding == 5
+    with pytest.raises(ConvlabError, match=r"^crop_padding \(--crop-padding\) must be at least 1, got 0\.$"):
+        resolve_config(crop_padding=0)
+    # the upper bound is the image side, known once the data is loaded: said before the first epoch
+    flags = ["train", "--model", "mlp", "--limit", "200", "--epochs", "1", "--augment", "crop"]
+    assert main([*flags, "--crop-padding", "40", "--out", str(tmp_path / "wide")]) == 2
+    error = capsys.readouterr().err
+    assert (
+        error.count("\n") == 1 and "must be a whole number of pixels from 1 to 28 (the shorter side" in error
+    )
+    assert not (tmp_path / "wide" / "state.pt").exists()
+    assert main([*flags, "--crop-padding", "2", "--out", str(tmp_path / "run")]) == 0
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["crop_padding"] == 2
+
+
 def test_what_yaml_reads_otherwise_than_meant_is_settled(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("amp: off\nlr: .nan\n")  # YAML 1.1 reads a bare off as false

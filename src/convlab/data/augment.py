@@ -35,8 +35,9 @@ RESIZED_CROP_RATIO = (3 / 4, 4 / 3)
 JITTER = 0.4  # brightness/contrast/saturation strength used by the ResNet recipes (fb.resnet.torch)
 
 
-def crop_padding(image_size: Sequence[int]) -> int:
-    """Zero padding of ``crop``: 4 px at 32x32 (the CIFAR recipe of He et al. 2015, section 4.2), size // 8."""
+def default_crop_padding(image_size: Sequence[int]) -> int:
+    """Zero padding of ``crop`` unless a run sets its own: 4 px at 32x32 (the CIFAR recipe of He et al.
+    2015, section 4.2), size // 8."""
     return max(1, min(int(image_size[0]), int(image_size[1])) // 8)
 
 
@@ -205,7 +206,8 @@ class BatchAugment:
     """uint8 batch -> augmented, normalised float32 batch, with the named augmentations.
 
     ``lighting`` gives (eigenvalues, eigenvectors) of the RGB covariance on the 0-1 scale; it is
-    called only when pca-lighting is asked for (it may be computed lazily).
+    called only when pca-lighting is asked for (it may be computed lazily). ``crop_padding``: the
+    zero border of ``crop`` in pixels (None: ``default_crop_padding``).
     """
 
     def __init__(
@@ -216,13 +218,14 @@ class BatchAugment:
         image_size: Sequence[int],
         in_chans: int,
         lighting=None,
+        crop_padding: int | None = None,
     ) -> None:
         self.names = [name for name in ORDER if name in parse_augment(list(names))]
         if "pca-lighting" in self.names and in_chans != 3:
             raise ConvlabError(
                 f"pca-lighting needs RGB images; this data has {in_chans} channel(s) (use in_chans=3)."
             )
-        self.padding = crop_padding(image_size)
+        self.padding = default_crop_padding(image_size) if crop_padding is None else int(crop_padding)
         self.translate = translate_limit(image_size)
         self.mean, self.std = list(mean), list(std)
         self._lighting = lighting
@@ -265,7 +268,9 @@ class BatchAugment:
         return images
 
 
-def folder_transform(names: Sequence[str], image_size: Sequence[int], resize: str = "squash"):
+def folder_transform(
+    names: Sequence[str], image_size: Sequence[int], resize: str = "squash", crop_padding: int | None = None
+):
     """transforms.v2 pipeline for one decoded uint8 image of any size (run in DataLoader workers).
 
     Brings the image to ``image_size`` always, by the ``resize`` rule (images.resize_image: the very pixels
@@ -284,7 +289,8 @@ def folder_transform(names: Sequence[str], image_size: Sequence[int], resize: st
     else:  # a partial of a module-level function: it pickles, so DataLoader workers can run it
         steps.append(functools.partial(resize_image, image_size=tuple(size), rule=resize))
     if "crop" in names:
-        steps.append(v2.RandomCrop(size, padding=crop_padding(size), fill=0))
+        padding = default_crop_padding(size) if crop_padding is None else int(crop_padding)
+        steps.append(v2.RandomCrop(size, padding=padding, fill=0))
     if "translate" in names:  # same as translate_batch: shift with the edge pixels repeated
         steps += [v2.Pad(translate_limit(size), padding_mode="edge"), v2.RandomCrop(size)]
     if "flip" in names:

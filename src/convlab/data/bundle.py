@@ -106,17 +106,21 @@ class DataBundle(ABC):
         device: str | torch.device = "cpu",
         drop_last: bool = False,
         shard: Shard | None = None,
+        crop_padding: int | None = None,
     ) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
         """Normalised (images, labels) batches of ``split`` on ``device``, a fresh pass per iteration;
         the order (``shuffle``) and the ``augment`` draws depend on (``seed``, ``epoch``) only.
 
         ``shard``: one process's part of each batch in a distributed run (``Shard``); ``batch_size`` stays
-        the batch of all the processes together."""
+        the batch of all the processes together. ``crop_padding``: the zero border of ``crop`` in pixels,
+        1 up to the image's shorter side (None: an eighth of it, ``augment.default_crop_padding``)."""
         if int(batch_size) < 1:
             raise ConvlabError(f"Batch size must be a positive integer, got {batch_size}.")
         if shard is not None:
             shard.check(int(batch_size))
         names = parse_augment(augment)
+        if crop_padding is not None:
+            self.check_crop_padding(crop_padding)
         return self._loader(
             self.check_split(split),
             int(batch_size),
@@ -127,7 +131,21 @@ class DataBundle(ABC):
             device=torch.device(device),
             drop_last=bool(drop_last),
             shard=shard,
+            crop_padding=None if crop_padding is None else int(crop_padding),
         )
+
+    def check_crop_padding(self, crop_padding: int) -> None:
+        """A border the random crop can use at this size: 1 up to the shorter side, or one clear error."""
+        side = min(int(self.image_size[0]), int(self.image_size[1]))
+        if (
+            isinstance(crop_padding, bool)
+            or not isinstance(crop_padding, int)
+            or not 1 <= crop_padding <= side
+        ):
+            raise ConvlabError(
+                f"crop_padding (--crop-padding) must be a whole number of pixels from 1 to {side} "
+                f"(the shorter side of the {self.image_size[0]}x{self.image_size[1]} images), got {crop_padding!r}."
+            )
 
     def resized(self, image_size: tuple[int, int]) -> DataBundle:
         """The same images and splits delivered at ``image_size`` (H, W), by the bundle's resize rule."""
@@ -150,6 +168,7 @@ class DataBundle(ABC):
         device: torch.device,
         drop_last: bool,
         shard: Shard | None,
+        crop_padding: int | None,
     ) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
         """Implemented by MemoryBundle and FolderBundle: ``loader`` with its arguments checked."""
 

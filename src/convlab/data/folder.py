@@ -454,19 +454,32 @@ class FolderBundle(DataBundle):
         device: torch.device,
         drop_last: bool,
         shard: Shard | None,
+        crop_padding: int | None,
     ) -> FolderLoader:
         batch_level = [name for name in augment if name in BATCH_LEVEL]
         augmenter = BatchAugment(
             batch_level, self.mean, self.std, self.image_size, self.in_chans, self.lighting
         )
-        key = (split, batch_size, shuffle, tuple(augment), drop_last, device.type, self.num_workers, shard)
+        key = (
+            split,
+            batch_size,
+            shuffle,
+            tuple(augment),
+            crop_padding,
+            drop_last,
+            device.type,
+            self.num_workers,
+            shard,
+        )
         if key not in self._loaders:  # kept, so that persistent workers live across epochs
             files = self._split_files[split]
             dataset = FolderDataset(
                 [str(path) for path, _ in files],
                 [label for _, label in files],
                 self.in_chans,
-                folder_transform([n for n in augment if n not in BATCH_LEVEL], self.image_size, self.resize),
+                folder_transform(
+                    [n for n in augment if n not in BATCH_LEVEL], self.image_size, self.resize, crop_padding
+                ),
                 decode_target(augment, self.image_size, self.resize),
             )
             sampler = EpochBatchSampler(len(files), batch_size, shuffle, drop_last, shard)

@@ -117,9 +117,16 @@ class MemoryBundle(DataBundle):
         device: torch.device,
         drop_last: bool,
         shard: Shard | None,
+        crop_padding: int | None,
     ) -> MemoryLoader:
         augmenter = BatchAugment(
-            augment, self.mean, self.std, self.image_size, self.in_chans, lighting=self.lighting
+            augment,
+            self.mean,
+            self.std,
+            self.image_size,
+            self.in_chans,
+            lighting=self.lighting,
+            crop_padding=crop_padding,
         )
         return MemoryLoader(
             self, split, batch_size, shuffle, augmenter, epoch, seed, device, drop_last, shard

@@ -61,6 +61,9 @@ class TrainConfig:
     clip_norm: float | None = None
     label_smoothing: float = 0.0
     augment: list[str] = field(default_factory=list)
+    crop_padding: int | None = (
+        None  # the zero border of the crop augmentation in pixels; None: image side // 8
+    )
     init: str = "default"
     activation: str | None = None  # None: the model's own activation
     # "auto": bf16 where the device has bf16 matrix units and the model is wide enough to gain, else float32,
@@ -358,6 +361,7 @@ def check_config(config: TrainConfig) -> TrainConfig:
     _number(config, "clip_value", float, 0, optional=True, above=True)
     _number(config, "clip_norm", float, 0, optional=True, above=True)
     _number(config, "label_smoothing", float, 0, below=1.0)
+    _number(config, "crop_padding", int, 1, optional=True)  # its upper bound, the image side: at set-up
     _number(config, "seed", int)
     _number(config, "early_stop", int, 1, optional=True)
     _number(config, "checkpoint_every", int, 1, optional=True)

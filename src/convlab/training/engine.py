@@ -358,6 +358,7 @@ class _Run:
             device=self.device,
             drop_last=drops_last_batch(self.bundle, self.config.batch_size),
             shard=self.group.shard,
+            crop_padding=self.config.crop_padding,
         )
 
 
@@ -393,6 +394,8 @@ def _set_up(
     if own:  # before fitting the size: the inspector's advice is for zoo models, yours gets its own
         check_channels(model, network_label(model), (bundle.in_chans, *bundle.image_size), bundle.name)
     bundle = fit_input_size(model, bundle, config, progress)
+    if config.crop_padding is not None:  # before the first epoch, not when its loader is built
+        bundle.check_crop_padding(config.crop_padding)
     if own:
         record_own_network(model, bundle, config)
     transfer = start_transfer(model, bundle, config, run_dir, resuming) if config.pretrained else None

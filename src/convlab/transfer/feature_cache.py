@@ -307,9 +307,11 @@ class CachedFeatures:
         device=None,
         drop_last: bool = False,
         shard=None,
+        crop_padding=None,
     ) -> CachedLoader:
         """``bundle.loader`` on the cache: the batches of the plain path's order, each image's cached view for
-        ``epoch`` (``augment`` is the plan's already); ``device`` and ``shard`` are the run's."""
+        ``epoch`` (``augment`` and ``crop_padding`` are the plan's already); ``device`` and ``shard`` are the
+        run's."""
         if split not in self._splits:
             raise ConvlabError(f"The feature cache holds no '{split}' split.")
         self.build()
@@ -329,7 +331,13 @@ class CachedFeatures:
             for view in range(1 if plan.mirror else plan.views):
                 # the data's own augmentation as it draws epoch view + 1, in the split's order
                 loader = bundle.loader(
-                    "train", EXTRACT_BATCH, augment=plan.augment, epoch=view + 1, seed=seed, device=device
+                    "train",
+                    EXTRACT_BATCH,
+                    augment=plan.augment,
+                    epoch=view + 1,
+                    seed=seed,
+                    device=device,
+                    crop_padding=run.config.crop_padding,
                 )
                 found, labels = self._extract(loader, "train", mirror=plan.mirror)
                 views += found
