@@ -18,8 +18,8 @@ SOURCE = Path(__file__).resolve().parents[1] / "src"
 # row are independent of each other. `convlab/__init__.py` is the lazy public API (names, not imports).
 LAYERS = [
     ("convlab.errors", "convlab.lazy"),
-    # torch-free: setting names, atomic writes, what results show in a notebook
-    ("convlab.choices", "convlab.files", "convlab.notebook"),
+    # torch-free: setting names, atomic writes, what results show in a notebook, lines in a terminal
+    ("convlab.choices", "convlab.files", "convlab.notebook", "convlab.terminal"),
     (
         "convlab.runtime",
         "convlab.threads",

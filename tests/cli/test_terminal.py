@@ -200,3 +200,21 @@ def test_a_long_precision_sentence_wraps_to_the_terminal_and_keeps_every_word(mo
         line.startswith(" " * 11) for line in lines[1:]
     )
     assert " ".join(line.strip() for line in lines) == f"precision: {reason}"
+
+
+def test_training_notes_wrap_between_words_in_a_terminal_and_stay_whole_in_the_log(tmp_path, capsys):
+    row = dict(train_loss=0.5, train_top1=0.8, val_loss=0.4, val_top1=0.85, val_top5=0.99, lr=0.01)
+    row.update(seconds=12.3, images_per_s=5120.0)
+    line = epoch_line(12, 47, row, num_classes=10)
+    assert len(line) > 80  # with validation figures an epoch's line is wider than an 80-column terminal
+    log = tmp_path / "train.log"
+    terminal = TrainProgress(log, interactive=True, console=Console(file=io.StringIO(), width=80))
+    terminal.note(line)
+    terminal.note("precision: float32 (as given)")
+    shown = capsys.readouterr().out.splitlines()
+    assert len(shown) == 3 and all(len(text) <= 80 for text in shown)
+    assert shown[1].startswith("  ") and shown[2] == "precision: float32 (as given)"
+    assert " ".join(text.strip() for text in shown[:2]).split() == line.split()  # every word, none cut
+    assert log.read_text().splitlines() == [line, "precision: float32 (as given)"]
+    TrainProgress(None, interactive=False).note(line)  # a pipe or CI log: one whole line
+    assert capsys.readouterr().out == line + "\n"

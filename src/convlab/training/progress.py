@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from convlab.files import write_error
 from convlab.notebook import in_notebook
+from convlab.terminal import wrap_line
 
 # How often the engine reads its on-device sums for the bar: each read is a device sync, so not every step.
 REFRESH_SECONDS = 0.5
@@ -113,10 +114,12 @@ class TrainProgress:
         """Print a line (above the bar if one is showing) and append it to train.log."""
         if self.silent:
             return
+        # a terminal gets the line broken between words at its width (train.log keeps it whole)
+        shown = wrap_line(text, self.console.width) if self.interactive else text
         if echo and self._bar is not None:
-            self._bar.console.print(text, markup=False, highlight=False)
+            self._bar.console.print(shown, markup=False, highlight=False, soft_wrap=True)
         elif echo:
-            print(text, flush=True)
+            print(shown, flush=True)
         if self.log_path is not None:
             try:
                 self.log_path.parent.mkdir(parents=True, exist_ok=True)
