@@ -61,6 +61,7 @@ def test_the_best_recipe_is_the_documented_half_hour_configuration():
         "schedule": "onecycle",
         "label_smoothing": 0.1,
         "augment": ["crop", "flip"],
+        "crop_padding": 2,
         "amp": "bf16",
         "channels_last": True,
         "test_tta": "shift",
