@@ -87,8 +87,8 @@ RECIPES: dict[str, Recipe] = {
             # every training image: no validation split to hold out, and one-cycle's last epoch is the one
             # tested, so there is no best epoch to choose
             "val_split": 0,
-            # 25 minutes at width 3 on the AMX machine (30 in its slow hours); 50 epochs (26.4 minutes) scored no higher with the same
-            # seed (94.89% against 95.02%)
+            # 25 minutes at width 3 on the AMX machine (30-35 in its slow hours); 50 epochs (26.4 minutes) scored no higher with the
+            # same seed (94.89% against 95.02%)
             "epochs": 47,
             "batch_size": 256,
             "optimizer": "nesterov",
