@@ -41,6 +41,11 @@ def default_crop_padding(image_size: Sequence[int]) -> int:
     return max(1, min(int(image_size[0]), int(image_size[1])) // 8)
 
 
+def crop_padding_for(image_size: Sequence[int], crop_padding: int | None) -> int:
+    """The run's own ``crop_padding``, or ``default_crop_padding`` where it sets none."""
+    return default_crop_padding(image_size) if crop_padding is None else int(crop_padding)
+
+
 def translate_limit(image_size: Sequence[int]) -> int:
     return max(1, round(TRANSLATE_FRACTION * min(int(image_size[0]), int(image_size[1]))))
 
@@ -225,7 +230,7 @@ class BatchAugment:
             raise ConvlabError(
                 f"pca-lighting needs RGB images; this data has {in_chans} channel(s) (use in_chans=3)."
             )
-        self.padding = default_crop_padding(image_size) if crop_padding is None else int(crop_padding)
+        self.padding = crop_padding_for(image_size, crop_padding)
         self.translate = translate_limit(image_size)
         self.mean, self.std = list(mean), list(std)
         self._lighting = lighting
@@ -289,8 +294,7 @@ def folder_transform(
     else:  # a partial of a module-level function: it pickles, so DataLoader workers can run it
         steps.append(functools.partial(resize_image, image_size=tuple(size), rule=resize))
     if "crop" in names:
-        padding = default_crop_padding(size) if crop_padding is None else int(crop_padding)
-        steps.append(v2.RandomCrop(size, padding=padding, fill=0))
+        steps.append(v2.RandomCrop(size, padding=crop_padding_for(size, crop_padding), fill=0))
     if "translate" in names:  # same as translate_batch: shift with the edge pixels repeated
         steps += [v2.Pad(translate_limit(size), padding_mode="edge"), v2.RandomCrop(size)]
     if "flip" in names:

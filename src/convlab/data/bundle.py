@@ -131,7 +131,7 @@ class DataBundle(ABC):
             device=torch.device(device),
             drop_last=bool(drop_last),
             shard=shard,
-            crop_padding=None if crop_padding is None else int(crop_padding),
+            crop_padding=crop_padding,  # checked above: None or an int
         )
 
     def check_crop_padding(self, crop_padding: int) -> None:

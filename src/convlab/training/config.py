@@ -61,9 +61,8 @@ class TrainConfig:
     clip_norm: float | None = None
     label_smoothing: float = 0.0
     augment: list[str] = field(default_factory=list)
-    crop_padding: int | None = (
-        None  # the zero border of the crop augmentation in pixels; None: image side // 8
-    )
+    # the zero border of the crop augmentation in pixels; None: an eighth of the image side
+    crop_padding: int | None = None
     init: str = "default"
     activation: str | None = None  # None: the model's own activation
     # "auto": bf16 where the device has bf16 matrix units and the model is wide enough to gain, else float32,
